@@ -1,0 +1,1 @@
+"""absl-launched experiments built on the hpjax library (thin launchers)."""

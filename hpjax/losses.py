@@ -1,0 +1,87 @@
+"""Losses selectable per member by a traced index.
+
+Classification: ``cross_entropy`` (with a per-member ``label_smoothing``) and
+``mse`` on (smoothed) one-hot targets. Regression: ``mse`` and ``huber``.
+A group compiles only the candidate losses of its search space; each member's
+index selects one (under ``vmap`` every candidate is computed and one is kept,
+which costs little next to the network).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+CLASSIFICATION_LOSSES = ("cross_entropy", "mse")
+REGRESSION_LOSSES = ("mse", "huber")
+
+
+def check_losses(names: Sequence[str], task: str) -> tuple[str, ...]:
+  """Validates loss names for a task ('classification' or 'regression')."""
+  allowed = CLASSIFICATION_LOSSES if task == "classification" else REGRESSION_LOSSES
+  names = tuple(names)
+  if not names:
+    raise ValueError(f"loss: at least one loss is needed; allowed for {task}: {', '.join(allowed)}")
+  for n in names:
+    if n not in allowed:
+      raise ValueError(f"loss: unknown value {n!r} for {task}; allowed: {', '.join(allowed)}")
+  return names
+
+
+def per_example_loss(name: str, outputs: jax.Array, targets: jax.Array, num_classes: int,
+                     label_smoothing: jax.Array = 0.0) -> jax.Array:
+  """One named loss per example.
+
+  Args:
+    name: loss name.
+    outputs: logits ``[B, K]`` (classification) or predictions ``[B, 1]``.
+    targets: int labels ``[B]`` or float targets ``[B]``.
+    num_classes: K (classification).
+    label_smoothing: smoothing of the one-hot targets (classification).
+
+  Returns:
+    ``[B]`` losses.
+  """
+  if name in ("cross_entropy",) or (name == "mse" and num_classes > 1):
+    onehot = optax.smooth_labels(jax.nn.one_hot(targets, num_classes), label_smoothing)
+    if name == "cross_entropy":
+      return optax.softmax_cross_entropy(outputs, onehot)
+    return jnp.mean(jnp.square(outputs - onehot), axis=-1)
+  pred = outputs[..., 0]
+  if name == "mse":
+    return jnp.square(pred - targets)
+  if name == "huber":
+    return optax.huber_loss(pred, targets, delta=1.0)
+  raise ValueError(f"loss: unknown value {name!r}")
+
+
+def loss(index: jax.Array, names: Sequence[str], outputs: jax.Array, targets: jax.Array,
+         num_classes: int, label_smoothing: jax.Array = 0.0,
+         weights: jax.Array | None = None) -> jax.Array:
+  """Mean of the member's selected loss over the batch.
+
+  Args:
+    index: traced index into ``names``.
+    names: candidate loss names (static).
+    outputs, targets, num_classes, label_smoothing: see :func:`per_example_loss`.
+    weights: optional ``[B]`` example weights (1 real, 0 padding).
+
+  Returns:
+    Scalar loss (weighted mean).
+  """
+  per = total_per_example(index, names, outputs, targets, num_classes, label_smoothing)
+  if weights is None:
+    return jnp.mean(per)
+  return jnp.sum(per * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def total_per_example(index, names, outputs, targets, num_classes, label_smoothing=0.0):
+  """Per-example values of the member's selected loss (``[B]``)."""
+  values = [per_example_loss(n, outputs, targets, num_classes, label_smoothing) for n in names]
+  if len(values) == 1:
+    return values[0]
+  idx = jnp.clip(jnp.asarray(index, jnp.int32), 0, len(values) - 1)
+  return jnp.select([idx == i for i in range(len(values) - 1)], values[:-1], values[-1])

@@ -1,0 +1,249 @@
+"""Layers shared by the population models, written for speed under ``vmap``.
+
+Every model in :mod:`hpjax.models` describes *one* member; the population is
+made by ``jax.vmap`` over the members' parameters. How a layer is written
+decides what XLA runs once it is vmapped:
+
+* ``lax.conv_general_dilated`` with a per-member kernel becomes a *grouped*
+  convolution, which XLA:CPU runs on a slow path (about 40x slower than one
+  member at a time, see ``DESIGN.md``). :func:`conv2d` therefore defaults to an
+  im2col built from shifted slices (pure data movement) followed by one matrix
+  product, which vmap turns into a batched matmul, the fastest primitive
+  available on CPU. The XLA convolution stays available (``impl='xla'``) for
+  backends where it wins.
+* ``max_pool``'s gradient (select-and-scatter) is slow on XLA:CPU; pooling
+  windows that tile the input are written as a reshape followed by ``max``.
+* Activations are chosen per member by a traced index (:func:`activation`), so
+  one compiled program serves members with different activations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax import lax
+
+# Every activation hpjax knows, by name. A model receives the *candidate* names
+# (the choices of the search space) and a per-member index into them.
+ACTIVATIONS = {
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "gelu": jax.nn.gelu,
+    "elu": jax.nn.elu,
+    "leaky_relu": jax.nn.leaky_relu,
+    "swish": jax.nn.swish,
+}
+
+CONV_IMPLS = ("slices", "xla")
+
+
+def check_activations(names: Sequence[str]) -> tuple[str, ...]:
+  """Validates a tuple of activation names.
+
+  Args:
+    names: activation names, each a key of :data:`ACTIVATIONS`.
+
+  Returns:
+    The names as a tuple.
+
+  Raises:
+    ValueError: on an empty list or an unknown name.
+  """
+  names = tuple(names)
+  if not names:
+    raise ValueError("activations: at least one activation is needed; allowed: "
+                     + ", ".join(ACTIVATIONS))
+  for n in names:
+    if n not in ACTIVATIONS:
+      raise ValueError(f"activations: unknown activation {n!r}; allowed: "
+                       + ", ".join(ACTIVATIONS))
+  return names
+
+
+def activation(x: jax.Array, index: jax.Array, names: Sequence[str]) -> jax.Array:
+  """Applies the activation ``names[index]`` to ``x``.
+
+  Under ``vmap`` with a batched ``index`` the switch lowers to a select over
+  every candidate branch; only the candidates of the search space are
+  compiled, which keeps that cost small (elementwise work only).
+
+  Args:
+    x: input array.
+    index: integer scalar (traced), an index into ``names``.
+    names: the candidate activation names (static).
+
+  Returns:
+    The activated array, same shape and dtype as ``x``.
+  """
+  fns = [ACTIVATIONS[n] for n in names]
+  if len(fns) == 1:
+    return fns[0](x)
+  index = jnp.clip(jnp.asarray(index, jnp.int32), 0, len(fns) - 1)
+  return lax.switch(index, fns, x)
+
+
+def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
+  """Output size and (low, high) padding of XLA's 'SAME' convention."""
+  out = -(-size // stride)
+  total = max((out - 1) * stride + kernel - size, 0)
+  return out, total // 2, total - total // 2
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1,
+           impl: str = "slices") -> jax.Array:
+  """2-D convolution with 'SAME' padding, NHWC input and HWIO kernel.
+
+  Args:
+    x: input ``[B, H, W, C]``.
+    kernel: weights ``[k, k, C, O]``.
+    stride: the same stride along both spatial axes.
+    impl: ``'slices'`` (im2col from shifted slices + one matmul) or ``'xla'``
+      (``lax.conv_general_dilated``).
+
+  Returns:
+    ``[B, ceil(H/stride), ceil(W/stride), O]``.
+  """
+  if impl == "xla":
+    return lax.conv_general_dilated(
+        x, kernel, (stride, stride), "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  if impl != "slices":
+    raise ValueError(f"conv_impl: unknown value {impl!r}; allowed: {', '.join(CONV_IMPLS)}")
+  kh, kw, cin, cout = kernel.shape
+  b, h, w, c = x.shape
+  if c != cin:
+    raise ValueError(f"conv2d: input has {c} channels, kernel expects {cin}")
+  ho, ph_lo, ph_hi = _same_padding(h, kh, stride)
+  wo, pw_lo, pw_hi = _same_padding(w, kw, stride)
+  if kh == 1 and kw == 1:
+    patches = x[:, ::stride, ::stride, :]
+  else:
+    xp = jnp.pad(x, ((0, 0), (ph_lo, ph_hi), (pw_lo, pw_hi), (0, 0)))
+    # Patch features are ordered (i, j, c), matching kernel.reshape(k*k*C, O).
+    cols = [xp[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride, :]
+            for i in range(kh) for j in range(kw)]
+    patches = jnp.concatenate(cols, axis=-1)
+  out = patches.reshape(b * ho * wo, kh * kw * cin) @ kernel.reshape(kh * kw * cin, cout)
+  return out.reshape(b, ho, wo, cout)
+
+
+def max_pool(x: jax.Array, window: int = 2) -> jax.Array:
+  """Non-overlapping max pooling (window = stride), 'VALID' like PyTorch.
+
+  Written as a reshape and a max so the gradient avoids select-and-scatter.
+
+  Args:
+    x: ``[B, H, W, C]``.
+    window: pooling window and stride.
+
+  Returns:
+    ``[B, H // window, W // window, C]``; trailing rows/columns are dropped.
+  """
+  b, h, w, c = x.shape
+  ho, wo = h // window, w // window
+  if ho == 0 or wo == 0:
+    return x
+  x = x[:, :ho * window, :wo * window, :]
+  return x.reshape(b, ho, window, wo, window, c).max(axis=(2, 4))
+
+
+def avg_pool(x: jax.Array, window: int = 2) -> jax.Array:
+  """Non-overlapping average pooling (window = stride), 'VALID'."""
+  b, h, w, c = x.shape
+  ho, wo = h // window, w // window
+  if ho == 0 or wo == 0:
+    return x
+  x = x[:, :ho * window, :wo * window, :]
+  return x.reshape(b, ho, window, wo, window, c).mean(axis=(2, 4))
+
+
+def max_pool_same(x: jax.Array, window: int = 3) -> jax.Array:
+  """Stride-1 max pooling with 'SAME' padding, as a max over shifted slices.
+
+  Used by the Inception-style pool branch; like :func:`conv2d`, slices keep
+  the gradient a cheap elementwise select instead of select-and-scatter.
+  """
+  b, h, w, c = x.shape
+  _, lo, hi = _same_padding(h, window, 1)
+  _, wlo, whi = _same_padding(w, window, 1)
+  xp = jnp.pad(x, ((0, 0), (lo, hi), (wlo, whi), (0, 0)), constant_values=-jnp.inf)
+  out = None
+  for i in range(window):
+    for j in range(window):
+      s = xp[:, i:i + h, j:j + w, :]
+      out = s if out is None else jnp.maximum(out, s)
+  return out
+
+
+def dropout(x: jax.Array, rate: jax.Array, key: jax.Array | None, train: bool) -> jax.Array:
+  """Inverted dropout with a traced, per-member ``rate``.
+
+  Args:
+    x: input.
+    rate: drop probability (traced scalar, clipped to [0, 0.95]); 0 keeps all.
+    key: PRNG key; may be None when ``train`` is False.
+    train: apply dropout only when True.
+
+  Returns:
+    ``x`` with dropped units zeroed and kept ones scaled by ``1 / (1 - rate)``.
+  """
+  if not train or key is None:
+    return x
+  keep = 1.0 - jnp.clip(jnp.asarray(rate, x.dtype), 0.0, 0.95)
+  mask = jax.random.bernoulli(key, keep, x.shape)
+  return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class Conv(nnx.Module):
+  """A 'SAME' 2-D convolution layer using :func:`conv2d`."""
+
+  def __init__(self, in_features: int, out_features: int, kernel_size: int = 3, *,
+               stride: int = 1, use_bias: bool = True, impl: str = "slices",
+               rngs: nnx.Rngs):
+    if impl not in CONV_IMPLS:
+      raise ValueError(f"conv_impl: unknown value {impl!r}; allowed: {', '.join(CONV_IMPLS)}")
+    init = nnx.initializers.lecun_normal()
+    self.kernel = nnx.Param(init(rngs.params(), (kernel_size, kernel_size, in_features, out_features)))
+    self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else None
+    self.stride = stride
+    self.impl = impl
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = conv2d(x, self.kernel[...], self.stride, self.impl)
+    if self.bias is not None:
+      y = y + self.bias[...]
+    return y
+
+
+class Context:
+  """Per-call, per-member inputs of a model's forward pass.
+
+  Attributes:
+    activation: traced integer index into the model's activation names.
+    dropout: traced dropout rate.
+    train: static flag (dropout on, BatchNorm in training mode).
+    key: PRNG key for dropout (split as layers consume it), or None.
+  """
+
+  def __init__(self, activation, dropout=0.0, *, train: bool = False, key=None):
+    self.activation = activation
+    self.dropout = dropout
+    self.train = train
+    self._key = key
+
+  def next_key(self):
+    """Returns a fresh key for one dropout layer (None when not training)."""
+    if self._key is None or not self.train:
+      return None
+    self._key, sub = jax.random.split(self._key)
+    return sub
+
+
+def fan_in_flat(shape: Sequence[int]) -> int:
+  """Number of features after flattening a per-example shape."""
+  return int(math.prod(shape))

@@ -1,0 +1,55 @@
+"""VGG-style CNN: stages of same-width convolutions, each followed by pooling.
+
+``depth`` stages, stage ``s`` having ``width * 2**s`` channels and
+``convs_per_stage`` convolutions of ``kernel_size``; then one hidden dense
+layer and the output layer. ``depth=2, width=16, dense=64`` is the project's
+bench CNN (conv16-pool-conv32-pool-dense64-out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+from flax import nnx
+
+from hpjax.models import layers
+
+
+class VGG(nnx.Module):
+  """One member's VGG-style network (the population vmaps over its state)."""
+
+  def __init__(self, input_shape: Sequence[int], num_outputs: int, *,
+               activations: Sequence[str], depth: int = 2, width: int = 16,
+               kernel_size: int = 3, convs_per_stage: int = 1, dense: int = 64,
+               batch_norm: bool = False, conv_impl: str = "slices", rngs: nnx.Rngs):
+    h, w, c = input_shape
+    self.activations = tuple(activations)
+    self.batch_norm = batch_norm
+    convs, norms = [], []
+    for s in range(depth):
+      out = width * 2 ** s
+      for _ in range(convs_per_stage):
+        convs.append(layers.Conv(c, out, kernel_size, impl=conv_impl, use_bias=not batch_norm,
+                                 rngs=rngs))
+        norms.append(nnx.BatchNorm(out, momentum=0.9, rngs=rngs) if batch_norm else None)
+        c = out
+      h, w = max(h // 2, 1) if h >= 2 else h, max(w // 2, 1) if w >= 2 else w
+    self.convs = nnx.List(convs)
+    self.norms = nnx.List(norms)
+    self.convs_per_stage = convs_per_stage
+    self.hidden = nnx.Linear(h * w * c, dense, rngs=rngs)
+    self.out = nnx.Linear(dense, num_outputs, rngs=rngs)
+
+  def __call__(self, x: jax.Array, ctx: layers.Context) -> jax.Array:
+    for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+      x = conv(x)
+      if norm is not None:
+        x = norm(x, use_running_average=not ctx.train)
+      x = layers.activation(x, ctx.activation, self.activations)
+      if (i + 1) % self.convs_per_stage == 0:
+        x = layers.max_pool(x, 2)
+    x = x.reshape(x.shape[0], -1)
+    x = layers.activation(self.hidden(x), ctx.activation, self.activations)
+    x = layers.dropout(x, ctx.dropout, ctx.next_key(), ctx.train)
+    return self.out(x)

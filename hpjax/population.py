@@ -1,0 +1,531 @@
+"""The population engine: many members trained at once, one compiled program per group.
+
+A *member* is one model with its own hyperparameters. Members whose
+*structural* hyperparameters agree (model config, batch size) form a
+**group**; a group's state is one pytree whose every leaf has a leading
+population axis ``P`` (:class:`PopulationState`), and its train / evaluate
+functions are pure, jitted once per :class:`GroupSpec` and cached.
+
+*Vectorized* hyperparameters are traced per-member values and never cause a
+recompile: the optimizer family and its hyperparameters live in
+``opt_state.hyperparams`` (``optax.inject_hyperparams``), the activation,
+loss index, dropout rate and label smoothing in ``state.hparams``.
+
+One epoch is one ``lax.scan`` inside ``jit``: each member draws its own
+permutation of the (device-resident) training set, minibatches are gathered
+on the device, and nothing returns to the host until the epoch ends.
+
+Functional core::
+
+    fns = group_functions(spec)
+    state = fns.init(keys, hparams)
+    state, metrics = fns.train_epoch(state, x_train, y_train)
+    metrics = fns.evaluate(state, x_eval, y_eval, weights)
+
+:class:`Population` wraps this for users: a list of :class:`Member` in, per
+member metrics out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from hpjax import losses as losses_lib
+from hpjax import optim
+from hpjax.models import ACTIVATIONS, Context, ModelConfig, build_model
+from hpjax.models import layers
+
+# Per-member hyperparameters kept in ``state.hparams`` (the optimizer's live in
+# ``opt_state.hyperparams``). Index-valued ones are int32, the rest float32.
+MODEL_HPARAMS = ("activation", "loss", "dropout", "label_smoothing")
+INDEX_HPARAMS = ("activation", "loss", "optimizer")
+
+
+@flax.struct.dataclass
+class PopulationState:
+  """The state of one group; every leaf has the leading population axis P.
+
+  Attributes:
+    params: model parameters (nested dict of arrays).
+    batch_stats: BatchNorm statistics (nested dict; empty without BatchNorm).
+    opt_state: optax state, including ``hyperparams`` (per-member values).
+    hparams: ``activation`` / ``loss`` (int32 indices), ``dropout`` and
+      ``label_smoothing`` (float32).
+    key: per-member PRNG key data (uint32 ``[P, 2]``), split every epoch.
+    epoch: epochs trained by each member (int32 ``[P]``).
+  """
+
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  hparams: dict
+  key: jax.Array
+  epoch: jax.Array
+
+  @property
+  def size(self) -> int:
+    """Number of members P."""
+    return int(self.epoch.shape[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupSpec:
+  """Everything static about a group: it keys the compiled-function cache.
+
+  Attributes:
+    model: structural model config.
+    batch_size: training minibatch size.
+    input_shape: per-example input shape.
+    num_outputs: classes (classification) or 1 (regression).
+    task: ``classification`` or ``regression``.
+    activations: candidate activation names (members index into them).
+    losses: candidate loss names (members index into them).
+    schedule: learning-rate schedule shape.
+    mean, std: per-channel normalisation of the stored inputs.
+    eval_batch_size: examples per evaluation chunk.
+  """
+
+  model: ModelConfig
+  batch_size: int
+  input_shape: tuple
+  num_outputs: int
+  task: str = "classification"
+  activations: tuple = ("relu",)
+  losses: tuple = ("cross_entropy",)
+  schedule: optim.Schedule = optim.Schedule()
+  mean: tuple = (0.0,)
+  std: tuple = (1.0,)
+  eval_batch_size: int = 256
+
+
+class GroupFunctions(NamedTuple):
+  """The jitted pure functions of one group (see module docstring)."""
+  init: Any
+  train_epoch: Any
+  evaluate: Any
+  predict: Any
+  graphdef: Any
+  spec: GroupSpec
+
+
+def _normalize(spec: GroupSpec, x: jax.Array) -> jax.Array:
+  # Inputs stay uint8 on the device; the float conversion is fused into the
+  # first layer's input by XLA.
+  mean = np.asarray(spec.mean, np.float32)
+  inv_std = 1.0 / np.asarray(spec.std, np.float32)
+  return (x.astype(jnp.float32) - mean) * inv_std
+
+
+def _template(spec: GroupSpec):
+  """Graph definition and abstract state of one member's model."""
+  model = nnx.eval_shape(lambda: build_model(spec.model, spec.input_shape, spec.num_outputs,
+                                             spec.activations, nnx.Rngs(0)))
+  graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  return graphdef, params, stats
+
+
+@functools.lru_cache(maxsize=None)
+def group_functions(spec: GroupSpec) -> GroupFunctions:
+  """Builds (once per spec) the jitted init / train_epoch / evaluate of a group.
+
+  Args:
+    spec: the group's static description.
+
+  Returns:
+    :class:`GroupFunctions`. ``train_epoch`` donates its state argument.
+  """
+  layers.check_activations(spec.activations)
+  losses_lib.check_losses(spec.losses, spec.task)
+  graphdef, params_t, stats_t = _template(spec)
+  params_def = jax.tree.structure(params_t)
+  stats_def = jax.tree.structure(stats_t)
+  num_classes = spec.num_outputs if spec.task == "classification" else 1
+  opt = optim.make_optimizer(spec.schedule)  # update reads state.hyperparams only
+
+  def merge(params, stats):
+    # Pure dicts <-> nnx.State: both flatten in sorted-key order.
+    p = jax.tree.unflatten(params_def, jax.tree.leaves(params))
+    s = jax.tree.unflatten(stats_def, jax.tree.leaves(stats))
+    return nnx.merge(graphdef, p, s)
+
+  def init_member(key, hp):
+    model = build_model(spec.model, spec.input_shape, spec.num_outputs, spec.activations,
+                        nnx.Rngs(params=key))
+    _, p, s = nnx.split(model, nnx.Param, nnx.BatchStat)
+    p, s = nnx.to_pure_dict(p), nnx.to_pure_dict(s)
+    opt_hp = {k: hp[k] for k in optim.HPARAMS}
+    opt_state = optim.make_optimizer(spec.schedule, **opt_hp).init(p)
+    return p, s, opt_state
+
+  @jax.jit
+  def init(keys: jax.Array, hparams: Mapping[str, jax.Array]) -> PopulationState:
+    """keys: uint32 ``[P, 2]``; hparams: name -> ``[P]`` (all of HPARAMS)."""
+    hparams = {k: jnp.asarray(v, jnp.int32 if k in INDEX_HPARAMS else jnp.float32)
+               for k, v in hparams.items()}
+    typed = jax.random.wrap_key_data(keys)
+    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(typed)
+    params, stats, opt_state = jax.vmap(init_member)(init_keys, hparams)
+    return PopulationState(
+        params=params, batch_stats=stats, opt_state=opt_state,
+        hparams={k: hparams[k] for k in MODEL_HPARAMS},
+        key=jax.random.key_data(jax.vmap(lambda k: jax.random.fold_in(k, 1))(typed)),
+        epoch=jnp.zeros(keys.shape[0], jnp.int32))
+
+  def forward(params, stats, hp, x, train, key):
+    model = merge(params, stats)
+    ctx = Context(hp["activation"], hp["dropout"], train=train, key=key)
+    out = model(_normalize(spec, x), ctx)
+    new_stats = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)) if train else stats
+    return out, new_stats
+
+  def member_step(params, stats, opt_state, hp, x, y, key):
+    def loss_fn(p):
+      out, new_stats = forward(p, stats, hp, x, True, key)
+      l = losses_lib.loss(hp["loss"], spec.losses, out, y, num_classes, hp["label_smoothing"])
+      return l, (new_stats, out)
+    (l, (new_stats, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    if spec.task == "classification":
+      score = jnp.mean((jnp.argmax(out, -1) == y).astype(jnp.float32))
+    else:
+      score = jnp.mean(jnp.square(out[..., 0] - y))
+    return params, new_stats, opt_state, l, score
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def train_epoch(state: PopulationState, x: jax.Array, y: jax.Array):
+    """One epoch over ``x, y`` (device arrays shared by all members)."""
+    n = x.shape[0]
+    b = spec.batch_size
+    steps = n // b
+    if steps < 1:
+      raise ValueError(f"batch_size: {b} exceeds the {n} training examples")
+    keys = jax.random.wrap_key_data(state.key)
+    split = jax.vmap(lambda k: jax.random.split(k, 3))(keys)
+    next_key, perm_key, drop_key = split[:, 0], split[:, 1], split[:, 2]
+    # A per-member permutation, truncated to whole batches, [steps, P, B].
+    perms = jax.vmap(lambda k: jax.random.permutation(k, n)[:steps * b].reshape(steps, b))(perm_key)
+    perms = jnp.swapaxes(perms, 0, 1)
+    hp = state.hparams
+
+    def body(carry, inp):
+      params, stats, opt_state = carry
+      idx, t = inp
+      step_keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(drop_key)
+      params, stats, opt_state, l, score = jax.vmap(member_step)(
+          params, stats, opt_state, hp, x[idx], y[idx], step_keys)
+      return (params, stats, opt_state), (l, score)
+
+    (params, stats, opt_state), (ls, scores) = jax.lax.scan(
+        body, (state.params, state.batch_stats, state.opt_state),
+        (perms, jnp.arange(steps)))
+    new_state = state.replace(params=params, batch_stats=stats, opt_state=opt_state,
+                              key=jax.random.key_data(next_key), epoch=state.epoch + 1)
+    metric = "train_accuracy" if spec.task == "classification" else "train_mse"
+    return new_state, {"train_loss": ls.mean(0), metric: scores.mean(0)}
+
+  @jax.jit
+  def evaluate(state: PopulationState, x: jax.Array, y: jax.Array, weights: jax.Array):
+    """Loss and accuracy (or MSE) per member over ``x`` in fixed-size chunks.
+
+    ``x`` must hold a whole number of ``eval_batch_size`` chunks; ``weights``
+    (1 for real examples, 0 for padding) keeps padding out of the means.
+    """
+    e = spec.eval_batch_size
+    chunks = x.shape[0] // e
+    xs = x.reshape((chunks, e) + x.shape[1:])
+    ys = y.reshape((chunks, e) + y.shape[1:])
+    ws = weights.reshape(chunks, e)
+    hp = state.hparams
+
+    def member_eval(params, stats, mhp, xc, yc, wc):
+      out, _ = forward(params, stats, mhp, xc, False, None)
+      per = losses_lib.total_per_example(mhp["loss"], spec.losses, out, yc, num_classes,
+                                         mhp["label_smoothing"])
+      if spec.task == "classification":
+        score = (jnp.argmax(out, -1) == yc).astype(jnp.float32)
+      else:
+        score = jnp.square(out[..., 0] - yc)
+      return jnp.sum(per * wc), jnp.sum(score * wc)
+
+    def body(acc, chunk):
+      xc, yc, wc = chunk
+      l, s = jax.vmap(member_eval, in_axes=(0, 0, 0, None, None, None))(
+          state.params, state.batch_stats, hp, xc, yc, wc)
+      return (acc[0] + l, acc[1] + s), None
+
+    p = state.epoch.shape[0]
+    (l, s), _ = jax.lax.scan(body, (jnp.zeros(p), jnp.zeros(p)), (xs, ys, ws))
+    total = jnp.maximum(jnp.sum(weights), 1.0)
+    metric = "accuracy" if spec.task == "classification" else "mse"
+    return {"loss": l / total, metric: s / total}
+
+  @jax.jit
+  def predict(state: PopulationState, x: jax.Array) -> jax.Array:
+    """Every member's outputs (eval mode) on ``x``: ``[P, N, outputs]``."""
+    return jax.vmap(lambda p, s, h: forward(p, s, h, x, False, None)[0])(
+        state.params, state.batch_stats, state.hparams)
+
+  return GroupFunctions(init, train_epoch, evaluate, predict, graphdef, spec)
+
+
+def get_hparams(state: PopulationState) -> dict[str, jax.Array]:
+  """All per-member hyperparameters of a group (name -> ``[P]`` array)."""
+  return {**state.opt_state.hyperparams, **state.hparams}
+
+
+def set_hparams(state: PopulationState, values: Mapping[str, Any]) -> PopulationState:
+  """Returns ``state`` with some per-member hyperparameters replaced.
+
+  Args:
+    state: a group state.
+    values: name -> ``[P]`` values; names from ``optim.HPARAMS`` or
+      :data:`MODEL_HPARAMS`.
+
+  Returns:
+    The new state (same shapes and dtypes: nothing recompiles).
+  """
+  opt_vals, model_vals = {}, {}
+  for k, v in values.items():
+    if k in optim.HPARAMS:
+      opt_vals[k] = jnp.asarray(v, state.opt_state.hyperparams[k].dtype)
+    elif k in MODEL_HPARAMS:
+      model_vals[k] = jnp.asarray(v, state.hparams[k].dtype)
+    else:
+      raise ValueError(f"hyperparameter: unknown name {k!r}; allowed: "
+                       + ", ".join(optim.HPARAMS + MODEL_HPARAMS))
+  opt_state = state.opt_state
+  if opt_vals:
+    opt_state = optax.tree_utils.tree_set(opt_state, **opt_vals)
+  return state.replace(opt_state=opt_state, hparams={**state.hparams, **model_vals})
+
+
+@jax.jit
+def _take(state, index):
+  return jax.tree.map(lambda a: jnp.take(a, index, axis=0), state)
+
+
+def take(state: PopulationState, index) -> PopulationState:
+  """Gathers members ``index`` (exploit / compaction: one gather on device).
+
+  Args:
+    state: a group state.
+    index: ``[Q]`` member indices; ``Q`` may differ from ``P`` (compaction).
+
+  Returns:
+    The state of members ``index``, in that order.
+  """
+  return _take(state, jnp.asarray(index, jnp.int32))
+
+
+# ---------------------------------------------------------------------------
+# The user-facing wrapper.
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+  """One member's hyperparameters.
+
+  Structural: ``model`` and ``batch_size`` (members that share both share a
+  compiled group). Everything else is vectorized.
+  """
+
+  learning_rate: float = 1e-3
+  optimizer: str = "adam"
+  momentum: float = optim.DEFAULTS["momentum"]
+  b1: float = optim.DEFAULTS["b1"]
+  b2: float = optim.DEFAULTS["b2"]
+  eps: float = optim.DEFAULTS["eps"]
+  weight_decay: float = optim.DEFAULTS["weight_decay"]
+  rms_decay: float = optim.DEFAULTS["rms_decay"]
+  activation: str = "relu"
+  loss: str | None = None  # None: cross_entropy for classification, mse for regression
+  dropout: float = 0.0
+  label_smoothing: float = 0.0
+  batch_size: int = 32
+  model: ModelConfig = ModelConfig()
+
+  def validate(self) -> "Member":
+    """Raises ValueError naming the field on a bad value."""
+    optim.family_index(self.optimizer)
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f"activation: unknown value {self.activation!r}; allowed: "
+                       + ", ".join(ACTIVATIONS))
+    if not (np.isfinite(self.learning_rate) and self.learning_rate >= 0):
+      raise ValueError(f"learning_rate: must be finite and >= 0, got {self.learning_rate!r}")
+    if not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f"dropout: must be in [0, 1), got {self.dropout!r}")
+    if not 0.0 <= self.label_smoothing < 1.0:
+      raise ValueError(f"label_smoothing: must be in [0, 1), got {self.label_smoothing!r}")
+    if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
+      raise ValueError(f"batch_size: must be a positive integer, got {self.batch_size!r}")
+    self.model.validate()
+    return self
+
+
+def member_keys(seed: int, indices: Sequence[int]) -> jax.Array:
+  """Per-member key data: member ``i``'s key depends only on (seed, i)."""
+  base = jax.random.key(seed)
+  return jnp.stack([jax.random.key_data(jax.random.fold_in(base, int(i))) for i in indices])
+
+
+def pad_eval(x, y, eval_batch_size: int, length: int | None = None):
+  """Pads an evaluation split to whole chunks; returns (x, y, weights)."""
+  n = x.shape[0]
+  length = length or n
+  length = -(-length // eval_batch_size) * eval_batch_size
+  pad = length - n
+  w = jnp.concatenate([jnp.ones(n, jnp.float32), jnp.zeros(pad, jnp.float32)])
+  if pad:
+    x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)])
+    y = jnp.concatenate([y, jnp.zeros((pad,) + y.shape[1:], y.dtype)])
+  return x, y, w
+
+
+@dataclasses.dataclass
+class Group:
+  """A compiled group: its functions, its state and which members it holds."""
+  fns: GroupFunctions
+  members: list[int]
+  state: PopulationState
+
+
+class Population:
+  """A population of members trained side by side on one dataset.
+
+  Example::
+
+    data = hpjax.load_dataset("digits")
+    pop = hpjax.Population([hpjax.Member(learning_rate=lr) for lr in (1e-3, 1e-2)], data)
+    for _ in range(3):
+      pop.train_epoch()
+    print(pop.evaluate("val")["accuracy"])
+
+  Args:
+    members: the members' hyperparameters.
+    data: a :class:`hpjax.data.Dataset`.
+    seed: member ``i``'s PRNG key is derived from ``(seed, i)`` alone.
+    activations: candidate activations compiled into every group (default:
+      those the members use). Give the full set of a search space so that a
+      controller can switch members between them without recompiling.
+    losses: candidate losses (default: those the members use).
+    schedule: learning-rate schedule shape shared by all members.
+    eval_batch_size: examples per evaluation chunk.
+  """
+
+  def __init__(self, members: Sequence[Member], data, *, seed: int = 0,
+               activations: Sequence[str] | None = None, losses: Sequence[str] | None = None,
+               schedule: optim.Schedule = optim.Schedule(), eval_batch_size: int = 256):
+    if not members:
+      raise ValueError("members: a population needs at least one member")
+    self.data = data
+    self.seed = seed
+    default_loss = "cross_entropy" if data.task == "classification" else "mse"
+    members = [dataclasses.replace(m, loss=m.loss or default_loss).validate() for m in members]
+    for m in members:
+      data.check_batch_size(m.batch_size)
+    if activations is None:
+      used = {m.activation for m in members}
+      activations = [a for a in ACTIVATIONS if a in used]
+    self.activations = layers.check_activations(activations)
+    if losses is None:
+      used = {m.loss for m in members}
+      losses = [l for l in losses_lib.CLASSIFICATION_LOSSES + losses_lib.REGRESSION_LOSSES
+                if l in used]
+      losses = list(dict.fromkeys(losses))
+    self.losses = losses_lib.check_losses(losses, data.task)
+    for m in members:
+      if m.activation not in self.activations:
+        raise ValueError(f"activation: {m.activation!r} is not among the candidates "
+                         f"{self.activations}")
+      if m.loss not in self.losses:
+        raise ValueError(f"loss: {m.loss!r} is not among the candidates {self.losses}")
+    self.schedule = schedule.validate()
+    self.eval_batch_size = eval_batch_size
+    self.size = len(members)
+    self.members = members
+    num_outputs = data.num_classes if data.task == "classification" else 1
+    # Validation and test are padded to one common length so that a single
+    # compiled evaluate serves both.
+    length = max(data.num_val, data.num_test)
+    self._eval = {
+        "val": pad_eval(data.x_val, data.y_val, eval_batch_size, length),
+        "test": pad_eval(data.x_test, data.y_test, eval_batch_size, length),
+    }
+    by_key: dict[tuple, list[int]] = {}
+    for i, m in enumerate(members):
+      by_key.setdefault((m.model, m.batch_size), []).append(i)
+    self.groups: list[Group] = []
+    for (model, batch_size), ids in by_key.items():
+      spec = GroupSpec(model=model, batch_size=batch_size, input_shape=tuple(data.input_shape),
+                       num_outputs=num_outputs, task=data.task, activations=self.activations,
+                       losses=self.losses, schedule=self.schedule,
+                       mean=tuple(float(v) for v in np.ravel(data.mean)),
+                       std=tuple(float(v) for v in np.ravel(data.std)),
+                       eval_batch_size=eval_batch_size)
+      fns = group_functions(spec)
+      hp = self.hparam_arrays([members[i] for i in ids])
+      state = fns.init(member_keys(seed, ids), hp)
+      self.groups.append(Group(fns, ids, state))
+
+  def hparam_arrays(self, members: Sequence[Member]) -> dict[str, np.ndarray]:
+    """Vectorized hyperparameters of ``members`` as ``[len(members)]`` arrays."""
+    out = {k: np.array([getattr(m, k) for m in members], np.float32)
+           for k in optim.DEFAULTS}
+    out["optimizer"] = np.array([optim.family_index(m.optimizer) for m in members], np.int32)
+    out["activation"] = np.array([self.activations.index(m.activation) for m in members], np.int32)
+    out["loss"] = np.array([self.losses.index(m.loss) for m in members], np.int32)
+    out["dropout"] = np.array([m.dropout for m in members], np.float32)
+    out["label_smoothing"] = np.array([m.label_smoothing for m in members], np.float32)
+    return out
+
+  def _gather(self, per_group: Sequence[Mapping[str, jax.Array]]) -> dict[str, np.ndarray]:
+    """Per-group metric dicts -> one dict of ``[P]`` arrays in member order."""
+    out: dict[str, np.ndarray] = {}
+    for g, metrics in zip(self.groups, per_group):
+      for k, v in metrics.items():
+        arr = out.setdefault(k, np.full(self.size, np.nan, np.float64))
+        arr[g.members] = np.asarray(v)
+    return out
+
+  def train_epoch(self) -> dict[str, np.ndarray]:
+    """Trains every member for one epoch; returns per-member train metrics."""
+    results = []
+    for g in self.groups:  # groups are dispatched asynchronously, synced below
+      g.state, metrics = g.fns.train_epoch(g.state, self.data.x_train, self.data.y_train)
+      results.append(metrics)
+    return self._gather(results)
+
+  def evaluate(self, split: str = "val") -> dict[str, np.ndarray]:
+    """Per-member loss and accuracy (MSE for regression) on ``split``."""
+    if split not in self._eval:
+      raise ValueError(f"split: unknown value {split!r}; allowed: val, test")
+    x, y, w = self._eval[split]
+    return self._gather([g.fns.evaluate(g.state, x, y, w) for g in self.groups])
+
+  def hparams(self) -> list[dict[str, Any]]:
+    """Each member's current hyperparameters (names, not indices)."""
+    rows: list[dict[str, Any]] = [{} for _ in range(self.size)]
+    for g in self.groups:
+      values = {k: np.asarray(v) for k, v in get_hparams(g.state).items()}
+      for j, i in enumerate(g.members):
+        row = {k: float(values[k][j]) for k in optim.DEFAULTS}
+        row["optimizer"] = optim.FAMILIES[int(values["optimizer"][j])]
+        row["activation"] = self.activations[int(values["activation"][j])]
+        row["loss"] = self.losses[int(values["loss"][j])]
+        row["dropout"] = float(values["dropout"][j])
+        row["label_smoothing"] = float(values["label_smoothing"][j])
+        row["batch_size"] = g.fns.spec.batch_size
+        row["model"] = dataclasses.asdict(g.fns.spec.model)
+        rows[i] = row
+    return rows

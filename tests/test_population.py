@@ -1,0 +1,186 @@
+"""The population engine: isolation of members, hyperparameters acting,
+determinism, no recompiles, and a real accuracy check."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax._src import dispatch  # event names of JAX's own compile monitoring
+
+import hpjax
+from hpjax import optim
+from hpjax import population as pop_lib
+from hpjax.models import ModelConfig
+
+TINY = ModelConfig(family="vgg", depth=1, width=4, dense=16)
+ACTS = ("relu", "tanh", "sigmoid")
+
+
+def _members():
+  return [
+      hpjax.Member(learning_rate=0.01, optimizer="adam", activation="relu", model=TINY),
+      hpjax.Member(learning_rate=0.1, optimizer="sgd", activation="tanh", model=TINY),
+      hpjax.Member(learning_rate=0.003, optimizer="rmsprop", activation="sigmoid", model=TINY,
+                   weight_decay=1e-3),
+      hpjax.Member(learning_rate=0.02, optimizer="nesterov", activation="relu", model=TINY,
+                   dropout=0.3, loss="mse"),
+  ]
+
+
+def _make(data, members, seed=0):
+  return hpjax.Population(members, data, seed=seed, activations=ACTS,
+                          losses=("cross_entropy", "mse"))
+
+
+def _leaves(state):
+  return [np.asarray(a) for a in jax.tree.leaves(state.params)]
+
+
+def test_state_has_leading_population_axis(digits_small):
+  p = _make(digits_small, _members())
+  assert len(p.groups) == 1
+  state = p.groups[0].state
+  for leaf in jax.tree.leaves(state):
+    assert leaf.shape[0] == 4
+  hp = pop_lib.get_hparams(state)
+  np.testing.assert_array_equal(hp["optimizer"], [4, 0, 3, 2])
+  np.testing.assert_array_equal(hp["activation"], [0, 1, 2, 0])
+  np.testing.assert_array_equal(hp["loss"], [0, 0, 0, 1])
+  assert p.hparams()[2]["optimizer"] == "rmsprop" and p.hparams()[3]["loss"] == "mse"
+
+
+def test_vmap_never_mixes_members(digits_small):
+  members = _members()
+  together = _make(digits_small, members)
+  together.train_epoch()
+  together.train_epoch()
+  fns = together.groups[0].fns
+  full_hp = together.hparam_arrays(together.members)
+  keys = pop_lib.member_keys(0, range(4))
+  for i in range(4):
+    hp = {k: v[i:i + 1] for k, v in full_hp.items()}
+    alone = fns.init(keys[i:i + 1], hp)
+    for _ in range(2):
+      alone, _ = fns.train_epoch(alone, digits_small.x_train, digits_small.y_train)
+    for a, b in zip(_leaves(together.groups[0].state), _leaves(alone)):
+      np.testing.assert_allclose(a[i], b[0], rtol=2e-4, atol=2e-5)
+
+
+def test_learning_rate_zero_leaves_parameters_unchanged(digits_small):
+  members = [dataclasses.replace(m, learning_rate=0.0) for m in _members()]
+  p = _make(digits_small, members)
+  before = _leaves(p.groups[0].state)
+  metrics = p.train_epoch()
+  after = _leaves(p.groups[0].state)
+  for a, b in zip(before, after):
+    np.testing.assert_array_equal(a, b)
+  assert np.all(np.isfinite(metrics["train_loss"]))
+
+
+def test_same_seed_same_numbers_other_seed_differs(digits_small):
+  runs = []
+  for seed in (3, 3, 4):
+    p = _make(digits_small, _members(), seed=seed)
+    m = p.train_epoch()
+    runs.append((m["train_loss"], p.evaluate("val")["accuracy"], _leaves(p.groups[0].state)))
+  np.testing.assert_array_equal(runs[0][0], runs[1][0])
+  np.testing.assert_array_equal(runs[0][1], runs[1][1])
+  for a, b in zip(runs[0][2], runs[1][2]):
+    np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(runs[0][0], runs[2][0])
+
+
+def test_activation_index_changes_outputs(digits_small):
+  p = _make(digits_small, [dataclasses.replace(_members()[0], activation=a) for a in ACTS])
+  out = np.asarray(p.groups[0].fns.predict(p.groups[0].state, digits_small.x_val[:8]))
+  # Same seed index differs per member, so compare against a hand-set state:
+  state = p.groups[0].state
+  same = pop_lib.take(state, [0, 0, 0])
+  same = pop_lib.set_hparams(same, {"activation": np.array([0, 1, 2])})
+  outs = np.asarray(p.groups[0].fns.predict(same, digits_small.x_val[:8]))
+  assert not np.allclose(outs[0], outs[1]) and not np.allclose(outs[1], outs[2])
+  np.testing.assert_allclose(outs[0], out[0], rtol=1e-6)
+
+
+def test_selected_loss_is_the_one_computed(digits_small):
+  import optax  # pylint: disable=g-import-not-at-top
+  p = _make(digits_small, [_members()[0], dataclasses.replace(_members()[0], loss="mse")])
+  # Member 1 copies member 0's weights: only the loss index differs.
+  g = p.groups[0]
+  g.state = pop_lib.set_hparams(pop_lib.take(g.state, [0, 0]), {"loss": np.array([0, 1])})
+  logits = np.asarray(g.fns.predict(g.state, digits_small.x_val))[0]
+  y = np.asarray(digits_small.y_val)
+  ce = float(optax.softmax_cross_entropy_with_integer_labels(logits, y).mean())
+  mse = float(np.mean(np.square(logits - np.eye(10)[y])))
+  got = p.evaluate("val")["loss"]
+  np.testing.assert_allclose(got, [ce, mse], rtol=1e-4)
+
+
+def test_structural_hyperparameters_split_groups(digits_small):
+  members = [hpjax.Member(model=TINY, batch_size=16), hpjax.Member(model=TINY, batch_size=32),
+             hpjax.Member(model=TINY, batch_size=16, learning_rate=0.1)]
+  p = _make(digits_small, members)
+  assert sorted(g.members for g in p.groups) == [[0, 2], [1]]
+  m = p.train_epoch()
+  assert m["train_loss"].shape == (3,) and np.all(np.isfinite(m["train_loss"]))
+  ev = p.evaluate("test")
+  assert ev["accuracy"].shape == (3,)
+
+
+def test_no_recompiles_after_first_epoch(digits_small):
+  events = []
+
+  def listener(name, *args, **kwargs):
+    del args, kwargs
+    if name in (dispatch.JAXPR_TRACE_EVENT, dispatch.BACKEND_COMPILE_EVENT):
+      events.append(name)
+
+  p = _make(digits_small, _members())
+
+  def generation():
+    p.train_epoch()
+    p.evaluate("val")
+    p.evaluate("test")
+    g = p.groups[0]
+    # A controller-style exploit (gather) and explore (new vectorized values).
+    g.state = pop_lib.set_hparams(pop_lib.take(g.state, [1, 1, 2, 3]),
+                                  {"learning_rate": np.full(4, 0.05, np.float32),
+                                   "activation": np.array([2, 1, 0, 1], np.int32)})
+    p.hparams()
+
+  generation()  # the first generation compiles everything
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    for _ in range(2):
+      generation()
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert events == [], f"{len(events)} traces/compiles after the first epoch"
+
+
+def test_bad_member_values(digits_small):
+  with pytest.raises(ValueError, match="optimizer: unknown value 'lion'"):
+    _make(digits_small, [hpjax.Member(optimizer="lion")])
+  with pytest.raises(ValueError, match="activation: unknown value 'softplus'"):
+    _make(digits_small, [hpjax.Member(activation="softplus")])
+  with pytest.raises(ValueError, match="dropout: must be in"):
+    _make(digits_small, [hpjax.Member(dropout=1.5)])
+  with pytest.raises(hpjax.DataError, match="fewer than one batch"):
+    _make(digits_small, [hpjax.Member(batch_size=10_000)])
+  with pytest.raises(ValueError, match="members"):
+    _make(digits_small, [])
+
+
+def test_regression_population():
+  data = hpjax.load_dataset("diabetes", seed=0)
+  members = [hpjax.Member(model=ModelConfig(family="mlp", depth=1, width=16), learning_rate=lr,
+                          loss=loss, batch_size=16)
+             for lr, loss in ((1e-2, "mse"), (3e-2, "huber"))]
+  p = hpjax.Population(members, data, seed=0)
+  first = p.evaluate("val")["mse"]
+  for _ in range(5):
+    p.train_epoch()
+  last = p.evaluate("val")["mse"]
+  assert np.all(last < first) and np.all(last < 1.0)  # standardized targets: 1.0 = predicting the mean
