@@ -95,6 +95,28 @@ class Schedule:
                                               self.decay_steps, end_value=self.alpha)
 
 
+@dataclasses.dataclass(frozen=True)
+class EpochSchedule:
+  """A schedule shape given in epochs; groups turn it into steps.
+
+  Members with different batch sizes take different numbers of steps per
+  epoch, so a run's schedule is declared in epochs and converted per group.
+  """
+
+  kind: str = "constant"
+  warmup_epochs: float = 0.0
+  total_epochs: float = 1.0
+  alpha: float = 0.0
+
+  def for_steps(self, steps_per_epoch: int) -> Schedule:
+    """The step-based :class:`Schedule` for a group."""
+    warmup = int(round(self.warmup_epochs * steps_per_epoch))
+    if self.kind in ("warmup", "warmup_cosine"):
+      warmup = max(warmup, 1)
+    total = max(int(round(self.total_epochs * steps_per_epoch)), warmup + 1)
+    return Schedule(self.kind, warmup, total, self.alpha).validate()
+
+
 class FamilyState(NamedTuple):
   """Shared optimizer buffers: step count, first and second moments."""
   count: jax.Array
@@ -171,11 +193,15 @@ def family_optimizer(learning_rate, optimizer, momentum=DEFAULTS["momentum"],
   )
 
 
-def make_optimizer(schedule: Schedule = Schedule(), **hparams) -> optax.GradientTransformation:
+def make_optimizer(schedule: Schedule = Schedule(), static_family: str | None = None,
+                   **hparams) -> optax.GradientTransformation:
   """The injected optimizer of a group.
 
   Args:
     schedule: the group's (structural) schedule shape.
+    static_family: if given, the family is fixed at trace time (structural)
+      and the injected ``optimizer`` value is ignored; XLA then drops the other
+      families' arithmetic. Used to measure what vectorizing the family costs.
     **hparams: initial values of :data:`HPARAMS` (scalars, or per-member
       values when called under ``vmap``); missing ones take :data:`DEFAULTS`.
 
@@ -187,9 +213,10 @@ def make_optimizer(schedule: Schedule = Schedule(), **hparams) -> optax.Gradient
   if unknown:
     raise ValueError(f"optimizer hyperparameters: unknown {sorted(unknown)}; allowed: {', '.join(HPARAMS)}")
   values = {**DEFAULTS, "optimizer": 0, **hparams}
+  fixed = None if static_family is None else family_index(static_family)
   factory = optax.inject_hyperparams(
       lambda learning_rate, optimizer, momentum, b1, b2, eps, weight_decay, rms_decay:
-      family_optimizer(learning_rate, optimizer, momentum, b1, b2, eps, weight_decay,
-                       rms_decay, schedule=schedule),
+      family_optimizer(learning_rate, optimizer if fixed is None else fixed, momentum, b1, b2,
+                       eps, weight_decay, rms_decay, schedule=schedule),
       hyperparam_dtype=jnp.float32)
   return factory(**values)

@@ -93,6 +93,8 @@ class GroupSpec:
     schedule: learning-rate schedule shape.
     mean, std: per-channel normalisation of the stored inputs.
     eval_batch_size: examples per evaluation chunk.
+    optimizer_family: ``None`` (the family is a per-member traced index, the
+      default) or a family name fixed for the whole group (structural).
   """
 
   model: ModelConfig
@@ -106,6 +108,7 @@ class GroupSpec:
   mean: tuple = (0.0,)
   std: tuple = (1.0,)
   eval_batch_size: int = 256
+  optimizer_family: str | None = None
 
 
 class GroupFunctions(NamedTuple):
@@ -150,7 +153,8 @@ def group_functions(spec: GroupSpec) -> GroupFunctions:
   params_def = jax.tree.structure(params_t)
   stats_def = jax.tree.structure(stats_t)
   num_classes = spec.num_outputs if spec.task == "classification" else 1
-  opt = optim.make_optimizer(spec.schedule)  # update reads state.hyperparams only
+  # The update reads its values from state.hyperparams, not from here.
+  opt = optim.make_optimizer(spec.schedule, spec.optimizer_family)
 
   def merge(params, stats):
     # Pure dicts <-> nnx.State: both flatten in sorted-key order.
@@ -419,13 +423,16 @@ class Population:
       those the members use). Give the full set of a search space so that a
       controller can switch members between them without recompiling.
     losses: candidate losses (default: those the members use).
-    schedule: learning-rate schedule shape shared by all members.
+    schedule: learning-rate schedule shape shared by all members, in steps
+      (:class:`hpjax.optim.Schedule`) or in epochs
+      (:class:`hpjax.optim.EpochSchedule`, converted per batch size).
     eval_batch_size: examples per evaluation chunk.
   """
 
   def __init__(self, members: Sequence[Member], data, *, seed: int = 0,
                activations: Sequence[str] | None = None, losses: Sequence[str] | None = None,
-               schedule: optim.Schedule = optim.Schedule(), eval_batch_size: int = 256):
+               schedule: optim.Schedule | optim.EpochSchedule = optim.Schedule(),
+               eval_batch_size: int = 256):
     if not members:
       raise ValueError("members: a population needs at least one member")
     self.data = data
@@ -450,7 +457,9 @@ class Population:
                          f"{self.activations}")
       if m.loss not in self.losses:
         raise ValueError(f"loss: {m.loss!r} is not among the candidates {self.losses}")
-    self.schedule = schedule.validate()
+    if isinstance(schedule, optim.Schedule):
+      schedule.validate()
+    self.schedule = schedule
     self.eval_batch_size = eval_batch_size
     self.size = len(members)
     self.members = members
@@ -467,9 +476,12 @@ class Population:
       by_key.setdefault((m.model, m.batch_size), []).append(i)
     self.groups: list[Group] = []
     for (model, batch_size), ids in by_key.items():
+      sched = self.schedule
+      if isinstance(sched, optim.EpochSchedule):
+        sched = sched.for_steps(data.num_train // batch_size)
       spec = GroupSpec(model=model, batch_size=batch_size, input_shape=tuple(data.input_shape),
                        num_outputs=num_outputs, task=data.task, activations=self.activations,
-                       losses=self.losses, schedule=self.schedule,
+                       losses=self.losses, schedule=sched,
                        mean=tuple(float(v) for v in np.ravel(data.mean)),
                        std=tuple(float(v) for v in np.ravel(data.std)),
                        eval_batch_size=eval_batch_size)
@@ -484,7 +496,8 @@ class Population:
            for k in optim.DEFAULTS}
     out["optimizer"] = np.array([optim.family_index(m.optimizer) for m in members], np.int32)
     out["activation"] = np.array([self.activations.index(m.activation) for m in members], np.int32)
-    out["loss"] = np.array([self.losses.index(m.loss) for m in members], np.int32)
+    default_loss = "cross_entropy" if self.data.task == "classification" else "mse"
+    out["loss"] = np.array([self.losses.index(m.loss or default_loss) for m in members], np.int32)
     out["dropout"] = np.array([m.dropout for m in members], np.float32)
     out["label_smoothing"] = np.array([m.label_smoothing for m in members], np.float32)
     return out

@@ -132,34 +132,41 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1,
   return out.reshape(b, ho, wo, cout)
 
 
+def _pool_windows(h: int, w: int, window: int) -> tuple[int, int]:
+  # A side shorter than the window is left as it is (window 1 on that side),
+  # so models can track shapes side by side.
+  return (window if h >= window else 1), (window if w >= window else 1)
+
+
 def max_pool(x: jax.Array, window: int = 2) -> jax.Array:
   """Non-overlapping max pooling (window = stride), 'VALID' like PyTorch.
 
-  Written as a reshape and a max so the gradient avoids select-and-scatter.
+  Written as a reshape and a max so the gradient avoids select-and-scatter
+  (slow on XLA:CPU). Unlike select-and-scatter, tied maxima in a window share
+  the gradient equally; with real-valued inputs ties are rare and harmless.
 
   Args:
     x: ``[B, H, W, C]``.
     window: pooling window and stride.
 
   Returns:
-    ``[B, H // window, W // window, C]``; trailing rows/columns are dropped.
+    ``[B, H // window, W // window, C]``; trailing rows/columns are dropped; a
+    side shorter than ``window`` is not pooled.
   """
   b, h, w, c = x.shape
-  ho, wo = h // window, w // window
-  if ho == 0 or wo == 0:
-    return x
-  x = x[:, :ho * window, :wo * window, :]
-  return x.reshape(b, ho, window, wo, window, c).max(axis=(2, 4))
+  wh, ww = _pool_windows(h, w, window)
+  ho, wo = h // wh, w // ww
+  x = x[:, :ho * wh, :wo * ww, :]
+  return x.reshape(b, ho, wh, wo, ww, c).max(axis=(2, 4))
 
 
 def avg_pool(x: jax.Array, window: int = 2) -> jax.Array:
   """Non-overlapping average pooling (window = stride), 'VALID'."""
   b, h, w, c = x.shape
-  ho, wo = h // window, w // window
-  if ho == 0 or wo == 0:
-    return x
-  x = x[:, :ho * window, :wo * window, :]
-  return x.reshape(b, ho, window, wo, window, c).mean(axis=(2, 4))
+  wh, ww = _pool_windows(h, w, window)
+  ho, wo = h // wh, w // ww
+  x = x[:, :ho * wh, :wo * ww, :]
+  return x.reshape(b, ho, wh, wo, ww, c).mean(axis=(2, 4))
 
 
 def max_pool_same(x: jax.Array, window: int = 3) -> jax.Array:

@@ -34,7 +34,7 @@ class VGG(nnx.Module):
                                  rngs=rngs))
         norms.append(nnx.BatchNorm(out, momentum=0.9, rngs=rngs) if batch_norm else None)
         c = out
-      h, w = max(h // 2, 1) if h >= 2 else h, max(w // 2, 1) if w >= 2 else w
+      h, w = (h // 2 if h >= 2 else h), (w // 2 if w >= 2 else w)
     self.convs = nnx.List(convs)
     self.norms = nnx.List(norms)
     self.convs_per_stage = convs_per_stage

@@ -1,0 +1,51 @@
+r"""Tune hyperparameters by training a population: the absl launcher.
+
+  python -m experiments.tune --config=experiments/configs/digits_sweep.py --workdir=runs/x
+  hpjax-tune --config=experiments/configs/digits_sweep.py --workdir=runs/x   # same, installed
+
+``--config`` is an ml_collections config file (one ``get_config()``); any
+field can be overridden, e.g. ``--config.population=64 --config.epochs=5``.
+A bad flag or config value ends with one error line and exit status 1.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for logs, checkpoints and the summary.")
+_SEED = flags.DEFINE_integer("seed", None, "Overrides config.seed when given.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from hpjax import tuner  # pylint: disable=g-import-not-at-top
+  from hpjax.data import DataError  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value
+  if _SEED.value is not None:
+    with config.unlocked():
+      config.seed = _SEED.value
+  logging.info("config:\n%s", config)
+  try:
+    tuner.run(config, _WORKDIR.value)
+  except (ValueError, DataError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  return 0
+
+
+def run():
+  """Console entry point (``hpjax-tune``)."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,95 @@
+"""ResNet-style CNN: a stem convolution, stages of basic residual blocks.
+
+A stem convolution of ``kernel_size`` with ``width`` channels, then ``depth``
+stages; stage ``s`` has ``width * 2**s`` channels and ``blocks_per_stage``
+basic blocks (two ``kernel_size`` convolutions with the activation between
+them and after the residual add). The first block of every stage after the
+first halves the spatial size (stride 2) and, since its shape changes, takes a
+1x1 stride-2 projection on the shortcut. Then global average pooling, dropout
+and the output layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+from flax import nnx
+
+from hpjax.models import layers
+
+
+class BasicBlock(nnx.Module):
+  """Two convolutions and a shortcut (identity, or a 1x1 projection)."""
+
+  def __init__(self, in_features: int, out_features: int, kernel_size: int, *,
+               stride: int, batch_norm: bool, conv_impl: str, rngs: nnx.Rngs):
+    def conv(cin, k, s):
+      return layers.Conv(cin, out_features, k, stride=s, use_bias=not batch_norm,
+                         impl=conv_impl, rngs=rngs)
+
+    def norm():
+      return nnx.BatchNorm(out_features, momentum=0.9, rngs=rngs) if batch_norm else None
+
+    self.conv1 = conv(in_features, kernel_size, stride)
+    self.norm1 = norm()
+    self.conv2 = conv(out_features, kernel_size, 1)
+    self.norm2 = norm()
+    if stride != 1 or in_features != out_features:
+      self.proj = conv(in_features, 1, stride)
+      self.proj_norm = norm()
+    else:
+      self.proj = None
+      self.proj_norm = None
+
+  def __call__(self, x: jax.Array, ctx: layers.Context,
+               activations: Sequence[str]) -> jax.Array:
+    y = self.conv1(x)
+    if self.norm1 is not None:
+      y = self.norm1(y, use_running_average=not ctx.train)
+    y = layers.activation(y, ctx.activation, activations)
+    y = self.conv2(y)
+    if self.norm2 is not None:
+      y = self.norm2(y, use_running_average=not ctx.train)
+    shortcut = x
+    if self.proj is not None:
+      shortcut = self.proj(x)
+      if self.proj_norm is not None:
+        shortcut = self.proj_norm(shortcut, use_running_average=not ctx.train)
+    return layers.activation(y + shortcut, ctx.activation, activations)
+
+
+class ResNet(nnx.Module):
+  """One member's ResNet-style network (the population vmaps over its state)."""
+
+  def __init__(self, input_shape: Sequence[int], num_outputs: int, *,
+               activations: Sequence[str], depth: int = 2, width: int = 16,
+               kernel_size: int = 3, blocks_per_stage: int = 1,
+               batch_norm: bool = False, conv_impl: str = "slices", rngs: nnx.Rngs):
+    _, _, c = input_shape
+    self.activations = tuple(activations)
+    self.stem = layers.Conv(c, width, kernel_size, use_bias=not batch_norm,
+                            impl=conv_impl, rngs=rngs)
+    self.stem_norm = nnx.BatchNorm(width, momentum=0.9, rngs=rngs) if batch_norm else None
+    c = width
+    blocks = []
+    for s in range(depth):
+      out = width * 2 ** s
+      for b in range(blocks_per_stage):
+        stride = 2 if (s > 0 and b == 0) else 1
+        blocks.append(BasicBlock(c, out, kernel_size, stride=stride, batch_norm=batch_norm,
+                                 conv_impl=conv_impl, rngs=rngs))
+        c = out
+    self.blocks = nnx.List(blocks)
+    self.out = nnx.Linear(c, num_outputs, rngs=rngs)
+
+  def __call__(self, x: jax.Array, ctx: layers.Context) -> jax.Array:
+    x = self.stem(x)
+    if self.stem_norm is not None:
+      x = self.stem_norm(x, use_running_average=not ctx.train)
+    x = layers.activation(x, ctx.activation, self.activations)
+    for block in self.blocks:
+      x = block(x, ctx, self.activations)
+    x = x.mean(axis=(1, 2))
+    x = layers.dropout(x, ctx.dropout, ctx.next_key(), ctx.train)
+    return self.out(x)

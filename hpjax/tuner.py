@@ -1,0 +1,196 @@
+"""The tuning loop: build a population from a config, train it, log, summarise.
+
+``run(config, workdir)`` is what ``experiments/tune.py`` calls. A config is an
+``ml_collections.ConfigDict`` (see ``experiments/configs/``):
+
+* ``seed``, ``population``, ``epochs``, ``batch_size``, ``eval_batch_size``;
+* ``data``: ``source``, ``data_dir``, ``image_size``, ``val_fraction``,
+  ``test_fraction``, ``max_train``;
+* ``model``: the default structural model (:class:`hpjax.ModelConfig` fields);
+* ``schedule``: ``kind``, ``warmup_epochs``, ``alpha``;
+* ``space``: hyperparameter name -> dimension (:mod:`hpjax.space`); members
+  are drawn from it with the run's seed;
+* ``fitness``: the validation metric ranked (``accuracy`` or ``loss``/``mse``).
+
+The workdir receives ``config.json`` (the resolved config), ``metrics.jsonl``
+(one line per member per epoch) and ``summary.json`` (the best member).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from hpjax import optim
+from hpjax import space as space_lib
+from hpjax.data import load_dataset
+from hpjax.models import ACTIVATIONS, ModelConfig
+from hpjax.population import Member, Population
+
+_MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+_MEMBER_FIELDS = tuple(f.name for f in dataclasses.fields(Member))
+
+
+def _plain(cfg: Any) -> Any:
+  """ConfigDict / mapping -> plain dict (recursively)."""
+  if hasattr(cfg, "to_dict"):
+    return cfg.to_dict()
+  if isinstance(cfg, Mapping):
+    return {k: _plain(v) for k, v in cfg.items()}
+  return cfg
+
+
+def config_error(field: str, message: str) -> ValueError:
+  """A one-line configuration error naming the field."""
+  return ValueError(f"config.{field}: {message}")
+
+
+def build_members(cfg: Mapping[str, Any], task: str) -> tuple[list[Member], dict]:
+  """Draws the initial members from the config's search space.
+
+  Args:
+    cfg: the plain config dict.
+    task: ``classification`` or ``regression`` (default loss).
+
+  Returns:
+    ``(members, space)``.
+  """
+  space = space_lib.from_config(cfg.get("space", {}))
+  n = int(cfg["population"])
+  if n < 1:
+    raise config_error("population", f"must be >= 1, got {n}")
+  base_model = dict(cfg.get("model", {}))
+  unknown = set(base_model) - set(_MODEL_FIELDS)
+  if unknown:
+    raise config_error("model", f"unknown fields {sorted(unknown)}; allowed: {', '.join(_MODEL_FIELDS)}")
+  default_loss = "cross_entropy" if task == "classification" else "mse"
+  members = []
+  for draw in space_lib.sample_random(space, n, int(cfg["seed"])):
+    model = {**base_model, **{k: v for k, v in draw.items() if k in _MODEL_FIELDS}}
+    if model.get("family") == "mlp":
+      pass
+    fields = {k: v for k, v in draw.items() if k in _MEMBER_FIELDS and k != "model"}
+    fields.setdefault("batch_size", int(cfg["batch_size"]))
+    fields.setdefault("loss", default_loss)
+    members.append(Member(model=ModelConfig(**model).validate(), **fields).validate())
+  return members, space
+
+
+def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Trains a population as configured and writes the workdir files.
+
+  Args:
+    config: ``ml_collections.ConfigDict`` or a plain dict.
+    workdir: output directory (created).
+    log: where progress lines go.
+
+  Returns:
+    The summary dict also written to ``summary.json``.
+  """
+  cfg = _plain(config)
+  os.makedirs(workdir, exist_ok=True)
+  if not os.access(workdir, os.W_OK):
+    raise ValueError(f"--workdir: {workdir!r} is not writable")
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(cfg, f, indent=2, sort_keys=True)
+
+  d = cfg["data"]
+  data = load_dataset(d["source"], data_dir=d.get("data_dir") or None,
+                      image_size=d.get("image_size") or None,
+                      val_fraction=d.get("val_fraction", 0.1),
+                      test_fraction=d.get("test_fraction", 0.2),
+                      seed=int(cfg["seed"]), max_train=d.get("max_train") or None)
+  log(data.summary())
+  members, space = build_members(cfg, data.task)
+  epochs = int(cfg["epochs"])
+  if epochs < 1:
+    raise config_error("epochs", f"must be >= 1, got {epochs}")
+  s = cfg.get("schedule", {})
+  schedule = optim.EpochSchedule(s.get("kind", "constant"), float(s.get("warmup_epochs", 0.0)),
+                                 float(epochs), float(s.get("alpha", 0.0)))
+  if schedule.kind not in optim.SCHEDULES:
+    raise config_error("schedule.kind", f"unknown value {schedule.kind!r}; allowed: "
+                       + ", ".join(optim.SCHEDULES))
+  activations = space_lib.candidates(space, "activation", sorted(
+      {m.activation for m in members}, key=list(ACTIVATIONS).index))
+  losses = space_lib.candidates(space, "loss", list(dict.fromkeys(m.loss for m in members)))
+  pop = Population(members, data, seed=int(cfg["seed"]), activations=activations, losses=losses,
+                   schedule=schedule, eval_batch_size=int(cfg.get("eval_batch_size", 256)))
+  log(f"population: {pop.size} members in {len(pop.groups)} compiled group(s)")
+
+  metric = "accuracy" if data.task == "classification" else "mse"
+  fitness_name = cfg.get("fitness", metric)
+  maximize = fitness_name == "accuracy"
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  start = time.perf_counter()
+  member_steps = 0
+  steps = [data.num_train // m.batch_size for m in members]
+  with open(metrics_path, "w") as mf:
+    for epoch in range(1, epochs + 1):
+      t0 = time.perf_counter()
+      train = pop.train_epoch()
+      val = pop.evaluate("val")
+      dt = time.perf_counter() - t0
+      member_steps += sum(steps)
+      for i in range(pop.size):
+        row = {"epoch": epoch, "member": i, **{k: float(v[i]) for k, v in train.items()},
+               **{f"val_{k}": float(v[i]) for k, v in val.items()}}
+        mf.write(json.dumps(row) + "\n")
+      mf.flush()
+      fit = val[fitness_name]
+      order = np.argsort(np.where(np.isfinite(fit), fit if not maximize else -fit, np.inf))
+      log(f"epoch {epoch:3d}/{epochs}  val {fitness_name}: best {fit[order[0]]:.4f} "
+          f"median {np.nanmedian(fit):.4f}  ({dt:.1f} s, {sum(steps) / dt:.0f} member-steps/s)")
+
+  wall = time.perf_counter() - start
+  val = pop.evaluate("val")
+  test = pop.evaluate("test")
+  fit = val[fitness_name]
+  key = np.where(np.isfinite(fit), -fit if maximize else fit, np.inf)
+  best = int(np.argmin(key))
+  hps = pop.hparams()
+  summary = {
+      "best_member": best,
+      "hyperparameters": hps[best],
+      "val": {k: float(v[best]) for k, v in val.items()},
+      "test": {k: float(v[best]) for k, v in test.items()},
+      "fitness": fitness_name,
+      "members": pop.size,
+      "member_epochs": pop.size * epochs,
+      "wall_time_s": wall,
+      "member_steps_per_s": member_steps / wall,
+      "ranking": [int(i) for i in np.argsort(key)],
+  }
+  with open(os.path.join(workdir, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  log(format_summary(summary, val, hps, metric))
+  return summary
+
+
+def format_summary(summary: Mapping[str, Any], val: Mapping[str, np.ndarray],
+                   hps: list[dict[str, Any]], metric: str, top: int = 5) -> str:
+  """A plain-text table of the best members and the winner's test metrics."""
+  cols = ("learning_rate", "optimizer", "activation", "batch_size")
+  lines = [f"\n{'rank':>4} {'member':>6} {'val ' + metric:>12} " + " ".join(f"{c:>13}" for c in cols)]
+  for r, i in enumerate(summary["ranking"][:top], 1):
+    h = hps[i]
+    vals = [f"{h['learning_rate']:.3g}", h["optimizer"], h["activation"], str(h["batch_size"])]
+    v = val[metric][i]
+    lines.append(f"{r:>4} {i:>6} {v:>12.4f} " + " ".join(f"{x:>13}" for x in vals))
+  t = summary["test"]
+  lines.append(f"\nbest member {summary['best_member']}: test "
+               + ", ".join(f"{k} {v:.4f}" for k, v in t.items())
+               + f"; {summary['member_epochs']} member-epochs in {summary['wall_time_s']:.1f} s "
+               f"({summary['member_steps_per_s']:.0f} member-steps/s)")
+  return "\n".join(lines)
+
+
+def _finite(x: float) -> bool:
+  return math.isfinite(x)
