@@ -19,6 +19,7 @@ decides what XLA runs once it is vmapped:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -65,26 +66,64 @@ def check_activations(names: Sequence[str]) -> tuple[str, ...]:
   return names
 
 
+# Activations that are affine maps of one tanh: act(x) = (c0 + c1 * tanh(s1*x + s3*x^3)) * (x if
+# times_x else 1). A population mixing them computes a single tanh per element
+# instead of one transcendental per candidate.
+_TANH_FORMS = {
+    "tanh": (1.0, 0.0, 0.0, 1.0, 0.0),
+    "sigmoid": (0.5, 0.0, 0.5, 0.5, 0.0),
+    "swish": (0.5, 0.0, 0.5, 0.5, 1.0),
+    "gelu": (math.sqrt(2 / math.pi), math.sqrt(2 / math.pi) * 0.044715, 0.5, 0.5, 1.0),
+}
+
+
 def activation(x: jax.Array, index: jax.Array, names: Sequence[str]) -> jax.Array:
   """Applies the activation ``names[index]`` to ``x``.
 
-  Under ``vmap`` with a batched ``index`` the switch lowers to a select over
-  every candidate branch; only the candidates of the search space are
-  compiled, which keeps that cost small (elementwise work only).
+  With one candidate this is the plain function. With several, each
+  member's index selects among them; under ``vmap`` every candidate would run
+  for every member, so the candidates that are affine forms of ``tanh``
+  (tanh, sigmoid, swish, gelu) share a single ``tanh`` evaluation with
+  per-member coefficients, and the piecewise-linear ones (relu, leaky_relu)
+  and elu are cheap selects. Only the search space's candidates are compiled.
 
   Args:
     x: input array.
-    index: integer scalar (traced), an index into ``names``.
+    index: integer scalar (traced), an index into ``names``; clipped to range.
     names: the candidate activation names (static).
 
   Returns:
     The activated array, same shape and dtype as ``x``.
   """
-  fns = [ACTIVATIONS[n] for n in names]
-  if len(fns) == 1:
-    return fns[0](x)
-  index = jnp.clip(jnp.asarray(index, jnp.int32), 0, len(fns) - 1)
-  return lax.switch(index, fns, x)
+  names = tuple(names)
+  if len(names) == 1:
+    return ACTIVATIONS[names[0]](x)
+  index = jnp.clip(jnp.asarray(index, jnp.int32), 0, len(names) - 1)
+
+  def pick(values):  # a per-member constant chosen by index (a tiny gather)
+    return jnp.asarray(values, x.dtype)[index]
+
+  outputs, selectors = [], []
+  tanh_names = [n for n in names if n in _TANH_FORMS]
+  if tanh_names:
+    rows = [_TANH_FORMS.get(n, (0.0, 0.0, 0.0, 0.0, 0.0)) for n in names]
+    s1, s3, c0, c1, tx = (pick([r[k] for r in rows]) for k in range(5))
+    u = s1 * x
+    if any(_TANH_FORMS[n][1] for n in tanh_names):
+      u = u + s3 * x * x * x
+    y = c0 + c1 * jnp.tanh(u)
+    if any(_TANH_FORMS[n][4] for n in tanh_names):
+      y = y * jnp.where(tx > 0, x, jnp.ones_like(x))
+    outputs.append(y)
+    selectors.append(pick([n in _TANH_FORMS for n in names]) > 0)
+  for n in names:
+    if n not in _TANH_FORMS:
+      outputs.append(ACTIVATIONS[n](x))
+      selectors.append(index == names.index(n))
+  out = outputs[-1]
+  for sel, y in zip(selectors[-2::-1], outputs[-2::-1]):
+    out = jnp.where(sel, y, out)
+  return out
 
 
 def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
@@ -138,12 +177,38 @@ def _pool_windows(h: int, w: int, window: int) -> tuple[int, int]:
   return (window if h >= window else 1), (window if w >= window else 1)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _max_pool_tiled(x: jax.Array, wh: int, ww: int) -> jax.Array:
+  b, h, w, c = x.shape
+  return x.reshape(b, h // wh, wh, w // ww, ww, c).max(axis=(2, 4))
+
+
+def _max_pool_fwd(x, wh, ww):
+  y = _max_pool_tiled(x, wh, ww)
+  return y, (x, y)
+
+
+def _max_pool_bwd(wh, ww, res, g):
+  # One fused elementwise pass: the gradient goes to the window's maxima.
+  # (JAX's generic rule for max counts ties and divides: several passes,
+  # measured 3x slower here.)
+  x, y = res
+  b, h, w, c = x.shape
+  xr = x.reshape(b, h // wh, wh, w // ww, ww, c)
+  hit = xr == y[:, :, None, :, None, :]
+  gx = jnp.where(hit, g[:, :, None, :, None, :], jnp.zeros((), g.dtype))
+  return (gx.reshape(x.shape),)
+
+
+_max_pool_tiled.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
 def max_pool(x: jax.Array, window: int = 2) -> jax.Array:
   """Non-overlapping max pooling (window = stride), 'VALID' like PyTorch.
 
-  Written as a reshape and a max so the gradient avoids select-and-scatter
-  (slow on XLA:CPU). Unlike select-and-scatter, tied maxima in a window share
-  the gradient equally; with real-valued inputs ties are rare and harmless.
+  Written as a reshape and a max with a one-pass custom gradient, avoiding
+  select-and-scatter (slow on XLA:CPU). Tied maxima in a window each receive
+  the gradient (PyTorch picks one); with real-valued inputs ties are rare.
 
   Args:
     x: ``[B, H, W, C]``.
@@ -156,8 +221,7 @@ def max_pool(x: jax.Array, window: int = 2) -> jax.Array:
   b, h, w, c = x.shape
   wh, ww = _pool_windows(h, w, window)
   ho, wo = h // wh, w // ww
-  x = x[:, :ho * wh, :wo * ww, :]
-  return x.reshape(b, ho, wh, wo, ww, c).max(axis=(2, 4))
+  return _max_pool_tiled(x[:, :ho * wh, :wo * ww, :], wh, ww)
 
 
 def avg_pool(x: jax.Array, window: int = 2) -> jax.Array:
