@@ -10,6 +10,7 @@ A bad flag or config value ends with one error line and exit status 1.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import app
@@ -21,12 +22,20 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for logs, checkpoints and the summary.")
 _SEED = flags.DEFINE_integer("seed", None, "Overrides config.seed when given.")
+_CACHE = flags.DEFINE_string(
+    "jax_cache_dir", os.environ.get("HPJAX_CACHE_DIR", os.path.expanduser("~/.cache/hpjax/xla")),
+    "Persistent XLA compilation cache (reused across runs); empty to turn it off. "
+    "Default: $HPJAX_CACHE_DIR or ~/.cache/hpjax/xla.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  import jax  # pylint: disable=g-import-not-at-top
+  if _CACHE.value:
+    jax.config.update("jax_compilation_cache_dir", _CACHE.value)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
   from hpjax import tuner  # pylint: disable=g-import-not-at-top
   from hpjax.data import DataError  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value

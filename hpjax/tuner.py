@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -74,8 +73,6 @@ def build_members(cfg: Mapping[str, Any], task: str) -> tuple[list[Member], dict
   members = []
   for draw in space_lib.sample_random(space, n, int(cfg["seed"])):
     model = {**base_model, **{k: v for k, v in draw.items() if k in _MODEL_FIELDS}}
-    if model.get("family") == "mlp":
-      pass
     fields = {k: v for k, v in draw.items() if k in _MEMBER_FIELDS and k != "model"}
     fields.setdefault("batch_size", int(cfg["batch_size"]))
     fields.setdefault("loss", default_loss)
@@ -95,12 +92,8 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
     The summary dict also written to ``summary.json``.
   """
   cfg = _plain(config)
-  os.makedirs(workdir, exist_ok=True)
-  if not os.access(workdir, os.W_OK):
-    raise ValueError(f"--workdir: {workdir!r} is not writable")
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump(cfg, f, indent=2, sort_keys=True)
-
+  # Everything is validated before the workdir is touched.
+  space_lib.from_config(cfg.get("space", {}))
   d = cfg["data"]
   data = load_dataset(d["source"], data_dir=d.get("data_dir") or None,
                       image_size=d.get("image_size") or None,
@@ -124,6 +117,15 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
   pop = Population(members, data, seed=int(cfg["seed"]), activations=activations, losses=losses,
                    schedule=schedule, eval_batch_size=int(cfg.get("eval_batch_size", 256)))
   log(f"population: {pop.size} members in {len(pop.groups)} compiled group(s)")
+
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f"--workdir: cannot create {workdir!r}: {e.strerror}") from None
+  if not os.access(workdir, os.W_OK):
+    raise ValueError(f"--workdir: {workdir!r} is not writable")
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(cfg, f, indent=2, sort_keys=True)
 
   metric = "accuracy" if data.task == "classification" else "mse"
   fitness_name = cfg.get("fitness", metric)
@@ -190,7 +192,3 @@ def format_summary(summary: Mapping[str, Any], val: Mapping[str, np.ndarray],
                + f"; {summary['member_epochs']} member-epochs in {summary['wall_time_s']:.1f} s "
                f"({summary['member_steps_per_s']:.0f} member-steps/s)")
   return "\n".join(lines)
-
-
-def _finite(x: float) -> bool:
-  return math.isfinite(x)

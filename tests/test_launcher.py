@@ -1,0 +1,40 @@
+"""The real absl launcher, run as a subprocess on a shrunk config."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "experiments", "configs", "digits_sweep.py")
+SMALL = ["--config.population=4", "--config.epochs=2", "--config.data.max_train=200",
+         "--config.model.width=4", "--config.model.depth=1", "--config.model.dense=16"]
+
+
+def _launch(workdir, *extra):
+  env = dict(os.environ, HPJAX_CACHE_DIR=os.path.join(ROOT, ".jax_cache"), JAX_PLATFORMS="cpu")
+  return subprocess.run(
+      [sys.executable, "-m", "experiments.tune", f"--config={CONFIG}", f"--workdir={workdir}",
+       *SMALL, *extra],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_launcher_trains_and_writes_workdir(tmp_path):
+  r = _launch(tmp_path / "run")
+  assert r.returncode == 0, r.stderr[-3000:]
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert summary["members"] == 4 and summary["member_epochs"] == 8
+  assert 0.0 <= summary["test"]["accuracy"] <= 1.0
+  assert set(summary["hyperparameters"]) >= {"learning_rate", "optimizer", "activation"}
+  lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+  assert len(lines) == 8 and "val_accuracy" in json.loads(lines[0])
+  assert json.loads((tmp_path / "run" / "config.json").read_text())["population"] == 4
+  assert "best member" in r.stdout
+
+
+def test_launcher_bad_config_value_is_one_clear_line(tmp_path):
+  r = _launch(tmp_path / "bad", "--config.space.optimizer.values=('sgd','lion')")
+  assert r.returncode != 0
+  err = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+  assert len(err) == 1 and "space.optimizer" in err[0] and "lion" in err[0] and "adam" in err[0]
+  assert not (tmp_path / "bad").exists()  # nothing written on bad input
