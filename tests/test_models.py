@@ -233,11 +233,11 @@ def test_activation_matches_table_python_index():
 
   ours, single, table = all_activations(x)
   for i in range(len(ALL_NAMES)):
-    np.testing.assert_allclose(ours[i], table[i], rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(single[i], table[i], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(ours[i], table[i], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(single[i], table[i], rtol=1e-5, atol=1e-6)
   # Eagerly, with a plain Python int.
   np.testing.assert_allclose(layers.activation(x, 2, ALL_NAMES), ACTIVATIONS[ALL_NAMES[2]](x),
-                             rtol=1e-6, atol=1e-7)
+                             rtol=1e-5, atol=1e-6)
 
 
 def test_activation_matches_table_under_vmap():
@@ -245,12 +245,12 @@ def test_activation_matches_table_under_vmap():
   idx = jnp.arange(len(ALL_NAMES))
   got = fast_jit(jax.vmap(lambda i: layers.activation(x, i, ALL_NAMES)))(idx)
   for i, name in enumerate(ALL_NAMES):
-    np.testing.assert_allclose(got[i], ACTIVATIONS[name](x), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got[i], ACTIVATIONS[name](x), rtol=1e-5, atol=1e-6)
   # Batched x too (one row per member).
   xs = jnp.stack([x * (i + 1) for i in range(len(ALL_NAMES))])
   got = fast_jit(jax.vmap(lambda xi, i: layers.activation(xi, i, ALL_NAMES)))(xs, idx)
   for i, name in enumerate(ALL_NAMES):
-    np.testing.assert_allclose(got[i], ACTIVATIONS[name](xs[i]), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got[i], ACTIVATIONS[name](xs[i]), rtol=1e-5, atol=1e-6)
 
 
 def test_check_activations():
