@@ -184,3 +184,16 @@ def test_regression_population():
     p.train_epoch()
   last = p.evaluate("val")["mse"]
   assert np.all(last < first) and np.all(last < 1.0)  # standardized targets: 1.0 = predicting the mean
+
+
+@pytest.mark.parametrize("chunk", [0, 1, 2])
+def test_member_chunking_does_not_change_results(digits_small, chunk):
+  p = _make(digits_small, _members())
+  g = p.groups[0]
+  ref_state, ref = g.fns.train_epoch(pop_lib.take(g.state, np.arange(4)), digits_small.x_train,
+                                     digits_small.y_train)
+  fns = pop_lib.group_functions(dataclasses.replace(g.fns.spec, member_chunk=chunk))
+  state, got = fns.train_epoch(g.state, digits_small.x_train, digits_small.y_train)
+  np.testing.assert_allclose(got["train_loss"], ref["train_loss"], rtol=1e-5)
+  for a, b in zip(_leaves(state), _leaves(ref_state)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
