@@ -12,7 +12,8 @@ SMALL = ["--config.population=4", "--config.epochs=2", "--config.data.max_train=
 
 
 def _launch(workdir, *extra):
-  env = dict(os.environ, HPJAX_CACHE_DIR=os.path.join(ROOT, ".jax_cache"), JAX_PLATFORMS="cpu")
+  cache = os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache"))
+  env = dict(os.environ, HPJAX_CACHE_DIR=cache, JAX_PLATFORMS="cpu")
   return subprocess.run(
       [sys.executable, "-m", "experiments.tune", f"--config={CONFIG}", f"--workdir={workdir}",
        *SMALL, *extra],

@@ -1,0 +1,340 @@
+"""Population-based training: truncation selection, then perturbation.
+
+Follows Jaderberg et al. 2017, "Population Based Training of Neural
+Networks", with the semantics and defaults of Ray Tune's
+``PopulationBasedTraining``: every ``interval`` epochs (after ``burn_in``)
+the members are ranked by fitness; each member of the bottom quantile copies
+the weights of a member of the top quantile (*exploit*) and takes that
+member's hyperparameters, perturbed (*explore*).
+
+Generations are synchronous: the whole population trains the same number of
+epochs between decisions. Everything here is a pure function of host arrays
+and an explicit ``numpy.random.Generator``; the tuner turns a :class:`Plan`
+into one device gather per structural group (:func:`apply_plan_indices` and
+:func:`hpjax.population.take`) and one :func:`hpjax.population.set_hparams`.
+
+Exploitation never crosses structural groups: members of different groups
+have differently shaped parameters (or batch sizes), so a bottom member copies
+only a member of its own group.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from hpjax import space as space_lib
+
+MODES = ("max", "min")
+
+# Keys of a member's hyperparameter dict that fix its group. ``model`` is the
+# nested structural config that ``Population.hparams`` reports.
+_STRUCTURAL_KEYS = space_lib.STRUCTURAL + ("model",)
+
+
+def _is_int(v: Any) -> bool:
+  return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_real(v: Any) -> bool:
+  return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_mode(mode: Any) -> None:
+  if mode not in MODES:
+    raise ValueError(f"mode: unknown value {mode!r}; allowed: {', '.join(MODES)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PBTConfig:
+  """How and when PBT replaces members.
+
+  Attributes:
+    interval: epochs between decisions (one synchronous generation).
+    burn_in: epochs trained before the first decision.
+    quantile_fraction: fraction of the population in the top and in the
+      bottom quantile, in ``(0, 0.5]`` (see :func:`quantile_size`).
+    perturbation_factors: multiplicative perturbations of numeric
+      hyperparameters, each equally likely.
+    resample_probability: probability, per hyperparameter, of a redraw from
+      the prior instead of a perturbation; in ``[0, 1]``.
+    mode: ``max`` (fitness is a score, e.g. accuracy) or ``min`` (a loss).
+  """
+
+  interval: int = 1
+  burn_in: int = 0
+  quantile_fraction: float = 0.25
+  perturbation_factors: tuple = (0.8, 1.2)
+  resample_probability: float = 0.25
+  mode: str = "max"
+
+  def validate(self) -> "PBTConfig":
+    """Checks every field.
+
+    Returns:
+      ``self``, for chaining.
+
+    Raises:
+      ValueError: one line naming ``pbt.<field>`` and the allowed values.
+    """
+    if not _is_int(self.interval) or self.interval < 1:
+      raise ValueError(f"pbt.interval: must be an integer >= 1, got {self.interval!r}")
+    if not _is_int(self.burn_in) or self.burn_in < 0:
+      raise ValueError(f"pbt.burn_in: must be an integer >= 0, got {self.burn_in!r}")
+    q = self.quantile_fraction
+    if not _is_real(q) or not 0.0 < q <= 0.5:
+      raise ValueError(f"pbt.quantile_fraction: must be in (0, 0.5], got {q!r}")
+    f = self.perturbation_factors
+    if (isinstance(f, (str, bytes)) or not isinstance(f, Sequence) or not f
+        or not all(_is_real(x) and math.isfinite(x) and x > 0 for x in f)):
+      raise ValueError(f"pbt.perturbation_factors: must be a non-empty tuple of positive "
+                       f"numbers, got {f!r}")
+    p = self.resample_probability
+    if not _is_real(p) or not 0.0 <= p <= 1.0:
+      raise ValueError(f"pbt.resample_probability: must be in [0, 1], got {p!r}")
+    if self.mode not in MODES:
+      raise ValueError(f"pbt.mode: unknown value {self.mode!r}; allowed: {', '.join(MODES)}")
+    return self
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value
+class Plan:
+  """One generation's decisions.
+
+  Attributes:
+    donors: int ``[P]``; member ``i`` takes the parameters, optimizer state
+      and batch statistics of member ``donors[i]`` (``donors[i] == i``: kept).
+    hparams: the new hyperparameters of every member (plain values: floats,
+      ints, choice values such as ``'adam'``); unchanged for kept members.
+    events: one dict per replaced member, in member order: ``generation``,
+      ``target``, ``donor``, ``group``, ``target_fitness``,
+      ``donor_fitness``, ``old_hparams``, ``new_hparams`` and ``changes``
+      (name -> ``(old, new)`` for the values that differ).
+  """
+
+  donors: np.ndarray
+  hparams: list
+  events: list
+
+  @property
+  def replaced(self) -> np.ndarray:
+    """Indices of the members that copy another member."""
+    return np.flatnonzero(self.donors != np.arange(len(self.donors)))
+
+
+def should_decide(epoch: int, cfg: PBTConfig) -> bool:
+  """Whether PBT acts after training epoch ``epoch``.
+
+  Args:
+    epoch: epochs trained so far, counted from 1 after the first epoch.
+    cfg: the configuration.
+
+  Returns:
+    True at ``burn_in + k * interval`` for ``k >= 1``.
+  """
+  cfg.validate()
+  if not _is_int(epoch) or epoch < 0:
+    raise ValueError(f"epoch: must be an integer >= 0, got {epoch!r}")
+  return epoch > cfg.burn_in and (epoch - cfg.burn_in) % cfg.interval == 0
+
+
+def _fitness_array(fitness: Any) -> np.ndarray:
+  try:
+    f = np.asarray(fitness, np.float64)
+  except (TypeError, ValueError):
+    raise ValueError("fitness: must be a 1-D array of numbers") from None
+  if f.ndim != 1:
+    raise ValueError(f"fitness: must be a 1-D array of numbers, got shape {f.shape}")
+  return f
+
+
+def rank(fitness: np.ndarray, mode: str) -> np.ndarray:
+  """Members ordered from best to worst.
+
+  Args:
+    fitness: ``[P]`` fitness values.
+    mode: ``max`` (higher is better) or ``min``.
+
+  Returns:
+    int ``[P]`` member indices, best first. Non-finite values (NaN, +inf and
+    -inf, whatever the mode: a diverged member is never the best) come last;
+    ties, non-finite ones included, keep member-index order.
+  """
+  _check_mode(mode)
+  f = _fitness_array(fitness)
+  finite = np.isfinite(f)
+  key = np.where(finite, -f if mode == "max" else f, 0.0)
+  # lexsort's last key is the primary one: finite first, then key, then index.
+  return np.lexsort((np.arange(f.shape[0]), key, ~finite)).astype(np.int64)
+
+
+def quantile_size(population: int, quantile_fraction: float) -> int:
+  """Members in the top quantile and, equally, in the bottom one.
+
+  ``round(P * quantile_fraction)`` (halves rounded up), at least 1 so that a
+  small population still evolves, and at most ``floor(P / 2)`` so that the
+  quantiles never overlap. Ray Tune takes the ceiling instead of the rounded
+  value; the two agree whenever ``P * quantile_fraction`` is a whole number.
+
+  Args:
+    population: number of members ``P``.
+    quantile_fraction: in ``(0, 0.5]``.
+
+  Returns:
+    The quantile size; 0 when ``P < 2`` (nothing to exploit).
+  """
+  if population < 2:
+    return 0
+  q = max(1, int(math.floor(population * quantile_fraction + 0.5)))
+  return min(q, population // 2)
+
+
+def _default_explore(h: dict, space: Mapping[str, Any], cfg: PBTConfig,
+                     rng: np.random.Generator) -> dict:
+  out = dict(h)
+  # Sorted names: the draw order, hence the result, does not depend on dict order.
+  for name in sorted(space):
+    if space_lib.is_structural(name):
+      continue  # the donor's group fixes it
+    out[name] = space_lib.perturb(space[name], h[name], rng, tuple(cfg.perturbation_factors),
+                                  cfg.resample_probability)
+  return out
+
+
+def exploit_explore(fitness: np.ndarray, hparams: Sequence[Mapping[str, Any]],
+                    space: Mapping[str, Any], groups: np.ndarray, cfg: PBTConfig,
+                    rng: np.random.Generator, generation: int,
+                    explore_fn: Callable[[dict, np.random.Generator], dict] | None = None
+                    ) -> Plan:
+  """One PBT decision: who copies whom, and the new hyperparameters.
+
+  The bottom :func:`quantile_size` members by :func:`rank` are replaced, in
+  member order. Each copies a member of the top quantile drawn uniformly
+  among those of *its own structural group*. When its group has no member in
+  the top quantile, it copies the best member of its group outside the bottom
+  quantile instead; when the whole group lies in the bottom quantile, it is
+  left alone (no other member has its shapes). Top and bottom never overlap,
+  so every donor keeps its own state this generation.
+
+  A replaced member's hyperparameters are its donor's, explored: each
+  vectorized dimension of ``space`` goes through :func:`hpjax.space.perturb`
+  (structural ones keep the donor's value; names outside ``space`` are
+  copied unchanged), or ``explore_fn(donor_hparams_copy, rng)`` replaces that
+  step entirely.
+
+  Args:
+    fitness: ``[P]`` fitness; NaN / inf rank last (all-NaN fitness ranks by
+      member index).
+    hparams: ``P`` dicts name -> current value; every vectorized name of
+      ``space`` must be present.
+    space: name -> dimension (:mod:`hpjax.space`).
+    groups: int ``[P]`` structural group id of each member.
+    cfg: the configuration.
+    rng: the random generator; the plan is a pure function of its state.
+    generation: recorded in the events.
+    explore_fn: optional custom explore, ``(dict, rng) -> dict``; it must not
+      change structural values.
+
+  Returns:
+    The :class:`Plan`.
+
+  Raises:
+    ValueError: one line naming the bad argument.
+  """
+  cfg.validate()
+  f = _fitness_array(fitness)
+  p = f.shape[0]
+  if not isinstance(rng, np.random.Generator):
+    raise ValueError(f"rng: must be a numpy.random.Generator, got {type(rng).__name__}")
+  if len(hparams) != p:
+    raise ValueError(f"hparams: needs one dict per member ({p}), got {len(hparams)}")
+  g = np.asarray(groups)
+  if g.shape != (p,) or (p and not np.issubdtype(g.dtype, np.integer)):
+    raise ValueError(f"groups: must be an int array of shape ({p},), got {g.dtype} {g.shape}")
+  space = space_lib.validate(space)
+  needed = [k for k in sorted(space) if not space_lib.is_structural(k)]
+  for i, h in enumerate(hparams):
+    if not isinstance(h, Mapping):
+      raise ValueError(f"hparams[{i}]: must be a dict name -> value, got {type(h).__name__}")
+    missing = [k for k in needed if k not in h]
+    if explore_fn is None and missing:
+      raise ValueError(f"hparams[{i}]: missing {missing[0]!r}, a vectorized dimension of the space")
+
+  donors = np.arange(p, dtype=np.int64)
+  new_hparams = [dict(h) for h in hparams]
+  events: list[dict] = []
+  q = quantile_size(p, cfg.quantile_fraction)
+  if q == 0:
+    return Plan(donors, new_hparams, events)
+  order = rank(f, cfg.mode)
+  top = [int(j) for j in order[:q]]
+  bottom = {int(j) for j in order[p - q:]}
+  for i in sorted(bottom):
+    same = [j for j in top if g[j] == g[i]]
+    if same:
+      donor = same[int(rng.integers(len(same)))]
+    else:
+      rest = [int(j) for j in order if g[j] == g[i] and int(j) not in bottom]
+      if not rest:
+        continue  # the whole group is in the bottom quantile: nobody to copy
+      donor = rest[0]
+    source = dict(hparams[donor])
+    if explore_fn is None:
+      new = _default_explore(source, space, cfg, rng)
+    else:
+      new = explore_fn(dict(source), rng)
+      if not isinstance(new, Mapping):
+        raise ValueError(f"explore_fn: must return a dict name -> value, got {type(new).__name__}")
+      new = dict(new)
+      for k in _STRUCTURAL_KEYS:
+        if source.get(k) != new.get(k):
+          raise ValueError(f"explore_fn: changed structural hyperparameter {k!r} "
+                           f"({source.get(k)!r} -> {new.get(k)!r}); it must keep the donor's value")
+    old = dict(hparams[i])
+    donors[i] = donor
+    new_hparams[i] = new
+    changes = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new), key=str)
+               if old.get(k) != new.get(k)}
+    events.append({
+        "generation": int(generation), "target": i, "donor": donor, "group": g[i].item(),
+        "target_fitness": float(f[i]), "donor_fitness": float(f[donor]),
+        "old_hparams": old, "new_hparams": dict(new), "changes": changes,
+    })
+  return Plan(donors, new_hparams, events)
+
+
+def apply_plan_indices(plan: Plan, members_of_group: Sequence[int]) -> np.ndarray:
+  """The gather index of one group for :func:`hpjax.population.take`.
+
+  Args:
+    plan: a generation's plan.
+    members_of_group: the global member ids of the group, in the order of
+      its state's population axis.
+
+  Returns:
+    int32 ``[len(members_of_group)]``: local position ``j`` takes the state of
+    local position ``index[j]`` (the local position of its donor).
+
+  Raises:
+    ValueError: an id outside the plan, a duplicated id, or a donor outside
+      the group.
+  """
+  members = [int(m) for m in members_of_group]
+  pos = {m: j for j, m in enumerate(members)}
+  if len(pos) != len(members):
+    raise ValueError(f"members_of_group: duplicated member ids in {members}")
+  index = []
+  for m in members:
+    if not 0 <= m < len(plan.donors):
+      raise ValueError(f"members_of_group: member {m} is outside the plan's "
+                       f"{len(plan.donors)} members")
+    d = int(plan.donors[m])
+    if d not in pos:
+      raise ValueError(f"plan.donors[{m}]: donor {d} is outside this group (members {members})")
+    index.append(pos[d])
+  return np.asarray(index, np.int32)
