@@ -197,3 +197,21 @@ def test_member_chunking_does_not_change_results(digits_small, chunk):
   np.testing.assert_allclose(got["train_loss"], ref["train_loss"], rtol=1e-5)
   for a, b in zip(_leaves(state), _leaves(ref_state)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_batch_norm_statistics_live_in_the_state_and_dropout_acts(digits_small):
+  bn = ModelConfig(family="vgg", depth=1, width=4, dense=16, batch_norm=True)
+  members = [hpjax.Member(model=bn, dropout=rate, learning_rate=0.01) for rate in (0.0, 0.5)]
+  p = _make(digits_small, members)
+  g = p.groups[0]
+  stats0 = [np.asarray(a) for a in jax.tree.leaves(g.state.batch_stats)]
+  assert stats0 and all(a.shape[0] == 2 for a in stats0)
+  # Same initial weights and keys for both: only the dropout rate differs.
+  g.state = pop_lib.set_hparams(pop_lib.take(g.state, [0, 0]), {"dropout": np.array([0.0, 0.5])})
+  p.train_epoch()
+  stats1 = [np.asarray(a) for a in jax.tree.leaves(g.state.batch_stats)]
+  assert any(not np.allclose(a, b) for a, b in zip(stats0, stats1))
+  w = [np.asarray(a) for a in jax.tree.leaves(g.state.params)]
+  assert any(not np.allclose(a[0], a[1]) for a in w)
+  acc = p.evaluate("val")["accuracy"]
+  assert np.all(np.isfinite(acc))
