@@ -564,3 +564,68 @@ class Population:
         row["model"] = dataclasses.asdict(g.fns.spec.model)
         rows[i] = row
     return rows
+
+  def set_member_hparams(self, hparams: Sequence[Mapping[str, Any]],
+                         donors: Sequence[int] | None = None) -> None:
+    """Exploit and explore: copy members and give them new hyperparameters.
+
+    One gather per group on the device (parameters, optimizer state, batch
+    statistics and keys of ``donors``), then the vectorized hyperparameters
+    are overwritten; shapes and dtypes stay, so nothing recompiles.
+
+    Args:
+      hparams: per member, a dict of vectorized hyperparameters by name
+        (``optimizer``/``activation``/``loss`` as names); missing keys keep
+        the current (donor's) value.
+      donors: per member, the member whose state it copies (itself to keep
+        its own); must be in the same group.
+
+    Raises:
+      ValueError: a donor from another group, or an unknown name or value.
+    """
+    if len(hparams) != self.size:
+      raise ValueError(f"hparams: expected {self.size} entries, got {len(hparams)}")
+    donors = list(range(self.size)) if donors is None else [int(d) for d in donors]
+    for g in self.groups:
+      local = {m: j for j, m in enumerate(g.members)}
+      try:
+        index = [local[donors[m]] for m in g.members]
+      except KeyError:
+        bad = [m for m in g.members if donors[m] not in local][0]
+        raise ValueError(f"donors: member {bad} cannot copy member {donors[bad]} "
+                         "(different structural group)") from None
+      state = g.state
+      if index != list(range(len(index))):
+        state = take(state, index)
+      current = {k: np.array(v) for k, v in get_hparams(state).items()}
+      for j, m in enumerate(g.members):
+        for name, value in hparams[m].items():
+          if name in ("batch_size", "model") or name in ModelConfig.__dataclass_fields__:
+            continue  # structural: fixed by the group
+          if name == "optimizer":
+            value = optim.family_index(value) if isinstance(value, str) else int(value)
+          elif name == "activation":
+            value = self._index(self.activations, value, "activation")
+          elif name == "loss":
+            value = self._index(self.losses, value, "loss")
+          if name not in current:
+            raise ValueError(f"hyperparameter: unknown name {name!r}; allowed: "
+                             + ", ".join(sorted(current)))
+          current[name][j] = value
+      g.state = set_hparams(state, current)
+
+  @staticmethod
+  def _index(candidates: Sequence[str], value, field: str) -> int:
+    if isinstance(value, str):
+      if value not in candidates:
+        raise ValueError(f"{field}: {value!r} is not among the compiled candidates "
+                         f"{tuple(candidates)}")
+      return candidates.index(value)
+    return int(value)
+
+  def group_ids(self) -> np.ndarray:
+    """Per member, the index of its structural group."""
+    out = np.zeros(self.size, np.int64)
+    for k, g in enumerate(self.groups):
+      out[g.members] = k
+    return out

@@ -94,7 +94,8 @@ def _check_points(name: str, points: Any, most: float) -> None:
   if not _is_int(points) or points < 2:
     raise ValueError(f"space.{name}.points: must be an integer >= 2 (or None), got {points!r}")
   if points > most:
-    raise ValueError(f"space.{name}.points: at most {most} (the integers in [lo, hi]), got {points}")
+    raise ValueError(f"space.{name}.points: at most {most} (the integers in [lo, hi]), "
+                     f"got {points}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -572,7 +573,8 @@ def from_config(cfg: Mapping[str, Any]) -> dict[str, Dimension]:
     d = dict(d)
     kind = d.pop("type", None)
     if kind not in _FIELDS:
-      raise ValueError(f"space.{name}.type: unknown value {kind!r}; allowed: float, int, choice, fixed")
+      raise ValueError(f"space.{name}.type: unknown value {kind!r}; "
+                       "allowed: float, int, choice, fixed")
     unknown = sorted(set(d) - set(_FIELDS[kind]))
     if unknown:
       raise ValueError(f"space.{name}: unknown field {unknown[0]!r} for type {kind!r}; "

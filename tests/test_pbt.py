@@ -135,7 +135,8 @@ def test_ties_use_member_order():
 
 
 def test_nan_members_are_replaced_first():
-  plan = _plan([0.9, np.nan, 0.1, 0.5, np.inf, 0.7, 0.3, 0.2], cfg=PBTConfig(quantile_fraction=0.25))
+  f = [0.9, np.nan, 0.1, 0.5, np.inf, 0.7, 0.3, 0.2]
+  plan = _plan(f, cfg=PBTConfig(quantile_fraction=0.25))
   assert set(plan.replaced.tolist()) == {1, 4}
   assert set(plan.donors[[1, 4]].tolist()) <= {0, 5}
 
@@ -228,7 +229,7 @@ def test_custom_explore_fn_is_used():
 
 
 def test_custom_explore_fn_may_not_change_structure():
-  with pytest.raises(ValueError, match="explore_fn: changed structural hyperparameter 'batch_size'"):
+  with pytest.raises(ValueError, match="explore_fn: changed structural hyperparameter 'batch_s"):
     _plan(np.arange(4.0), explore_fn=lambda h, rng: {**h, "batch_size": 16})
 
 

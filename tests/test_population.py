@@ -215,3 +215,27 @@ def test_batch_norm_statistics_live_in_the_state_and_dropout_acts(digits_small):
   assert any(not np.allclose(a[0], a[1]) for a in w)
   acc = p.evaluate("val")["accuracy"]
   assert np.all(np.isfinite(acc))
+
+
+def test_exploit_copies_donor_exactly_and_explore_sets_values(digits_small):
+  p = _make(digits_small, _members())
+  p.train_epoch()
+  g = p.groups[0]
+  before = jax.tree.map(np.asarray, g.state)
+  hps = p.hparams()
+  new = [dict(h) for h in hps]
+  new[3] = dict(hps[0], learning_rate=0.123, activation="sigmoid", optimizer="sgd")
+  p.set_member_hparams(new, donors=[0, 1, 2, 0])
+  after = jax.tree.map(np.asarray, g.state)
+  for a, b in zip(jax.tree.leaves(before.params), jax.tree.leaves(after.params)):
+    np.testing.assert_array_equal(b[3], a[0])
+    np.testing.assert_array_equal(b[:3], a[:3])
+  for a, b in zip(jax.tree.leaves(before.opt_state.inner_state), jax.tree.leaves(after.opt_state.inner_state)):
+    np.testing.assert_array_equal(b[3], a[0])
+  h3 = p.hparams()[3]
+  assert h3["learning_rate"] == pytest.approx(0.123) and h3["activation"] == "sigmoid"
+  assert h3["optimizer"] == "sgd"
+  assert {k: v for k, v in h3.items() if k not in ("learning_rate", "activation", "optimizer")} == \
+      {k: v for k, v in hps[0].items() if k not in ("learning_rate", "activation", "optimizer")}
+  with pytest.raises(ValueError, match="activation: 'elu' is not among the compiled candidates"):
+    p.set_member_hparams([dict(h, activation="elu") for h in hps])

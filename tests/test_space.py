@@ -13,30 +13,44 @@ from hpjax import space as S
 
 
 @pytest.mark.parametrize("cfg, words", [
-    ({"learning_rate": {"type": "float", "lo": 0.1, "hi": 0.01}}, ["learning_rate", "lo must be < hi"]),
-    ({"learning_rate": {"type": "float", "lo": 0.1, "hi": 0.1}}, ["learning_rate", "lo must be < hi"]),
+    ({"learning_rate": {"type": "float", "lo": 0.1, "hi": 0.01}},
+     ["learning_rate", "lo must be < hi"]),
+    ({"learning_rate": {"type": "float", "lo": 0.1, "hi": 0.1}},
+     ["learning_rate", "lo must be < hi"]),
     ({"depth": {"type": "int", "lo": 4, "hi": 2}}, ["depth", "lo must be < hi"]),
-    ({"weight_decay": {"type": "float", "lo": 0.0, "hi": 1e-3, "log": True}}, ["weight_decay", "lo > 0"]),
+    ({"weight_decay": {"type": "float", "lo": 0.0, "hi": 1e-3, "log": True}},
+     ["weight_decay", "lo > 0"]),
     ({"optimizer": {"type": "choice", "values": ()}}, ["optimizer", "empty"]),
-    ({"optimizer": {"type": "choice", "values": ("adam", "sgd", "adam")}}, ["optimizer", "duplicated"]),
-    ({"lr": {"type": "float", "lo": 0.1, "hi": 1.0}}, ["space.lr", "unknown hyperparameter", "learning_rate"]),
-    ({"optimizer": {"type": "choice", "values": ("sgd", "lion")}}, ["space.optimizer", "'lion'", "adam"]),
+    ({"optimizer": {"type": "choice", "values": ("adam", "sgd", "adam")}},
+     ["optimizer", "duplicated"]),
+    ({"lr": {"type": "float", "lo": 0.1, "hi": 1.0}},
+     ["space.lr", "unknown hyperparameter", "learning_rate"]),
+    ({"optimizer": {"type": "choice", "values": ("sgd", "lion")}},
+     ["space.optimizer", "'lion'", "adam"]),
     ({"activation": {"type": "fixed", "value": "mish"}}, ["space.activation", "'mish'", "relu"]),
-    ({"loss": {"type": "choice", "values": ("hinge",)}}, ["space.loss", "'hinge'", "cross_entropy"]),
-    ({"learning_rate": {"type": "floaty", "lo": 0.1, "hi": 1.0}}, ["learning_rate.type", "float, int, choice, fixed"]),
+    ({"loss": {"type": "choice", "values": ("hinge",)}},
+     ["space.loss", "'hinge'", "cross_entropy"]),
+    ({"learning_rate": {"type": "floaty", "lo": 0.1, "hi": 1.0}},
+     ["learning_rate.type", "float, int, choice, fixed"]),
     ({"learning_rate": {"type": "float", "lo": 0.1}}, ["learning_rate", "missing field 'hi'"]),
     ({"learning_rate": {"type": "float", "lo": 1e-4, "hi": 0.1, "log_scale": True}},
      ["learning_rate", "'log_scale'", "lo, hi, log, points"]),
-    ({"learning_rate": {"type": "float", "lo": "small", "hi": 0.1}}, ["learning_rate.lo", "number"]),
-    ({"learning_rate": {"type": "float", "lo": 1e-4, "hi": 0.1, "log": "yes"}}, ["learning_rate.log", "True or False"]),
+    ({"learning_rate": {"type": "float", "lo": "small", "hi": 0.1}},
+     ["learning_rate.lo", "number"]),
+    ({"learning_rate": {"type": "float", "lo": 1e-4, "hi": 0.1, "log": "yes"}},
+     ["learning_rate.log", "True or False"]),
     ({"depth": {"type": "int", "lo": 1.5, "hi": 4}}, ["depth.lo", "integer"]),
-    ({"learning_rate": {"type": "float", "lo": 1e-4, "hi": 0.1, "points": 1}}, ["learning_rate.points", ">= 2"]),
+    ({"learning_rate": {"type": "float", "lo": 1e-4, "hi": 0.1, "points": 1}},
+     ["learning_rate.points", ">= 2"]),
     ({"depth": {"type": "int", "lo": 1, "hi": 3, "points": 5}}, ["depth.points", "at most 3"]),
     ({"optimizer": {"type": "choice", "values": "adam"}}, ["optimizer.values", "list"]),
     ({"dropout": {"type": "float", "lo": 0.0, "hi": 1.0}}, ["space.dropout", "[0, 1)"]),
-    ({"learning_rate": {"type": "float", "lo": -1.0, "hi": 1.0}}, ["space.learning_rate", "[0, inf)"]),
-    ({"batch_size": {"type": "float", "lo": 8, "hi": 64}}, ["space.batch_size", "int, choice or fixed"]),
-    ({"batch_size": {"type": "choice", "values": (16, 0)}}, ["space.batch_size", "positive integers"]),
+    ({"learning_rate": {"type": "float", "lo": -1.0, "hi": 1.0}},
+     ["space.learning_rate", "[0, inf)"]),
+    ({"batch_size": {"type": "float", "lo": 8, "hi": 64}},
+     ["space.batch_size", "int, choice or fixed"]),
+    ({"batch_size": {"type": "choice", "values": (16, 0)}},
+     ["space.batch_size", "positive integers"]),
     ({"optimizer": {"type": "float", "lo": 0, "hi": 3}}, ["space.optimizer", "choice or fixed"]),
     ({"batch_norm": {"type": "choice", "values": (0, 1)}}, ["space.batch_norm", "True or False"]),
 ])
@@ -165,7 +179,8 @@ def test_quasi_random_within_bounds_and_deterministic():
   assert a == S.sample_quasi_random(SPACE, 20, seed=3)
   assert a != S.sample_quasi_random(SPACE, 20, seed=4)
   assert {d["optimizer"] for d in a} == {"sgd", "rmsprop", "adam"}
-  assert S.sample_quasi_random({"activation": S.Fixed("tanh")}, 2, 0) == [{"activation": "tanh"}] * 2
+  fixed = S.sample_quasi_random({"activation": S.Fixed("tanh")}, 2, 0)
+  assert fixed == [{"activation": "tanh"}] * 2
 
 
 def test_quasi_random_spreads_better_than_random():
@@ -247,7 +262,8 @@ def test_perturb_ordered_choice_moves_to_a_neighbour():
     assert S.perturb(dim, 128, _rng(s), resample_probability=0.0) == 64
   mid = {S.perturb(dim, 32, _rng(s), resample_probability=0.0) for s in range(40)}
   assert mid == {16, 64}
-  assert S.perturb(S.Choice(("adam",), ordered=True), "adam", _rng(), resample_probability=0.0) == "adam"
+  single = S.Choice(("adam",), ordered=True)
+  assert S.perturb(single, "adam", _rng(), resample_probability=0.0) == "adam"
 
 
 def test_perturb_unordered_choice_redraws_another_value():
@@ -270,7 +286,8 @@ def test_resample_probability_one_always_redraws_from_the_prior():
   dim = S.Float(0.1, 0.2)
   vals = [S.perturb(dim, 0.15, rng, factors=(1.0,), resample_probability=1.0) for _ in range(100)]
   assert all(0.1 <= v <= 0.2 for v in vals) and len(set(vals)) == 100
-  ints = [S.perturb(S.Int(3, 5), 4, rng, factors=(1.0,), resample_probability=1.0) for _ in range(100)]
+  ints = [S.perturb(S.Int(3, 5), 4, rng, factors=(1.0,), resample_probability=1.0)
+          for _ in range(100)]
   assert set(ints) == {3, 4, 5}
   # An unordered choice can resample its own value (a prior draw, not a move).
   ch = [S.perturb(S.Choice(("a", "b")), "a", rng, resample_probability=1.0) for _ in range(50)]

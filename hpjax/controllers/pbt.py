@@ -136,6 +136,9 @@ def should_decide(epoch: int, cfg: PBTConfig) -> bool:
 
   Returns:
     True at ``burn_in + k * interval`` for ``k >= 1``.
+
+  Raises:
+    ValueError: a bad config, or a negative / non-integer ``epoch``.
   """
   cfg.validate()
   if not _is_int(epoch) or epoch < 0:
@@ -164,6 +167,9 @@ def rank(fitness: np.ndarray, mode: str) -> np.ndarray:
     int ``[P]`` member indices, best first. Non-finite values (NaN, +inf and
     -inf, whatever the mode: a diverged member is never the best) come last;
     ties, non-finite ones included, keep member-index order.
+
+  Raises:
+    ValueError: an unknown ``mode`` or a fitness that is not 1-D numbers.
   """
   _check_mode(mode)
   f = _fitness_array(fitness)
