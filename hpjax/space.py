@@ -651,8 +651,8 @@ def sample_grid(space: Mapping[str, Dimension], n: int | None = None) -> list[di
     n: the population size, if fixed already; must equal the grid's size.
 
   Returns:
-    One dict name -> value per grid point; names vary fastest in reverse
-    sorted order (``itertools.product`` over the sorted names).
+    One dict name -> value per grid point, in ``itertools.product`` order
+    over the sorted names (the last name varies fastest).
 
   Raises:
     ValueError: a Float without ``points`` (or a wide Int), or ``n`` not the

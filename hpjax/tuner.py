@@ -10,10 +10,13 @@
 * ``schedule``: ``kind``, ``warmup_epochs``, ``alpha``;
 * ``space``: hyperparameter name -> dimension (:mod:`hpjax.space`); members
   are drawn from it with the run's seed;
-* ``fitness``: the validation metric ranked (``accuracy`` or ``loss``/``mse``).
+* ``fitness``: the validation metric ranked (``accuracy`` or ``loss``/``mse``);
+* ``controller``: ``name`` (``none`` for a plain sweep, or ``pbt``) and the
+  controller's settings (:class:`hpjax.controllers.pbt.PBTConfig` fields).
 
 The workdir receives ``config.json`` (the resolved config), ``metrics.jsonl``
-(one line per member per epoch) and ``summary.json`` (the best member).
+(one line per member per epoch), ``lineage.jsonl`` (every PBT exploit and
+explore) and ``summary.json`` (the best member).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from hpjax import optim
+from hpjax.controllers import pbt
 from hpjax import space as space_lib
 from hpjax.data import load_dataset
 from hpjax.models import ACTIVATIONS, ModelConfig
@@ -102,6 +106,7 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
                       seed=int(cfg["seed"]), max_train=d.get("max_train") or None)
   log(data.summary())
   members, space = build_members(cfg, data.task)
+  controller = _controller(cfg, space)
   epochs = int(cfg["epochs"])
   if epochs < 1:
     raise config_error("epochs", f"must be >= 1, got {epochs}")
@@ -134,7 +139,8 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
   start = time.perf_counter()
   member_steps = 0
   steps = [data.num_train // m.batch_size for m in members]
-  with open(metrics_path, "w") as mf:
+  generation = 0
+  with open(metrics_path, "w") as mf, open(os.path.join(workdir, "lineage.jsonl"), "w") as lf:
     for epoch in range(1, epochs + 1):
       t0 = time.perf_counter()
       train = pop.train_epoch()
@@ -148,8 +154,20 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
       mf.flush()
       fit = val[fitness_name]
       order = np.argsort(np.where(np.isfinite(fit), fit if not maximize else -fit, np.inf))
+      replaced = 0
+      if controller is not None and epoch < epochs and pbt.should_decide(epoch, controller):
+        generation += 1
+        rng = np.random.default_rng([int(cfg["seed"]), generation])
+        plan = pbt.exploit_explore(fit, pop.hparams(), space, pop.group_ids(), controller, rng,
+                                   generation)
+        pop.set_member_hparams(plan.hparams, donors=plan.donors)
+        for event in plan.events:
+          lf.write(json.dumps({"epoch": epoch, **event}, default=_jsonable) + "\n")
+        lf.flush()
+        replaced = len(plan.events)
       log(f"epoch {epoch:3d}/{epochs}  val {fitness_name}: best {fit[order[0]]:.4f} "
-          f"median {np.nanmedian(fit):.4f}  ({dt:.1f} s, {sum(steps) / dt:.0f} member-steps/s)")
+          f"median {np.nanmedian(fit):.4f}  ({dt:.1f} s, {sum(steps) / dt:.0f} member-steps/s)"
+          + (f"  replaced {replaced}" if controller is not None else ""))
 
   wall = time.perf_counter() - start
   val = pop.evaluate("val")
@@ -174,6 +192,35 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
     json.dump(summary, f, indent=2)
   log(format_summary(summary, val, hps, metric))
   return summary
+
+
+def _controller(cfg: Mapping[str, Any], space: Mapping[str, Any]):
+  """The PBT config of a run, or None for a plain sweep."""
+  c = dict(cfg.get("controller", {}) or {})
+  name = c.pop("name", "none")
+  if name == "none":
+    return None
+  if name != "pbt":
+    raise config_error("controller.name", f"unknown value {name!r}; allowed: none, pbt")
+  fields = {f.name for f in dataclasses.fields(pbt.PBTConfig)}
+  unknown = set(c) - fields
+  if unknown:
+    raise config_error("controller", f"unknown fields {sorted(unknown)}; allowed: name, "
+                       + ", ".join(sorted(fields)))
+  if "perturbation_factors" in c:
+    c["perturbation_factors"] = tuple(c["perturbation_factors"])
+  try:
+    return pbt.PBTConfig(**c).validate()
+  except ValueError as e:
+    raise config_error("controller", str(e)) from None
+
+
+def _jsonable(v):
+  if isinstance(v, np.generic):
+    return v.item()
+  if isinstance(v, np.ndarray):
+    return v.tolist()
+  return str(v)
 
 
 def format_summary(summary: Mapping[str, Any], val: Mapping[str, np.ndarray],

@@ -39,3 +39,26 @@ def test_launcher_bad_config_value_is_one_clear_line(tmp_path):
   err = [l for l in r.stderr.splitlines() if l.startswith("error:")]
   assert len(err) == 1 and "space.optimizer" in err[0] and "lion" in err[0] and "adam" in err[0]
   assert not (tmp_path / "bad").exists()  # nothing written on bad input
+
+
+PBT_CONFIG = os.path.join(ROOT, "experiments", "configs", "digits_pbt.py")
+
+
+def test_launcher_pbt_records_lineage_within_groups(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             HPJAX_CACHE_DIR=os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache")))
+  r = subprocess.run(
+      [sys.executable, "-m", "experiments.tune", f"--config={PBT_CONFIG}",
+       f"--workdir={tmp_path / 'pbt'}", "--config.population=6", "--config.epochs=3",
+       "--config.data.image_size=0", "--config.data.max_train=200", "--config.model.width=4",
+       "--config.model.depth=1", "--config.model.dense=16",
+       "--config.space.batch_size.values=(16, 32)"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  events = [json.loads(l) for l in (tmp_path / "pbt" / "lineage.jsonl").read_text().splitlines()]
+  assert events, "PBT replaced nobody"
+  for e in events:
+    assert e["new_hparams"]["batch_size"] == e["old_hparams"]["batch_size"] or \
+        e["donor"] != e["target"]
+    assert e["donor_fitness"] >= e["target_fitness"]
+  assert "replaced" in r.stdout

@@ -1,0 +1,46 @@
+r"""Digits (embedded in scikit-learn) resized to 28x28: population-based training.
+
+32 members of the bench CNN over learning rate (1e-4..1e-1, log), optimizer
+(sgd / rmsprop / adam), activation (relu / tanh / sigmoid) and batch size
+(8 / 16 / 32) for 10 epochs; after every epoch the worst quarter copies a
+member of the best quarter (within its batch-size group) and perturbs its
+hyperparameters.
+
+Launch::
+
+  python -m experiments.tune --config=experiments/configs/digits_pbt.py --workdir=runs/digits_pbt
+
+Quicker, at the native 8x8 and 16 members::
+
+  python -m experiments.tune --config=experiments/configs/digits_pbt.py --workdir=runs/pbt8 \
+    --config.data.image_size=0 --config.population=16
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.population = 32
+  c.epochs = 10
+  c.batch_size = 32
+  c.eval_batch_size = 256
+  c.fitness = "accuracy"
+  c.data = ml_collections.ConfigDict(dict(
+      source="digits", data_dir="", image_size=28, val_fraction=0.1, test_fraction=0.2,
+      max_train=0))
+  c.model = ml_collections.ConfigDict(dict(
+      family="vgg", depth=2, width=16, kernel_size=3, dense=64, convs_per_stage=1,
+      batch_norm=False, conv_impl="slices"))
+  c.schedule = ml_collections.ConfigDict(dict(kind="constant", warmup_epochs=0.0, alpha=0.0))
+  c.space = ml_collections.ConfigDict(dict(
+      learning_rate=dict(type="float", lo=1e-4, hi=1e-1, log=True),
+      optimizer=dict(type="choice", values=("sgd", "rmsprop", "adam")),
+      activation=dict(type="choice", values=("relu", "tanh", "sigmoid")),
+      batch_size=dict(type="choice", values=(8, 16, 32), ordered=True),
+  ))
+  c.controller = ml_collections.ConfigDict(dict(
+      name="pbt", interval=1, burn_in=0, quantile_fraction=0.25,
+      perturbation_factors=(0.8, 1.2), resample_probability=0.25, mode="max"))
+  return c
