@@ -8,8 +8,10 @@
   ``test_fraction``, ``max_train``;
 * ``model``: the default structural model (:class:`hpjax.ModelConfig` fields);
 * ``schedule``: ``kind``, ``warmup_epochs``, ``alpha``;
-* ``space``: hyperparameter name -> dimension (:mod:`hpjax.space`); members
-  are drawn from it with the run's seed;
+* ``space``: hyperparameter name -> dimension (:mod:`hpjax.space`);
+* ``init``: how the initial members are drawn from the space: ``random``
+  (default), ``grid`` (full factorial; ``population`` must equal its size) or
+  ``quasi_random`` (scrambled Sobol), seeded by ``seed``;
 * ``fitness``: the validation metric ranked (``accuracy`` or ``loss``/``mse``);
 * ``controller``: ``name`` (``none`` for a plain sweep, or ``pbt``) and the
   controller's settings (:class:`hpjax.controllers.pbt.PBTConfig` fields).
@@ -74,8 +76,18 @@ def build_members(cfg: Mapping[str, Any], task: str) -> tuple[list[Member], dict
   if unknown:
     raise config_error("model", f"unknown fields {sorted(unknown)}; allowed: {', '.join(_MODEL_FIELDS)}")
   default_loss = "cross_entropy" if task == "classification" else "mse"
+  space_lib.check_structural_fits(space, n)
+  init = cfg.get("init", "random")
+  if init == "random":
+    draws = space_lib.sample_random(space, n, int(cfg["seed"]))
+  elif init == "grid":
+    draws = space_lib.sample_grid(space, n)
+  elif init == "quasi_random":
+    draws = space_lib.sample_quasi_random(space, n, int(cfg["seed"]))
+  else:
+    raise config_error("init", f"unknown value {init!r}; allowed: random, grid, quasi_random")
   members = []
-  for draw in space_lib.sample_random(space, n, int(cfg["seed"])):
+  for draw in draws:
     model = {**base_model, **{k: v for k, v in draw.items() if k in _MODEL_FIELDS}}
     fields = {k: v for k, v in draw.items() if k in _MEMBER_FIELDS and k != "model"}
     fields.setdefault("batch_size", int(cfg["batch_size"]))

@@ -27,3 +27,30 @@ def test_config_loads_and_validates(name):
 
 def test_config_list_is_not_empty():
   assert {"digits_sweep", "digits_pbt"} <= set(CONFIGS)
+
+
+@pytest.mark.parametrize("init", ["random", "grid", "quasi_random"])
+def test_initial_population_methods(init):
+  module = importlib.import_module("experiments.configs.digits_sweep")
+  cfg = tuner._plain(module.get_config())  # pylint: disable=protected-access
+  cfg["init"] = init
+  cfg["space"] = {"optimizer": {"type": "choice", "values": ["sgd", "adam"]},
+                  "activation": {"type": "choice", "values": ["relu", "tanh", "sigmoid"]}}
+  cfg["population"] = 6
+  members, _ = tuner.build_members(cfg, "classification")
+  combos = {(m.optimizer, m.activation) for m in members}
+  if init == "grid":
+    assert len(combos) == 6  # the full factorial, each once
+  assert all(m.optimizer in ("sgd", "adam") for m in members)
+
+
+def test_grid_with_wrong_population_says_how_many():
+  cfg = tuner._plain(importlib.import_module("experiments.configs.digits_sweep").get_config())  # pylint: disable=protected-access
+  cfg.update(init="grid", population=5)
+  cfg["space"] = {"optimizer": {"type": "choice", "values": ["sgd", "adam"]},
+                  "activation": {"type": "choice", "values": ["relu", "tanh", "sigmoid"]}}
+  with pytest.raises(ValueError, match="needs 6 members"):
+    tuner.build_members(cfg, "classification")
+  cfg["init"] = "sobol"
+  with pytest.raises(ValueError, match="config.init: unknown value 'sobol'"):
+    tuner.build_members(cfg, "classification")

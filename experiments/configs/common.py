@@ -19,6 +19,7 @@ def base_config() -> ml_collections.ConfigDict:
       family="vgg", depth=2, width=16, kernel_size=3, dense=64, convs_per_stage=1,
       batch_norm=False, conv_impl="slices"))
   c.schedule = ml_collections.ConfigDict(dict(kind="constant", warmup_epochs=0.0, alpha=0.0))
+  c.init = "random"
   c.space = ml_collections.ConfigDict()
   c.controller = ml_collections.ConfigDict(dict(name="none"))
   return c
