@@ -294,7 +294,10 @@ def group_functions(spec: GroupSpec) -> GroupFunctions:
     (l, s), _ = jax.lax.scan(body, (jnp.zeros(p), jnp.zeros(p)), (xs, ys, ws))
     total = jnp.maximum(jnp.sum(weights), 1.0)
     metric = "accuracy" if spec.task == "classification" else "mse"
-    return {"loss": l / total, metric: s / total}
+    loss = l / total
+    # A diverged member (non-finite loss) has no meaningful accuracy: NaN, so
+    # that controllers rank it last whatever the metric.
+    return {"loss": loss, metric: jnp.where(jnp.isfinite(loss), s / total, jnp.nan)}
 
   @jax.jit
   def predict(state: PopulationState, x: jax.Array) -> jax.Array:
