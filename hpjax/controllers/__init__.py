@@ -11,3 +11,6 @@ from hpjax.controllers.pbt import (PBTConfig, Plan, apply_plan_indices, exploit_
 
 __all__ = ["PBTConfig", "Plan", "apply_plan_indices", "exploit_explore", "quantile_size",
            "rank", "should_decide"]
+from hpjax.controllers import halving, lr_range
+from hpjax.controllers.halving import Cut, HalvingConfig
+from hpjax.controllers.lr_range import RangeResult

@@ -1,0 +1,277 @@
+"""Successive halving: at each rung, keep the best fraction of the population.
+
+Follows Jamieson & Talwalkar 2016, "Non-stochastic Best Arm Identification
+and Hyperparameter Optimization", with the geometric rung schedule of
+Hyperband (Li et al. 2017) and ASHA (Li et al. 2018): the first rung comes
+after ``grace_period`` epochs and each later one ``reduction_factor`` (``eta``)
+times as many epochs in, at ``grace_period * eta**k``. At each rung the whole
+population is ranked by fitness and only the best ``ceil(P / eta)`` members
+go on training (see :func:`keep_size`).
+
+Rungs are synchronous (every member has trained the same number of epochs when
+it is judged), so there is none of ASHA's asynchronous promotion. Everything
+here is a pure function of host arrays: :func:`cut` only decides member ids;
+the tuner compacts the survivors into a smaller population with one device
+gather per structural group (:func:`keep_indices` and
+:func:`hpjax.population.take`). After that gather the survivors are renumbered
+``0 .. len(keep) - 1`` in their previous relative order.
+
+Ranking is global, across structural groups: every member reports the same
+fitness metric, so fitness is comparable whatever its shapes. A consequence is
+that a whole group can be pruned at a rung and vanish from the population.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from hpjax.controllers.pbt import MODES, _fitness_array, _is_int, rank
+
+
+@dataclasses.dataclass(frozen=True)
+class HalvingConfig:
+  """When successive halving cuts, and how hard.
+
+  Attributes:
+    grace_period: epochs trained before the first rung; at least 1.
+    reduction_factor: ``eta`` in Hyperband; each rung keeps ``ceil(P / eta)``
+      members and the rungs sit ``eta`` times further apart; at least 2.
+    min_members: a rung never leaves fewer members than this (a population
+      already at or below it is left alone); at least 1.
+    mode: ``max`` (fitness is a score, e.g. accuracy) or ``min`` (a loss).
+  """
+
+  grace_period: int = 1
+  reduction_factor: int = 3
+  min_members: int = 1
+  mode: str = "max"
+
+  def validate(self) -> "HalvingConfig":
+    """Checks every field.
+
+    Returns:
+      ``self``, for chaining.
+
+    Raises:
+      ValueError: one line naming ``halving.<field>`` and the allowed values.
+    """
+    if not _is_int(self.grace_period) or self.grace_period < 1:
+      raise ValueError(f"halving.grace_period: must be an integer >= 1, got {self.grace_period!r}")
+    if not _is_int(self.reduction_factor) or self.reduction_factor < 2:
+      raise ValueError(f"halving.reduction_factor: must be an integer >= 2, "
+                       f"got {self.reduction_factor!r}")
+    if not _is_int(self.min_members) or self.min_members < 1:
+      raise ValueError(f"halving.min_members: must be an integer >= 1, got {self.min_members!r}")
+    if self.mode not in MODES:
+      raise ValueError(f"halving.mode: unknown value {self.mode!r}; allowed: {', '.join(MODES)}")
+    return self
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value
+class Cut:
+  """One rung's decision.
+
+  Attributes:
+    keep: int ``[K]`` ids (into the current population order) of the members
+      that go on training, in increasing order, so that compacting the
+      population is a plain gather that keeps their relative order.
+    pruned: int ``[P - K]`` ids of the members stopped at this rung, in
+      increasing order.
+    records: one dict per pruned member, in member order: ``rung`` (0 for the
+      first rung), ``epoch``, ``member``, ``fitness`` (its last fitness, a
+      float, possibly NaN), ``rank`` (0-based position in the whole
+      population's ranking, 0 = best) and, when groups were given, ``group``.
+  """
+
+  keep: np.ndarray
+  pruned: np.ndarray
+  records: list
+
+
+def _check_max_epochs(max_epochs: Any) -> None:
+  if not _is_int(max_epochs) or max_epochs < 1:
+    raise ValueError(f"max_epochs: must be an integer >= 1, got {max_epochs!r}")
+
+
+def _check_epoch(epoch: Any) -> None:
+  if not _is_int(epoch) or epoch < 0:
+    raise ValueError(f"epoch: must be an integer >= 0, got {epoch!r}")
+
+
+def rung_epochs(cfg: HalvingConfig, max_epochs: int) -> list[int]:
+  """The epochs after which a rung cuts the population.
+
+  The geometric schedule of Hyperband / ASHA: ``grace_period * eta**k`` for
+  ``k = 0, 1, ...``, strictly below ``max_epochs``. A rung at ``max_epochs``
+  itself would be pointless: training stops there anyway and the final
+  ranking is the tuner's result.
+
+  Args:
+    cfg: the configuration.
+    max_epochs: epochs the longest-lived members train.
+
+  Returns:
+    The rung epochs, increasing; empty when ``grace_period >= max_epochs``.
+    E.g. grace 1, eta 3, 30 epochs: ``[1, 3, 9, 27]``.
+
+  Raises:
+    ValueError: a bad config or ``max_epochs``.
+  """
+  cfg.validate()
+  _check_max_epochs(max_epochs)
+  out = []
+  e = cfg.grace_period
+  while e < max_epochs:
+    out.append(int(e))
+    e *= cfg.reduction_factor
+  return out
+
+
+def is_rung(epoch: int, cfg: HalvingConfig, max_epochs: int) -> bool:
+  """Whether a rung cuts the population after training epoch ``epoch``.
+
+  Args:
+    epoch: epochs trained so far, counted from 1 after the first epoch.
+    cfg: the configuration.
+    max_epochs: epochs the longest-lived members train.
+
+  Returns:
+    True when ``epoch`` is one of :func:`rung_epochs`.
+
+  Raises:
+    ValueError: a bad config, ``max_epochs`` or ``epoch``.
+  """
+  _check_epoch(epoch)
+  return epoch in rung_epochs(cfg, max_epochs)
+
+
+def rung_index(epoch: int, cfg: HalvingConfig) -> int:
+  """Which rung ``epoch`` is: ``k`` such that ``epoch == grace_period * eta**k``.
+
+  Args:
+    epoch: a rung epoch.
+    cfg: the configuration.
+
+  Returns:
+    ``k >= 0``.
+
+  Raises:
+    ValueError: a bad config, or an ``epoch`` off the geometric schedule.
+  """
+  cfg.validate()
+  _check_epoch(epoch)
+  # Integer arithmetic: a float log would misjudge large powers.
+  k, e = 0, cfg.grace_period
+  while e < epoch:
+    k, e = k + 1, e * cfg.reduction_factor
+  if e != epoch:
+    raise ValueError(f"epoch: {epoch} is not a rung epoch; allowed: grace_period * "
+                     f"reduction_factor**k ({cfg.grace_period}, "
+                     f"{cfg.grace_period * cfg.reduction_factor}, ...)")
+  return k
+
+
+def keep_size(population: int, cfg: HalvingConfig) -> int:
+  """Members that survive a rung.
+
+  ``ceil(P / eta)``: rounding up keeps at least one member and, when ``P`` is
+  a power of ``eta``, gives exactly ``P / eta`` (so the classic schedules come
+  out as in the papers). Hyperband's successive halving takes the floor
+  instead, which can empty a small population. The result is then raised to
+  ``min_members`` and capped at ``P``.
+
+  Args:
+    population: number of members ``P``.
+    cfg: the configuration.
+
+  Returns:
+    The number kept; ``P`` when ``P <= min_members`` (in particular a
+    population of 1 never changes).
+
+  Raises:
+    ValueError: a bad config or a negative ``population``.
+  """
+  cfg.validate()
+  if not _is_int(population) or population < 0:
+    raise ValueError(f"population: must be an integer >= 0, got {population!r}")
+  k = -(-population // cfg.reduction_factor)  # exact integer ceil
+  return int(min(population, max(k, cfg.min_members)))
+
+
+def cut(fitness: np.ndarray, cfg: HalvingConfig, epoch: int,
+        groups: np.ndarray | None = None) -> Cut:
+  """One rung: keep the best :func:`keep_size` members, prune the rest.
+
+  Members are ranked globally by :func:`hpjax.controllers.pbt.rank`: NaN and
+  ±inf come last whatever the mode, and ties (non-finite ones included) go to
+  the lower member index. With all-NaN fitness the first members survive.
+
+  Args:
+    fitness: ``[P]`` each member's fitness at this rung.
+    cfg: the configuration.
+    epoch: the rung epoch (``grace_period * eta**k``; see :func:`rung_index`),
+      recorded with the rung index in the records.
+    groups: optional int ``[P]`` structural group id of each member. It does
+      not change the decision (ranking stays global, so a whole group may be
+      pruned); it only adds ``group`` to the records.
+
+  Returns:
+    The :class:`Cut`.
+
+  Raises:
+    ValueError: one line naming the bad argument.
+  """
+  cfg.validate()
+  k = rung_index(epoch, cfg)
+  f = _fitness_array(fitness)
+  p = f.shape[0]
+  g = None
+  if groups is not None:
+    g = np.asarray(groups)
+    if g.shape != (p,) or (p and not np.issubdtype(g.dtype, np.integer)):
+      raise ValueError(f"groups: must be an int array of shape ({p},), got {g.dtype} {g.shape}")
+  order = rank(f, cfg.mode)
+  n_keep = keep_size(p, cfg)
+  position = np.empty(p, np.int64)
+  position[order] = np.arange(p)
+  # Sorting the ids (not keeping rank order) makes compaction order-stable.
+  keep = np.sort(order[:n_keep]).astype(np.int64)
+  pruned = np.sort(order[n_keep:]).astype(np.int64)
+  records = []
+  for i in pruned.tolist():
+    rec = {"rung": k, "epoch": int(epoch), "member": i, "fitness": float(f[i]),
+           "rank": int(position[i])}
+    if g is not None:
+      rec["group"] = g[i].item()
+    records.append(rec)
+  return Cut(keep, pruned, records)
+
+
+def keep_indices(c: Cut, members_of_group: Sequence[int]) -> np.ndarray:
+  """The gather index of one group's survivors for :func:`hpjax.population.take`.
+
+  Args:
+    c: a rung's cut.
+    members_of_group: the ids of the group's members in the current
+      population, in the order of its state's population axis.
+
+  Returns:
+    int32 ``[n]``: the local positions of the group's surviving members, in
+    order. Empty when the whole group was pruned (the caller drops the group).
+
+  Raises:
+    ValueError: a duplicated id or one outside the cut's population.
+  """
+  members = [int(m) for m in members_of_group]
+  if len(set(members)) != len(members):
+    raise ValueError(f"members_of_group: duplicated member ids in {members}")
+  p = len(c.keep) + len(c.pruned)
+  for m in members:
+    if not 0 <= m < p:
+      raise ValueError(f"members_of_group: member {m} is outside the cut's {p} members")
+  kept = set(c.keep.tolist())
+  return np.asarray([j for j, m in enumerate(members) if m in kept], np.int32)

@@ -1,0 +1,234 @@
+"""Learning-rate range test, run side by side across a population.
+
+Smith 2017 ("Cyclical Learning Rates for Training Neural Networks") raises the
+learning rate of a single run step by step and watches where the loss falls
+fastest and where it blows up. Here the sweep is spread over the population
+instead: each member trains a short run with one constant learning rate from
+a log-spaced set (:func:`log_spaced_rates`), all members at once, and
+:func:`analyse` reads the resulting training-loss curves.
+
+Per rate, measured on the curve ``c`` of ``n_points`` losses:
+
+* *loss*: the final loss, the mean of the last ``tail`` points (default 1).
+* *slope*: the relative decrease ``(c[0] - loss) / |c[0]|``: the fraction of
+  the initial loss that the run removed. Every member runs the same number of
+  steps, so this is a speed; it is 1 for a loss driven to 0, 0 for no
+  progress and negative for a loss that rose. It saturates near 1 once runs
+  converge, which is why the runs should stay short (a few hundred steps or a
+  couple of epochs). A least-squares fit over the curve was rejected: the
+  curves are strongly non-linear (fast early drop, then a plateau) and a fit
+  weighs the plateau as much as the drop.
+* *diverged*: any non-finite point on the curve (a NaN / inf loss means the
+  parameters blew up, and they stay broken), or a final loss above
+  ``diverge_factor`` (default 1.5) times the initial one.
+
+The *best rate* is the non-diverged rate with the largest slope (ties go to
+the lower rate, the safer choice). The *suggested range* grows from the best
+rate, one neighbour at a time in rate order, over the rates that did not
+diverge and whose slope is at least ``range_fraction`` (default 0.5, i.e. 50 %)
+of the best slope; it is therefore contiguous and never contains a diverged
+rate. Losses are assumed positive (cross-entropy, squared error), the usual
+case; a zero initial loss gives a slope of 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+
+def _is_real(v: Any) -> bool:
+  return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_int(v: Any) -> bool:
+  return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def log_spaced_rates(lo: float, hi: float, n: int) -> np.ndarray:
+  """``n`` learning rates evenly spaced in log scale from ``lo`` to ``hi``.
+
+  Args:
+    lo: the smallest rate, > 0.
+    hi: the largest rate, > ``lo``.
+    n: the number of rates (one per member), >= 2.
+
+  Returns:
+    float64 ``[n]``, increasing, with ``lo`` and ``hi`` exactly at the ends.
+
+  Raises:
+    ValueError: one line naming the bad argument.
+  """
+  if not _is_real(lo) or not math.isfinite(lo) or lo <= 0:
+    raise ValueError(f"lo: must be a finite number > 0, got {lo!r}")
+  if not _is_real(hi) or not math.isfinite(hi) or hi <= lo:
+    raise ValueError(f"hi: must be a finite number > lo ({lo!r}), got {hi!r}")
+  if not _is_int(n) or n < 2:
+    raise ValueError(f"n: must be an integer >= 2, got {n!r}")
+  rates = np.geomspace(float(lo), float(hi), int(n))
+  # geomspace can be off by an ulp at the ends; users compare against lo / hi.
+  rates[0], rates[-1] = lo, hi
+  return rates
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value
+class RangeResult:
+  """What a side-by-side range test found; every array is sorted by rate.
+
+  Attributes:
+    rates: float64 ``[n]`` the learning rates, increasing.
+    losses: float64 ``[n]`` final training loss per rate (mean of the last
+      ``tail`` points; NaN where that is not finite).
+    slopes: float64 ``[n]`` relative decrease ``(first - final) / |first|``
+      (NaN where either is not finite).
+    best_rate: the non-diverged rate whose loss fell fastest; NaN when every
+      rate diverged or none made the loss fall.
+    suggested_range: ``(low, high)`` contiguous rates around ``best_rate``
+      whose slope is at least ``range_fraction`` of the best and that did not
+      diverge; ``(nan, nan)`` when there is no best rate.
+    diverged: bool ``[n]`` non-finite loss anywhere on the curve, or final
+      loss above ``diverge_factor`` times the initial loss.
+  """
+
+  rates: np.ndarray
+  losses: np.ndarray
+  slopes: np.ndarray
+  best_rate: float
+  suggested_range: tuple
+  diverged: np.ndarray
+
+
+def analyse(rates: np.ndarray, loss_curves: np.ndarray, *, tail: int = 1,
+            diverge_factor: float = 1.5, range_fraction: float = 0.5) -> RangeResult:
+  """Reads the loss curves of a side-by-side learning-rate sweep.
+
+  See the module docstring for the exact definitions.
+
+  Args:
+    rates: ``[n]`` distinct positive learning rates, in any order.
+    loss_curves: ``[n, n_points]`` training loss of each rate's run over its
+      steps or epochs (``n_points >= 2``); NaN / inf allowed (they mark a
+      diverged run).
+    tail: final points averaged into the final loss, in
+      ``[1, n_points - 1]`` (the first point is the reference).
+    diverge_factor: a run whose final loss exceeds this many times its initial
+      loss counts as diverged; > 1.
+    range_fraction: a rate joins the suggested range when its slope is at
+      least this fraction of the best slope; in ``(0, 1]``.
+
+  Returns:
+    The :class:`RangeResult`, sorted by rate.
+
+  Raises:
+    ValueError: one line naming the bad argument.
+  """
+  try:
+    r = np.asarray(rates, np.float64)
+  except (TypeError, ValueError):
+    raise ValueError("rates: must be a 1-D array of numbers") from None
+  if r.ndim != 1 or r.shape[0] < 2:
+    raise ValueError(f"rates: must be a 1-D array of at least 2 rates, got shape {r.shape}")
+  if not np.all(np.isfinite(r) & (r > 0)):
+    raise ValueError(f"rates: must all be finite and > 0, got {r.tolist()}")
+  if np.unique(r).shape[0] != r.shape[0]:
+    raise ValueError(f"rates: must be distinct, got {r.tolist()}")
+  try:
+    c = np.asarray(loss_curves, np.float64)
+  except (TypeError, ValueError):
+    raise ValueError("loss_curves: must be a 2-D array of numbers") from None
+  if c.ndim != 2 or c.shape[0] != r.shape[0] or c.shape[1] < 2:
+    raise ValueError(f"loss_curves: must have shape ({r.shape[0]}, n_points >= 2), "
+                     f"got {c.shape}")
+  n_points = c.shape[1]
+  if not _is_int(tail) or not 1 <= tail <= n_points - 1:
+    raise ValueError(f"tail: must be an integer in [1, {n_points - 1}], got {tail!r}")
+  if not _is_real(diverge_factor) or not math.isfinite(diverge_factor) or diverge_factor <= 1:
+    raise ValueError(f"diverge_factor: must be a finite number > 1, got {diverge_factor!r}")
+  if not _is_real(range_fraction) or not 0 < range_fraction <= 1:
+    raise ValueError(f"range_fraction: must be in (0, 1], got {range_fraction!r}")
+
+  order = np.argsort(r, kind="stable")
+  r, c = r[order], c[order]
+  first = c[:, 0]
+  with np.errstate(invalid="ignore", over="ignore"):
+    final = c[:, n_points - tail:].mean(axis=1)
+  finite = np.all(np.isfinite(c), axis=1) & np.isfinite(final)
+  final = np.where(finite, final, np.nan)
+  # |first| keeps the sign of the comparison right should a loss be negative;
+  # for the usual positive loss it reads ``final > diverge_factor * first``.
+  rose = finite & (final - first > (diverge_factor - 1.0) * np.abs(first))
+  diverged = ~finite | rose
+  denom = np.abs(first)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    slopes = np.where(denom > 0, (first - final) / np.where(denom > 0, denom, 1.0), 0.0)
+  slopes = np.where(finite, slopes, np.nan)
+
+  best_rate, suggested = math.nan, (math.nan, math.nan)
+  # A best rate must not have diverged and must actually have lowered the loss.
+  candidates = np.flatnonzero(~diverged & (slopes > 0))
+  if candidates.size:
+    # argmax takes the first maximum: the lowest rate among equal slopes.
+    b = int(candidates[np.argmax(slopes[candidates])])
+    threshold = range_fraction * slopes[b]
+    ok = ~diverged & (slopes >= threshold)
+    lo = b
+    while lo > 0 and ok[lo - 1]:
+      lo -= 1
+    hi = b
+    while hi < len(r) - 1 and ok[hi + 1]:
+      hi += 1
+    best_rate, suggested = float(r[b]), (float(r[lo]), float(r[hi]))
+  return RangeResult(rates=r, losses=final, slopes=slopes, best_rate=best_rate,
+                     suggested_range=suggested, diverged=diverged)
+
+
+def _fmt(x: float) -> str:
+  return f"{x:.1e}"
+
+
+def describe(result: RangeResult) -> str:
+  """A short human summary of a range test.
+
+  E.g. ``loss falls fastest at lr 3.2e-03; useful range 1.0e-03 – 1.0e-02;
+  too high (diverged) from 1.0e-01; too low (slow) below 1.0e-03``. "Too
+  high" names the lowest diverged rate above the best one; "too low" the lower
+  end of the useful range, below which every rate fell less than the range's
+  threshold. A best rate at either end of the sweep adds a hint to widen it.
+
+  Args:
+    result: from :func:`analyse`.
+
+  Returns:
+    One line of text.
+
+  Raises:
+    ValueError: ``result`` is not a :class:`RangeResult`.
+  """
+  if not isinstance(result, RangeResult):
+    raise ValueError(f"result: must be a RangeResult, got {type(result).__name__}")
+  r, div = result.rates, result.diverged
+  if math.isnan(result.best_rate):
+    if np.all(div):
+      return (f"every rate diverged (lowest tried {_fmt(r[0])}); "
+              f"try rates below {_fmt(r[0])}")
+    text = "the loss did not fall at any rate that did not diverge"
+    if np.any(div):
+      text += f"; too high (diverged) from {_fmt(r[int(np.argmax(div))])}"
+    return text + f"; try rates above {_fmt(r[~div].max())}"
+  lo, hi = result.suggested_range
+  parts = [f"loss falls fastest at lr {_fmt(result.best_rate)}",
+           f"useful range {_fmt(lo)} – {_fmt(hi)}"]
+  above = np.flatnonzero(div & (r > result.best_rate))
+  if above.size:
+    parts.append(f"too high (diverged) from {_fmt(r[above[0]])}")
+  if np.any(~div & (r < lo)):
+    parts.append(f"too low (slow) below {_fmt(lo)}")
+  if result.best_rate == r[-1]:
+    parts.append("the best rate is the highest tried; widen the sweep upwards")
+  elif result.best_rate == r[0]:
+    parts.append("the best rate is the lowest tried; widen the sweep downwards")
+  return "; ".join(parts)

@@ -1,0 +1,219 @@
+"""Learning-rate range test analysis: pure host functions, no compiles."""
+
+import math
+
+import numpy as np
+import pytest
+
+from hpjax.controllers import lr_range
+from hpjax.controllers.lr_range import RangeResult
+
+
+def _synthetic(rates, n_points=20):
+  """Curves whose speed grows with the rate up to 1e-2, then diverge.
+
+  Rates up to 1e-2 decay exponentially at a speed that peaks at 3e-3 (the
+  optimum: above it, noisy steps slow progress down); 3e-2 grows without
+  bound; 1e-1 and above go NaN part-way.
+  """
+  t = np.arange(n_points, dtype=float)
+  curves = []
+  for r in rates:
+    if r < 2e-2:
+      # Speed in log-rate: a bump centred on log10(3e-3).
+      speed = 0.3 * math.exp(-((math.log10(r) - math.log10(3e-3)) / 0.6) ** 2)
+      curves.append(2.3 * np.exp(-speed * t))
+    elif r < 5e-2:
+      curves.append(2.3 * np.exp(0.05 * t))  # rises to ~5.9: above 1.5 x initial
+    else:
+      c = 2.3 * np.exp(0.3 * t)
+      c[n_points // 2:] = np.nan
+      curves.append(c)
+  return np.stack(curves)
+
+
+RATES = lr_range.log_spaced_rates(1e-5, 1e-1, 9)  # 1e-5, 3.2e-5, ..., 1e-1
+
+
+# ---------------------------------------------------------------------------
+# Rates.
+
+
+def test_log_spaced_rates():
+  r = lr_range.log_spaced_rates(1e-4, 1e-1, 4)
+  assert r[0] == 1e-4 and r[-1] == 1e-1
+  np.testing.assert_allclose(r, [1e-4, 1e-3, 1e-2, 1e-1])
+  assert np.all(np.diff(np.log(r)) > 0)
+  np.testing.assert_allclose(np.diff(np.log(RATES)), np.log(10) / 2)
+
+
+@pytest.mark.parametrize("args, field", [
+    ((0.0, 1.0, 3), "lo"), ((-1e-3, 1.0, 3), "lo"), ((math.nan, 1.0, 3), "lo"),
+    (("1e-3", 1.0, 3), "lo"),
+    ((1e-3, 1e-3, 3), "hi"), ((1e-3, 1e-4, 3), "hi"), ((1e-3, math.inf, 3), "hi"),
+    ((1e-3, 1e-1, 1), "n"), ((1e-3, 1e-1, 2.0), "n"), ((1e-3, 1e-1, True), "n"),
+])
+def test_log_spaced_rates_validation(args, field):
+  with pytest.raises(ValueError, match=rf"^{field}: ") as e:
+    lr_range.log_spaced_rates(*args)
+  assert "\n" not in str(e.value)
+
+
+# ---------------------------------------------------------------------------
+# Analysis.
+
+
+def test_synthetic_sweep():
+  res = lr_range.analyse(RATES, _synthetic(RATES))
+  assert isinstance(res, RangeResult)
+  np.testing.assert_array_equal(res.rates, RATES)
+  # 3e-2 grows past 1.5x its start, 1e-1 goes NaN; nothing else diverges.
+  assert res.diverged.tolist() == [False] * 7 + [True, True]
+  assert res.best_rate == pytest.approx(10 ** -2.5)  # the medium band, 3.2e-3
+  lo, hi = res.suggested_range
+  assert lo == pytest.approx(1e-3) and hi == pytest.approx(1e-2)
+  # Contiguous: every rate in [lo, hi] qualifies and did not diverge.
+  inside = (res.rates >= lo) & (res.rates <= hi)
+  idx = np.flatnonzero(inside)
+  assert np.all(np.diff(idx) == 1)
+  assert not np.any(res.diverged[inside])
+  assert np.all(res.slopes[inside] >= 0.5 * np.nanmax(res.slopes[~res.diverged]))
+  # Small rates fall slowly; the losses and slopes line up with the curves.
+  assert res.slopes[0] < 0.2 * res.slopes[4]
+  assert math.isnan(res.losses[-1]) and math.isnan(res.slopes[-1])
+  assert res.slopes[-2] < 0  # the loss rose
+  np.testing.assert_allclose(res.losses[:7], _synthetic(RATES)[:7, -1])
+
+
+def test_unsorted_input_is_sorted_by_rate():
+  perm = np.array([4, 0, 8, 2, 6, 1, 7, 3, 5])
+  a = lr_range.analyse(RATES, _synthetic(RATES))
+  b = lr_range.analyse(RATES[perm], _synthetic(RATES)[perm])
+  np.testing.assert_array_equal(a.rates, b.rates)
+  np.testing.assert_array_equal(a.diverged, b.diverged)
+  np.testing.assert_array_equal(a.slopes[:7], b.slopes[:7])
+  assert a.best_rate == b.best_rate and a.suggested_range == b.suggested_range
+
+
+def test_slope_is_relative_decrease():
+  rates = [1e-3, 1e-2]
+  curves = [[2.0, 1.5, 1.0], [4.0, 2.0, 1.0]]
+  res = lr_range.analyse(rates, curves)
+  np.testing.assert_allclose(res.slopes, [0.5, 0.75])
+  np.testing.assert_allclose(res.losses, [1.0, 1.0])
+  assert res.best_rate == 1e-2
+  # 0.5 >= 0.5 * 0.75: both rates are in the range.
+  assert res.suggested_range == (1e-3, 1e-2)
+  # With tail=2 the final loss is the mean of the last two points.
+  res = lr_range.analyse(rates, curves, tail=2)
+  np.testing.assert_allclose(res.losses, [1.25, 1.5])
+  np.testing.assert_allclose(res.slopes, [0.375, 0.625])
+
+
+def test_divergence_threshold_is_exact():
+  rates = [1e-3, 1e-2, 1e-1, 1.0]
+  curves = [[2.0, 1.0], [2.0, 3.0], [2.0, 3.0000001], [2.0, np.inf]]
+  res = lr_range.analyse(rates, curves)
+  assert res.diverged.tolist() == [False, False, True, True]  # 3.0 == 1.5 x 2.0 is not above
+  assert lr_range.analyse(rates, curves, diverge_factor=2.0).diverged.tolist() == [
+      False, False, False, True]
+
+
+def test_nan_anywhere_diverges_even_if_the_end_is_finite():
+  res = lr_range.analyse([1e-3, 1e-2], [[2.0, 1.5, 1.0], [2.0, np.nan, 0.5]])
+  assert res.diverged.tolist() == [False, True]
+  assert res.best_rate == 1e-3 and res.suggested_range == (1e-3, 1e-3)
+
+
+def test_range_stops_at_a_diverged_rate():
+  # Rate 3 diverged although its neighbours are fine: the range stays on one side.
+  rates = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+  curves = [[2.0, 1.0], [2.0, 0.5], [2.0, 0.4], [2.0, np.nan], [2.0, 0.45]]
+  res = lr_range.analyse(rates, curves)
+  assert res.best_rate == 1e-2
+  assert res.suggested_range == (1e-4, 1e-2)
+
+
+def test_range_fraction():
+  rates = [1e-4, 1e-3, 1e-2, 1e-1]
+  curves = [[1.0, 0.9], [1.0, 0.6], [1.0, 0.2], [1.0, 0.5]]  # slopes 0.1, 0.4, 0.8, 0.5
+  assert lr_range.analyse(rates, curves).suggested_range == (1e-3, 1e-1)
+  assert lr_range.analyse(rates, curves, range_fraction=0.6).suggested_range == (1e-2, 1e-1)
+  assert lr_range.analyse(rates, curves, range_fraction=1.0).suggested_range == (1e-2, 1e-2)
+  assert lr_range.analyse(rates, curves, range_fraction=0.1).suggested_range == (1e-4, 1e-1)
+
+
+def test_ties_go_to_the_lower_rate():
+  res = lr_range.analyse([1e-3, 1e-2, 1e-1], [[1.0, 0.9], [1.0, 0.5], [1.0, 0.5]])
+  assert res.best_rate == 1e-2
+
+
+def test_all_diverged_and_no_progress():
+  res = lr_range.analyse([1e-2, 1e-1], [[1.0, np.nan], [1.0, 9.0]])
+  assert res.diverged.tolist() == [True, True]
+  assert math.isnan(res.best_rate)
+  assert all(math.isnan(x) for x in res.suggested_range)
+  text = lr_range.describe(res)
+  assert "every rate diverged" in text and "1.0e-02" in text
+
+  res = lr_range.analyse([1e-4, 1e-3, 1e-1], [[1.0, 1.0], [1.0, 1.1], [1.0, np.nan]])
+  assert math.isnan(res.best_rate)
+  text = lr_range.describe(res)
+  assert "did not fall" in text and "diverged) from 1.0e-01" in text and "above 1.0e-03" in text
+
+
+def test_zero_initial_loss_gives_zero_slope():
+  res = lr_range.analyse([1e-3, 1e-2], [[0.0, 0.0], [1.0, 0.5]])
+  assert res.slopes.tolist() == [0.0, 0.5]
+  assert res.best_rate == 1e-2
+
+
+# ---------------------------------------------------------------------------
+# Description.
+
+
+def test_describe_mentions_the_numbers():
+  res = lr_range.analyse(RATES, _synthetic(RATES))
+  text = lr_range.describe(res)
+  assert text == ("loss falls fastest at lr 3.2e-03; useful range 1.0e-03 – 1.0e-02; "
+                  "too high (diverged) from 3.2e-02; too low (slow) below 1.0e-03")
+  assert "\n" not in text
+
+
+def test_describe_hints_at_the_edges():
+  up = lr_range.analyse([1e-3, 1e-2], [[1.0, 0.9], [1.0, 0.5]])
+  assert "highest tried; widen the sweep upwards" in lr_range.describe(up)
+  down = lr_range.analyse([1e-3, 1e-2], [[1.0, 0.5], [1.0, 0.9]])
+  text = lr_range.describe(down)
+  assert "lowest tried; widen the sweep downwards" in text and "too low" not in text
+
+
+def test_describe_rejects_other_types():
+  with pytest.raises(ValueError, match=r"^result: must be a RangeResult"):
+    lr_range.describe({"best_rate": 1e-3})
+
+
+# ---------------------------------------------------------------------------
+# Validation.
+
+
+@pytest.mark.parametrize("rates, curves, kwargs, field", [
+    ([1e-3], [[1.0, 0.5]], {}, "rates"),
+    ([[1e-3, 1e-2]], [[1.0, 0.5], [1.0, 0.5]], {}, "rates"),
+    ([0.0, 1e-2], [[1.0, 0.5], [1.0, 0.5]], {}, "rates"),
+    ([np.nan, 1e-2], [[1.0, 0.5], [1.0, 0.5]], {}, "rates"),
+    ([1e-2, 1e-2], [[1.0, 0.5], [1.0, 0.5]], {}, "rates"),
+    (["a", 1e-2], [[1.0, 0.5], [1.0, 0.5]], {}, "rates"),
+    ([1e-3, 1e-2], [[1.0, 0.5]], {}, "loss_curves"),
+    ([1e-3, 1e-2], [[1.0], [1.0]], {}, "loss_curves"),
+    ([1e-3, 1e-2], [1.0, 0.5], {}, "loss_curves"),
+    ([1e-3, 1e-2], [[1.0, 0.5], [1.0, 0.5]], {"tail": 0}, "tail"),
+    ([1e-3, 1e-2], [[1.0, 0.5], [1.0, 0.5]], {"tail": 2}, "tail"),
+    ([1e-3, 1e-2], [[1.0, 0.5], [1.0, 0.5]], {"diverge_factor": 1.0}, "diverge_factor"),
+    ([1e-3, 1e-2], [[1.0, 0.5], [1.0, 0.5]], {"range_fraction": 0.0}, "range_fraction"),
+    ([1e-3, 1e-2], [[1.0, 0.5], [1.0, 0.5]], {"range_fraction": 1.5}, "range_fraction"),
+])
+def test_analyse_validation(rates, curves, kwargs, field):
+  with pytest.raises(ValueError, match=rf"^{field}: ") as e:
+    lr_range.analyse(rates, curves, **kwargs)
+  assert "\n" not in str(e.value)
