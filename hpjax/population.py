@@ -632,3 +632,27 @@ class Population:
     for k, g in enumerate(self.groups):
       out[g.members] = k
     return out
+
+  def compact(self, keep: Sequence[int]) -> None:
+    """Keeps only members ``keep`` (successive halving), renumbered 0..K-1.
+
+    One gather per group; a group left without members is dropped. The
+    smaller groups compile once more (bounded by the number of rungs).
+
+    Args:
+      keep: current member indices to keep, in the order they will have.
+    """
+    keep = [int(k) for k in keep]
+    if not keep:
+      raise ValueError("keep: at least one member must survive")
+    new_pos = {old: new for new, old in enumerate(keep)}
+    groups = []
+    for g in self.groups:
+      local = [j for j, m in enumerate(g.members) if m in new_pos]
+      if not local:
+        continue
+      state = g.state if len(local) == len(g.members) else take(g.state, local)
+      groups.append(Group(g.fns, [new_pos[g.members[j]] for j in local], state))
+    self.groups = groups
+    self.members = [self.members[k] for k in keep]
+    self.size = len(keep)

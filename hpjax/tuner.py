@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from hpjax import optim
+from hpjax.controllers import halving
 from hpjax.controllers import pbt
 from hpjax import space as space_lib
 from hpjax.data import load_dataset
@@ -150,24 +151,27 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   start = time.perf_counter()
   member_steps = 0
-  steps = [data.num_train // m.batch_size for m in members]
   generation = 0
+  ids = np.arange(pop.size)  # current position -> original member id
+  last_val: dict[int, dict[str, float]] = {}  # original id -> last validation metrics
   with open(metrics_path, "w") as mf, open(os.path.join(workdir, "lineage.jsonl"), "w") as lf:
     for epoch in range(1, epochs + 1):
       t0 = time.perf_counter()
       train = pop.train_epoch()
       val = pop.evaluate("val")
       dt = time.perf_counter() - t0
-      member_steps += sum(steps)
+      steps = sum(data.num_train // m.batch_size for m in pop.members)
+      member_steps += steps
       for i in range(pop.size):
-        row = {"epoch": epoch, "member": i, **{k: float(v[i]) for k, v in train.items()},
+        row = {"epoch": epoch, "member": int(ids[i]), **{k: float(v[i]) for k, v in train.items()},
                **{f"val_{k}": float(v[i]) for k, v in val.items()}}
+        last_val[int(ids[i])] = {k: float(v[i]) for k, v in val.items()}
         mf.write(json.dumps(row) + "\n")
       mf.flush()
       fit = val[fitness_name]
       order = np.argsort(np.where(np.isfinite(fit), fit if not maximize else -fit, np.inf))
-      replaced = 0
-      if controller is not None and epoch < epochs and pbt.should_decide(epoch, controller):
+      note = ""
+      if isinstance(controller, pbt.PBTConfig) and epoch < epochs and pbt.should_decide(epoch, controller):
         generation += 1
         rng = np.random.default_rng([int(cfg["seed"]), generation])
         plan = pbt.exploit_explore(fit, pop.hparams(), space, pop.group_ids(), controller, rng,
@@ -176,10 +180,19 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
         for event in plan.events:
           lf.write(json.dumps({"epoch": epoch, **event}, default=_jsonable) + "\n")
         lf.flush()
-        replaced = len(plan.events)
+        note = f"  replaced {len(plan.events)}"
+      elif (isinstance(controller, halving.HalvingConfig)
+            and halving.is_rung(epoch, controller, epochs)):
+        result = halving.cut(fit, controller, epoch, pop.group_ids())
+        for rec in result.records:
+          lf.write(json.dumps({"epoch": epoch, "event": "pruned", **rec,
+                               "member": int(ids[rec["member"]])}, default=_jsonable) + "\n")
+        lf.flush()
+        pop.compact(result.keep)
+        ids = ids[result.keep]
+        note = f"  pruned {len(result.pruned)}, {pop.size} left"
       log(f"epoch {epoch:3d}/{epochs}  val {fitness_name}: best {fit[order[0]]:.4f} "
-          f"median {np.nanmedian(fit):.4f}  ({dt:.1f} s, {sum(steps) / dt:.0f} member-steps/s)"
-          + (f"  replaced {replaced}" if controller is not None else ""))
+          f"median {np.nanmedian(fit):.4f}  ({dt:.1f} s, {steps / dt:.0f} member-steps/s){note}")
 
   wall = time.perf_counter() - start
   val = pop.evaluate("val")
@@ -189,16 +202,18 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
   best = int(np.argmin(key))
   hps = pop.hparams()
   summary = {
-      "best_member": best,
+      "best_member": int(ids[best]),
       "hyperparameters": hps[best],
       "val": {k: float(v[best]) for k, v in val.items()},
       "test": {k: float(v[best]) for k, v in test.items()},
       "fitness": fitness_name,
-      "members": pop.size,
-      "member_epochs": pop.size * epochs,
+      "members": len(members),
+      "members_at_end": pop.size,
+      "member_epochs": sum(1 for _ in open(metrics_path)),
       "wall_time_s": wall,
       "member_steps_per_s": member_steps / wall,
-      "ranking": [int(i) for i in np.argsort(key)],
+      "ranking": [int(ids[i]) for i in np.argsort(key)],
+      "ranking_positions": [int(i) for i in np.argsort(key)],
   }
   with open(os.path.join(workdir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
@@ -207,14 +222,16 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
 
 
 def _controller(cfg: Mapping[str, Any], space: Mapping[str, Any]):
-  """The PBT config of a run, or None for a plain sweep."""
+  """The controller config of a run (PBTConfig / HalvingConfig), or None for a sweep."""
+  del space
   c = dict(cfg.get("controller", {}) or {})
   name = c.pop("name", "none")
   if name == "none":
     return None
-  if name != "pbt":
-    raise config_error("controller.name", f"unknown value {name!r}; allowed: none, pbt")
-  fields = {f.name for f in dataclasses.fields(pbt.PBTConfig)}
+  if name not in ("pbt", "halving"):
+    raise config_error("controller.name", f"unknown value {name!r}; allowed: none, pbt, halving")
+  cls = pbt.PBTConfig if name == "pbt" else halving.HalvingConfig
+  fields = {f.name for f in dataclasses.fields(cls)}
   unknown = set(c) - fields
   if unknown:
     raise config_error("controller", f"unknown fields {sorted(unknown)}; allowed: name, "
@@ -222,7 +239,7 @@ def _controller(cfg: Mapping[str, Any], space: Mapping[str, Any]):
   if "perturbation_factors" in c:
     c["perturbation_factors"] = tuple(c["perturbation_factors"])
   try:
-    return pbt.PBTConfig(**c).validate()
+    return cls(**c).validate()
   except ValueError as e:
     raise config_error("controller", str(e)) from None
 
@@ -240,11 +257,12 @@ def format_summary(summary: Mapping[str, Any], val: Mapping[str, np.ndarray],
   """A plain-text table of the best members and the winner's test metrics."""
   cols = ("learning_rate", "optimizer", "activation", "batch_size")
   lines = [f"\n{'rank':>4} {'member':>6} {'val ' + metric:>12} " + " ".join(f"{c:>13}" for c in cols)]
-  for r, i in enumerate(summary["ranking"][:top], 1):
+  ranked = zip(summary["ranking_positions"][:top], summary["ranking"][:top])
+  for r, (i, member) in enumerate(ranked, 1):
     h = hps[i]
     vals = [f"{h['learning_rate']:.3g}", h["optimizer"], h["activation"], str(h["batch_size"])]
     v = val[metric][i]
-    lines.append(f"{r:>4} {i:>6} {v:>12.4f} " + " ".join(f"{x:>13}" for x in vals))
+    lines.append(f"{r:>4} {member:>6} {v:>12.4f} " + " ".join(f"{x:>13}" for x in vals))
   t = summary["test"]
   lines.append(f"\nbest member {summary['best_member']}: test "
                + ", ".join(f"{k} {v:.4f}" for k, v in t.items())

@@ -63,3 +63,27 @@ def test_launcher_pbt_records_lineage_within_groups(tmp_path):
     assert e["donor"] != e["target"]
     assert e["donor_fitness"] >= e["target_fitness"]
   assert "replaced" in r.stdout
+
+
+HALVING_CONFIG = os.path.join(ROOT, "experiments", "configs", "digits_halving.py")
+
+
+def test_launcher_successive_halving_compacts_population(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             HPJAX_CACHE_DIR=os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache")))
+  r = subprocess.run(
+      [sys.executable, "-m", "experiments.tune", f"--config={HALVING_CONFIG}",
+       f"--workdir={tmp_path / 'sh'}", "--config.population=9", "--config.epochs=4",
+       "--config.data.max_train=200", "--config.model.width=4", "--config.model.depth=1",
+       "--config.model.dense=16"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  summary = json.loads((tmp_path / "sh" / "summary.json").read_text())
+  assert summary["members"] == 9 and summary["members_at_end"] == 1  # rungs at 1 and 3: 9 -> 3 -> 1
+  rows = [json.loads(l) for l in (tmp_path / "sh" / "metrics.jsonl").read_text().splitlines()]
+  assert [sum(1 for x in rows if x["epoch"] == e) for e in (1, 2, 3, 4)] == [9, 3, 3, 1]
+  pruned = [json.loads(l) for l in (tmp_path / "sh" / "lineage.jsonl").read_text().splitlines()]
+  assert len(pruned) == 8 and all(p["event"] == "pruned" for p in pruned)
+  survivor = summary["best_member"]
+  assert survivor not in {p["member"] for p in pruned}
+  assert {x["member"] for x in rows if x["epoch"] == 4} == {survivor}
