@@ -13,8 +13,12 @@
   (default), ``grid`` (full factorial; ``population`` must equal its size) or
   ``quasi_random`` (scrambled Sobol), seeded by ``seed``;
 * ``fitness``: the validation metric ranked (``accuracy`` or ``loss``/``mse``);
-* ``controller``: ``name`` (``none`` for a plain sweep, or ``pbt``) and the
-  controller's settings (:class:`hpjax.controllers.pbt.PBTConfig` fields).
+* ``controller``: ``name`` (``none`` for a plain sweep, ``pbt`` or
+  ``halving``) and the controller's settings
+  (:class:`hpjax.controllers.pbt.PBTConfig` /
+  :class:`hpjax.controllers.halving.HalvingConfig` fields);
+* ``lr_range_test``: when true, the members' train-loss curves are analysed
+  as a learning-rate range test (``summary.json['lr_range']``).
 
 The workdir receives ``config.json`` (the resolved config), ``metrics.jsonl``
 (one line per member per epoch), ``lineage.jsonl`` (every PBT exploit and
@@ -34,6 +38,7 @@ import numpy as np
 
 from hpjax import optim
 from hpjax.controllers import halving
+from hpjax.controllers import lr_range
 from hpjax.controllers import pbt
 from hpjax import space as space_lib
 from hpjax.data import load_dataset
@@ -153,6 +158,9 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
   member_steps = 0
   generation = 0
   ids = np.arange(pop.size)  # current position -> original member id
+  # A range test measures how far each rate brings the loss down from where
+  # every member starts: the validation loss before any training.
+  initial_val = pop.evaluate("val") if cfg.get("lr_range_test") else None
   last_val: dict[int, dict[str, float]] = {}  # original id -> last validation metrics
   with open(metrics_path, "w") as mf, open(os.path.join(workdir, "lineage.jsonl"), "w") as lf:
     for epoch in range(1, epochs + 1):
@@ -215,6 +223,8 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
       "ranking": [int(ids[i]) for i in np.argsort(key)],
       "ranking_positions": [int(i) for i in np.argsort(key)],
   }
+  if cfg.get("lr_range_test"):
+    summary["lr_range"] = _lr_range(metrics_path, initial_val["loss"], pop, ids, log)
   with open(os.path.join(workdir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
   log(format_summary(summary, val, hps, metric))
@@ -242,6 +252,29 @@ def _controller(cfg: Mapping[str, Any], space: Mapping[str, Any]):
     return cls(**c).validate()
   except ValueError as e:
     raise config_error("controller", str(e)) from None
+
+
+def _lr_range(metrics_path: str, initial_loss: np.ndarray, pop: Population, ids: np.ndarray,
+              log: Callable[[str], None]) -> dict[str, Any]:
+  """Analyses a learning-rate range test from the validation-loss curves.
+
+  Each curve starts at the member's loss before training, so a rate that
+  blows the loss up is flagged as diverged even if it later recovers a bit.
+  """
+  curves: dict[int, list[float]] = {int(i): [float(initial_loss[k])] for k, i in enumerate(ids)}
+  with open(metrics_path) as f:
+    for line in f:
+      row = json.loads(line)
+      curves[row["member"]].append(row["val_loss"])
+  rates = np.array([h["learning_rate"] for h in pop.hparams()])
+  losses = np.array([curves[int(i)] for i in ids], dtype=np.float64)
+  result = lr_range.analyse(rates, losses)
+  text = lr_range.describe(result)
+  log(f"learning-rate range test: {text}")
+  return {"rates": result.rates.tolist(), "final_losses": result.losses.tolist(),
+          "slopes": result.slopes.tolist(), "diverged": result.diverged.tolist(),
+          "best_rate": float(result.best_rate),
+          "suggested_range": [float(v) for v in result.suggested_range], "description": text}
 
 
 def _jsonable(v):

@@ -87,3 +87,23 @@ def test_launcher_successive_halving_compacts_population(tmp_path):
   survivor = summary["best_member"]
   assert survivor not in {p["member"] for p in pruned}
   assert {x["member"] for x in rows if x["epoch"] == 4} == {survivor}
+
+
+def test_launcher_learning_rate_range_test(tmp_path):
+  config = os.path.join(ROOT, "experiments", "configs", "digits_lr_range.py")
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             HPJAX_CACHE_DIR=os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache")))
+  r = subprocess.run(
+      [sys.executable, "-m", "experiments.tune", f"--config={config}",
+       f"--workdir={tmp_path / 'lr'}", "--config.population=8", "--config.epochs=3",
+       "--config.space.learning_rate.points=8", "--config.space.learning_rate.lo=1e-5",
+       "--config.space.learning_rate.hi=10.0", "--config.data.max_train=300",
+       "--config.model.width=4", "--config.model.depth=1", "--config.model.dense=16"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  lr = json.loads((tmp_path / "lr" / "summary.json").read_text())["lr_range"]
+  assert len(lr["rates"]) == 8 and lr["rates"] == sorted(lr["rates"])
+  assert 1e-5 < lr["best_rate"] < 10.0
+  lo, hi = lr["suggested_range"]
+  assert lo <= lr["best_rate"] <= hi
+  assert "learning-rate range test: loss falls fastest" in r.stdout

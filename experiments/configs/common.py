@@ -22,4 +22,5 @@ def base_config() -> ml_collections.ConfigDict:
   c.init = "random"
   c.space = ml_collections.ConfigDict()
   c.controller = ml_collections.ConfigDict(dict(name="none"))
+  c.lr_range_test = False
   return c
