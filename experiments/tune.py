@@ -5,7 +5,16 @@ r"""Tune hyperparameters by training a population: the absl launcher.
 
 ``--config`` is an ml_collections config file (one ``get_config()``); any
 field can be overridden, e.g. ``--config.population=64 --config.epochs=5``.
-A bad flag or config value ends with one error line and exit status 1.
+A bad flag or config value ends with one error line and exit status 1, and
+never touches an existing workdir.
+
+The workdir is the resume key: relaunching the same command resumes from the
+newest complete checkpoint in ``WORKDIR/checkpoints`` (a damaged newest one
+is reported and the one before it is used); ``--config.epochs`` may be raised
+to extend a finished run, any other change is refused with the differing
+fields listed. SIGINT (Ctrl-C) or SIGTERM stops after the current epoch with
+a checkpoint saved; a second signal stops at once, and even ``kill -9`` loses
+at most the epoch in flight.
 """
 
 from __future__ import annotations
@@ -43,11 +52,15 @@ def main(argv):
     with config.unlocked():
       config.seed = _SEED.value
   logging.info("config:\n%s", config)
+  from hpjax.checkpoint import CheckpointError  # pylint: disable=g-import-not-at-top
   try:
     tuner.run(config, _WORKDIR.value)
-  except (ValueError, DataError) as e:
+  except (ValueError, DataError, CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
+  except tuner.Interrupted as e:
+    print(str(e), file=sys.stderr)
+    return e.exit_code
   return 0
 
 

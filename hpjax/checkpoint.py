@@ -489,8 +489,16 @@ class Checkpointer:
       raise
     return out if isinstance(out, dict) else None
 
-  def _load(self, step: int, templates: Sequence[Any]):
+  def _load(self, step: int, templates):
     """Reads and verifies one step; raises _StructureError or other errors."""
+    if callable(templates):
+      # The templates depend on what was saved (e.g. a population compacted
+      # by successive halving): read the extra dict first.
+      extra = self._mngr.restore(step, args=ocp.args.Composite(
+          **{_EXTRA: ocp.args.JsonRestore()}))[_EXTRA]
+      if not isinstance(extra, dict):
+        raise ValueError("extra is not a JSON object")
+      templates = list(templates(extra))
     manifest = self._read_manifest(step)
     if manifest is None:
       raise ValueError("manifest is not a JSON object")
@@ -534,7 +542,7 @@ class Checkpointer:
       out.append(jax.tree.unflatten(jax.tree.structure(template), placed))
     return out, extra
 
-  def restore(self, templates: Sequence[Any], step: int | None = None
+  def restore(self, templates, step: int | None = None
               ) -> tuple[int, list[Any], dict]:
     """Restores group states and the ``extra`` dict.
 
@@ -543,7 +551,9 @@ class Checkpointer:
         dtypes (e.g. freshly initialised groups, or ``jax.eval_shape``
         output); each leaf is placed like its template (same sharding and
         committed-ness, so the jitted train step does not recompile; numpy
-        leaves stay numpy).
+        leaves stay numpy). May also be a function of the step's ``extra``
+        dict returning the templates, for states whose shapes the extra
+        dict determines.
       step: the step to restore; None: the newest readable one. A damaged
         newest checkpoint (missing or truncated file, bad digest) is reported
         with a warning and the previous one is tried.
@@ -558,7 +568,8 @@ class Checkpointer:
     """
     self._check_open()
     self.wait()
-    templates = list(templates)
+    if not callable(templates):
+      templates = list(templates)
     steps = self.all_steps()
     if not steps:
       raise CheckpointError(f"no checkpoint to restore in {self.directory}")

@@ -633,15 +633,8 @@ class Population:
       out[g.members] = k
     return out
 
-  def compact(self, keep: Sequence[int]) -> None:
-    """Keeps only members ``keep`` (successive halving), renumbered 0..K-1.
-
-    One gather per group; a group left without members is dropped. The
-    smaller groups compile once more (bounded by the number of rungs).
-
-    Args:
-      keep: current member indices to keep, in the order they will have.
-    """
+  def compacted(self, keep: Sequence[int]) -> tuple[list[Group], list[Member]]:
+    """The groups and members that :meth:`compact` would leave (self unchanged)."""
     keep = [int(k) for k in keep]
     if not keep:
       raise ValueError("keep: at least one member must survive")
@@ -653,6 +646,16 @@ class Population:
         continue
       state = g.state if len(local) == len(g.members) else take(g.state, local)
       groups.append(Group(g.fns, [new_pos[g.members[j]] for j in local], state))
-    self.groups = groups
-    self.members = [self.members[k] for k in keep]
-    self.size = len(keep)
+    return groups, [self.members[k] for k in keep]
+
+  def compact(self, keep: Sequence[int]) -> None:
+    """Keeps only members ``keep`` (successive halving), renumbered 0..K-1.
+
+    One gather per group; a group left without members is dropped. The
+    smaller groups compile once more (bounded by the number of rungs).
+
+    Args:
+      keep: current member indices to keep, in the order they will have.
+    """
+    self.groups, self.members = self.compacted(keep)
+    self.size = len(self.members)

@@ -30,12 +30,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
+from hpjax import checkpoint
 from hpjax import optim
 from hpjax.controllers import halving
 from hpjax.controllers import lr_range
@@ -141,69 +143,125 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
                    schedule=schedule, eval_batch_size=int(cfg.get("eval_batch_size", 256)))
   log(f"population: {pop.size} members in {len(pop.groups)} compiled group(s)")
 
+  old_config = _read_config(workdir)
+  if old_config is not None:
+    diffs = checkpoint.diff_configs(old_config, cfg, ignore=_RESUME_FREE)
+    if diffs:
+      raise ValueError(f"--workdir: {workdir!r} holds a run with another config ("
+                       + ", ".join(diffs[:8]) + (" ..." if len(diffs) > 8 else "")
+                       + " differ); use a new --workdir, or relaunch with the same config "
+                       "(only epochs may grow)")
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
     raise ValueError(f"--workdir: cannot create {workdir!r}: {e.strerror}") from None
   if not os.access(workdir, os.W_OK):
     raise ValueError(f"--workdir: {workdir!r} is not writable")
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump(cfg, f, indent=2, sort_keys=True)
 
   metric = "accuracy" if data.task == "classification" else "mse"
   fitness_name = cfg.get("fitness", metric)
   maximize = fitness_name == "accuracy"
   metrics_path = os.path.join(workdir, "metrics.jsonl")
-  start = time.perf_counter()
-  member_steps = 0
-  generation = 0
-  ids = np.arange(pop.size)  # current position -> original member id
-  # A range test measures how far each rate brings the loss down from where
-  # every member starts: the validation loss before any training.
-  initial_val = pop.evaluate("val") if cfg.get("lr_range_test") else None
-  last_val: dict[int, dict[str, float]] = {}  # original id -> last validation metrics
-  with open(metrics_path, "w") as mf, open(os.path.join(workdir, "lineage.jsonl"), "w") as lf:
-    for epoch in range(1, epochs + 1):
-      t0 = time.perf_counter()
-      train = pop.train_epoch()
-      val = pop.evaluate("val")
-      dt = time.perf_counter() - t0
-      steps = sum(data.num_train // m.batch_size for m in pop.members)
-      member_steps += steps
-      for i in range(pop.size):
-        row = {"epoch": epoch, "member": int(ids[i]), **{k: float(v[i]) for k, v in train.items()},
-               **{f"val_{k}": float(v[i]) for k, v in val.items()}}
-        last_val[int(ids[i])] = {k: float(v[i]) for k, v in val.items()}
-        mf.write(json.dumps(row) + "\n")
-      mf.flush()
-      fit = val[fitness_name]
-      order = np.argsort(np.where(np.isfinite(fit), fit if not maximize else -fit, np.inf))
-      note = ""
-      if isinstance(controller, pbt.PBTConfig) and epoch < epochs and pbt.should_decide(epoch, controller):
-        generation += 1
-        rng = np.random.default_rng([int(cfg["seed"]), generation])
-        plan = pbt.exploit_explore(fit, pop.hparams(), space, pop.group_ids(), controller, rng,
-                                   generation)
-        pop.set_member_hparams(plan.hparams, donors=plan.donors)
-        for event in plan.events:
-          lf.write(json.dumps({"epoch": epoch, **event}, default=_jsonable) + "\n")
-        lf.flush()
-        note = f"  replaced {len(plan.events)}"
-      elif (isinstance(controller, halving.HalvingConfig)
-            and halving.is_rung(epoch, controller, epochs)):
-        result = halving.cut(fit, controller, epoch, pop.group_ids())
-        for rec in result.records:
-          lf.write(json.dumps({"epoch": epoch, "event": "pruned", **rec,
-                               "member": int(ids[rec["member"]])}, default=_jsonable) + "\n")
-        lf.flush()
-        pop.compact(result.keep)
-        ids = ids[result.keep]
-        note = f"  pruned {len(result.pruned)}, {pop.size} left"
-      log(f"epoch {epoch:3d}/{epochs}  val {fitness_name}: best {fit[order[0]]:.4f} "
-          f"median {np.nanmedian(fit):.4f}  ({dt:.1f} s, {steps / dt:.0f} member-steps/s){note}")
+  lineage_path = os.path.join(workdir, "lineage.jsonl")
+  ck = cfg.get("checkpoint", {}) or {}
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=int(ck.get("keep", 3)),
+                                 every=int(ck.get("every", 1)),
+                                 best_mode="max" if maximize else "min")
+  with ckpt, _StopOnSignal() as stop:
+    start_epoch, generation, member_steps, elapsed = 0, 0, 0, 0.0
+    ids = np.arange(pop.size)  # current position -> original member id
+    initial_val = None
+    if ckpt.latest_step() is not None:
+      # Resume: rebuild the population's shape (halving may have compacted it),
+      # then restore every state, key and counter from the newest good checkpoint.
+      shaped = {}
+
+      def templates(extra):
+        shaped["groups"], shaped["members"] = pop.compacted(extra["ids"])
+        return [g.state for g in shaped["groups"]]
+
+      _, states, extra = ckpt.restore(templates)
+      pop.groups, pop.members = shaped["groups"], shaped["members"]
+      pop.size = len(pop.members)
+      for g, st in zip(pop.groups, states):
+        g.state = st
+      start_epoch, generation = int(extra["epoch"]), int(extra["generation"])
+      member_steps, elapsed = int(extra["member_steps"]), float(extra["elapsed"])
+      ids = np.asarray(extra["ids"], np.int64)
+      if extra.get("initial_val_loss") is not None:
+        initial_val = {"loss": np.asarray(extra["initial_val_loss"], np.float64)}
+      _truncate_jsonl(metrics_path, start_epoch)
+      _truncate_jsonl(lineage_path, start_epoch)
+      log(f"resuming from the checkpoint of epoch {start_epoch} in {workdir}")
+    else:
+      for path in (metrics_path, lineage_path):
+        open(path, "w").close()
+      with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+      # A range test measures how far each rate brings the loss down from
+      # where every member starts: the validation loss before any training.
+      if cfg.get("lr_range_test"):
+        initial_val = pop.evaluate("val")
+    if start_epoch >= epochs:
+      log(f"the run in {workdir} already trained {start_epoch} epochs (config.epochs={epochs}); "
+          "raise --config.epochs to extend it")
+    start = time.perf_counter() - elapsed
+    with open(metrics_path, "a") as mf, open(lineage_path, "a") as lf:
+      for epoch in range(start_epoch + 1, epochs + 1):
+        t0 = time.perf_counter()
+        train = pop.train_epoch()
+        val = pop.evaluate("val")
+        dt = time.perf_counter() - t0
+        steps = sum(data.num_train // m.batch_size for m in pop.members)
+        member_steps += steps
+        for i in range(pop.size):
+          row = {"epoch": epoch, "member": int(ids[i]),
+                 **{k: float(v[i]) for k, v in train.items()},
+                 **{f"val_{k}": float(v[i]) for k, v in val.items()}}
+          mf.write(json.dumps(row) + "\n")
+        mf.flush()
+        fit = val[fitness_name]
+        order = np.argsort(np.where(np.isfinite(fit), fit if not maximize else -fit, np.inf))
+        note = ""
+        if isinstance(controller, pbt.PBTConfig) and pbt.should_decide(epoch, controller):
+          generation += 1
+          rng = np.random.default_rng([int(cfg["seed"]), generation])
+          plan = pbt.exploit_explore(fit, pop.hparams(), space, pop.group_ids(), controller, rng,
+                                     generation)
+          pop.set_member_hparams(plan.hparams, donors=plan.donors)
+          for event in plan.events:
+            lf.write(json.dumps({"epoch": epoch, **event}, default=_jsonable) + "\n")
+          lf.flush()
+          note = f"  replaced {len(plan.events)}"
+        elif (isinstance(controller, halving.HalvingConfig)
+              and halving.is_rung(epoch, controller, epochs)):
+          result = halving.cut(fit, controller, epoch, pop.group_ids())
+          for rec in result.records:
+            lf.write(json.dumps({"epoch": epoch, "event": "pruned", **rec,
+                                 "member": int(ids[rec["member"]])}, default=_jsonable) + "\n")
+          lf.flush()
+          pop.compact(result.keep)
+          ids = ids[result.keep]
+          note = f"  pruned {len(result.pruned)}, {pop.size} left"
+        log(f"epoch {epoch:3d}/{epochs}  val {fitness_name}: best {fit[order[0]]:.4f} "
+            f"median {np.nanmedian(fit):.4f}  ({dt:.1f} s, {steps / dt:.0f} member-steps/s){note}")
+        final = epoch == epochs or stop.requested
+        if ckpt.should_save(epoch) or final:
+          extra = {"epoch": epoch, "generation": generation, "ids": ids.tolist(),
+                   "member_steps": member_steps, "elapsed": time.perf_counter() - start,
+                   "initial_val_loss": (None if initial_val is None
+                                        else np.asarray(initial_val["loss"]).tolist())}
+          ckpt.save(epoch, [g.state for g in pop.groups], extra,
+                    metric=float(fit[order[0]]), force=final)
+        if stop.requested and epoch < epochs:
+          ckpt.wait()
+          raise Interrupted(f"stopped by {stop.signal_name} after epoch {epoch}/{epochs}; the "
+                            f"checkpoint is saved: relaunch the same command to resume",
+                            stop.signum)
 
   wall = time.perf_counter() - start
   val = pop.evaluate("val")
+  last_epoch = max(start_epoch, epochs)
   test = pop.evaluate("test")
   fit = val[fitness_name]
   key = np.where(np.isfinite(fit), -fit if maximize else fit, np.inf)
@@ -218,6 +276,7 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
       "members": len(members),
       "members_at_end": pop.size,
       "member_epochs": sum(1 for _ in open(metrics_path)),
+      "epochs": last_epoch,
       "wall_time_s": wall,
       "member_steps_per_s": member_steps / wall,
       "ranking": [int(ids[i]) for i in np.argsort(key)],
@@ -229,6 +288,78 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
     json.dump(summary, f, indent=2)
   log(format_summary(summary, val, hps, metric))
   return summary
+
+
+# Fields a relaunch may change without making the workdir incompatible.
+_RESUME_FREE = ("epochs",)
+
+
+class Interrupted(Exception):
+  """SIGINT/SIGTERM stopped the run at a safe point, after a checkpoint.
+
+  Attributes:
+    exit_code: 128 + the signal number, the shell's convention.
+  """
+
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.exit_code = 128 + int(signum)
+
+
+class _StopOnSignal:
+  """Turns SIGINT/SIGTERM into a request to stop after the current epoch.
+
+  A second signal of the same kind while stopping falls back to the default
+  behaviour (KeyboardInterrupt / termination), so a stuck run can still be
+  killed; the newest complete checkpoint stays usable either way.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self.signum = 0
+    self.signal_name = ""
+    self._old = {}
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.requested:
+      signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+      signal.raise_signal(signum)
+      return
+    self.requested = True
+    self.signum = signum
+    self.signal_name = signal.Signals(signum).name
+    print(f"{self.signal_name}: finishing the current epoch, then saving a checkpoint", flush=True)
+
+  def __enter__(self):
+    import threading  # pylint: disable=g-import-not-at-top
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGINT, signal.SIGTERM):
+        self._old[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+    return False
+
+
+def _read_config(workdir: str) -> dict | None:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def _truncate_jsonl(path: str, last_epoch: int) -> None:
+  """Drops log lines of epochs after the checkpoint being resumed from."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    rows = [l for l in f if l.strip() and json.loads(l).get("epoch", 0) <= last_epoch]
+  with open(path, "w") as f:
+    f.writelines(rows)
 
 
 def _controller(cfg: Mapping[str, Any], space: Mapping[str, Any]):

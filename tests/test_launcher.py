@@ -107,3 +107,52 @@ def test_launcher_learning_rate_range_test(tmp_path):
   lo, hi = lr["suggested_range"]
   assert lo <= lr["best_rate"] <= hi
   assert "learning-rate range test: loss falls fastest" in r.stdout
+
+
+def _digest_run(workdir):
+  """Every number a run leaves: metrics rows and the newest checkpoint's leaves."""
+  from hpjax import checkpoint  # pylint: disable=g-import-not-at-top
+  rows = (workdir / "metrics.jsonl").read_text().splitlines()
+  lineage = (workdir / "lineage.jsonl").read_text().splitlines()
+  ck = checkpoint.Checkpointer(str(workdir / "checkpoints"))
+  step = ck.latest_step()
+  manifest = ck._read_manifest(step)  # pylint: disable=protected-access
+  ck.close()
+  return rows, lineage, step, [g["digest"] for g in manifest["groups"]]
+
+
+def test_resumed_run_is_bit_identical_to_uninterrupted(tmp_path):
+  args = ["--config.population=6", "--config.data.image_size=0", "--config.data.max_train=200",
+          "--config.model.width=4", "--config.model.depth=1", "--config.model.dense=16",
+          "--config.space.batch_size.values=(16, 32)"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             HPJAX_CACHE_DIR=os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache")))
+
+  def launch(workdir, epochs):
+    r = subprocess.run([sys.executable, "-m", "experiments.tune", f"--config={PBT_CONFIG}",
+                        f"--workdir={workdir}", f"--config.epochs={epochs}", *args],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+  launch(tmp_path / "straight", 4)
+  launch(tmp_path / "resumed", 2)
+  r = launch(tmp_path / "resumed", 4)  # relaunch, more epochs: resumes at epoch 2
+  assert "resuming from the checkpoint of epoch 2" in r.stdout
+  a, b = _digest_run(tmp_path / "straight"), _digest_run(tmp_path / "resumed")
+  assert a[2] == b[2] == 4
+  assert a[0] == b[0]  # every metric of every member and epoch, exactly
+  assert a[1] == b[1]  # the same PBT decisions
+  assert a[3] == b[3]  # every parameter, optimizer state, key: same bytes
+
+
+def test_relaunch_with_other_config_is_refused_untouched(tmp_path):
+  r = _launch(tmp_path / "run")
+  assert r.returncode == 0, r.stderr[-2000:]
+  before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()}
+  r = _launch(tmp_path / "run", "--config.population=5", "--config.model.width=8")
+  assert r.returncode == 1
+  err = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+  assert len(err) == 1 and "population" in err[0] and "model.width" in err[0]
+  after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()}
+  assert before == after
