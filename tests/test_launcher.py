@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "experiments", "configs", "digits_sweep.py")
 SMALL = ["--config.population=4", "--config.epochs=2", "--config.data.max_train=200",
@@ -156,3 +158,67 @@ def test_relaunch_with_other_config_is_refused_untouched(tmp_path):
   assert len(err) == 1 and "population" in err[0] and "model.width" in err[0]
   after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()}
   assert before == after
+
+
+KILL_ARGS = ["--config.population=4", "--config.epochs=12", "--config.data.max_train=600",
+             "--config.model.width=4", "--config.model.depth=1", "--config.model.dense=16"]
+
+
+def _start(workdir):
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             HPJAX_CACHE_DIR=os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache")))
+  return subprocess.Popen([sys.executable, "-m", "experiments.tune", f"--config={CONFIG}",
+                           f"--workdir={workdir}", *KILL_ARGS],
+                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+
+
+def _wait_for_epoch(workdir, epoch, proc, timeout=300):
+  import time  # pylint: disable=g-import-not-at-top
+  deadline = time.time() + timeout
+  path = workdir / "metrics.jsonl"
+  while time.time() < deadline and proc.poll() is None:
+    if path.exists() and any(json.loads(l)["epoch"] >= epoch
+                             for l in path.read_text().splitlines() if l.strip()):
+      return True
+    time.sleep(0.02)
+  return False
+
+
+def _finish(workdir):
+  proc = _start(workdir)
+  out, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-3000:]
+  return out
+
+
+def test_sigterm_saves_and_resume_completes_identically(tmp_path):
+  import signal  # pylint: disable=g-import-not-at-top
+  _finish(tmp_path / "straight")
+  proc = _start(tmp_path / "run")
+  assert _wait_for_epoch(tmp_path / "run", 2, proc), "the run ended before it could be stopped"
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=300)
+  del out
+  assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+  assert "relaunch the same command to resume" in err
+  assert "resuming from the checkpoint" in _finish(tmp_path / "run")
+  assert _digest_run(tmp_path / "run") == _digest_run(tmp_path / "straight")
+
+
+@pytest.mark.parametrize("kill_after", [1, 4, 7])
+def test_kill_9_at_any_point_resumes_to_the_same_result(tmp_path, kill_after, straight_run):
+  import signal  # pylint: disable=g-import-not-at-top
+  proc = _start(tmp_path / "run")
+  assert _wait_for_epoch(tmp_path / "run", kill_after, proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate(timeout=60)
+  _finish(tmp_path / "run")
+  assert _digest_run(tmp_path / "run") == straight_run
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("straight")
+  _finish(workdir)
+  return _digest_run(workdir)
