@@ -222,3 +222,34 @@ def straight_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("straight")
   _finish(workdir)
   return _digest_run(workdir)
+
+
+def test_damaged_newest_checkpoint_falls_back_to_previous(tmp_path, straight_run):
+  proc = _start(tmp_path / "run")
+  assert _wait_for_epoch(tmp_path / "run", 5, proc)
+  import signal  # pylint: disable=g-import-not-at-top
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate(timeout=60)
+  ckdir = tmp_path / "run" / "checkpoints"
+  steps = sorted(int(p.name) for p in ckdir.iterdir() if p.name.isdigit())
+  assert len(steps) >= 2
+  newest = ckdir / str(steps[-1])
+  for f in newest.rglob("*"):
+    if f.is_file() and f.stat().st_size > 0 and "manifest" not in f.name:
+      f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])  # truncate the data
+  proc = _start(tmp_path / "run")
+  out, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-3000:]
+  assert f"checkpoint step {steps[-1]}" in err and "unreadable" in err
+  assert f"resuming from the checkpoint of epoch {steps[-2]}" in out
+  assert _digest_run(tmp_path / "run") == straight_run
+
+
+def test_unusable_workdir_is_a_clear_error_before_training(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  r = _launch(blocker / "run")
+  assert r.returncode == 1
+  err = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+  assert len(err) == 1 and "--workdir" in err[0]
+  assert "epoch" not in r.stdout
