@@ -23,4 +23,5 @@ def base_config() -> ml_collections.ConfigDict:
   c.space = ml_collections.ConfigDict()
   c.controller = ml_collections.ConfigDict(dict(name="none"))
   c.lr_range_test = False
+  c.checkpoint = ml_collections.ConfigDict(dict(every=1, keep=3))
   return c
