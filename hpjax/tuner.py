@@ -291,7 +291,7 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
 
 
 # Fields a relaunch may change without making the workdir incompatible.
-_RESUME_FREE = ("epochs",)
+_RESUME_FREE = ("epochs", "checkpoint.every", "checkpoint.keep")
 
 
 class Interrupted(Exception):
