@@ -44,7 +44,8 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   if _CACHE.value:
     jax.config.update("jax_compilation_cache_dir", _CACHE.value)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ.get("HPJAX_CACHE_MIN_SECS", "1.0")))
   from hpjax import tuner  # pylint: disable=g-import-not-at-top
   from hpjax.data import DataError  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value

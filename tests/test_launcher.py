@@ -15,7 +15,7 @@ SMALL = ["--config.population=4", "--config.epochs=2", "--config.data.max_train=
 
 def _launch(workdir, *extra):
   cache = os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache"))
-  env = dict(os.environ, HPJAX_CACHE_DIR=cache, JAX_PLATFORMS="cpu")
+  env = dict(os.environ, HPJAX_CACHE_MIN_SECS="0", HPJAX_CACHE_DIR=cache, JAX_PLATFORMS="cpu")
   return subprocess.run(
       [sys.executable, "-m", "experiments.tune", f"--config={CONFIG}", f"--workdir={workdir}",
        *SMALL, *extra],
@@ -48,7 +48,7 @@ PBT_CONFIG = os.path.join(ROOT, "experiments", "configs", "digits_pbt.py")
 
 def test_launcher_pbt_records_lineage_within_groups(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             HPJAX_CACHE_DIR=os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache")))
+             HPJAX_CACHE_MIN_SECS="0", HPJAX_CACHE_DIR=os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache")))
   r = subprocess.run(
       [sys.executable, "-m", "experiments.tune", f"--config={PBT_CONFIG}",
        f"--workdir={tmp_path / 'pbt'}", "--config.population=6", "--config.epochs=3",
@@ -72,7 +72,7 @@ HALVING_CONFIG = os.path.join(ROOT, "experiments", "configs", "digits_halving.py
 
 def test_launcher_successive_halving_compacts_population(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             HPJAX_CACHE_DIR=os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache")))
+             HPJAX_CACHE_MIN_SECS="0", HPJAX_CACHE_DIR=os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache")))
   r = subprocess.run(
       [sys.executable, "-m", "experiments.tune", f"--config={HALVING_CONFIG}",
        f"--workdir={tmp_path / 'sh'}", "--config.population=9", "--config.epochs=4",
@@ -94,7 +94,7 @@ def test_launcher_successive_halving_compacts_population(tmp_path):
 def test_launcher_learning_rate_range_test(tmp_path):
   config = os.path.join(ROOT, "experiments", "configs", "digits_lr_range.py")
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             HPJAX_CACHE_DIR=os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache")))
+             HPJAX_CACHE_MIN_SECS="0", HPJAX_CACHE_DIR=os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache")))
   r = subprocess.run(
       [sys.executable, "-m", "experiments.tune", f"--config={config}",
        f"--workdir={tmp_path / 'lr'}", "--config.population=8", "--config.epochs=3",
@@ -128,7 +128,7 @@ def test_resumed_run_is_bit_identical_to_uninterrupted(tmp_path):
           "--config.model.width=4", "--config.model.depth=1", "--config.model.dense=16",
           "--config.space.batch_size.values=(16, 32)"]
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             HPJAX_CACHE_DIR=os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache")))
+             HPJAX_CACHE_MIN_SECS="0", HPJAX_CACHE_DIR=os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache")))
 
   def launch(workdir, epochs):
     r = subprocess.run([sys.executable, "-m", "experiments.tune", f"--config={PBT_CONFIG}",
@@ -166,7 +166,7 @@ KILL_ARGS = ["--config.population=4", "--config.epochs=12", "--config.data.max_t
 
 def _start(workdir):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             HPJAX_CACHE_DIR=os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache")))
+             HPJAX_CACHE_MIN_SECS="0", HPJAX_CACHE_DIR=os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache")))
   return subprocess.Popen([sys.executable, "-m", "experiments.tune", f"--config={CONFIG}",
                            f"--workdir={workdir}", *KILL_ARGS],
                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -192,9 +192,8 @@ def _finish(workdir):
   return out
 
 
-def test_sigterm_saves_and_resume_completes_identically(tmp_path):
+def test_sigterm_saves_and_resume_completes_identically(tmp_path, straight_run):
   import signal  # pylint: disable=g-import-not-at-top
-  _finish(tmp_path / "straight")
   proc = _start(tmp_path / "run")
   assert _wait_for_epoch(tmp_path / "run", 2, proc), "the run ended before it could be stopped"
   proc.send_signal(signal.SIGTERM)
@@ -203,7 +202,7 @@ def test_sigterm_saves_and_resume_completes_identically(tmp_path):
   assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
   assert "relaunch the same command to resume" in err
   assert "resuming from the checkpoint" in _finish(tmp_path / "run")
-  assert _digest_run(tmp_path / "run") == _digest_run(tmp_path / "straight")
+  assert _digest_run(tmp_path / "run") == straight_run
 
 
 @pytest.mark.parametrize("kill_after", [1, 4, 7])
