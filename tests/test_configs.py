@@ -19,14 +19,16 @@ def test_config_loads_and_validates(name):
   module = importlib.import_module(f"experiments.configs.{name}")
   assert "python -m experiments.tune" in module.__doc__  # the launch command
   cfg = tuner._plain(module.get_config())  # pylint: disable=protected-access
-  members, space = tuner.build_members(cfg, "classification")
+  task = "regression" if cfg["data"]["source"] == "diabetes" else "classification"
+  members, space = tuner.build_members(cfg, task)
   assert len(members) == cfg["population"]
   space_lib.check_structural_fits(space, cfg["population"])
   tuner._controller(cfg, space)  # pylint: disable=protected-access
 
 
 def test_config_list_is_not_empty():
-  assert {"digits_sweep", "digits_pbt"} <= set(CONFIGS)
+  assert {"digits_sweep", "digits_pbt", "digits28_pbt", "digits_halving", "digits_lr_range",
+          "mnist_pbt", "fashion_mnist_pbt", "cifar10_pbt", "diabetes_regression"} <= set(CONFIGS)
 
 
 @pytest.mark.parametrize("init", ["random", "grid", "quasi_random"])

@@ -44,6 +44,7 @@ def test_launcher_bad_config_value_is_one_clear_line(tmp_path):
 
 
 PBT_CONFIG = os.path.join(ROOT, "experiments", "configs", "digits_pbt.py")
+MNIST_CONFIG = os.path.join(ROOT, "experiments", "configs", "mnist_pbt.py")
 
 
 def test_launcher_pbt_records_lineage_within_groups(tmp_path):
@@ -252,3 +253,19 @@ def test_unusable_workdir_is_a_clear_error_before_training(tmp_path):
   err = [l for l in r.stderr.splitlines() if l.startswith("error:")]
   assert len(err) == 1 and "--workdir" in err[0]
   assert "epoch" not in r.stdout
+
+
+def test_launcher_mnist_config_on_generated_idx_files(tmp_path):
+  from hpjax.data import write_fake_mnist  # pylint: disable=g-import-not-at-top
+  data_dir = write_fake_mnist(str(tmp_path / "idx"), n_train=120, n_test=40, gz=True)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", HPJAX_CACHE_MIN_SECS="0",
+             HPJAX_CACHE_DIR=os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache")))
+  r = subprocess.run(
+      [sys.executable, "-m", "experiments.tune", f"--config={MNIST_CONFIG}",
+       f"--workdir={tmp_path / 'mnist'}", f"--config.data.data_dir={data_dir}",
+       "--config.population=4", "--config.epochs=2", "--config.model.width=4",
+       "--config.model.depth=1", "--config.model.dense=16"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  summary = json.loads((tmp_path / "mnist" / "summary.json").read_text())
+  assert summary["members"] == 4 and 0.0 <= summary["test"]["accuracy"] <= 1.0

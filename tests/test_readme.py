@@ -34,4 +34,4 @@ def test_readme_commands_match_ci():
   ci = open(os.path.join(os.path.dirname(README), ".ci", "run")).read()
   cmd = re.search(r"README_TEST_COMMAND='(.*)'", ci).group(1)
   assert cmd in text
-  assert "python -m experiments.tune --config=experiments/configs/digits_sweep.py" in text
+  assert "python -m experiments.tune --config=experiments/configs/digits_pbt.py" in text
