@@ -44,7 +44,6 @@ def test_launcher_bad_config_value_is_one_clear_line(tmp_path):
 
 
 PBT_CONFIG = os.path.join(ROOT, "experiments", "configs", "digits_pbt.py")
-MNIST_CONFIG = os.path.join(ROOT, "experiments", "configs", "mnist_pbt.py")
 
 
 def test_launcher_pbt_records_lineage_within_groups(tmp_path):
@@ -193,14 +192,16 @@ def _finish(workdir):
   return out
 
 
-def test_sigterm_saves_and_resume_completes_identically(tmp_path, straight_run):
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_signal_saves_and_resume_completes_identically(tmp_path, straight_run, signame):
   import signal  # pylint: disable=g-import-not-at-top
+  signum = getattr(signal, signame)
   proc = _start(tmp_path / "run")
   assert _wait_for_epoch(tmp_path / "run", 2, proc), "the run ended before it could be stopped"
-  proc.send_signal(signal.SIGTERM)
+  proc.send_signal(signum)
   out, err = proc.communicate(timeout=300)
   del out
-  assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+  assert proc.returncode == 128 + signum, err[-2000:]
   assert "relaunch the same command to resume" in err
   assert "resuming from the checkpoint" in _finish(tmp_path / "run")
   assert _digest_run(tmp_path / "run") == straight_run
@@ -255,16 +256,23 @@ def test_unusable_workdir_is_a_clear_error_before_training(tmp_path):
   assert "epoch" not in r.stdout
 
 
-def test_launcher_mnist_config_on_generated_idx_files(tmp_path):
-  from hpjax.data import write_fake_mnist  # pylint: disable=g-import-not-at-top
-  data_dir = write_fake_mnist(str(tmp_path / "idx"), n_train=120, n_test=40, gz=True)
+@pytest.mark.parametrize("name", ["mnist_pbt", "fashion_mnist_pbt", "cifar10_pbt"])
+def test_launcher_file_based_configs_on_generated_copies(tmp_path, name):
+  from hpjax import data as data_lib  # pylint: disable=g-import-not-at-top
+  if name == "cifar10_pbt":
+    data_dir = data_lib.write_fake_cifar10(str(tmp_path / "cifar"), n_per_batch=12)
+    extra = ["--config.batch_size=16", "--config.model.convs_per_stage=1"]
+  else:
+    data_dir = data_lib.write_fake_mnist(str(tmp_path / "idx"), n_train=120, n_test=40, gz=True)
+    extra = ["--config.model.dense=16"]
   env = dict(os.environ, JAX_PLATFORMS="cpu", HPJAX_CACHE_MIN_SECS="0",
              HPJAX_CACHE_DIR=os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache")))
+  config = os.path.join(ROOT, "experiments", "configs", f"{name}.py")
   r = subprocess.run(
-      [sys.executable, "-m", "experiments.tune", f"--config={MNIST_CONFIG}",
+      [sys.executable, "-m", "experiments.tune", f"--config={config}",
        f"--workdir={tmp_path / 'mnist'}", f"--config.data.data_dir={data_dir}",
        "--config.population=4", "--config.epochs=2", "--config.model.width=4",
-       "--config.model.depth=1", "--config.model.dense=16"],
+       "--config.model.depth=1", *extra],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert r.returncode == 0, r.stderr[-3000:]
   summary = json.loads((tmp_path / "mnist" / "summary.json").read_text())
