@@ -20,6 +20,7 @@ at most the epoch in flight.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from absl import app
@@ -67,7 +68,17 @@ def main(argv):
 
 def run():
   """Console entry point (``hpjax-tune``)."""
-  app.run(main)
+  try:
+    app.run(main)
+  except (AttributeError, KeyError, TypeError) as e:
+    # ml_collections reports an override of a field the config does not have
+    # (e.g. a typo) with a traceback; turn it into the usual one-line error.
+    text = str(e.args[0] if e.args else e)
+    field = re.search(r"'([A-Za-z0-9_.]+)", text)
+    hint = re.search(r'Did you mean "([^"]+)"', text)
+    print("error: --config: no field " + (repr(field.group(1)) if field else "of that name")
+          + (f"; did you mean {hint.group(1)!r}?" if hint else ""), file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -277,3 +277,11 @@ def test_launcher_file_based_configs_on_generated_copies(tmp_path, name):
   assert r.returncode == 0, r.stderr[-3000:]
   summary = json.loads((tmp_path / "mnist" / "summary.json").read_text())
   assert summary["members"] == 4 and 0.0 <= summary["test"]["accuracy"] <= 1.0
+
+
+def test_mistyped_config_field_is_one_clear_line(tmp_path):
+  r = _launch(tmp_path / "typo", "--config.populaton=3")
+  assert r.returncode == 1
+  assert r.stderr.strip().splitlines() == [
+      "error: --config: no field 'populaton'; did you mean 'population'?"]
+  assert not (tmp_path / "typo").exists()
