@@ -53,6 +53,10 @@ def main(argv):
   if _SEED.value is not None:
     with config.unlocked():
       config.seed = _SEED.value
+  if not flags.FLAGS["verbosity"].present:
+    # Progress goes to stdout; absl's INFO chatter (JAX backend probing and
+    # the like) would bury it. --verbosity=0 brings it back.
+    logging.set_verbosity(logging.WARNING)
   logging.info("config:\n%s", config)
   from hpjax.checkpoint import CheckpointError  # pylint: disable=g-import-not-at-top
   try:
