@@ -13,13 +13,22 @@ SMALL = ["--config.population=4", "--config.epochs=2", "--config.data.max_train=
          "--config.model.width=4", "--config.model.depth=1", "--config.model.dense=16"]
 
 
-def _launch(workdir, *extra):
+def _env():
+  """The launcher's environment in tests: CPU, the suite's compilation cache."""
   cache = os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache"))
-  env = dict(os.environ, HPJAX_CACHE_MIN_SECS="0", HPJAX_CACHE_DIR=cache, JAX_PLATFORMS="cpu")
+  return dict(os.environ, HPJAX_CACHE_MIN_SECS="0", HPJAX_CACHE_DIR=cache, JAX_PLATFORMS="cpu")
+
+
+def _run(config, workdir, *args):
+  """Runs the real launcher to completion; returns the CompletedProcess."""
   return subprocess.run(
-      [sys.executable, "-m", "experiments.tune", f"--config={CONFIG}", f"--workdir={workdir}",
-       *SMALL, *extra],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+      [sys.executable, "-m", "experiments.tune", f"--config={config}", f"--workdir={workdir}",
+       *args],
+      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+
+
+def _launch(workdir, *extra):
+  return _run(CONFIG, workdir, *SMALL, *extra)
 
 
 def test_launcher_trains_and_writes_workdir(tmp_path):
@@ -47,15 +56,11 @@ PBT_CONFIG = os.path.join(ROOT, "experiments", "configs", "digits_pbt.py")
 
 
 def test_launcher_pbt_records_lineage_within_groups(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             HPJAX_CACHE_MIN_SECS="0", HPJAX_CACHE_DIR=os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache")))
-  r = subprocess.run(
-      [sys.executable, "-m", "experiments.tune", f"--config={PBT_CONFIG}",
-       f"--workdir={tmp_path / 'pbt'}", "--config.population=6", "--config.epochs=3",
-       "--config.data.image_size=0", "--config.data.max_train=200", "--config.model.width=4",
-       "--config.model.depth=1", "--config.model.dense=16",
-       "--config.space.batch_size.values=(16, 32)"],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  r = _run(PBT_CONFIG, tmp_path / "pbt",
+      "--config.population=6", "--config.epochs=3",
+      "--config.data.image_size=0", "--config.data.max_train=200", "--config.model.width=4",
+      "--config.model.depth=1", "--config.model.dense=16",
+      "--config.space.batch_size.values=(16, 32)")
   assert r.returncode == 0, r.stderr[-3000:]
   events = [json.loads(l) for l in (tmp_path / "pbt" / "lineage.jsonl").read_text().splitlines()]
   assert events, "PBT replaced nobody"
@@ -71,14 +76,10 @@ HALVING_CONFIG = os.path.join(ROOT, "experiments", "configs", "digits_halving.py
 
 
 def test_launcher_successive_halving_compacts_population(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             HPJAX_CACHE_MIN_SECS="0", HPJAX_CACHE_DIR=os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache")))
-  r = subprocess.run(
-      [sys.executable, "-m", "experiments.tune", f"--config={HALVING_CONFIG}",
-       f"--workdir={tmp_path / 'sh'}", "--config.population=9", "--config.epochs=4",
-       "--config.data.max_train=200", "--config.model.width=4", "--config.model.depth=1",
-       "--config.model.dense=16"],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  r = _run(HALVING_CONFIG, tmp_path / "sh",
+      "--config.population=9", "--config.epochs=4",
+      "--config.data.max_train=200", "--config.model.width=4", "--config.model.depth=1",
+      "--config.model.dense=16")
   assert r.returncode == 0, r.stderr[-3000:]
   summary = json.loads((tmp_path / "sh" / "summary.json").read_text())
   assert summary["members"] == 9 and summary["members_at_end"] == 1  # rungs at 1 and 3: 9 -> 3 -> 1
@@ -93,15 +94,11 @@ def test_launcher_successive_halving_compacts_population(tmp_path):
 
 def test_launcher_learning_rate_range_test(tmp_path):
   config = os.path.join(ROOT, "experiments", "configs", "digits_lr_range.py")
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             HPJAX_CACHE_MIN_SECS="0", HPJAX_CACHE_DIR=os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache")))
-  r = subprocess.run(
-      [sys.executable, "-m", "experiments.tune", f"--config={config}",
-       f"--workdir={tmp_path / 'lr'}", "--config.population=8", "--config.epochs=3",
-       "--config.space.learning_rate.points=8", "--config.space.learning_rate.lo=1e-5",
-       "--config.space.learning_rate.hi=10.0", "--config.data.max_train=300",
-       "--config.model.width=4", "--config.model.depth=1", "--config.model.dense=16"],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  r = _run(config, tmp_path / "lr",
+      "--config.population=8", "--config.epochs=3",
+      "--config.space.learning_rate.points=8", "--config.space.learning_rate.lo=1e-5",
+      "--config.space.learning_rate.hi=10.0", "--config.data.max_train=300",
+      "--config.model.width=4", "--config.model.depth=1", "--config.model.dense=16")
   assert r.returncode == 0, r.stderr[-3000:]
   lr = json.loads((tmp_path / "lr" / "summary.json").read_text())["lr_range"]
   assert len(lr["rates"]) == 8 and lr["rates"] == sorted(lr["rates"])
@@ -127,13 +124,9 @@ def test_resumed_run_is_bit_identical_to_uninterrupted(tmp_path):
   args = ["--config.population=6", "--config.data.image_size=0", "--config.data.max_train=200",
           "--config.model.width=4", "--config.model.depth=1", "--config.model.dense=16",
           "--config.space.batch_size.values=(16, 32)"]
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             HPJAX_CACHE_MIN_SECS="0", HPJAX_CACHE_DIR=os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache")))
 
   def launch(workdir, epochs):
-    r = subprocess.run([sys.executable, "-m", "experiments.tune", f"--config={PBT_CONFIG}",
-                        f"--workdir={workdir}", f"--config.epochs={epochs}", *args],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    r = _run(PBT_CONFIG, workdir, f"--config.epochs={epochs}", *args)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
 
@@ -165,11 +158,9 @@ KILL_ARGS = ["--config.population=4", "--config.epochs=12", "--config.data.max_t
 
 
 def _start(workdir):
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             HPJAX_CACHE_MIN_SECS="0", HPJAX_CACHE_DIR=os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache")))
   return subprocess.Popen([sys.executable, "-m", "experiments.tune", f"--config={CONFIG}",
                            f"--workdir={workdir}", *KILL_ARGS],
-                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
 
 
@@ -265,15 +256,11 @@ def test_launcher_file_based_configs_on_generated_copies(tmp_path, name):
   else:
     data_dir = data_lib.write_fake_mnist(str(tmp_path / "idx"), n_train=120, n_test=40, gz=True)
     extra = ["--config.model.dense=16"]
-  env = dict(os.environ, JAX_PLATFORMS="cpu", HPJAX_CACHE_MIN_SECS="0",
-             HPJAX_CACHE_DIR=os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache")))
   config = os.path.join(ROOT, "experiments", "configs", f"{name}.py")
-  r = subprocess.run(
-      [sys.executable, "-m", "experiments.tune", f"--config={config}",
-       f"--workdir={tmp_path / 'mnist'}", f"--config.data.data_dir={data_dir}",
-       "--config.population=4", "--config.epochs=2", "--config.model.width=4",
-       "--config.model.depth=1", *extra],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  r = _run(config, tmp_path / "mnist",
+      f"--config.data.data_dir={data_dir}",
+      "--config.population=4", "--config.epochs=2", "--config.model.width=4",
+      "--config.model.depth=1", *extra)
   assert r.returncode == 0, r.stderr[-3000:]
   summary = json.loads((tmp_path / "mnist" / "summary.json").read_text())
   assert summary["members"] == 4 and 0.0 <= summary["test"]["accuracy"] <= 1.0

@@ -1,32 +1,20 @@
 r"""Fashion-MNIST: population-based training from a directory of IDX files.
 
-``--config.data.data_dir`` must hold train-images-idx3-ubyte,
-train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte
-(optionally ``.gz``); hpjax never downloads them.
+The same run as ``mnist_pbt`` (same IDX file names, same search space) on
+Fashion-MNIST; hpjax never downloads the files.
 
 Launch::
 
-  python -m experiments.tune --config=experiments/configs/fashion_mnist_pbt.py --workdir=runs/fashion_mnist_pbt \
-    --config.data.data_dir=/path/to/fashion_mnist
+  python -m experiments.tune --config=experiments/configs/fashion_mnist_pbt.py \
+    --workdir=runs/fashion_mnist_pbt --config.data.data_dir=/path/to/fashion_mnist
 """
 
 import ml_collections
 
-from experiments.configs import common
+from experiments.configs import mnist_pbt
 
 
 def get_config() -> ml_collections.ConfigDict:
-  c = common.base_config()
-  c.population = 16
-  c.epochs = 8
+  c = mnist_pbt.get_config()
   c.data.source = "fashion_mnist"
-  c.space = ml_collections.ConfigDict(dict(
-      learning_rate=dict(type="float", lo=1e-4, hi=1e-1, log=True),
-      optimizer=dict(type="choice", values=("momentum", "rmsprop", "adam")),
-      activation=dict(type="choice", values=("relu", "tanh", "gelu")),
-      dropout=dict(type="float", lo=0.0, hi=0.5),
-  ))
-  c.controller = ml_collections.ConfigDict(dict(
-      name="pbt", interval=1, burn_in=1, quantile_fraction=0.25,
-      perturbation_factors=(0.8, 1.2), resample_probability=0.25, mode="max"))
   return c
