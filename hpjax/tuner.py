@@ -21,7 +21,8 @@
   as a learning-rate range test (``summary.json['lr_range']``).
 
 The workdir receives ``config.json`` (the resolved config), ``metrics.jsonl``
-(one line per member per epoch), ``lineage.jsonl`` (every PBT exploit and
+(one line per member per epoch: train/validation metrics and the
+hyperparameters that member trained with that epoch), ``lineage.jsonl`` (every PBT exploit and
 explore) and ``summary.json`` (the best member).
 """
 
@@ -214,11 +215,13 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
         dt = time.perf_counter() - t0
         steps = sum(data.num_train // m.batch_size for m in pop.members)
         member_steps += steps
+        epoch_hps = pop.hparams()  # what each member trained with this epoch
         for i in range(pop.size):
           row = {"epoch": epoch, "member": int(ids[i]),
                  **{k: float(v[i]) for k, v in train.items()},
-                 **{f"val_{k}": float(v[i]) for k, v in val.items()}}
-          mf.write(json.dumps(row) + "\n")
+                 **{f"val_{k}": float(v[i]) for k, v in val.items()},
+                 "hparams": epoch_hps[i]}
+          mf.write(json.dumps(row, default=_jsonable) + "\n")
         mf.flush()
         fit = val[fitness_name]
         order = np.argsort(np.where(np.isfinite(fit), fit if not maximize else -fit, np.inf))
