@@ -15,6 +15,13 @@ to extend a finished run, any other change is refused with the differing
 fields listed. SIGINT (Ctrl-C) or SIGTERM stops after the current epoch with
 a checkpoint saved; a second signal stops at once, and even ``kill -9`` loses
 at most the epoch in flight.
+
+Several devices: the population is split over all of them by default
+(``--config.shard=False`` keeps one device). Several processes (hosts) run
+the same command with ``--coordinator_address=HOST0:PORT --num_processes=N
+--process_id=I`` (or ``HPJAX_COORDINATOR_ADDRESS``, ``HPJAX_NUM_PROCESSES``,
+``HPJAX_PROCESS_ID``) and a shared ``--workdir``; only process 0 prints and
+writes logs (see ``hpjax/distributed.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +43,28 @@ _CACHE = flags.DEFINE_string(
     "jax_cache_dir", os.environ.get("HPJAX_CACHE_DIR", os.path.expanduser("~/.cache/hpjax/xla")),
     "Persistent XLA compilation cache (reused across runs); empty to turn it off. "
     "Default: $HPJAX_CACHE_DIR or ~/.cache/hpjax/xla.")
+
+
+def _env_int(name: str, default: int) -> int:
+  value = os.environ.get(name, "")
+  try:
+    return int(value) if value else default
+  except ValueError:
+    print(f"error: ${name}: must be an integer, got {value!r}", file=sys.stderr)
+    sys.exit(1)
+
+
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", os.environ.get("HPJAX_COORDINATOR_ADDRESS", ""),
+    "Multi-process runs: HOST:PORT of process 0 (jax.distributed). "
+    "Default: $HPJAX_COORDINATOR_ADDRESS; empty for one process.")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", _env_int("HPJAX_NUM_PROCESSES", 1),
+    "Multi-process runs: how many processes. Default: $HPJAX_NUM_PROCESSES or 1.")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", _env_int("HPJAX_PROCESS_ID", 0),
+    "Multi-process runs: this process's index, 0 .. num_processes-1 (0 writes the logs). "
+    "Default: $HPJAX_PROCESS_ID or 0.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -43,6 +72,13 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   import jax  # pylint: disable=g-import-not-at-top
+  from hpjax import distributed  # pylint: disable=g-import-not-at-top
+  try:
+    # Before anything touches the JAX backend.
+    distributed.initialize(_COORDINATOR.value or None, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   if _CACHE.value:
     jax.config.update("jax_compilation_cache_dir", _CACHE.value)
     jax.config.update("jax_persistent_cache_min_compile_time_secs",

@@ -31,6 +31,13 @@ device buffer, held until the background write ends; while it is held JAX
 silently skips the caller's buffer donation (an extra copy per epoch). Our
 copy keeps donation working and does not depend on orbax's internals.
 
+Several processes (:mod:`hpjax.distributed`): every process calls
+:meth:`Checkpointer.save` and :meth:`Checkpointer.restore` with the same
+arguments, on a directory they share. Arrays split over processes are
+gathered to every process first (the manifest digest needs every byte), and
+orbax writes host arrays from process 0 only. A checkpoint holds whole host
+arrays, so it restores on any number of devices and processes.
+
 Example::
 
   with Checkpointer(os.path.join(workdir, "checkpoints"), keep=3) as ckpt:
@@ -111,7 +118,14 @@ def _digest(names: Sequence[str], arrays: Sequence[np.ndarray]) -> str:
 def _to_host(leaves: Sequence[Any]) -> list[np.ndarray]:
   # device_get starts all transfers before waiting on any; np.array then
   # makes a copy the caller's later donation cannot touch (see module doc).
-  return [np.array(a, copy=True) for a in jax.device_get(list(leaves))]
+  leaves = list(leaves)
+  if any(isinstance(a, jax.Array) and not (a.is_fully_addressable or a.is_fully_replicated)
+         for a in leaves):
+    # Split over several processes (every process calls save): each gathers
+    # the whole value; orbax writes host arrays from process 0 only.
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    leaves = multihost_utils.process_allgather(leaves, tiled=True)
+  return [np.array(a, copy=True) for a in jax.device_get(leaves)]
 
 
 def _place(arrays: list[np.ndarray], templates: Sequence[Any]) -> list[Any]:
@@ -702,3 +716,52 @@ def diff_configs(old: Mapping[str, Any], new: Mapping[str, Any],
 
   walk(_canonical(old, "old"), _canonical(new, "new"), "")
   return out
+
+
+def save_model(directory: str, params: Any, batch_stats: Any, meta: Mapping[str, Any]) -> str:
+  """Writes one model (parameters, batch statistics, metadata) with orbax.
+
+  The layout is ``DIRECTORY/state`` (an orbax ``StandardCheckpointer`` tree
+  of host arrays) and ``DIRECTORY/model.json`` (``meta``: hyperparameters,
+  metrics). An existing export in ``DIRECTORY`` is replaced.
+
+  Args:
+    directory: the export directory (created).
+    params: one member's parameters (no population axis).
+    batch_stats: its batch statistics (``{}`` without BatchNorm).
+    meta: JSON-serialisable description.
+
+  Returns:
+    The absolute directory.
+  """
+  directory = os.path.abspath(os.fspath(directory))
+  os.makedirs(directory, exist_ok=True)
+  tree = {"params": jax.tree.map(np.asarray, params),
+          "batch_stats": jax.tree.map(np.asarray, batch_stats)}
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(os.path.join(directory, "state"), tree, force=True)
+    ckptr.wait_until_finished()
+  if jax.process_index() == 0:  # several processes: all save the state, one writes the json
+    with open(os.path.join(directory, "model.json"), "w") as f:
+      json.dump(meta, f, indent=2, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+  return directory
+
+
+def load_model(directory: str) -> tuple[Any, Any, dict[str, Any]]:
+  """Reads what :func:`save_model` wrote: ``(params, batch_stats, meta)``.
+
+  Raises:
+    CheckpointError: the directory holds no export, or it cannot be read.
+  """
+  directory = os.path.abspath(os.fspath(directory))
+  meta_path = os.path.join(directory, "model.json")
+  if not os.path.exists(meta_path) or not os.path.isdir(os.path.join(directory, "state")):
+    raise CheckpointError(f"{directory}: no exported model (expected model.json and state/)")
+  try:
+    with open(meta_path) as f:
+      meta = json.load(f)
+    with ocp.StandardCheckpointer() as ckptr:
+      tree = ckptr.restore(os.path.join(directory, "state"))
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointError(f"{directory}: cannot read the exported model: {_first_line(e)}") from e
+  return tree["params"], tree.get("batch_stats", {}), meta

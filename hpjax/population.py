@@ -24,6 +24,13 @@ Functional core::
 
 :class:`Population` wraps this for users: a list of :class:`Member` in, per
 member metrics out.
+
+With several devices (``Population(..., mesh='auto')``, the default) each
+group's state is split over a 1-D device mesh along the member axis and the
+same per-device functions run under ``jax.shard_map`` (see
+:mod:`hpjax.distributed`: padding of groups that do not divide the device
+count, gathers across devices, checkpoints independent of the device count).
+With one device nothing changes.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from hpjax import distributed
 from hpjax import losses as losses_lib
 from hpjax import optim
 from hpjax.models import ACTIVATIONS, Context, ModelConfig, build_model
@@ -99,7 +107,8 @@ class GroupSpec:
       vmapped at once; ``c``: chunks of ``c`` members run their epochs one
       after another (smaller working sets). ``None``: by backend, 2 (or 1 for
       odd P) on CPU, where it measured 15-20% faster than all at once
-      (docs/benchmarks.md), all at once elsewhere.
+      (docs/benchmarks.md), all at once elsewhere. With a mesh, P is the
+      number of members on each device.
   """
 
   model: ModelConfig
@@ -143,16 +152,24 @@ def _template(spec: GroupSpec):
   return graphdef, params, stats
 
 
-@functools.lru_cache(maxsize=None)
-def group_functions(spec: GroupSpec) -> GroupFunctions:
-  """Builds (once per spec) the jitted init / train_epoch / evaluate of a group.
+def group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None = None) -> GroupFunctions:
+  """Builds (once per spec and mesh) the jitted init / train_epoch / evaluate of a group.
 
   Args:
     spec: the group's static description.
+    mesh: None: one device (plain ``jit``); a population mesh
+      (:func:`hpjax.distributed.population_mesh`): the same per-device
+      functions under ``shard_map``, members split over the mesh (the member
+      count must be a multiple of the device count), data replicated.
 
   Returns:
     :class:`GroupFunctions`. ``train_epoch`` donates its state argument.
   """
+  return _group_functions(spec, mesh)
+
+
+@functools.lru_cache(maxsize=None)
+def _group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None) -> GroupFunctions:
   layers.check_activations(spec.activations)
   losses_lib.check_losses(spec.losses, spec.task)
   graphdef, params_t, stats_t = _template(spec)
@@ -177,7 +194,6 @@ def group_functions(spec: GroupSpec) -> GroupFunctions:
     opt_state = optim.make_optimizer(spec.schedule, **opt_hp).init(p)
     return p, s, opt_state
 
-  @jax.jit
   def init(keys: jax.Array, hparams: Mapping[str, jax.Array]) -> PopulationState:
     """keys: uint32 ``[P, 2]``; hparams: name -> ``[P]`` (all of HPARAMS)."""
     hparams = {k: jnp.asarray(v, jnp.int32 if k in INDEX_HPARAMS else jnp.float32)
@@ -212,7 +228,6 @@ def group_functions(spec: GroupSpec) -> GroupFunctions:
       score = jnp.mean(jnp.square(out[..., 0] - y))
     return params, new_stats, opt_state, l, score
 
-  @functools.partial(jax.jit, donate_argnums=0)
   def train_epoch(state: PopulationState, x: jax.Array, y: jax.Array):
     """One epoch over ``x, y`` (device arrays shared by all members)."""
     n = x.shape[0]
@@ -260,7 +275,6 @@ def group_functions(spec: GroupSpec) -> GroupFunctions:
     metric = "train_accuracy" if spec.task == "classification" else "train_mse"
     return new_state, {"train_loss": train_loss, metric: train_score}
 
-  @jax.jit
   def evaluate(state: PopulationState, x: jax.Array, y: jax.Array, weights: jax.Array):
     """Loss and accuracy (or MSE) per member over ``x`` in fixed-size chunks.
 
@@ -299,13 +313,18 @@ def group_functions(spec: GroupSpec) -> GroupFunctions:
     # that controllers rank it last whatever the metric.
     return {"loss": loss, metric: jnp.where(jnp.isfinite(loss), s / total, jnp.nan)}
 
-  @jax.jit
   def predict(state: PopulationState, x: jax.Array) -> jax.Array:
     """Every member's outputs (eval mode) on ``x``: ``[P, N, outputs]``."""
     return jax.vmap(lambda p, s, h: forward(p, s, h, x, False, None)[0])(
         state.params, state.batch_stats, state.hparams)
 
-  return GroupFunctions(init, train_epoch, evaluate, predict, graphdef, spec)
+  if mesh is None:
+    jitted = (jax.jit(init), jax.jit(train_epoch, donate_argnums=0), jax.jit(evaluate),
+              jax.jit(predict))
+  else:
+    # Per device, the very functions above on its share of the members.
+    jitted = distributed.shard_functions(mesh, init, train_epoch, evaluate, predict)
+  return GroupFunctions(*jitted, graphdef, spec)
 
 
 def get_hparams(state: PopulationState) -> dict[str, jax.Array]:
@@ -339,13 +358,34 @@ def set_hparams(state: PopulationState, values: Mapping[str, Any]) -> Population
   return state.replace(opt_state=opt_state, hparams={**state.hparams, **model_vals})
 
 
-@jax.jit
-def _take(state, index):
+def _take_members(state, index):
   return jax.tree.map(lambda a: jnp.take(a, index, axis=0), state)
+
+
+_take = jax.jit(_take_members)
+
+
+@functools.lru_cache(maxsize=None)
+def _sharded_take(mesh: jax.sharding.Mesh):
+  # The output keeps the member sharding: XLA moves the donors' shards
+  # between devices (and processes) as one collective gather.
+  return jax.jit(_take_members, out_shardings=distributed.member_sharding(mesh))
+
+
+def _mesh_of(state: PopulationState) -> jax.sharding.Mesh | None:
+  """The population mesh ``state`` is split over, or None."""
+  sharding = getattr(state.epoch, "sharding", None)
+  if (isinstance(sharding, jax.sharding.NamedSharding)
+      and sharding.spec == jax.sharding.PartitionSpec(distributed.AXIS)):
+    return sharding.mesh
+  return None
 
 
 def take(state: PopulationState, index) -> PopulationState:
   """Gathers members ``index`` (exploit / compaction: one gather on device).
+
+  A state split over a population mesh stays split over it (``Q`` must then
+  be a multiple of the device count).
 
   Args:
     state: a group state.
@@ -354,7 +394,11 @@ def take(state: PopulationState, index) -> PopulationState:
   Returns:
     The state of members ``index``, in that order.
   """
-  return _take(state, jnp.asarray(index, jnp.int32))
+  mesh = _mesh_of(state)
+  if mesh is None:
+    return _take(state, jnp.asarray(index, jnp.int32))
+  return _sharded_take(mesh)(state, distributed.put(np.asarray(index, np.int32),
+                                                    distributed.replicated(mesh)))
 
 
 # ---------------------------------------------------------------------------
@@ -423,7 +467,11 @@ def pad_eval(x, y, eval_batch_size: int, length: int | None = None):
 
 @dataclasses.dataclass
 class Group:
-  """A compiled group: its functions, its state and which members it holds."""
+  """A compiled group: its functions, its state and which members it holds.
+
+  On a population mesh ``state`` may hold pad members after the
+  ``len(members)`` real ones (see :mod:`hpjax.distributed`).
+  """
   fns: GroupFunctions
   members: list[int]
   state: PopulationState
@@ -452,12 +500,17 @@ class Population:
       (:class:`hpjax.optim.Schedule`) or in epochs
       (:class:`hpjax.optim.EpochSchedule`, converted per batch size).
     eval_batch_size: examples per evaluation chunk.
+    mesh: how members are spread over devices (:mod:`hpjax.distributed`):
+      ``'auto'`` (default) splits every group over all devices when there
+      are more than one and is the plain one-device engine otherwise;
+      ``None`` never splits; or a 1-D population mesh. Results do not depend
+      on it beyond floating-point rounding.
   """
 
   def __init__(self, members: Sequence[Member], data, *, seed: int = 0,
                activations: Sequence[str] | None = None, losses: Sequence[str] | None = None,
                schedule: optim.Schedule | optim.EpochSchedule = optim.Schedule(),
-               eval_batch_size: int = 256):
+               eval_batch_size: int = 256, mesh: jax.sharding.Mesh | str | None = "auto"):
     if not members:
       raise ValueError("members: a population needs at least one member")
     self.data = data
@@ -496,6 +549,13 @@ class Population:
         "val": pad_eval(data.x_val, data.y_val, eval_batch_size, length),
         "test": pad_eval(data.x_test, data.y_test, eval_batch_size, length),
     }
+    self._train = (data.x_train, data.y_train)
+    self.mesh = distributed.resolve_mesh(mesh)
+    if self.mesh is not None:
+      # Every device holds the whole dataset, placed once.
+      rep = distributed.replicated(self.mesh)
+      self._train = distributed.put(self._train, rep)
+      self._eval = {k: distributed.put(v, rep) for k, v in self._eval.items()}
     by_key: dict[tuple, list[int]] = {}
     for i, m in enumerate(members):
       by_key.setdefault((m.model, m.batch_size), []).append(i)
@@ -510,9 +570,16 @@ class Population:
                        mean=tuple(float(v) for v in np.ravel(data.mean)),
                        std=tuple(float(v) for v in np.ravel(data.std)),
                        eval_batch_size=eval_batch_size)
-      fns = group_functions(spec)
       hp = self.hparam_arrays([members[i] for i in ids])
-      state = fns.init(member_keys(seed, ids), hp)
+      if self.mesh is None:
+        fns = group_functions(spec)
+        state = fns.init(member_keys(seed, ids), hp)
+      else:
+        fns = group_functions(spec, self.mesh)
+        pad = distributed.pad_index(range(len(ids)), distributed.padded_size(len(ids), self.mesh))
+        keys = np.asarray(member_keys(seed, ids))[pad]
+        state = fns.init(*distributed.put((keys, {k: v[pad] for k, v in hp.items()}),
+                                          distributed.member_sharding(self.mesh)))
       self.groups.append(Group(fns, ids, state))
 
   def hparam_arrays(self, members: Sequence[Member]) -> dict[str, np.ndarray]:
@@ -530,17 +597,20 @@ class Population:
   def _gather(self, per_group: Sequence[Mapping[str, jax.Array]]) -> dict[str, np.ndarray]:
     """Per-group metric dicts -> one dict of ``[P]`` arrays in member order."""
     out: dict[str, np.ndarray] = {}
+    if self.mesh is not None:  # to every process; pad members dropped below
+      per_group = distributed.to_host(list(per_group))
     for g, metrics in zip(self.groups, per_group):
       for k, v in metrics.items():
         arr = out.setdefault(k, np.full(self.size, np.nan, np.float64))
-        arr[g.members] = np.asarray(v)
+        arr[g.members] = np.asarray(v)[:len(g.members)]
     return out
 
   def train_epoch(self) -> dict[str, np.ndarray]:
     """Trains every member for one epoch; returns per-member train metrics."""
     results = []
+    x, y = self._train
     for g in self.groups:  # groups are dispatched asynchronously, synced below
-      g.state, metrics = g.fns.train_epoch(g.state, self.data.x_train, self.data.y_train)
+      g.state, metrics = g.fns.train_epoch(g.state, x, y)
       results.append(metrics)
     return self._gather(results)
 
@@ -555,7 +625,7 @@ class Population:
     """Each member's current hyperparameters (names, not indices)."""
     rows: list[dict[str, Any]] = [{} for _ in range(self.size)]
     for g in self.groups:
-      values = {k: np.asarray(v) for k, v in get_hparams(g.state).items()}
+      values = self._host(get_hparams(g.state))
       for j, i in enumerate(g.members):
         row = {k: float(values[k][j]) for k in optim.DEFAULTS}
         row["optimizer"] = optim.FAMILIES[int(values["optimizer"][j])]
@@ -598,9 +668,11 @@ class Population:
         raise ValueError(f"donors: member {bad} cannot copy member {donors[bad]} "
                          "(different structural group)") from None
       state = g.state
+      # Pad members (sharded groups) follow the group's first member.
+      index = distributed.pad_index(index, state.size)
       if index != list(range(len(index))):
         state = take(state, index)
-      current = {k: np.array(v) for k, v in get_hparams(state).items()}
+      current = {k: np.array(v) for k, v in self._host(get_hparams(state)).items()}
       for j, m in enumerate(g.members):
         for name, value in hparams[m].items():
           if name in ("batch_size", "model") or name in ModelConfig.__dataclass_fields__:
@@ -615,6 +687,10 @@ class Population:
             raise ValueError(f"hyperparameter: unknown name {name!r}; allowed: "
                              + ", ".join(sorted(current)))
           current[name][j] = value
+      if self.mesh is not None:
+        for v in current.values():
+          v[len(g.members):] = v[0]
+        current = distributed.put(current, distributed.member_sharding(self.mesh))
       g.state = set_hparams(state, current)
 
   @staticmethod
@@ -644,7 +720,11 @@ class Population:
       local = [j for j, m in enumerate(g.members) if m in new_pos]
       if not local:
         continue
-      state = g.state if len(local) == len(g.members) else take(g.state, local)
+      if len(local) == len(g.members):
+        state = g.state
+      else:
+        state = take(g.state, distributed.pad_index(
+            local, distributed.padded_size(len(local), self.mesh)))
       groups.append(Group(g.fns, [new_pos[g.members[j]] for j in local], state))
     return groups, [self.members[k] for k in keep]
 
@@ -659,3 +739,65 @@ class Population:
     """
     self.groups, self.members = self.compacted(keep)
     self.size = len(self.members)
+
+  # -- checkpoints --------------------------------------------------------------
+
+  def _host(self, tree):
+    """``tree`` as numpy, gathered to every process when sharded."""
+    if self.mesh is None:
+      return jax.tree.map(np.asarray, tree)
+    return distributed.to_host(tree)
+
+  def checkpoint_states(self, groups: Sequence[Group] | None = None) -> list[Any]:
+    """Per group, the state of its real members: what a checkpoint holds.
+
+    Without a mesh these are the groups' device states themselves. On a
+    mesh they are numpy copies of the whole global state (gathered to every
+    process, so every process must call this) without the pad members: a
+    checkpoint does not depend on the device count it was written with.
+
+    Args:
+      groups: default: this population's groups.
+
+    Returns:
+      One state pytree per group.
+    """
+    groups = self.groups if groups is None else groups
+    if self.mesh is None:
+      return [g.state for g in groups]
+    return [jax.tree.map(lambda a, n=len(g.members): a[:n], self._host(g.state)) for g in groups]
+
+  def checkpoint_templates(self, groups: Sequence[Group] | None = None) -> list[Any]:
+    """Restore templates matching :meth:`checkpoint_states` (shapes, dtypes, placement).
+
+    Without a mesh, the groups' states (restored leaves are placed like
+    them). On a mesh, zero-cost numpy stand-ins (restored leaves stay numpy
+    and :meth:`load_checkpoint_states` pads and places them).
+    """
+    groups = self.groups if groups is None else groups
+    if self.mesh is None:
+      return [g.state for g in groups]
+
+    def stand_in(a, n):
+      return np.broadcast_to(np.zeros((), a.dtype), (n,) + tuple(a.shape[1:]))
+
+    return [jax.tree.map(lambda a, n=len(g.members): stand_in(a, n), g.state) for g in groups]
+
+  def load_checkpoint_states(self, states: Sequence[Any]) -> None:
+    """Sets every group's state from :meth:`checkpoint_states`-shaped values.
+
+    On a mesh the values are padded for the current device count and split
+    over it, so a checkpoint written on N devices resumes on M.
+
+    Args:
+      states: one state per group of :attr:`groups`, real members only.
+    """
+    if len(states) != len(self.groups):
+      raise ValueError(f"states: expected {len(self.groups)} group states, got {len(states)}")
+    for g, st in zip(self.groups, states):
+      if self.mesh is None:
+        g.state = st
+        continue
+      index = np.asarray(distributed.pad_index(range(len(g.members)), g.state.size))
+      g.state = distributed.put(jax.tree.map(lambda a: np.asarray(a)[index], st),
+                                distributed.member_sharding(self.mesh))

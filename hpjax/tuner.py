@@ -17,12 +17,22 @@
   ``halving``) and the controller's settings
   (:class:`hpjax.controllers.pbt.PBTConfig` /
   :class:`hpjax.controllers.halving.HalvingConfig` fields);
+* ``tensorboard`` (default true): TensorBoard event files per member;
+* ``report`` (default true): plots and ``report.json`` at the end
+  (:mod:`hpjax.report`; ``hpjax-report WORKDIR`` rebuilds them any time);
+* ``progress``: progress bars (default: only when stdout is a terminal);
+* ``hparam_schedule``: replay a per-epoch schedule on one model
+  (:mod:`hpjax.lineage`; ``population`` 1, no space, no controller);
 * ``lr_range_test``: when true, the members' train-loss curves are analysed
-  as a learning-rate range test (``summary.json['lr_range']``).
+  as a learning-rate range test (``summary.json['lr_range']``);
+* ``shard`` (default true): split the population over all devices when there
+  are several (:mod:`hpjax.distributed`); a relaunch may change it, and with
+  several processes only process 0 prints and writes the workdir's files.
 
 The workdir receives ``config.json`` (the resolved config), ``metrics.jsonl``
 (one line per member per epoch: train/validation metrics and the
-hyperparameters that member trained with that epoch), ``lineage.jsonl`` (every PBT exploit and
+hyperparameters that member trained with that epoch, and ``wall_s``, the
+run's seconds so far, resumes included), ``lineage.jsonl`` (every PBT exploit and
 explore) and ``summary.json`` (the best member).
 """
 
@@ -36,9 +46,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import jax
 import numpy as np
 
 from hpjax import checkpoint
+from hpjax import distributed
+from hpjax import lineage
 from hpjax import optim
 from hpjax.controllers import halving
 from hpjax.controllers import lr_range
@@ -46,6 +59,7 @@ from hpjax.controllers import pbt
 from hpjax import space as space_lib
 from hpjax.data import load_dataset
 from hpjax.models import ACTIVATIONS, ModelConfig
+from hpjax.monitor import Monitor, generation_table
 from hpjax.population import Member, Population
 
 _MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
@@ -105,6 +119,18 @@ def build_members(cfg: Mapping[str, Any], task: str) -> tuple[list[Member], dict
   return members, space
 
 
+def member_from_hparams(hp: Mapping[str, Any], cfg: Mapping[str, Any], task: str) -> Member:
+  """A :class:`Member` from a hyperparameter dict (a metrics row's / schedule entry's)."""
+  model = {**dict(cfg.get("model", {})), **dict(hp.get("model") or {})}
+  fields = {k: v for k, v in hp.items() if k in _MEMBER_FIELDS and k != "model"}
+  fields.setdefault("batch_size", int(cfg["batch_size"]))
+  fields.setdefault("loss", "cross_entropy" if task == "classification" else "mse")
+  try:
+    return Member(model=ModelConfig(**model).validate(), **fields).validate()
+  except (TypeError, ValueError) as e:
+    raise config_error("hparam_schedule", str(e)) from None
+
+
 def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dict[str, Any]:
   """Trains a population as configured and writes the workdir files.
 
@@ -117,6 +143,11 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
     The summary dict also written to ``summary.json``.
   """
   cfg = _plain(config)
+  # Several processes (hpjax.distributed) all run this loop in step; only
+  # process 0 prints and writes logs and reports.
+  main = distributed.is_main_process()
+  if not main:
+    log = lambda text: None
   # Everything is validated before the workdir is touched.
   space_lib.from_config(cfg.get("space", {}))
   d = cfg["data"]
@@ -126,23 +157,47 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
                       test_fraction=d.get("test_fraction", 0.2),
                       seed=int(cfg["seed"]), max_train=d.get("max_train") or None)
   log(data.summary())
-  members, space = build_members(cfg, data.task)
-  controller = _controller(cfg, space)
   epochs = int(cfg["epochs"])
   if epochs < 1:
     raise config_error("epochs", f"must be >= 1, got {epochs}")
+  schedule_hps = None
+  if cfg.get("hparam_schedule"):
+    # Replay: one fresh model trained on a given per-epoch schedule (e.g. the
+    # best PBT member's, exported to WORKDIR/best/schedule.json).
+    schedule_hps = lineage.check_schedule(cfg["hparam_schedule"], epochs)
+    if (cfg.get("controller") or {}).get("name", "none") != "none":
+      raise config_error("controller.name", "must be 'none' when replaying an hparam_schedule")
+    if int(cfg["population"]) != 1:
+      raise config_error("population", "must be 1 when replaying an hparam_schedule, got "
+                         f"{cfg['population']}")
+    if cfg.get("space"):
+      raise config_error("space", "must be empty when replaying an hparam_schedule (the "
+                         "schedule gives every hyperparameter)")
+    for hp in schedule_hps:
+      member_from_hparams(hp, cfg, data.task)  # validates every epoch's entry up front
+  members, space = build_members(cfg, data.task)
+  controller = _controller(cfg, space)
+  if schedule_hps is not None:
+    members = [member_from_hparams(schedule_hps[0], cfg, data.task)]
   s = cfg.get("schedule", {})
   schedule = optim.EpochSchedule(s.get("kind", "constant"), float(s.get("warmup_epochs", 0.0)),
                                  float(epochs), float(s.get("alpha", 0.0)))
   if schedule.kind not in optim.SCHEDULES:
     raise config_error("schedule.kind", f"unknown value {schedule.kind!r}; allowed: "
                        + ", ".join(optim.SCHEDULES))
+  used_activations = {m.activation for m in members}
+  used_losses = [m.loss for m in members]
+  if schedule_hps is not None:
+    used_activations |= {h["activation"] for h in schedule_hps if "activation" in h}
+    used_losses += [h["loss"] for h in schedule_hps if h.get("loss")]
   activations = space_lib.candidates(space, "activation", sorted(
-      {m.activation for m in members}, key=list(ACTIVATIONS).index))
-  losses = space_lib.candidates(space, "loss", list(dict.fromkeys(m.loss for m in members)))
+      used_activations, key=list(ACTIVATIONS).index))
+  losses = space_lib.candidates(space, "loss", list(dict.fromkeys(used_losses)))
   pop = Population(members, data, seed=int(cfg["seed"]), activations=activations, losses=losses,
-                   schedule=schedule, eval_batch_size=int(cfg.get("eval_batch_size", 256)))
-  log(f"population: {pop.size} members in {len(pop.groups)} compiled group(s)")
+                   schedule=schedule, eval_batch_size=int(cfg.get("eval_batch_size", 256)),
+                   mesh="auto" if cfg.get("shard", True) else None)
+  log(f"population: {pop.size} members in {len(pop.groups)} compiled group(s)"
+      + (f", split over {pop.mesh.size} devices" if pop.mesh is not None else ""))
 
   old_config = _read_config(workdir)
   if old_config is not None:
@@ -152,6 +207,7 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
                        + ", ".join(diffs[:8]) + (" ..." if len(diffs) > 8 else "")
                        + " differ); use a new --workdir, or relaunch with the same config "
                        "(only epochs may grow)")
+  distributed.barrier("hpjax: workdir checked")  # before process 0 writes to it
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
@@ -172,6 +228,7 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
     start_epoch, generation, member_steps, elapsed = 0, 0, 0, 0.0
     ids = np.arange(pop.size)  # current position -> original member id
     initial_val = None
+    resumed_decided = True  # whether the resumed epoch's controller decision was made
     if ckpt.latest_step() is not None:
       # Resume: rebuild the population's shape (halving may have compacted it),
       # then restore every state, key and counter from the newest good checkpoint.
@@ -179,26 +236,28 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
 
       def templates(extra):
         shaped["groups"], shaped["members"] = pop.compacted(extra["ids"])
-        return [g.state for g in shaped["groups"]]
+        return pop.checkpoint_templates(shaped["groups"])
 
       _, states, extra = ckpt.restore(templates)
       pop.groups, pop.members = shaped["groups"], shaped["members"]
       pop.size = len(pop.members)
-      for g, st in zip(pop.groups, states):
-        g.state = st
+      pop.load_checkpoint_states(states)  # on any device count
       start_epoch, generation = int(extra["epoch"]), int(extra["generation"])
+      resumed_decided = bool(extra.get("decided", True))
       member_steps, elapsed = int(extra["member_steps"]), float(extra["elapsed"])
       ids = np.asarray(extra["ids"], np.int64)
       if extra.get("initial_val_loss") is not None:
         initial_val = {"loss": np.asarray(extra["initial_val_loss"], np.float64)}
-      _truncate_jsonl(metrics_path, start_epoch)
-      _truncate_jsonl(lineage_path, start_epoch)
+      if main:
+        _truncate_jsonl(metrics_path, start_epoch)
+        _truncate_jsonl(lineage_path, start_epoch)
       log(f"resuming from the checkpoint of epoch {start_epoch} in {workdir}")
     else:
-      for path in (metrics_path, lineage_path):
-        open(path, "w").close()
-      with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=2, sort_keys=True)
+      if main:
+        for path in (metrics_path, lineage_path):
+          open(path, "w").close()
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+          json.dump(cfg, f, indent=2, sort_keys=True)
       # A range test measures how far each rate brings the loss down from
       # where every member starts: the validation loss before any training.
       if cfg.get("lr_range_test"):
@@ -207,8 +266,35 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
       log(f"the run in {workdir} already trained {start_epoch} epochs (config.epochs={epochs}); "
           "raise --config.epochs to extend it")
     start = time.perf_counter() - elapsed
-    with open(metrics_path, "a") as mf, open(lineage_path, "a") as lf:
+    interval = controller.interval if isinstance(controller, pbt.PBTConfig) else 1
+    monitor = Monitor(workdir, epochs=epochs, start_epoch=start_epoch, interval=interval,
+                      shown=[k for k in space if k != "model"], log=log,
+                      progress=cfg.get("progress"), tensorboard=bool(cfg.get("tensorboard", True)),
+                      enabled=main)
+    with (monitor, open(metrics_path if main else os.devnull, "a") as mf,
+          open(lineage_path if main else os.devnull, "a") as lf):
+      is_pbt = isinstance(controller, pbt.PBTConfig)
+
+      def pbt_decide(epoch, fit, hps):
+        """One PBT generation: exploit and explore, logged to lineage.jsonl."""
+        nonlocal generation
+        generation += 1
+        rng = np.random.default_rng([int(cfg["seed"]), generation])
+        plan = pbt.exploit_explore(fit, hps, space, pop.group_ids(), controller, rng, generation)
+        pop.set_member_hparams(plan.hparams, donors=plan.donors)
+        for event in plan.events:
+          lf.write(json.dumps({"epoch": epoch, **event}, default=_jsonable) + "\n")
+        lf.flush()
+        return f"replaced {len(plan.events)}"
+
+      if is_pbt and 0 < start_epoch < epochs and not resumed_decided:
+        # The run being extended stopped at its then-last epoch, where no
+        # decision is made; make it now, as an uninterrupted run would have.
+        log(f"generation after epoch {start_epoch}: "
+            + pbt_decide(start_epoch, pop.evaluate("val")[fitness_name], pop.hparams()))
       for epoch in range(start_epoch + 1, epochs + 1):
+        if schedule_hps is not None and epoch > 1 and schedule_hps[epoch - 1] != schedule_hps[epoch - 2]:
+          pop.set_member_hparams([schedule_hps[epoch - 1]])
         t0 = time.perf_counter()
         train = pop.train_epoch()
         val = pop.evaluate("val")
@@ -220,22 +306,18 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
           row = {"epoch": epoch, "member": int(ids[i]),
                  **{k: float(v[i]) for k, v in train.items()},
                  **{f"val_{k}": float(v[i]) for k, v in val.items()},
-                 "hparams": epoch_hps[i]}
+                 "hparams": epoch_hps[i], "wall_s": time.perf_counter() - start}
           mf.write(json.dumps(row, default=_jsonable) + "\n")
         mf.flush()
         fit = val[fitness_name]
         order = np.argsort(np.where(np.isfinite(fit), fit if not maximize else -fit, np.inf))
-        note = ""
-        if isinstance(controller, pbt.PBTConfig) and pbt.should_decide(epoch, controller):
-          generation += 1
-          rng = np.random.default_rng([int(cfg["seed"]), generation])
-          plan = pbt.exploit_explore(fit, pop.hparams(), space, pop.group_ids(), controller, rng,
-                                     generation)
-          pop.set_member_hparams(plan.hparams, donors=plan.donors)
-          for event in plan.events:
-            lf.write(json.dumps({"epoch": epoch, **event}, default=_jsonable) + "\n")
-          lf.flush()
-          note = f"  replaced {len(plan.events)}"
+        best_pos = int(order[0])
+        note, keep, decided = "", None, True
+        # No decision after the last epoch: nothing would train on it (a
+        # relaunch that extends the run makes it first, see above).
+        decided = not (is_pbt and epoch == epochs and pbt.should_decide(epoch, controller))
+        if is_pbt and epoch < epochs and pbt.should_decide(epoch, controller):
+          note = pbt_decide(epoch, fit, epoch_hps)
         elif (isinstance(controller, halving.HalvingConfig)
               and halving.is_rung(epoch, controller, epochs)):
           result = halving.cut(fit, controller, epoch, pop.group_ids())
@@ -244,26 +326,41 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
                                  "member": int(ids[rec["member"]])}, default=_jsonable) + "\n")
           lf.flush()
           pop.compact(result.keep)
-          ids = ids[result.keep]
-          note = f"  pruned {len(result.pruned)}, {pop.size} left"
-        log(f"epoch {epoch:3d}/{epochs}  val {fitness_name}: best {fit[order[0]]:.4f} "
-            f"median {np.nanmedian(fit):.4f}  ({dt:.1f} s, {steps / dt:.0f} member-steps/s){note}")
-        final = epoch == epochs or stop.requested
+          keep = result.keep
+          note = f"pruned {len(result.pruned)}, {pop.size} left"
+        table = generation_table(
+            epoch=epoch, epochs=epochs,
+            generation=generation if isinstance(controller, pbt.PBTConfig) else None,
+            fitness_name=fitness_name, fitness=np.asarray(fit, np.float64), maximize=maximize,
+            best_member=int(ids[best_pos]), best_hparams=epoch_hps[best_pos], shown=monitor.shown,
+            seconds=dt, member_steps=steps, note=note)
+        monitor.epoch_end(epoch, [int(i) for i in ids], train, val, epoch_hps, table,
+                          best={f"best {fitness_name}": round(float(fit[best_pos]), 4)})
+        if keep is not None:
+          ids = ids[keep]
+        stop_now = distributed.any_process(stop.requested)  # all processes stop together
+        final = epoch == epochs or stop_now
         if ckpt.should_save(epoch) or final:
           extra = {"epoch": epoch, "generation": generation, "ids": ids.tolist(),
                    "member_steps": member_steps, "elapsed": time.perf_counter() - start,
+                   "decided": decided,
                    "initial_val_loss": (None if initial_val is None
                                         else np.asarray(initial_val["loss"]).tolist())}
-          ckpt.save(epoch, [g.state for g in pop.groups], extra,
-                    metric=float(fit[order[0]]), force=final)
-        if stop.requested and epoch < epochs:
+          ckpt.save(epoch, pop.checkpoint_states(), extra,
+                    metric=float(fit[best_pos]), force=final)
+        if stop_now and epoch < epochs:
           ckpt.wait()
-          raise Interrupted(f"stopped by {stop.signal_name} after epoch {epoch}/{epochs}; the "
+          raise Interrupted(f"stopped by {stop.signal_name or 'a signal to another process'} "
+                            f"after epoch {epoch}/{epochs}; the "
                             f"checkpoint is saved: relaunch the same command to resume",
-                            stop.signum)
+                            stop.signum or signal.SIGTERM)
+      monitor.close_bars()
+      val = pop.evaluate("val")
+      if start_epoch < epochs:
+        monitor.finish([int(i) for i in ids], pop.hparams(),
+                       {f"val_{k}": v for k, v in val.items()})
 
   wall = time.perf_counter() - start
-  val = pop.evaluate("val")
   last_epoch = max(start_epoch, epochs)
   test = pop.evaluate("test")
   fit = val[fitness_name]
@@ -287,14 +384,79 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
   }
   if cfg.get("lr_range_test"):
     summary["lr_range"] = _lr_range(metrics_path, initial_val["loss"], pop, ids, log)
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+  summary["export"] = export_best(workdir, cfg, pop, data, best, int(ids[best]), last_epoch,
+                                  summary, log)
+  if main:
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=2)
   log(format_summary(summary, val, hps, metric))
+  if main and cfg.get("report", True):
+    try:
+      from hpjax import report  # pylint: disable=g-import-not-at-top
+      plots = report.build_report(workdir)["plots"]
+      log(f"plots: {len(plots)} PNG files in {os.path.join(workdir, 'plots')} "
+          f"(rebuild any time: hpjax-report {workdir})")
+    except Exception as e:  # pylint: disable=broad-except
+      # A plot must never cost the user the run it reports on.
+      log(f"report not written: {type(e).__name__}: {e}")
   return summary
 
 
+def export_best(workdir: str, cfg: Mapping[str, Any], pop: Population, data, position: int,
+                member: int, last_epoch: int, summary: Mapping[str, Any],
+                log: Callable[[str], None]) -> dict[str, str]:
+  """Exports the best member to ``WORKDIR/best/``.
+
+  * ``model/``: its parameters and batch statistics (orbax) and
+    ``model.json`` (hyperparameters, metrics, input normalisation), read back
+    with :func:`hpjax.checkpoint.load_model`;
+  * ``schedule.json``: the hyperparameters its weights were trained with,
+    epoch by epoch, traced back through PBT's copies (:mod:`hpjax.lineage`);
+  * ``config.json``: a config that retrains one fresh model on that schedule
+    (constant hyperparameters for a sweep or halving run).
+
+  Returns:
+    ``{"model": ..., "schedule": ..., "config": ..., "retrain": command}``.
+  """
+  out_dir = os.path.join(workdir, "best")
+  os.makedirs(out_dir, exist_ok=True)
+  group = next(g for g in pop.groups if position in g.members)
+  j = group.members.index(position)
+  state = pop.checkpoint_states([group])[0]  # host copies on a mesh (every process calls)
+  params = jax.tree.map(lambda a: np.asarray(a[j]), state.params)
+  stats = jax.tree.map(lambda a: np.asarray(a[j]), state.batch_stats)
+  meta = {"member": member, "epochs": last_epoch, "hyperparameters": summary["hyperparameters"],
+          "val": summary["val"], "test": summary["test"], "task": data.task,
+          "input_shape": list(data.input_shape),
+          "num_outputs": data.num_classes if data.task == "classification" else 1,
+          "mean": np.ravel(data.mean).tolist(), "std": np.ravel(data.std).tolist(),
+          "data": cfg.get("data", {})}
+  model_dir = checkpoint.save_model(os.path.join(out_dir, "model"), params, stats, meta)
+  result = {"model": model_dir}
+  if not distributed.is_main_process():
+    return result  # the rest reads and writes process 0's logs
+  try:
+    doc = lineage.export_schedule(workdir, member, os.path.join(out_dir, "schedule.json"),
+                                  last_epoch=last_epoch, fitness=summary["fitness"])
+  except ValueError as e:  # e.g. logs of a run started by an older hpjax
+    log(f"best member's schedule not exported: {e}")
+    return result
+  retrain = json.loads(json.dumps(cfg))
+  retrain.update(population=1, init="random", space={}, controller={"name": "none"},
+                 lr_range_test=False, epochs=doc["epochs"],
+                 hparam_schedule=[{"epoch": e["epoch"], "hparams": e["hparams"]}
+                                  for e in doc["schedule"]])
+  config_path = os.path.join(out_dir, "config.json")
+  with open(config_path, "w") as f:
+    json.dump(retrain, f, indent=2, sort_keys=True)
+  result.update(schedule=os.path.join(out_dir, "schedule.json"), config=config_path,
+                retrain=("python -m experiments.tune --config=experiments/configs/from_json.py:"
+                         f"{config_path} --workdir=WORKDIR"))
+  return result
+
+
 # Fields a relaunch may change without making the workdir incompatible.
-_RESUME_FREE = ("epochs", "checkpoint.every", "checkpoint.keep")
+_RESUME_FREE = ("epochs", "checkpoint.every", "checkpoint.keep", "shard")
 
 
 class Interrupted(Exception):

@@ -11,7 +11,7 @@ from hpjax import tuner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "experiments", "configs", "*.py"))
-                 if not os.path.basename(p).startswith(("_", "common")))
+                 if not os.path.basename(p).startswith(("_", "common", "from_json")))
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -56,3 +56,20 @@ def test_grid_with_wrong_population_says_how_many():
   cfg["init"] = "sobol"
   with pytest.raises(ValueError, match="config.init: unknown value 'sobol'"):
     tuner.build_members(cfg, "classification")
+
+
+def test_from_json_config_reads_a_run_config(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  from experiments.configs import digits_pbt, from_json  # pylint: disable=g-import-not-at-top
+  path = tmp_path / "config.json"
+  path.write_text(json.dumps(digits_pbt.get_config().to_dict()))
+  cfg = from_json.get_config(str(path))
+  assert cfg.population == 16 and cfg.controller.name == "pbt"
+  assert tuple(cfg.space.batch_size["values"]) == (16, 32)
+  with pytest.raises(ValueError, match="give the JSON file after a colon"):
+    from_json.get_config()
+  with pytest.raises(ValueError, match="cannot read"):
+    from_json.get_config(str(tmp_path / "missing.json"))
+  (tmp_path / "bad.json").write_text("{")
+  with pytest.raises(ValueError, match="not valid JSON"):
+    from_json.get_config(str(tmp_path / "bad.json"))

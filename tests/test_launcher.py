@@ -20,10 +20,14 @@ def _env():
 
 
 def _run(config, workdir, *args):
-  """Runs the real launcher to completion; returns the CompletedProcess."""
+  """Runs the real launcher to completion; returns the CompletedProcess.
+
+  Plots are off unless a test asks for them (``--config.report=True`` later
+  in ``args`` wins): they cost seconds and have their own tests.
+  """
   return subprocess.run(
       [sys.executable, "-m", "experiments.tune", f"--config={config}", f"--workdir={workdir}",
-       *args],
+       "--config.report=False", *args],
       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
 
 
@@ -32,7 +36,7 @@ def _launch(workdir, *extra):
 
 
 def test_launcher_trains_and_writes_workdir(tmp_path):
-  r = _launch(tmp_path / "run")
+  r = _launch(tmp_path / "run", "--config.report=True")
   assert r.returncode == 0, r.stderr[-3000:]
   summary = json.loads((tmp_path / "run" / "summary.json").read_text())
   assert summary["members"] == 4 and summary["member_epochs"] == 8
@@ -42,6 +46,13 @@ def test_launcher_trains_and_writes_workdir(tmp_path):
   assert len(lines) == 8 and "val_accuracy" in json.loads(lines[0])
   assert json.loads((tmp_path / "run" / "config.json").read_text())["population"] == 4
   assert "best member" in r.stdout
+  # What a user looks at afterwards: plots, TensorBoard runs, the exported winner.
+  plots = sorted(p.name for p in (tmp_path / "run" / "plots").iterdir())
+  assert {"learning_curves.png", "hparam_trajectories.png", "fitness_vs_hparams.png"} <= set(plots)
+  assert "plots: " in r.stdout and "hpjax-report" in r.stdout
+  assert sorted(p.name for p in (tmp_path / "run" / "tensorboard").iterdir()) == [
+      f"member_{i:03d}" for i in range(4)]
+  assert (tmp_path / "run" / "best" / "model" / "model.json").exists()
 
 
 def test_launcher_bad_config_value_is_one_clear_line(tmp_path):
@@ -53,6 +64,21 @@ def test_launcher_bad_config_value_is_one_clear_line(tmp_path):
 
 
 PBT_CONFIG = os.path.join(ROOT, "experiments", "configs", "digits_pbt.py")
+
+
+def test_launcher_retrains_the_exported_best_member(tmp_path):
+  r = _launch(tmp_path / "run")
+  assert r.returncode == 0, r.stderr[-3000:]
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  best = tmp_path / "run" / "best"
+  assert (best / "model" / "model.json").exists() and (best / "schedule.json").exists()
+  from_json = os.path.join(ROOT, "experiments", "configs", "from_json.py")
+  r = _run(f"{from_json}:{best / 'config.json'}", tmp_path / "retrained")
+  assert r.returncode == 0, r.stderr[-3000:]
+  again = json.loads((tmp_path / "retrained" / "summary.json").read_text())
+  assert again["members"] == 1 and again["member_epochs"] == 2
+  for k in ("learning_rate", "optimizer", "activation", "batch_size"):
+    assert again["hyperparameters"][k] == summary["hyperparameters"][k]
 
 
 def test_launcher_pbt_records_lineage_within_groups(tmp_path):
@@ -111,7 +137,11 @@ def test_launcher_learning_rate_range_test(tmp_path):
 def _digest_run(workdir):
   """Every number a run leaves: metrics rows and the newest checkpoint's leaves."""
   from hpjax import checkpoint  # pylint: disable=g-import-not-at-top
-  rows = (workdir / "metrics.jsonl").read_text().splitlines()
+  rows = []
+  for line in (workdir / "metrics.jsonl").read_text().splitlines():
+    row = json.loads(line)
+    row.pop("wall_s")  # the only field that may differ: seconds since the start
+    rows.append(row)
   lineage = (workdir / "lineage.jsonl").read_text().splitlines()
   ck = checkpoint.Checkpointer(str(workdir / "checkpoints"))
   step = ck.latest_step()
@@ -159,7 +189,7 @@ KILL_ARGS = ["--config.population=4", "--config.epochs=12", "--config.data.max_t
 
 def _start(workdir):
   return subprocess.Popen([sys.executable, "-m", "experiments.tune", f"--config={CONFIG}",
-                           f"--workdir={workdir}", *KILL_ARGS],
+                           f"--workdir={workdir}", "--config.report=False", *KILL_ARGS],
                           cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
 

@@ -24,4 +24,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.controller = ml_collections.ConfigDict(dict(name="none"))
   c.lr_range_test = False
   c.checkpoint = ml_collections.ConfigDict(dict(every=1, keep=3))
+  c.tensorboard = True  # WORKDIR/tensorboard/member_NNN event files
+  c.report = True  # plots and report.json in WORKDIR at the end
+  # Split the population over all devices when there are several (hpjax.distributed).
+  c.shard = True
   return c

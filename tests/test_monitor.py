@@ -1,0 +1,119 @@
+"""What a run shows: the per-generation table, progress bars, TensorBoard files."""
+
+import io
+import os
+import contextlib
+
+import numpy as np
+import pytest
+
+from hpjax import monitor
+from hpjax import tuner
+
+
+def _accumulator(path):
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  acc = event_accumulator.EventAccumulator(path, size_guidance={"scalars": 0})
+  acc.Reload()
+  return acc
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  from experiments.configs import digits_pbt  # pylint: disable=g-import-not-at-top
+  c = digits_pbt.get_config().to_dict()
+  c.update(population=4, epochs=3, progress=False, report=False)
+  c["data"]["max_train"] = 300
+  c["model"].update(width=4, depth=1, dense=16)
+  workdir = str(tmp_path_factory.mktemp("mon"))
+  lines = []
+  summary = tuner.run(c, workdir, log=lines.append)
+  return workdir, summary, "\n".join(lines)
+
+
+def test_tensorboard_holds_per_member_scalars(run):
+  workdir, summary, _ = run
+  tb = os.path.join(workdir, "tensorboard")
+  assert sorted(os.listdir(tb)) == [f"member_{i:03d}" for i in range(4)]
+  acc = _accumulator(os.path.join(tb, "member_002"))
+  tags = set(acc.Tags()["scalars"])
+  assert {"train/loss", "train/accuracy", "val/loss", "val/accuracy",
+          "hparams/learning_rate", "hparams/batch_size"} <= tags
+  assert [e.step for e in acc.Scalars("val/accuracy")] == [1, 2, 3]
+  # The values are the ones in metrics.jsonl.
+  import json  # pylint: disable=g-import-not-at-top
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  mine = [r for r in rows if r["member"] == 2]
+  assert [e.value for e in acc.Scalars("val/accuracy")] == pytest.approx(
+      [r["val_accuracy"] for r in mine])
+  assert [e.value for e in acc.Scalars("hparams/learning_rate")] == pytest.approx(
+      [r["hparams"]["learning_rate"] for r in mine])
+
+
+def test_tensorboard_hparams_dashboard_entries(run):
+  workdir, summary, _ = run
+  from tensorboard.plugins.hparams import plugin_data_pb2  # pylint: disable=g-import-not-at-top
+  acc = _accumulator(os.path.join(workdir, "tensorboard", "member_001", "hparams"))
+  content = acc.PluginTagToContent("hparams")
+  assert content, "no HParams plugin data"
+  infos = []
+  for raw in content.values():
+    data = plugin_data_pb2.HParamsPluginData.FromString(raw)
+    if data.HasField("session_start_info"):
+      infos.append(data.session_start_info)
+  assert infos
+  hp = infos[0].hparams
+  assert hp["optimizer"].string_value in ("sgd", "rmsprop", "adam")
+  assert hp["learning_rate"].number_value > 0
+  assert "hparam/val_accuracy" in set(acc.Tags()["scalars"])
+
+
+def test_generation_table_is_printed_each_epoch(run):
+  _, summary, text = run
+  assert text.count("generation") >= 2
+  assert "best member" in text and "member-steps/s" in text
+  assert "median" in text and "worst" in text
+  assert "replaced 1" in text  # quarter of 4 members
+
+
+def test_generation_table_content():
+  fit = np.array([0.5, np.nan, 0.9, 0.7])
+  text = monitor.generation_table(
+      epoch=3, epochs=10, generation=2, fitness_name="accuracy", fitness=fit, maximize=True,
+      best_member=2, best_hparams={"learning_rate": 0.0123, "optimizer": "adam",
+                                   "model": {"width": 8}},
+      shown=["learning_rate", "optimizer", "width"], seconds=2.0, member_steps=100,
+      note="replaced 1")
+  assert "epoch   3/10  generation 2  2.0 s  50 member-steps/s  replaced 1" in text
+  assert "best 0.9000  median 0.7000  worst 0.5000  (1 diverged)" in text
+  assert "best member 2: learning_rate 0.0123  optimizer adam  width 8" in text
+  low = monitor.generation_table(
+      epoch=1, epochs=1, generation=None, fitness_name="loss", fitness=np.array([0.3, 0.1]),
+      maximize=False, best_member=1, best_hparams={}, shown=[], seconds=1.0, member_steps=1)
+  assert "best 0.1000" in low and "worst 0.3000" in low and "generation" not in low
+
+
+def test_progress_bars_advance_and_close(tmp_path):
+  err, out = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+    m = monitor.Monitor(str(tmp_path), epochs=4, interval=2, progress=True, tensorboard=False)
+    for epoch in range(1, 5):
+      m.epoch_end(epoch, [0], {"loss": np.array([1.0])}, {"accuracy": np.array([0.5])},
+                  [{"learning_rate": 0.1}], fitness_line=f"table {epoch}",
+                  best={"best accuracy": 0.5})
+    m.close()
+  bars = err.getvalue()
+  assert "generations" in bars and "2/2" in bars and "best accuracy=0.5" in bars
+  # Tables are written through tqdm while bars are shown, all four of them.
+  assert [l for l in out.getvalue().splitlines() if l.startswith("table")] == [
+      "table 1", "table 2", "table 3", "table 4"]
+  assert not (tmp_path / "tensorboard").exists()
+
+
+def test_quiet_monitor_writes_nothing(tmp_path):
+  lines = []
+  m = monitor.Monitor(str(tmp_path), epochs=2, log=lines.append, enabled=False)
+  m.epoch_end(1, [0], {"loss": np.array([1.0])}, {"accuracy": np.array([0.5])},
+              [{"learning_rate": 0.1}], fitness_line="table")
+  m.finish([0], [{"learning_rate": 0.1}], {"val_accuracy": np.array([0.5])})
+  assert not lines and not os.listdir(tmp_path)
