@@ -109,6 +109,13 @@ class GroupSpec:
       odd P) on CPU, where it measured 15-20% faster than all at once
       (docs/benchmarks.md), all at once elsewhere. With a mesh, P is the
       number of members on each device.
+    shared_order: ``False`` (default): every member draws its own minibatch
+      order from its own key. ``True``: all members of the group see the
+      same minibatches, drawn from ``(order_seed, epoch)``; the input batch
+      is then not batched over members, so the first layer's patches are
+      built once for the whole group (an option for speed; members then
+      differ only in their initialisation, hyperparameters and dropout).
+    order_seed: the run's seed, for ``shared_order``.
   """
 
   model: ModelConfig
@@ -124,6 +131,8 @@ class GroupSpec:
   eval_batch_size: int = 256
   optimizer_family: str | None = None
   member_chunk: int | None = None
+  shared_order: bool = False
+  order_seed: int = 0
 
 
 class GroupFunctions(NamedTuple):
@@ -238,8 +247,15 @@ def _group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None) -> GroupFu
     keys = jax.random.wrap_key_data(state.key)
     split = jax.vmap(lambda k: jax.random.split(k, 3))(keys)
     next_key, perm_key, drop_key = split[:, 0], split[:, 1], split[:, 2]
-    # A per-member permutation, truncated to whole batches, [steps, P, B].
-    perms = jax.vmap(lambda k: jax.random.permutation(k, n)[:steps * b].reshape(steps, b))(perm_key)
+    # A per-member permutation, truncated to whole batches, [P, steps, B];
+    # with shared_order one for the whole group, [steps, B].
+    if spec.shared_order:
+      # Every member (on every device) has trained the same number of epochs.
+      order_key = jax.random.fold_in(jax.random.key(spec.order_seed), state.epoch[0])
+      perms = jax.random.permutation(order_key, n)[:steps * b].reshape(steps, b)
+    else:
+      perms = jax.vmap(
+          lambda k: jax.random.permutation(k, n)[:steps * b].reshape(steps, b))(perm_key)
     hp = state.hparams
 
     def run_epoch(params, stats, opt_state, hp, perms, drop_key):
@@ -249,12 +265,16 @@ def _group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None) -> GroupFu
         params, stats, opt_state = carry
         idx, t = inp
         step_keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(drop_key)
-        params, stats, opt_state, l, score = jax.vmap(member_step)(
-            params, stats, opt_state, hp, x[idx], y[idx], step_keys)
+        # A shared batch is unbatched under vmap: one gather, one set of patches.
+        batch_axis = None if spec.shared_order else 0
+        params, stats, opt_state, l, score = jax.vmap(
+            member_step, in_axes=(0, 0, 0, 0, batch_axis, batch_axis, 0))(
+                params, stats, opt_state, hp, x[idx], y[idx], step_keys)
         return (params, stats, opt_state), (l, score)
 
+      order = perms if spec.shared_order else jnp.swapaxes(perms, 0, 1)
       (params, stats, opt_state), (ls, scores) = jax.lax.scan(
-          body, (params, stats, opt_state), (jnp.swapaxes(perms, 0, 1), jnp.arange(steps)))
+          body, (params, stats, opt_state), (order, jnp.arange(steps)))
       return params, stats, opt_state, ls.mean(0), scores.mean(0)
 
     args = (state.params, state.batch_stats, state.opt_state, hp, perms, drop_key)
@@ -264,8 +284,13 @@ def _group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None) -> GroupFu
     if c and c < p and p % c == 0:
       # Chunks of c members train their whole epoch one chunk after another:
       # each chunk's working set stays in cache (measured faster on CPU).
-      chunked = jax.tree.map(lambda a: a.reshape((p // c, c) + a.shape[1:]), args)
-      out = jax.lax.map(lambda a: run_epoch(*a), chunked)
+      if spec.shared_order:  # one order for all chunks: not split by member
+        chunked = jax.tree.map(lambda a: a.reshape((p // c, c) + a.shape[1:]),
+                               args[:4] + args[5:])
+        out = jax.lax.map(lambda a: run_epoch(*a[:4], perms, *a[4:]), chunked)
+      else:
+        chunked = jax.tree.map(lambda a: a.reshape((p // c, c) + a.shape[1:]), args)
+        out = jax.lax.map(lambda a: run_epoch(*a), chunked)
       out = jax.tree.map(lambda a: a.reshape((p,) + a.shape[2:]), out)
     else:
       out = run_epoch(*args)
@@ -505,12 +530,16 @@ class Population:
       are more than one and is the plain one-device engine otherwise;
       ``None`` never splits; or a 1-D population mesh. Results do not depend
       on it beyond floating-point rounding.
+    shared_order: all members of a group see the same minibatches (drawn
+      from ``seed`` and the epoch) instead of each its own order; see
+      :class:`GroupSpec`. An option for speed, off by default.
   """
 
   def __init__(self, members: Sequence[Member], data, *, seed: int = 0,
                activations: Sequence[str] | None = None, losses: Sequence[str] | None = None,
                schedule: optim.Schedule | optim.EpochSchedule = optim.Schedule(),
-               eval_batch_size: int = 256, mesh: jax.sharding.Mesh | str | None = "auto"):
+               eval_batch_size: int = 256, mesh: jax.sharding.Mesh | str | None = "auto",
+               shared_order: bool = False):
     if not members:
       raise ValueError("members: a population needs at least one member")
     self.data = data
@@ -569,7 +598,8 @@ class Population:
                        losses=self.losses, schedule=sched,
                        mean=tuple(float(v) for v in np.ravel(data.mean)),
                        std=tuple(float(v) for v in np.ravel(data.std)),
-                       eval_batch_size=eval_batch_size)
+                       eval_batch_size=eval_batch_size, shared_order=bool(shared_order),
+                       order_seed=int(seed))
       hp = self.hparam_arrays([members[i] for i in ids])
       if self.mesh is None:
         fns = group_functions(spec)

@@ -20,6 +20,8 @@
 * ``tensorboard`` (default true): TensorBoard event files per member;
 * ``report`` (default true): plots and ``report.json`` at the end
   (:mod:`hpjax.report`; ``hpjax-report WORKDIR`` rebuilds them any time);
+* ``shared_order`` (default false): every member of a group sees the same
+  minibatches (see :class:`hpjax.population.GroupSpec`);
 * ``progress``: progress bars (default: only when stdout is a terminal);
 * ``hparam_schedule``: replay a per-epoch schedule on one model
   (:mod:`hpjax.lineage`; ``population`` 1, no space, no controller);
@@ -195,7 +197,8 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
   losses = space_lib.candidates(space, "loss", list(dict.fromkeys(used_losses)))
   pop = Population(members, data, seed=int(cfg["seed"]), activations=activations, losses=losses,
                    schedule=schedule, eval_batch_size=int(cfg.get("eval_batch_size", 256)),
-                   mesh="auto" if cfg.get("shard", True) else None)
+                   mesh="auto" if cfg.get("shard", True) else None,
+                   shared_order=bool(cfg.get("shared_order", False)))
   log(f"population: {pop.size} members in {len(pop.groups)} compiled group(s)"
       + (f", split over {pop.mesh.size} devices" if pop.mesh is not None else ""))
 

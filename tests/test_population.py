@@ -199,6 +199,41 @@ def test_member_chunking_does_not_change_results(digits_small, chunk):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("chunk", [0, 2])
+def test_shared_order_feeds_every_member_the_same_batches(digits_small, chunk):
+  # Two identical members (member 1 copies member 0) that keep different keys:
+  # with their own orders they diverge; with a shared order they stay equal.
+  member = hpjax.Member(learning_rate=0.05, optimizer="sgd", activation="tanh", model=TINY)
+  p = _make(digits_small, [member, member])
+  g = p.groups[0]
+  twins = pop_lib.take(g.state, np.array([0, 0])).replace(key=g.state.key)
+  results = {}
+  for shared in (False, True):
+    spec = dataclasses.replace(g.fns.spec, shared_order=shared, member_chunk=chunk)
+    fns = pop_lib.group_functions(spec)
+    state, m = fns.train_epoch(pop_lib.take(twins, np.arange(2)), digits_small.x_train,
+                               digits_small.y_train)
+    results[shared] = (state, m)
+  own_state, own = results[False]
+  assert not np.allclose(_leaves(own_state)[0][0], _leaves(own_state)[0][1])
+  shared_state, shared = results[True]
+  assert shared["train_loss"][0] == shared["train_loss"][1]
+  for leaf in _leaves(shared_state):
+    np.testing.assert_array_equal(leaf[0], leaf[1])
+  # The next epoch draws another shared order: training goes on, deterministically.
+  again, m2 = pop_lib.group_functions(dataclasses.replace(
+      g.fns.spec, shared_order=True, member_chunk=chunk)).train_epoch(
+          shared_state, digits_small.x_train, digits_small.y_train)
+  assert m2["train_loss"][0] == m2["train_loss"][1] < shared["train_loss"][0]
+
+
+def test_population_shared_order_option(digits_small):
+  p = hpjax.Population(_members()[:2], digits_small, activations=ACTS, shared_order=True)
+  assert all(g.fns.spec.shared_order and g.fns.spec.order_seed == 0 for g in p.groups)
+  p.train_epoch()
+  assert np.all(np.isfinite(p.evaluate("val")["loss"]))
+
+
 def test_batch_norm_statistics_live_in_the_state_and_dropout_acts(digits_small):
   bn = ModelConfig(family="vgg", depth=1, width=4, dense=16, batch_norm=True)
   members = [hpjax.Member(model=bn, dropout=rate, learning_rate=0.01) for rate in (0.0, 0.5)]

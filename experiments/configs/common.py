@@ -26,6 +26,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint = ml_collections.ConfigDict(dict(every=1, keep=3))
   c.tensorboard = True  # WORKDIR/tensorboard/member_NNN event files
   c.report = True  # plots and report.json in WORKDIR at the end
+  c.shared_order = False  # True: all members of a group see the same minibatches
   # Split the population over all devices when there are several (hpjax.distributed).
   c.shard = True
   return c
