@@ -574,16 +574,10 @@ def child_compile(opts: Options) -> dict[str, Any]:
   from hpjax import optim  # pylint: disable=g-import-not-at-top
   from hpjax import space as space_lib  # pylint: disable=g-import-not-at-top
   from hpjax import tuner  # pylint: disable=g-import-not-at-top
-  from hpjax.data import load_dataset  # pylint: disable=g-import-not-at-top
   from hpjax.models import ACTIVATIONS  # pylint: disable=g-import-not-at-top
   from hpjax.population import Population  # pylint: disable=g-import-not-at-top
   cfg = _load_config(opts.compile_config, opts.compile_overrides).to_dict()
-  d = cfg["data"]
-  data = load_dataset(d["source"], data_dir=d.get("data_dir") or None,
-                      image_size=d.get("image_size") or None,
-                      val_fraction=d.get("val_fraction", 0.1),
-                      test_fraction=d.get("test_fraction", 0.2),
-                      seed=int(cfg["seed"]), max_train=d.get("max_train") or None)
+  data = tuner.config_dataset(cfg)
   jax.block_until_ready(data.x_train)
   t0 = time.perf_counter()
   members, space = tuner.build_members(cfg, data.task)

@@ -121,6 +121,16 @@ def build_members(cfg: Mapping[str, Any], task: str) -> tuple[list[Member], dict
   return members, space
 
 
+def config_dataset(cfg: Mapping[str, Any]):
+  """The dataset a plain config dict describes (``data`` fields, split by ``seed``)."""
+  d = cfg["data"]
+  return load_dataset(d["source"], data_dir=d.get("data_dir") or None,
+                      image_size=d.get("image_size") or None,
+                      val_fraction=d.get("val_fraction", 0.1),
+                      test_fraction=d.get("test_fraction", 0.2),
+                      seed=int(cfg["seed"]), max_train=d.get("max_train") or None)
+
+
 def member_from_hparams(hp: Mapping[str, Any], cfg: Mapping[str, Any], task: str) -> Member:
   """A :class:`Member` from a hyperparameter dict (a metrics row's / schedule entry's)."""
   model = {**dict(cfg.get("model", {})), **dict(hp.get("model") or {})}
@@ -152,12 +162,7 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
     log = lambda text: None
   # Everything is validated before the workdir is touched.
   space_lib.from_config(cfg.get("space", {}))
-  d = cfg["data"]
-  data = load_dataset(d["source"], data_dir=d.get("data_dir") or None,
-                      image_size=d.get("image_size") or None,
-                      val_fraction=d.get("val_fraction", 0.1),
-                      test_fraction=d.get("test_fraction", 0.2),
-                      seed=int(cfg["seed"]), max_train=d.get("max_train") or None)
+  data = config_dataset(cfg)
   log(data.summary())
   epochs = int(cfg["epochs"])
   if epochs < 1:
