@@ -320,7 +320,7 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
         fit = val[fitness_name]
         order = np.argsort(np.where(np.isfinite(fit), fit if not maximize else -fit, np.inf))
         best_pos = int(order[0])
-        note, keep, decided = "", None, True
+        note, keep = "", None
         # No decision after the last epoch: nothing would train on it (a
         # relaunch that extends the run makes it first, see above).
         decided = not (is_pbt and epoch == epochs and pbt.should_decide(epoch, controller))
