@@ -37,6 +37,17 @@ One absl app, one machine, one set of data; prints markdown tables and, with
 * ``memory``: one process per P (``--memory_workload``): peak RSS,
   population-state bytes and XLA's temporary buffers (and the device's peak
   memory where the backend reports it).
+* ``devices``: scaling over devices. One process per device count D
+  (``--device_counts``): a population of ``--device_population`` members of
+  ``--device_workload`` split over D devices exactly as the tuner splits it
+  (``hpjax.Population(..., mesh=...)``: ``shard_map`` over a 1-D population
+  mesh, pad members where D does not divide P; D=1 is the plain unsharded
+  engine). Member-steps/s counts real members only; speedup and efficiency
+  (speedup / D) are against D=1 in the same run. On CPU the D devices are
+  simulated (``--xla_force_host_platform_device_count``) and share the
+  machine's cores, which one device already keeps busy: expect no speedup
+  there, what is measured is the cost of splitting. On GPUs the first D real
+  devices are used; counts above the devices present are skipped with a note.
 * ``tta`` (off by default: 12-15 minutes on 2 cores): time to
   ``--tta_target`` validation accuracy on digits 28x28, hpjax PBT
   (``experiments/configs/digits28_pbt.py``, in a fresh process, cold and
@@ -79,8 +90,8 @@ from absl import app
 from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PARTS = ("throughput", "flops", "compile", "memory", "tta")
-DEFAULT_PARTS = ("throughput", "flops", "compile", "memory")
+PARTS = ("throughput", "flops", "compile", "memory", "devices", "tta")
+DEFAULT_PARTS = ("throughput", "flops", "compile", "memory", "devices")
 ACTS = ("relu", "tanh", "sigmoid")
 OPTS = ("sgd", "rmsprop", "adam")
 # Default training steps per timed call: enough to dwarf the per-call
@@ -122,6 +133,9 @@ class Options:
     memory_populations: its population sizes (default: ``populations``).
     tta_population, tta_epochs, tta_trials, tta_target, tta_seed: the
       time-to-accuracy scenario (hpjax members / Optuna trials, epochs each).
+    device_counts: device counts D of the ``devices`` part.
+    device_population: members split over the D devices.
+    device_workload: the workload of the ``devices`` part.
     cache_dir: persistent compilation cache of this process and the memory
       children (default: a fresh temporary directory, so compiles are cold).
     argv: the command line, recorded in the JSON.
@@ -153,6 +167,9 @@ class Options:
   tta_trials: int = 32
   tta_target: float = 0.97
   tta_seed: int = 0
+  device_counts: tuple = (1, 2, 4)
+  device_population: int = 32
+  device_workload: str = "digits28"
   cache_dir: str | None = None
   argv: tuple = ()
 
@@ -606,6 +623,47 @@ def child_compile(opts: Options) -> dict[str, Any]:
           "jax_events": dict(sums), **_rss(), "device_peak_bytes": _device_peak()}
 
 
+def child_devices(opts: Options, d: int) -> dict[str, Any]:
+  """In a fresh process: the device-scaling population split over ``d`` devices, timed.
+
+  Builds ``hpjax.Population`` as the tuner does (``mesh=None`` for one
+  device, a population mesh over the first ``d`` devices otherwise), then
+  compiles and times its group's epoch over the workload's first
+  ``steps x batch`` examples, as the throughput part does.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import hpjax  # pylint: disable=g-import-not-at-top
+  from hpjax import distributed  # pylint: disable=g-import-not-at-top
+  devices = jax.devices()
+  if d < 1 or d > len(devices):
+    raise ValueError(f"--child_devices: {d} devices asked for, {len(devices)} present "
+                     f"({devices[0].platform})")
+  data, model, desc = load_workload(opts.device_workload, opts)
+  steps, b, p = opts.steps_for(opts.device_workload), opts.batch_size, opts.device_population
+  if steps * b > data.num_train:
+    raise ValueError(f"--steps: {steps} steps of {b} need {steps * b} training examples, "
+                     f"{data.name} has {data.num_train}")
+  mesh = distributed.population_mesh(devices[:d]) if d > 1 else None
+  start = time.perf_counter()
+  pop = hpjax.Population(_members(p, b, model), data, activations=ACTS, mesh=mesh)
+  (group,) = pop.groups
+  state = jax.block_until_ready(group.state)
+  build_s = time.perf_counter() - start
+  x, y = data.x_train[:steps * b], data.y_train[:steps * b]
+  if mesh is not None:
+    x, y = distributed.put((x, y), distributed.replicated(mesh))
+  start = time.perf_counter()
+  executable = group.fns.train_epoch.lower(state, x, y).compile()
+  compile_s = time.perf_counter() - start
+  per_device = jax.tree.leaves(state)[0].shape[0] // d
+  c = _Compiled(p, steps, executable, [state], x, y, compile_s, None, None, _tree_bytes(state))
+  row = time_calls(c, opts)
+  return {"devices": d, "platform": devices[0].platform, "device_kind": devices[0].device_kind,
+          "workload": opts.device_workload, "description": desc, "population": p,
+          "padded_population": per_device * d, "members_per_device": per_device,
+          "steps_per_call": steps, "build_s": build_s, "compile_s": compile_s, **row}
+
+
 def _reset_peak_rss() -> bool:
   """Resets this process's peak RSS (Linux ``clear_refs``); False where unsupported."""
   try:
@@ -656,19 +714,25 @@ def _child_flags(opts: Options) -> list[str]:
          f"--compile_config={opts.compile_config}",
          f"--resnet={json.dumps(opts.resnet)}", f"--resnet_examples={opts.resnet_examples}"]
   out += [f"--compile_override={o}" for o in opts.compile_overrides]
+  out += [f"--device_population={opts.device_population}",
+          f"--device_workload={opts.device_workload}", f"--min_time={opts.min_time}",
+          f"--min_reps={opts.min_reps}", f"--max_time={opts.max_time}"]
   out += [f"--tta_population={opts.tta_population}", f"--tta_epochs={opts.tta_epochs}",
           f"--tta_target={opts.tta_target}", f"--tta_seed={opts.tta_seed}"]
   return out
 
 
 def run_child(kind: str, opts: Options, cache_dir: str, extra: Sequence[str] = (),
-              timeout: float = 900) -> dict[str, Any]:
-  """Runs ``python -m experiments.benchmark --child=KIND`` and returns its JSON."""
+              timeout: float = 900, env: dict[str, str] | None = None) -> dict[str, Any]:
+  """Runs ``python -m experiments.benchmark --child=KIND`` and returns its JSON.
+
+  ``env`` adds to (or replaces in) this process's environment.
+  """
   cmd = [sys.executable, "-m", "experiments.benchmark", f"--child={kind}",
          f"--cache_dir={cache_dir}", *_child_flags(opts), *extra]
   start = time.perf_counter()
   r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                     env=dict(os.environ, PYTHONUNBUFFERED="1"), check=False)
+                     env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})), check=False)
   wall = time.perf_counter() - start
   lines = [l for l in r.stdout.splitlines() if l.startswith(_CHILD_MARK)]
   if r.returncode != 0 or not lines:
@@ -807,6 +871,8 @@ def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
       result["compile"] = _compile_part(opts, log)
     if "memory" in opts.parts:
       result["memory"] = _memory_part(opts, cache_dir, log)
+    if "devices" in opts.parts:
+      result["devices"] = _devices_part(opts, cache_dir, log)
     if "tta" in opts.parts:
       result["tta"] = _tta_part(opts, log)
   finally:
@@ -905,6 +971,46 @@ def _memory_part(opts: Options, cache_dir: str, log: Callable[[str], None]) -> d
     log(f"memory P={p}: state {r['state_bytes'] / 2**20:.2f} MiB, peak RSS "
         f"{r['peak_rss_bytes'] / 2**20:.0f} MiB")
   return {"workload": opts.memory_workload, "rows": rows, "linearity": _linearity(rows)}
+
+
+def _devices_part(opts: Options, cache_dir: str, log: Callable[[str], None]) -> dict[str, Any]:
+  """One child per device count; speedup and efficiency against one device."""
+  import jax  # pylint: disable=g-import-not-at-top
+  backend = jax.default_backend()
+  counts = sorted(set(opts.device_counts))
+  if not counts or counts[0] < 1:
+    raise ValueError(f"--device_counts: must be positive integers, got {list(opts.device_counts)}")
+  out: dict[str, Any] = {"workload": opts.device_workload, "population": opts.device_population,
+                         "backend": backend, "rows": []}
+  if backend == "cpu":
+    out["simulated"] = True
+    out["note"] = (f"simulated CPU devices (--xla_force_host_platform_device_count) sharing "
+                   f"{os.cpu_count()} cores: one device already uses them all, so this "
+                   "measures what splitting costs, not what more hardware gives")
+  else:
+    out["simulated"] = False
+    present = jax.local_device_count()
+    skipped = [d for d in counts if d > present]
+    counts = [d for d in counts if d <= present]
+    if skipped:
+      out["note"] = f"{len(skipped)} device count(s) {skipped} skipped: {present} present"
+  for d in counts:
+    env = None
+    if backend == "cpu":
+      flags_env = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                           if not f.startswith("--xla_force_host_platform_device_count"))
+      env = {"XLA_FLAGS": f"{flags_env} --xla_force_host_platform_device_count={d}".strip(),
+             "JAX_NUM_CPU_DEVICES": str(d)}
+    r = run_child("devices", opts, cache_dir, [f"--child_devices={d}"], env=env)
+    out["rows"].append(r)
+    log(f"devices D={d}: {r['member_steps_per_s']:.1f} member-steps/s "
+        f"({r['members_per_device']} members per device, compile {r['compile_s']:.1f} s)")
+  base = next((r for r in out["rows"] if r["devices"] == 1), None)
+  for r in out["rows"]:
+    if base is not None:
+      r["speedup"] = r["member_steps_per_s"] / base["member_steps_per_s"]
+      r["efficiency"] = r["speedup"] / r["devices"]
+  return out
 
 
 def _linearity(rows: Sequence[dict]) -> dict[str, Any]:
@@ -1115,6 +1221,21 @@ def markdown(result: dict[str, Any]) -> str:
                     f"{100 * f['max_relative_residual']:.1f}%)")
       lines += ["", "Line fits in P: " + "; ".join(fits)]
     lines.append("")
+  dev = result.get("devices")
+  if dev and dev["rows"]:
+    r0 = dev["rows"][0]
+    lines += [f"**Scaling over devices** ({r0['description']}, {dev['population']} members, "
+              f"{r0['steps_per_call']} steps per call, {r0['platform']} {r0['device_kind']})", ""]
+    if dev.get("note"):
+      lines += [dev["note"][0].upper() + dev["note"][1:] + ".", ""]
+    lines += ["| devices | members per device | member-steps/s | speedup | efficiency | compile |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for r in dev["rows"]:
+      sp = f"{r['speedup']:.2f}x" if "speedup" in r else "n/a"
+      ef = f"{100 * r['efficiency']:.0f}%" if "efficiency" in r else "n/a"
+      lines.append(f"| {r['devices']} | {r['members_per_device']} | "
+                   f"{r['member_steps_per_s']:.1f} | {sp} | {ef} | {r['compile_s']:.1f} s |")
+    lines.append("")
   tta = result.get("tta")
   if tta:
     lines += ["**Time to accuracy** (digits 28x28, same splits, same search space and budget)", "",
@@ -1198,12 +1319,18 @@ _TTA_EPOCHS = flags.DEFINE_integer("tta_epochs", 10, "Epochs (hpjax and each Opt
 _TTA_TRIALS = flags.DEFINE_integer("tta_trials", 32, "Optuna trials.")
 _TTA_TARGET = flags.DEFINE_float("tta_target", 0.97, "Validation accuracy to reach.")
 _TTA_SEED = flags.DEFINE_integer("tta_seed", 0, "Seed of both tuners and of the splits.")
+_DEV_COUNTS = flags.DEFINE_list("device_counts", ["1", "2", "4"],
+                                "Device counts D of the devices part.")
+_DEV_POP = flags.DEFINE_integer("device_population", 32, "Members split over the devices.")
+_DEV_WORKLOAD = flags.DEFINE_string("device_workload", "digits28",
+                                    "Workload of the devices part.")
 _CACHE = flags.DEFINE_string("cache_dir", None,
                              "Persistent compilation cache (default: a fresh temporary one).")
 _OUT = flags.DEFINE_string("out", None, "Write the results as JSON here.")
-_CHILD = flags.DEFINE_enum("child", None, ["compile", "memory", "tta"],
+_CHILD = flags.DEFINE_enum("child", None, ["compile", "memory", "devices", "tta"],
                            "Internal: run one child part.")
 _CHILD_POP = flags.DEFINE_integer("child_population", 1, "Internal: P of a memory child.")
+_CHILD_DEVICES = flags.DEFINE_integer("child_devices", 1, "Internal: D of a devices child.")
 
 
 def options_from_flags(argv: Sequence[str] = ()) -> Options:
@@ -1216,9 +1343,18 @@ def options_from_flags(argv: Sequence[str] = ()) -> Options:
       steps[k] = int(v)
     else:
       steps.update({w: int(item) for w in WORKLOADS})
-  for w in workloads:
-    if w not in WORKLOADS:
-      raise app.UsageError(f"--workloads: unknown value {w!r}; allowed: {', '.join(WORKLOADS)}")
+  for flag, names in (("workloads", workloads), ("memory_workload", [_MEM_WORKLOAD.value]),
+                      ("device_workload", [_DEV_WORKLOAD.value])):
+    for w in names:
+      if w not in WORKLOADS:
+        raise app.UsageError(f"--{flag}: unknown value {w!r}; allowed: {', '.join(WORKLOADS)}")
+  try:
+    counts = tuple(int(d) for d in _DEV_COUNTS.value)
+  except ValueError:
+    counts = ()
+  if not counts or min(counts) < 1:
+    raise app.UsageError(f"--device_counts: must be positive integers, got "
+                         f"{','.join(_DEV_COUNTS.value)}")
   return Options(
       parts=tuple(_PARTS.value), populations=tuple(int(p) for p in _POPS.value),
       workloads=workloads, steps=steps, batch_size=_BATCH.value, min_time=_MIN_TIME.value,
@@ -1231,7 +1367,8 @@ def options_from_flags(argv: Sequence[str] = ()) -> Options:
       memory_populations=(tuple(int(p) for p in _MEM_POPS.value) if _MEM_POPS.value else None),
       tta_population=_TTA_POP.value,
       tta_epochs=_TTA_EPOCHS.value, tta_trials=_TTA_TRIALS.value, tta_target=_TTA_TARGET.value,
-      tta_seed=_TTA_SEED.value, cache_dir=_CACHE.value, argv=tuple(argv))
+      tta_seed=_TTA_SEED.value, device_counts=counts, device_population=_DEV_POP.value,
+      device_workload=_DEV_WORKLOAD.value, cache_dir=_CACHE.value, argv=tuple(argv))
 
 
 def main(argv):
@@ -1243,13 +1380,15 @@ def main(argv):
     jax.config.update("jax_compilation_cache_dir", opts.cache_dir)
     # Memory children reuse every program the parent compiled; the compile
     # and time-to-accuracy children cache what experiments/tune.py caches.
-    min_secs = (0.0 if _CHILD.value == "memory"
+    min_secs = (0.0 if _CHILD.value in ("memory", "devices")
                 else float(os.environ.get("HPJAX_CACHE_MIN_SECS", "1.0")))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", min_secs)
     if _CHILD.value == "compile":
       out = child_compile(opts)
     elif _CHILD.value == "memory":
       out = child_memory(opts, _CHILD_POP.value)
+    elif _CHILD.value == "devices":
+      out = child_devices(opts, _CHILD_DEVICES.value)
     else:
       out = tta_hpjax(opts, log=lambda line: print(line, flush=True))
     print(_CHILD_MARK + json.dumps(out), flush=True)

@@ -33,7 +33,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import qmc
 
 from hpjax import optim
 from hpjax.models import ACTIVATIONS
@@ -693,6 +692,8 @@ def sample_quasi_random(space: Mapping[str, Dimension], n: int, seed: int
   free = [k for k in names if not isinstance(space[k], Fixed)]
   cols = {k: space[k].from_unit(np.zeros(n)) for k in names if k not in free}
   if free:
+    # Imported here: scipy.stats costs about a second at import time.
+    from scipy.stats import qmc  # pylint: disable=g-import-not-at-top
     sobol = qmc.Sobol(len(free), scramble=True, seed=seed)
     with warnings.catch_warnings():
       warnings.filterwarnings("ignore", message=".*balance properties of Sobol")

@@ -11,6 +11,7 @@ import json
 import math
 
 import jax
+import pytest
 
 from experiments import benchmark
 
@@ -96,3 +97,29 @@ def test_stacked_member_states_are_the_population_state(digits):
   real = hpjax.Population(members, digits, activations=benchmark.ACTS).groups[0].state
   chex.assert_trees_all_equal_shapes_and_dtypes(stacked, real)
   chex.assert_trees_all_close(stacked, real, rtol=1e-6, atol=1e-7)
+
+
+def test_benchmark_devices_part_scales_over_simulated_devices():
+  # Two children: the plain engine on one device, and 3 members split over
+  # 2 simulated CPU devices (padded to 4, two per device).
+  result = benchmark.run(_tiny(parts=("devices",), device_counts=(2, 1), device_population=3,
+                               device_workload="digits8"), log=lambda _: None)
+  dev = result["devices"]
+  assert dev["backend"] == "cpu" and dev["simulated"] and "sharing" in dev["note"]
+  rows = {r["devices"]: r for r in dev["rows"]}
+  assert list(rows) == [1, 2]  # sorted
+  assert rows[1]["padded_population"] == 3 and rows[1]["members_per_device"] == 3
+  assert rows[2]["padded_population"] == 4 and rows[2]["members_per_device"] == 2
+  for r in rows.values():
+    assert r["population"] == 3 and r["platform"] == "cpu"
+    assert r["member_steps_per_s"] > 0 and math.isfinite(r["member_steps_per_s"])
+    assert len(r["call_s"]) >= 2
+  assert rows[1]["speedup"] == 1.0 and rows[1]["efficiency"] == 1.0
+  assert rows[2]["speedup"] == rows[2]["member_steps_per_s"] / rows[1]["member_steps_per_s"]
+  assert rows[2]["efficiency"] == rows[2]["speedup"] / 2
+  assert "**Scaling over devices**" in benchmark.markdown(result)
+
+
+def test_benchmark_devices_child_refuses_more_devices_than_present():
+  with pytest.raises(ValueError, match="--child_devices: 2 devices asked for, 1 present"):
+    benchmark.child_devices(_tiny(device_workload="digits8", device_population=2), 2)
