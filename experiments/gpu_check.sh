@@ -33,9 +33,10 @@ export PYTHONUNBUFFERED=1
 # Sizes: whole digits epochs (39 steps of 32) and 32 ResNet steps per timed
 # call, so that kernels, not launches, are what is timed; P=64 against P=1
 # (the "64 members x N steps" line compares together, hpjax one at a time and
-# PyTorch one at a time).
+# PyTorch one at a time). The devices part splits 64 members over 1, 2, 4 and
+# 8 GPUs where that many are present (counts above are skipped and noted).
 timeout 450 "$PYTHON" -m experiments.benchmark \
-  --parts=throughput,flops,compile,memory \
+  --parts=throughput,flops,compile,memory,devices \
   --workloads=digits28,resnet32 \
   --populations=1,8,64 \
   --steps=digits28=39,resnet32=32 \
@@ -45,5 +46,6 @@ timeout 450 "$PYTHON" -m experiments.benchmark \
   --matmul_size=8192 --matmul_reps=10 \
   --memory_populations=1,8,64 \
   --min_time=1.0 --min_reps=5 \
+  --device_counts=1,2,4,8 --device_population=64 --device_rounds=1 \
   --out="$BENCH_JSON"
 echo "results: $BENCH_JSON"

@@ -194,7 +194,8 @@ def any_process(flag: bool) -> bool:
   return bool(np.any(multihost_utils.process_allgather(np.asarray([bool(flag)]))))
 
 
-def shard_functions(mesh: Mesh, init, train_epoch, evaluate, predict):
+def shard_functions(mesh: Mesh, init, train_epoch, evaluate, predict,
+                    init_compiler_options: dict[str, Any] | None = None):
   """A group's pure functions run per device under ``shard_map``, then jitted.
 
   Args:
@@ -203,6 +204,8 @@ def shard_functions(mesh: Mesh, init, train_epoch, evaluate, predict):
     train_epoch: ``(state, x, y) -> (state, metrics)`` (state donated).
     evaluate: ``(state, x, y, weights) -> metrics``.
     predict: ``(state, x) -> outputs``.
+    init_compiler_options: XLA compiler options of ``init`` (``jax.jit``'s
+      ``compiler_options``).
 
   Returns:
     The four jitted functions; member-axis arguments and results are split
@@ -216,7 +219,7 @@ def shard_functions(mesh: Mesh, init, train_epoch, evaluate, predict):
     return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
                                  check_vma=False), **jit_kwargs)
 
-  return (wrap(init, (m, m), m),
+  return (wrap(init, (m, m), m, compiler_options=init_compiler_options),
           wrap(train_epoch, (m, r, r), (m, m), donate_argnums=0),
           wrap(evaluate, (m, r, r, r), m),
           wrap(predict, (m, r), m))

@@ -103,7 +103,8 @@ def test_benchmark_devices_part_scales_over_simulated_devices():
   # Two children: the plain engine on one device, and 3 members split over
   # 2 simulated CPU devices (padded to 4, two per device).
   result = benchmark.run(_tiny(parts=("devices",), device_counts=(2, 1), device_population=3,
-                               device_workload="digits8"), log=lambda _: None)
+                               device_workload="digits8", device_rounds=1),
+                         log=lambda _: None)
   dev = result["devices"]
   assert dev["backend"] == "cpu" and dev["simulated"] and "sharing" in dev["note"]
   rows = {r["devices"]: r for r in dev["rows"]}
