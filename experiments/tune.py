@@ -11,7 +11,9 @@ never touches an existing workdir.
 The workdir is the resume key: relaunching the same command resumes from the
 newest complete checkpoint in ``WORKDIR/checkpoints`` (a damaged newest one
 is reported and the one before it is used); ``--config.epochs`` may be raised
-to extend a finished run, any other change is refused with the differing
+to extend a finished run, and settings that change no number
+(``checkpoint.every``/``keep``, ``shard``, ``report``, ``progress``,
+``tensorboard``) may differ; any other change is refused with the differing
 fields listed. SIGINT (Ctrl-C) or SIGTERM stops after the current epoch with
 a checkpoint saved; a second signal stops at once, and even ``kill -9`` loses
 at most the epoch in flight.

@@ -463,8 +463,11 @@ def export_best(workdir: str, cfg: Mapping[str, Any], pop: Population, data, pos
   return result
 
 
-# Fields a relaunch may change without making the workdir incompatible.
-_RESUME_FREE = ("epochs", "checkpoint.every", "checkpoint.keep", "shard")
+# Fields a relaunch may change without making the workdir incompatible: the
+# length of the run, how it is checkpointed and split over devices, and what
+# it shows (plots, progress bars, TensorBoard files); none changes a number.
+_RESUME_FREE = ("epochs", "checkpoint.every", "checkpoint.keep", "shard", "report", "progress",
+                "tensorboard")
 
 
 class Interrupted(Exception):

@@ -57,6 +57,7 @@ def _tiny_state(v):
   return {"w": np.full((2, 3), v, np.float32), "epoch": np.array([v, v], np.int32)}
 
 
+@pytest.mark.xdist_group("checkpoint_pop")
 def test_round_trip_is_bit_exact_and_training_continues_identically(pop, data, tmp_path):
   states = [g.state for g in pop.groups]
   before = _host(states)
@@ -133,6 +134,7 @@ def test_every_and_force(tmp_path):
     assert ck.all_steps() == [3, 4]
 
 
+@pytest.mark.xdist_group("checkpoint_pop")
 @pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_damaged_newest_falls_back(pop, tmp_path, caplog):
   d = str(tmp_path / "ck")

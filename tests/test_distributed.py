@@ -277,6 +277,7 @@ def single_run(config_file, tmp_path_factory):
   return record
 
 
+@pytest.mark.xdist_group("distributed_single")
 def test_two_processes_with_gloo_equal_one_process(config_file, single_run, tmp_path):
   workdir = tmp_path / "multi"
   port = _free_port()
@@ -299,6 +300,7 @@ def test_two_processes_with_gloo_equal_one_process(config_file, single_run, tmp_
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["1", "2"]
 
 
+@pytest.mark.xdist_group("distributed_single")
 def test_checkpoint_of_4_devices_resumes_on_1_and_on_2(config_file, single_run, tmp_path):
   four = tmp_path / "four"
   _finish(_launch(config_file, four, 4))

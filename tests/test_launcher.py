@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -35,24 +36,33 @@ def _launch(workdir, *extra):
   return _run(CONFIG, workdir, *SMALL, *extra)
 
 
-def test_launcher_trains_and_writes_workdir(tmp_path):
-  r = _launch(tmp_path / "run", "--config.report=True")
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+  """One finished run of the small sweep (plots on): several tests read it."""
+  workdir = tmp_path_factory.mktemp("small") / "run"
+  r = _launch(workdir, "--config.report=True")
   assert r.returncode == 0, r.stderr[-3000:]
-  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  return workdir, r
+
+
+@pytest.mark.xdist_group("launcher_small")
+def test_launcher_trains_and_writes_workdir(small_run):
+  run, r = small_run
+  summary = json.loads((run / "summary.json").read_text())
   assert summary["members"] == 4 and summary["member_epochs"] == 8
   assert 0.0 <= summary["test"]["accuracy"] <= 1.0
   assert set(summary["hyperparameters"]) >= {"learning_rate", "optimizer", "activation"}
-  lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+  lines = (run / "metrics.jsonl").read_text().splitlines()
   assert len(lines) == 8 and "val_accuracy" in json.loads(lines[0])
-  assert json.loads((tmp_path / "run" / "config.json").read_text())["population"] == 4
+  assert json.loads((run / "config.json").read_text())["population"] == 4
   assert "best member" in r.stdout
   # What a user looks at afterwards: plots, TensorBoard runs, the exported winner.
-  plots = sorted(p.name for p in (tmp_path / "run" / "plots").iterdir())
+  plots = sorted(p.name for p in (run / "plots").iterdir())
   assert {"learning_curves.png", "hparam_trajectories.png", "fitness_vs_hparams.png"} <= set(plots)
   assert "plots: " in r.stdout and "hpjax-report" in r.stdout
-  assert sorted(p.name for p in (tmp_path / "run" / "tensorboard").iterdir()) == [
+  assert sorted(p.name for p in (run / "tensorboard").iterdir()) == [
       f"member_{i:03d}" for i in range(4)]
-  assert (tmp_path / "run" / "best" / "model" / "model.json").exists()
+  assert (run / "best" / "model" / "model.json").exists()
 
 
 def test_launcher_bad_config_value_is_one_clear_line(tmp_path):
@@ -66,11 +76,11 @@ def test_launcher_bad_config_value_is_one_clear_line(tmp_path):
 PBT_CONFIG = os.path.join(ROOT, "experiments", "configs", "digits_pbt.py")
 
 
-def test_launcher_retrains_the_exported_best_member(tmp_path):
-  r = _launch(tmp_path / "run")
-  assert r.returncode == 0, r.stderr[-3000:]
-  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-  best = tmp_path / "run" / "best"
+@pytest.mark.xdist_group("launcher_small")
+def test_launcher_retrains_the_exported_best_member(tmp_path, small_run):
+  run, _ = small_run
+  summary = json.loads((run / "summary.json").read_text())
+  best = run / "best"
   assert (best / "model" / "model.json").exists() and (best / "schedule.json").exists()
   from_json = os.path.join(ROOT, "experiments", "configs", "from_json.py")
   r = _run(f"{from_json}:{best / 'config.json'}", tmp_path / "retrained")
@@ -81,14 +91,28 @@ def test_launcher_retrains_the_exported_best_member(tmp_path):
     assert again["hyperparameters"][k] == summary["hyperparameters"][k]
 
 
-def test_launcher_pbt_records_lineage_within_groups(tmp_path):
-  r = _run(PBT_CONFIG, tmp_path / "pbt",
-      "--config.population=6", "--config.epochs=3",
-      "--config.data.image_size=0", "--config.data.max_train=200", "--config.model.width=4",
-      "--config.model.depth=1", "--config.model.dense=16",
-      "--config.space.batch_size.values=(16, 32)")
+PBT_ARGS = ["--config.population=6", "--config.data.image_size=0", "--config.data.max_train=200",
+            "--config.model.width=4", "--config.model.depth=1", "--config.model.dense=16",
+            "--config.space.batch_size.values=(16, 32)"]
+
+
+def _pbt(workdir, epochs):
+  r = _run(PBT_CONFIG, workdir, f"--config.epochs={epochs}", *PBT_ARGS)
   assert r.returncode == 0, r.stderr[-3000:]
-  events = [json.loads(l) for l in (tmp_path / "pbt" / "lineage.jsonl").read_text().splitlines()]
+  return r
+
+
+@pytest.fixture(scope="module")
+def pbt_straight(tmp_path_factory):
+  """A small PBT run (two batch-size groups), 4 epochs straight."""
+  workdir = tmp_path_factory.mktemp("pbt") / "straight"
+  return workdir, _pbt(workdir, 4)
+
+
+@pytest.mark.xdist_group("launcher_pbt")
+def test_launcher_pbt_records_lineage_within_groups(pbt_straight):
+  workdir, r = pbt_straight
+  events = [json.loads(l) for l in (workdir / "lineage.jsonl").read_text().splitlines()]
   assert events, "PBT replaced nobody"
   for e in events:
     # Exploit stays within a structural group: the batch size never changes.
@@ -150,35 +174,27 @@ def _digest_run(workdir):
   return rows, lineage, step, [g["digest"] for g in manifest["groups"]]
 
 
-def test_resumed_run_is_bit_identical_to_uninterrupted(tmp_path):
-  args = ["--config.population=6", "--config.data.image_size=0", "--config.data.max_train=200",
-          "--config.model.width=4", "--config.model.depth=1", "--config.model.dense=16",
-          "--config.space.batch_size.values=(16, 32)"]
-
-  def launch(workdir, epochs):
-    r = _run(PBT_CONFIG, workdir, f"--config.epochs={epochs}", *args)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return r
-
-  launch(tmp_path / "straight", 4)
-  launch(tmp_path / "resumed", 2)
-  r = launch(tmp_path / "resumed", 4)  # relaunch, more epochs: resumes at epoch 2
+@pytest.mark.xdist_group("launcher_pbt")
+def test_resumed_run_is_bit_identical_to_uninterrupted(tmp_path, pbt_straight):
+  _pbt(tmp_path / "resumed", 2)
+  r = _pbt(tmp_path / "resumed", 4)  # relaunch, more epochs: resumes at epoch 2
   assert "resuming from the checkpoint of epoch 2" in r.stdout
-  a, b = _digest_run(tmp_path / "straight"), _digest_run(tmp_path / "resumed")
+  a, b = _digest_run(pbt_straight[0]), _digest_run(tmp_path / "resumed")
   assert a[2] == b[2] == 4
   assert a[0] == b[0]  # every metric of every member and epoch, exactly
   assert a[1] == b[1]  # the same PBT decisions
   assert a[3] == b[3]  # every parameter, optimizer state, key: same bytes
 
 
-def test_relaunch_with_other_config_is_refused_untouched(tmp_path):
-  r = _launch(tmp_path / "run")
-  assert r.returncode == 0, r.stderr[-2000:]
+@pytest.mark.xdist_group("launcher_small")
+def test_relaunch_with_other_config_is_refused_untouched(tmp_path, small_run):
+  shutil.copytree(small_run[0], tmp_path / "run")
   before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()}
   r = _launch(tmp_path / "run", "--config.population=5", "--config.model.width=8")
   assert r.returncode == 1
   err = [l for l in r.stderr.splitlines() if l.startswith("error:")]
   assert len(err) == 1 and "population" in err[0] and "model.width" in err[0]
+  assert "report" not in err[0]  # shown, not computed: it may differ (the run had plots on)
   after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()}
   assert before == after
 
@@ -214,6 +230,7 @@ def _finish(workdir):
   return out
 
 
+@pytest.mark.xdist_group("launcher_kill")
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
 def test_signal_saves_and_resume_completes_identically(tmp_path, straight_run, signame):
   import signal  # pylint: disable=g-import-not-at-top
@@ -229,6 +246,7 @@ def test_signal_saves_and_resume_completes_identically(tmp_path, straight_run, s
   assert _digest_run(tmp_path / "run") == straight_run
 
 
+@pytest.mark.xdist_group("launcher_kill")
 def test_kill_9_at_any_point_resumes_to_the_same_result(tmp_path, straight_run):
   # One run killed three times: after epochs 1, 4 and 7, each time resumed
   # from what the kill left; it ends where the uninterrupted run ends.
@@ -250,6 +268,7 @@ def straight_run(tmp_path_factory):
   return _digest_run(workdir)
 
 
+@pytest.mark.xdist_group("launcher_kill")
 def test_damaged_newest_checkpoint_falls_back_to_previous(tmp_path, straight_run):
   proc = _start(tmp_path / "run")
   assert _wait_for_epoch(tmp_path / "run", 5, proc)

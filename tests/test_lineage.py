@@ -104,6 +104,7 @@ def pbt_run(tmp_path_factory):
   return workdir, summary
 
 
+@pytest.mark.xdist_group("lineage_pbt_run")
 def test_run_exports_the_best_members_schedule(pbt_run):
   workdir, summary = pbt_run
   doc = json.load(open(os.path.join(workdir, "best", "schedule.json")))
@@ -126,6 +127,7 @@ def test_run_exports_the_best_members_schedule(pbt_run):
   assert len(retrain["hparam_schedule"]) == 3
 
 
+@pytest.mark.xdist_group("lineage_pbt_run")
 def test_exported_model_reproduces_the_best_members_accuracy(pbt_run, digits):
   workdir, summary = pbt_run
   params, stats, meta = checkpoint.load_model(os.path.join(workdir, "best", "model"))

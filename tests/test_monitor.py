@@ -31,6 +31,7 @@ def run(tmp_path_factory):
   return workdir, summary, "\n".join(lines)
 
 
+@pytest.mark.xdist_group("monitor_run")
 def test_tensorboard_holds_per_member_scalars(run):
   workdir, summary, _ = run
   tb = os.path.join(workdir, "tensorboard")
@@ -50,6 +51,7 @@ def test_tensorboard_holds_per_member_scalars(run):
       [r["hparams"]["learning_rate"] for r in mine])
 
 
+@pytest.mark.xdist_group("monitor_run")
 def test_tensorboard_hparams_dashboard_entries(run):
   workdir, summary, _ = run
   from tensorboard.plugins.hparams import plugin_data_pb2  # pylint: disable=g-import-not-at-top
@@ -68,6 +70,7 @@ def test_tensorboard_hparams_dashboard_entries(run):
   assert "hparam/val_accuracy" in set(acc.Tags()["scalars"])
 
 
+@pytest.mark.xdist_group("monitor_run")
 def test_generation_table_is_printed_each_epoch(run):
   _, summary, text = run
   assert text.count("generation") >= 2

@@ -109,6 +109,7 @@ def _names(result: dict) -> set[str]:
 # Finished runs.
 
 
+@pytest.mark.xdist_group("report_runs")
 def test_pbt_run_produces_every_plot_and_a_report(runs, tmp_path):
   workdir = _copy(runs["pbt"], tmp_path / "pbt")
   summary_before = hashlib.sha256(open(os.path.join(workdir, "summary.json"), "rb").read())
@@ -131,6 +132,7 @@ def test_pbt_run_produces_every_plot_and_a_report(runs, tmp_path):
   assert sorted(saved["plots"]) == sorted(os.path.join("plots", n) for n in _names(result))
 
 
+@pytest.mark.xdist_group("report_runs")
 def test_best_member_and_summary_content(runs):
   workdir = runs["pbt"]
   s = report.summarize(report.load_run(workdir))
@@ -165,6 +167,7 @@ def test_best_member_and_summary_content(runs):
   assert table.splitlines()[3].split()[:2] == ["1", str(best)]
 
 
+@pytest.mark.xdist_group("report_runs")
 def test_lr_range_run(runs, tmp_path):
   workdir = _copy(runs["lr"], tmp_path / "lr")
   result = report.build_report(workdir)
@@ -190,6 +193,7 @@ def test_lr_range_run(runs, tmp_path):
   assert len(lr2["diverged"]) == 4 and lr2["description"]
 
 
+@pytest.mark.xdist_group("report_runs")
 def test_halving_run_pruned_members_end_early(runs, tmp_path):
   workdir = _copy(runs["halving"], tmp_path / "halving")
   result = report.build_report(workdir)
@@ -217,6 +221,7 @@ def test_halving_run_pruned_members_end_early(runs, tmp_path):
 # Runs killed half way and damaged workdirs.
 
 
+@pytest.mark.xdist_group("report_runs")
 def test_killed_run_gives_a_partial_report(runs, tmp_path):
   workdir = _copy(runs["pbt"], tmp_path / "killed")
   os.remove(os.path.join(workdir, "summary.json"))
@@ -239,6 +244,7 @@ def test_killed_run_gives_a_partial_report(runs, tmp_path):
   assert not os.path.exists(os.path.join(workdir, "summary.json"))
 
 
+@pytest.mark.xdist_group("report_runs")
 def test_incomplete_last_epoch_is_left_out(runs, tmp_path):
   workdir = _copy(runs["pbt"], tmp_path / "half_epoch")
   os.remove(os.path.join(workdir, "summary.json"))
@@ -333,6 +339,7 @@ def _cli(*args) -> subprocess.CompletedProcess:
                         capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.xdist_group("report_runs")
 def test_cli_prints_the_table_and_the_plots(runs, tmp_path):
   workdir = _copy(runs["pbt"], tmp_path / "cli")
   r = _cli(f"--workdir={workdir}")
