@@ -31,7 +31,7 @@ One absl app, one machine, one set of data; prints markdown tables and, with
   for two epochs in a fresh process, twice with one new persistent
   compilation cache: cold, then warm (programs cached as
   ``experiments/tune.py`` caches them: those that took at least
-  ``$HPJAX_CACHE_MIN_SECS``, default 1 s, to compile). Compile time is
+  ``$HPJAX_CACHE_MIN_SECS``, default 0: all, to compile). Compile time is
   (build + first epoch) minus the steady second epoch; JAX's own
   trace/lower/compile events are summed too.
 * ``memory``: one process per P (``--memory_workload``): peak RSS,
@@ -1405,7 +1405,7 @@ def main(argv):
     # Memory children reuse every program the parent compiled; the compile
     # and time-to-accuracy children cache what experiments/tune.py caches.
     min_secs = (0.0 if _CHILD.value in ("memory", "devices")
-                else float(os.environ.get("HPJAX_CACHE_MIN_SECS", "1.0")))
+                else float(os.environ.get("HPJAX_CACHE_MIN_SECS", "0")))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", min_secs)
     if _CHILD.value == "compile":
       out = child_compile(opts)

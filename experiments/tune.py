@@ -44,7 +44,8 @@ _SEED = flags.DEFINE_integer("seed", None, "Overrides config.seed when given.")
 _CACHE = flags.DEFINE_string(
     "jax_cache_dir", os.environ.get("HPJAX_CACHE_DIR", os.path.expanduser("~/.cache/hpjax/xla")),
     "Persistent XLA compilation cache (reused across runs); empty to turn it off. "
-    "Default: $HPJAX_CACHE_DIR or ~/.cache/hpjax/xla.")
+    "Default: $HPJAX_CACHE_DIR or ~/.cache/hpjax/xla. Programs that compiled in less than "
+    "$HPJAX_CACHE_MIN_SECS seconds (default 0: all) are not cached.")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -83,8 +84,11 @@ def main(argv):
     return 1
   if _CACHE.value:
     jax.config.update("jax_compilation_cache_dir", _CACHE.value)
+    # Every program is cached, however fast it compiled: a run has a few per
+    # structural group, and the sub-second ones (the inits, the exploit
+    # gathers) add up to seconds of a warm start (docs/benchmarks.md).
     jax.config.update("jax_persistent_cache_min_compile_time_secs",
-                      float(os.environ.get("HPJAX_CACHE_MIN_SECS", "1.0")))
+                      float(os.environ.get("HPJAX_CACHE_MIN_SECS", "0")))
   from hpjax import tuner  # pylint: disable=g-import-not-at-top
   from hpjax.data import DataError  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
