@@ -1,4 +1,4 @@
-r"""Compile and run time of a group's programs with and without XLA's backend optimisations.
+r"""The programs around the training step: init and evaluate, compile and call times.
 
 Why ``hpjax.population.INIT_COMPILER_OPTIONS`` exists: a group's ``init``
 runs once per run, so the time XLA's backend (LLVM) spends optimising it is
@@ -7,6 +7,13 @@ never paid back. This script lowers the group functions of one population
 by side in one process, compiles each with XLA's default options and with
 the backend optimisations off, then times a call of each executable (the
 median of ``--reps``).
+
+Then the validation pass, with XLA's default options, called in turn: the
+validation set padded to its own whole number of eval batches and evaluated
+in the engine's member chunks (what ``hpjax.Population`` does), the same
+with all members at once, and padded to the test set's length with all
+members at once (what the engine did before, so that one compiled evaluate
+served both splits).
 
 Launch::
 
@@ -81,6 +88,36 @@ def main(argv):
     diff = max(float(np.max(np.abs(np.asarray(u, np.float64) - np.asarray(v, np.float64))))
                for u, v in zip(a, b) if np.issubdtype(np.asarray(u).dtype, np.floating))
     print(f"|  | largest difference between the two results | {diff:.2g} | |")
+
+  # The validation pass: own padding and member chunks against what the
+  # engine did before (padded to the test set's length, all members at once).
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from hpjax.population import pad_eval  # pylint: disable=g-import-not-at-top
+  b = pop.eval_batch_size
+  own = pop._eval["val"]  # pylint: disable=protected-access
+  longer = pad_eval(data.x_val, data.y_val, b, max(data.num_val, data.num_test))
+  at_once = pop_lib.group_functions(dataclasses.replace(fns.spec, member_chunk=0)).evaluate
+  variants = {
+      "own length, the engine's member chunks": (fns.evaluate, own),
+      "own length, all members at once": (at_once, own),
+      "test set's length, all members at once (before)": (at_once, longer),
+  }
+  jax.clear_caches()
+  results = {k: jax.block_until_ready(f(state, *a)) for k, (f, a) in variants.items()}
+  times = {k: [] for k in variants}
+  for _ in range(_REPS.value):
+    for key, (f, a) in variants.items():
+      start = time.perf_counter()
+      jax.block_until_ready(f(state, *a))
+      times[key].append(time.perf_counter() - start)
+  print()
+  print(f"validation pass ({data.num_val} examples, test set {data.num_test}, eval batch {b}):")
+  print("| variant | rows per member | call (median) | largest loss difference |")
+  print("| --- | --- | --- | --- |")
+  ref = results["test set's length, all members at once (before)"]["loss"]
+  for key, (_, a) in variants.items():
+    d = float(np.max(np.abs(np.asarray(results[key]["loss"]) - np.asarray(ref))))
+    print(f"| {key} | {a[0].shape[0]} | {1e3 * statistics.median(times[key]):.1f} ms | {d:.2g} |")
 
 
 if __name__ == "__main__":

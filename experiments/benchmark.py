@@ -58,7 +58,7 @@ One absl app, one machine, one set of data; prints markdown tables and, with
 
 Launch::
 
-  python -m experiments.benchmark --out=/tmp/bench.json                  # about 7 min on 2 cores
+  python -m experiments.benchmark --out=/tmp/bench.json                  # 9-10 min on 2 cores
   python -m experiments.benchmark --parts=tta --out=/tmp/tta.json        # 12-15 min on 2 cores
   python -m experiments.benchmark --parts=throughput,flops --workloads=digits8 \
       --populations=1,8 --torch=off                                      # quick look

@@ -197,6 +197,13 @@ def test_member_chunking_does_not_change_results(digits_small, chunk):
   np.testing.assert_allclose(got["train_loss"], ref["train_loss"], rtol=1e-5)
   for a, b in zip(_leaves(state), _leaves(ref_state)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  # Evaluation runs members in the same chunks: same metrics as all at once.
+  val = pop_lib.pad_eval(digits_small.x_val, digits_small.y_val, g.fns.spec.eval_batch_size)
+  at_once = pop_lib.group_functions(dataclasses.replace(g.fns.spec, member_chunk=0))
+  want = at_once.evaluate(ref_state, *val)
+  got = fns.evaluate(ref_state, *val)
+  for k in want:
+    np.testing.assert_allclose(got[k], want[k], rtol=1e-5, err_msg=k)
 
 
 @pytest.mark.parametrize("chunk", [0, 2])
