@@ -13,7 +13,8 @@ validation set padded to its own whole number of eval batches and evaluated
 in the engine's member chunks (what ``hpjax.Population`` does), the same
 with all members at once, and padded to the test set's length with all
 members at once (what the engine did before, so that one compiled evaluate
-served both splits).
+served both splits). Last, the validation pass at other eval batch sizes
+(``--eval_batches``), in the engine's member chunks.
 
 Launch::
 
@@ -33,6 +34,8 @@ _MEMBERS = flags.DEFINE_integer("members", 8, "Population size.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 0, "Digits resized to this side (0: 8x8).")
 _REPS = flags.DEFINE_integer("reps", 5, "Timed calls per executable (median reported).")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Compiles per program and setting, alternating.")
+_EVAL_BATCHES = flags.DEFINE_list("eval_batches", ["256", "64", "32"],
+                                  "Eval batch sizes of the last table (the engine's chunks).")
 
 
 def main(argv):
@@ -118,6 +121,26 @@ def main(argv):
   for key, (_, a) in variants.items():
     d = float(np.max(np.abs(np.asarray(results[key]["loss"]) - np.asarray(ref))))
     print(f"| {key} | {a[0].shape[0]} | {1e3 * statistics.median(times[key]):.1f} ms | {d:.2g} |")
+
+  # Other eval batch sizes (a GroupSpec field: one program each).
+  sizes = [int(v) for v in _EVAL_BATCHES.value]
+  by_size = {}
+  for e in sizes:
+    spec = dataclasses.replace(fns.spec, eval_batch_size=e)
+    by_size[e] = (pop_lib.group_functions(spec).evaluate, pad_eval(data.x_val, data.y_val, e))
+  results = {e: jax.block_until_ready(f(state, *a)) for e, (f, a) in by_size.items()}
+  times = {e: [] for e in sizes}
+  for _ in range(_REPS.value):
+    for e, (f, a) in by_size.items():
+      start = time.perf_counter()
+      jax.block_until_ready(f(state, *a))
+      times[e].append(time.perf_counter() - start)
+  print()
+  print("| eval batch | rows per member | call (median) | largest loss difference |")
+  print("| --- | --- | --- | --- |")
+  for e, (_, a) in by_size.items():
+    d = float(np.max(np.abs(np.asarray(results[e]["loss"]) - np.asarray(ref))))
+    print(f"| {e} | {a[0].shape[0]} | {1e3 * statistics.median(times[e]):.1f} ms | {d:.2g} |")
 
 
 if __name__ == "__main__":
