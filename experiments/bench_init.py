@@ -106,6 +106,27 @@ def main(argv):
       "test set's length, all members at once (before)": (at_once, longer),
   }
   jax.clear_caches()
+  print()
+  print(f"validation pass ({data.num_val} examples, test set {data.num_test}, eval batch {b}):")
+  results = _evaluate_in_turn("variant", variants, state, ref_key=list(variants)[-1])
+
+  # Other eval batch sizes (a GroupSpec field: one program each).
+  by_size = {}
+  for e in (int(v) for v in _EVAL_BATCHES.value):
+    spec = dataclasses.replace(fns.spec, eval_batch_size=e)
+    by_size[e] = (pop_lib.group_functions(spec).evaluate, pad_eval(data.x_val, data.y_val, e))
+  print()
+  _evaluate_in_turn("eval batch", by_size, state, ref=results[list(variants)[-1]]["loss"])
+
+
+def _evaluate_in_turn(title, variants, state, ref_key=None, ref=None):
+  """Calls each ``(evaluate, padded split)`` in turn; prints a markdown table.
+
+  The loss difference is against ``variants[ref_key]`` or the loss ``ref``.
+  Returns every variant's metrics.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
   results = {k: jax.block_until_ready(f(state, *a)) for k, (f, a) in variants.items()}
   times = {k: [] for k in variants}
   for _ in range(_REPS.value):
@@ -113,34 +134,13 @@ def main(argv):
       start = time.perf_counter()
       jax.block_until_ready(f(state, *a))
       times[key].append(time.perf_counter() - start)
-  print()
-  print(f"validation pass ({data.num_val} examples, test set {data.num_test}, eval batch {b}):")
-  print("| variant | rows per member | call (median) | largest loss difference |")
+  ref = results[ref_key]["loss"] if ref is None else ref
+  print(f"| {title} | rows per member | call (median) | largest loss difference |")
   print("| --- | --- | --- | --- |")
-  ref = results["test set's length, all members at once (before)"]["loss"]
   for key, (_, a) in variants.items():
     d = float(np.max(np.abs(np.asarray(results[key]["loss"]) - np.asarray(ref))))
     print(f"| {key} | {a[0].shape[0]} | {1e3 * statistics.median(times[key]):.1f} ms | {d:.2g} |")
-
-  # Other eval batch sizes (a GroupSpec field: one program each).
-  sizes = [int(v) for v in _EVAL_BATCHES.value]
-  by_size = {}
-  for e in sizes:
-    spec = dataclasses.replace(fns.spec, eval_batch_size=e)
-    by_size[e] = (pop_lib.group_functions(spec).evaluate, pad_eval(data.x_val, data.y_val, e))
-  results = {e: jax.block_until_ready(f(state, *a)) for e, (f, a) in by_size.items()}
-  times = {e: [] for e in sizes}
-  for _ in range(_REPS.value):
-    for e, (f, a) in by_size.items():
-      start = time.perf_counter()
-      jax.block_until_ready(f(state, *a))
-      times[e].append(time.perf_counter() - start)
-  print()
-  print("| eval batch | rows per member | call (median) | largest loss difference |")
-  print("| --- | --- | --- | --- |")
-  for e, (_, a) in by_size.items():
-    d = float(np.max(np.abs(np.asarray(results[e]["loss"]) - np.asarray(ref))))
-    print(f"| {e} | {a[0].shape[0]} | {1e3 * statistics.median(times[e]):.1f} ms | {d:.2g} |")
+  return results
 
 
 if __name__ == "__main__":
