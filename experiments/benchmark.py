@@ -294,6 +294,15 @@ def population_state(pop, members: Sequence[Any]):
   return jax.device_put(jax.tree.unflatten(treedef, bufs))
 
 
+def _training_slice(data, steps: int, batch_size: int):
+  """The first ``steps x batch_size`` training examples: what one timed call trains on."""
+  n = steps * batch_size
+  if n > data.num_train:
+    raise ValueError(f"--steps: {steps} steps of {batch_size} need {n} training examples, "
+                     f"{data.name} has {data.num_train}")
+  return data.x_train[:n], data.y_train[:n]
+
+
 def _compile_population(data, model, p: int, opts: Options, steps: int,
                         pop=None) -> _Compiled:
   """Prepares P members and compiles one epoch over ``steps`` batches.
@@ -309,16 +318,13 @@ def _compile_population(data, model, p: int, opts: Options, steps: int,
     pop: the workload's :func:`single_member_population` (built if None).
   """
   b = opts.batch_size
-  if steps * b > data.num_train:
-    raise ValueError(f"--steps: {steps} steps of {b} need {steps * b} training examples, "
-                     f"{data.name} has {data.num_train}")
+  x, y = _training_slice(data, steps, b)
   pop = pop or single_member_population(data, model, opts)
   fns = pop.groups[0].fns
   if p == 1:
     states = list(member_states(pop, _members(max(1, opts.alone_members), b, model)))
   else:
     states = [population_state(pop, _members(p, b, model))]
-  x, y = data.x_train[:steps * b], data.y_train[:steps * b]
   start = time.perf_counter()
   executable = fns.train_epoch.lower(states[0], x, y).compile()
   compile_s = time.perf_counter() - start
@@ -644,16 +650,13 @@ def child_devices(opts: Options, d: int) -> dict[str, Any]:
                      f"({devices[0].platform})")
   data, model, desc = load_workload(opts.device_workload, opts)
   steps, b, p = opts.steps_for(opts.device_workload), opts.batch_size, opts.device_population
-  if steps * b > data.num_train:
-    raise ValueError(f"--steps: {steps} steps of {b} need {steps * b} training examples, "
-                     f"{data.name} has {data.num_train}")
+  x, y = _training_slice(data, steps, b)
   mesh = distributed.population_mesh(devices[:d]) if d > 1 else None
   start = time.perf_counter()
   pop = hpjax.Population(_members(p, b, model), data, activations=ACTS, mesh=mesh)
   (group,) = pop.groups
   state = jax.block_until_ready(group.state)
   build_s = time.perf_counter() - start
-  x, y = data.x_train[:steps * b], data.y_train[:steps * b]
   if mesh is not None:
     x, y = distributed.put((x, y), distributed.replicated(mesh))
   start = time.perf_counter()
@@ -1392,7 +1395,8 @@ def options_from_flags(argv: Sequence[str] = ()) -> Options:
       tta_population=_TTA_POP.value,
       tta_epochs=_TTA_EPOCHS.value, tta_trials=_TTA_TRIALS.value, tta_target=_TTA_TARGET.value,
       tta_seed=_TTA_SEED.value, device_counts=counts, device_population=_DEV_POP.value,
-      device_workload=_DEV_WORKLOAD.value, device_rounds=_DEV_ROUNDS.value, cache_dir=_CACHE.value, argv=tuple(argv))
+      device_workload=_DEV_WORKLOAD.value, device_rounds=_DEV_ROUNDS.value,
+      cache_dir=_CACHE.value, argv=tuple(argv))
 
 
 def main(argv):

@@ -56,12 +56,14 @@ from hpjax.models import layers
 # Per-member hyperparameters kept in ``state.hparams`` (the optimizer's live in
 # ``opt_state.hyperparams``). Index-valued ones are int32, the rest float32.
 MODEL_HPARAMS = ("activation", "loss", "dropout", "label_smoothing")
+INDEX_HPARAMS = ("activation", "loss", "optimizer")
+
 # A group's init runs once per run: XLA's backend (LLVM) optimisations cost
-# far more than they save there. Measured on the 2-core CPU (8 members of the
-# bench CNN): 7.9 s to compile with them, 1.0 s without; 5 ms vs 15 ms to run.
+# far more than they save there. `python -m experiments.bench_init` on the
+# 2-core CPU, 8 members of the bench CNN at 8x8: 6.4 s to compile with them,
+# 0.9 s without; 2 ms vs 11 ms to run (docs/benchmarks.md).
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0,
                          "xla_llvm_disable_expensive_passes": True}
-INDEX_HPARAMS = ("activation", "loss", "optimizer")
 
 
 @flax.struct.dataclass
@@ -602,7 +604,7 @@ class Population:
     num_outputs = data.num_classes if data.task == "classification" else 1
     # Each split is padded to its own whole number of eval batches: the
     # validation set, evaluated every epoch, is not padded to the test set's
-    # length (digits: 180 and 360 examples, 256 and 512 padded, where one
+    # length (digits: 180 and 359 examples, 256 and 512 padded, where one
     # common length made every validation pass 512). The test set's
     # evaluate compiles once, at its first use.
     self._eval = {
