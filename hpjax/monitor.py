@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from hpjax import fitness as fitness_lib
+
 # Hyperparameters shown in the table when the search space is empty.
 _DEFAULT_SHOWN = ("learning_rate", "optimizer", "activation", "batch_size")
 
@@ -47,14 +49,14 @@ def describe_hparams(hp: Mapping[str, Any], names: Sequence[str]) -> str:
 
 
 def generation_table(*, epoch: int, epochs: int, generation: int | None, fitness_name: str,
-                     fitness: np.ndarray, maximize: bool, best_member: int,
+                     fitness: np.ndarray, mode: str, best_member: int,
                      best_hparams: Mapping[str, Any], shown: Sequence[str], seconds: float,
                      member_steps: int, note: str = "") -> str:
   """The few lines printed after each generation (or epoch, without PBT)."""
   finite = fitness[np.isfinite(fitness)]
   if finite.size:
-    best = finite.max() if maximize else finite.min()
-    worst = finite.min() if maximize else finite.max()
+    order = fitness_lib.rank(finite, mode)
+    best, worst = finite[order[0]], finite[order[-1]]
     stats = f"best {best:.4f}  median {np.median(finite):.4f}  worst {worst:.4f}"
   else:
     stats = "no finite value"

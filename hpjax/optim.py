@@ -18,6 +18,15 @@ it multiplies each member's own base learning rate.
 
 Weight decay follows PyTorch's convention: decoupled (AdamW) for ``adamw``,
 an L2 term added to the gradient for every other family.
+
+**Changing a member's family.** The moment buffers mean different things to
+different families (momentum's running sum is not Adam's first moment, and
+Adam's bias correction reads the step count), so a member whose family
+changes — by PBT's explore, by copying a donor of another family, or by a
+replayed schedule — gets that family's fresh state: :func:`reset_family_state`
+zeroes its ``mu``, ``nu`` and ``count``, exactly what a new optax optimizer of
+the new family starts from. The learning-rate schedule's own step count is
+not reset: the schedule follows the run's steps.
 """
 
 from __future__ import annotations
@@ -122,6 +131,29 @@ class FamilyState(NamedTuple):
   count: jax.Array
   mu: optax.Updates
   nu: optax.Updates
+
+
+def reset_family_state(opt_state, reset: jax.Array):
+  """Zeroes the family buffers (step count, ``mu``, ``nu``) of some members.
+
+  Args:
+    opt_state: a population's optimizer state (every leaf ``[P, ...]``).
+    reset: bool ``[P]``: the members whose family changed.
+
+  Returns:
+    ``opt_state`` with the :class:`FamilyState` of the ``reset`` members
+    zeroed (the state a fresh optimizer starts from) and everything else,
+    the injected hyperparameters and the schedule's count included, kept.
+  """
+  reset = jnp.asarray(reset, bool)
+
+  def zero(a):
+    mask = reset.reshape(reset.shape + (1,) * (a.ndim - 1))
+    return jnp.where(mask, jnp.zeros((), a.dtype), a)
+
+  return jax.tree.map(
+      lambda node: jax.tree.map(zero, node) if isinstance(node, FamilyState) else node,
+      opt_state, is_leaf=lambda node: isinstance(node, FamilyState))
 
 
 def scale_by_family(optimizer, momentum, b1, b2, eps, weight_decay, rms_decay

@@ -329,8 +329,9 @@ def _group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None) -> GroupFu
 
     def member_eval(params, stats, mhp, xc, yc, wc):
       out, _ = forward(params, stats, mhp, xc, False, None)
-      per = losses_lib.total_per_example(mhp["loss"], spec.losses, out, yc, num_classes,
-                                         mhp["label_smoothing"])
+      # One objective for every member, whatever it trains with, so that
+      # validation losses rank members fairly.
+      per = losses_lib.validation_per_example(out, yc, num_classes)
       if spec.task == "classification":
         score = (jnp.argmax(out, -1) == yc).astype(jnp.float32)
       else:
@@ -412,6 +413,11 @@ def set_hparams(state: PopulationState, values: Mapping[str, Any]) -> Population
   if opt_vals:
     opt_state = optax.tree_utils.tree_set(opt_state, **opt_vals)
   return state.replace(opt_state=opt_state, hparams={**state.hparams, **model_vals})
+
+
+@jax.jit
+def _reset_family(state: PopulationState, reset: jax.Array) -> PopulationState:
+  return state.replace(opt_state=optim.reset_family_state(state.opt_state, reset))
 
 
 def _take_members(state, index):
@@ -506,6 +512,25 @@ def member_keys(seed: int, indices: Sequence[int]) -> jax.Array:
   """Per-member key data: member ``i``'s key depends only on (seed, i)."""
   base = jax.random.key(seed)
   return jnp.stack([jax.random.key_data(jax.random.fold_in(base, int(i))) for i in indices])
+
+
+# Separates the keys of exploited members from the initial member keys
+# (``fold_in(key(seed), i)``), which would collide only for this many members.
+_EXPLOIT_STREAM = 0x45584C54
+
+
+def exploit_key(seed: int, member: int, generation: int) -> np.ndarray:
+  """Key data for ``member`` after it copied another member at ``generation``.
+
+  A function of ``(seed, member, generation)`` alone: deterministic, the same
+  on every process, and different from its donor's key, so that the clone
+  draws its own batch order and dropout masks from then on.
+
+  Returns:
+    uint32 ``[2]`` key data.
+  """
+  k = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _EXPLOIT_STREAM), int(member))
+  return np.asarray(jax.random.key_data(jax.random.fold_in(k, int(generation))))
 
 
 def pad_eval(x, y, eval_batch_size: int, length: int | None = None):
@@ -702,12 +727,16 @@ class Population:
     return rows
 
   def set_member_hparams(self, hparams: Sequence[Mapping[str, Any]],
-                         donors: Sequence[int] | None = None) -> None:
+                         donors: Sequence[int] | None = None,
+                         new_keys: Mapping[int, Any] | None = None) -> None:
     """Exploit and explore: copy members and give them new hyperparameters.
 
     One gather per group on the device (parameters, optimizer state, batch
     statistics and keys of ``donors``), then the vectorized hyperparameters
-    are overwritten; shapes and dtypes stay, so nothing recompiles.
+    are overwritten; shapes and dtypes stay, so nothing recompiles. A member
+    whose optimizer family ends up different from the family of the state it
+    now holds (its donor's, or its own) gets that family's fresh buffers
+    (:func:`hpjax.optim.reset_family_state`).
 
     Args:
       hparams: per member, a dict of vectorized hyperparameters by name
@@ -715,6 +744,9 @@ class Population:
         the current (donor's) value.
       donors: per member, the member whose state it copies (itself to keep
         its own); must be in the same group.
+      new_keys: member -> PRNG key data (uint32 ``[2]``) replacing the key it
+        holds after the copy (see :func:`exploit_key`), so that a clone does
+        not repeat its donor's batch order and dropout masks.
 
     Raises:
       ValueError: a donor from another group, or an unknown name or value.
@@ -722,6 +754,7 @@ class Population:
     if len(hparams) != self.size:
       raise ValueError(f"hparams: expected {self.size} entries, got {len(hparams)}")
     donors = list(range(self.size)) if donors is None else [int(d) for d in donors]
+    new_keys = dict(new_keys or {})
     for g in self.groups:
       local = {m: j for j, m in enumerate(g.members)}
       try:
@@ -736,12 +769,14 @@ class Population:
       if index != list(range(len(index))):
         state = take(state, index)
       current = {k: np.array(v) for k, v in self._host(get_hparams(state)).items()}
+      reset = np.zeros(state.size, bool)
       for j, m in enumerate(g.members):
         for name, value in hparams[m].items():
           if name in ("batch_size", "model") or name in ModelConfig.__dataclass_fields__:
             continue  # structural: fixed by the group
           if name == "optimizer":
             value = optim.family_index(value) if isinstance(value, str) else int(value)
+            reset[j] = value != current[name][j]
           elif name == "activation":
             value = self._index(self.activations, value, "activation")
           elif name == "loss":
@@ -750,11 +785,24 @@ class Population:
             raise ValueError(f"hyperparameter: unknown name {name!r}; allowed: "
                              + ", ".join(sorted(current)))
           current[name][j] = value
+      keys = None
+      if any(m in new_keys for m in g.members):
+        keys = np.array(self._host(state.key))
+        for j, m in enumerate(g.members):
+          if m in new_keys:
+            keys[j] = np.asarray(new_keys[m], np.uint32)
       if self.mesh is not None:
-        for v in current.values():
-          v[len(g.members):] = v[0]
-        current = distributed.put(current, distributed.member_sharding(self.mesh))
-      g.state = set_hparams(state, current)
+        n = len(g.members)
+        for v in list(current.values()) + [reset] + ([keys] if keys is not None else []):
+          v[n:] = v[0]
+        current, reset, keys = distributed.put((current, reset, keys),
+                                               distributed.member_sharding(self.mesh))
+      state = set_hparams(state, current)
+      if np.any(reset):
+        state = _reset_family(state, reset)
+      if keys is not None:
+        state = state.replace(key=jnp.asarray(keys) if self.mesh is None else keys)
+      g.state = state
 
   @staticmethod
   def _index(candidates: Sequence[str], value, field: str) -> int:

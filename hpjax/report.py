@@ -49,13 +49,14 @@ from typing import Any
 
 import numpy as np
 
+from hpjax import fitness as fitness_lib
+
 PLOT_NAMES = ("learning_curves.png", "hparam_trajectories.png", "lineage.png",
               "fitness_vs_hparams.png", "parallel_coordinates.png", "lr_range.png")
 _DPI = 120
 _BEST_COLOR = "tab:red"
 _OTHER_COLOR = "0.55"
 # Fitness metrics where larger is better; every other one is loss-like.
-_MAXIMIZED = ("accuracy",)
 
 
 class ReportError(Exception):
@@ -98,9 +99,17 @@ class Run:
     return str(self.config.get("fitness", "accuracy"))
 
   @property
+  def mode(self) -> str:
+    """``max`` or ``min``: the fitness's direction (:mod:`hpjax.fitness`)."""
+    try:
+      return fitness_lib.direction(self.fitness)
+    except ValueError as e:
+      raise ReportError(f"{self.workdir}: {e}") from None
+
+  @property
   def maximize(self) -> bool:
     """Whether a larger fitness is better."""
-    return self.fitness in _MAXIMIZED
+    return self.mode == "max"
 
   @property
   def epochs_done(self) -> int:
@@ -275,13 +284,6 @@ def _complete_epochs(rows: list[dict[str, Any]], lineage: list[dict[str, Any]],
 # Ranking and the summary.
 
 
-def _fitness_key(value: float, maximize: bool) -> float:
-  """Smaller is better; NaN / inf rank last."""
-  if not math.isfinite(value):
-    return math.inf
-  return -value if maximize else value
-
-
 def ranking(run: Run) -> list[int]:
   """Member ids, best first.
 
@@ -291,8 +293,10 @@ def ranking(run: Run) -> list[int]:
   """
   key = f"val_{run.fitness}"
   last = run.last_rows()
-  return sorted(last, key=lambda m: (-int(last[m]["epoch"]),
-                                     _fitness_key(_float(last[m].get(key)), run.maximize), m))
+  members = list(last)
+  fit = fitness_lib.sort_key([_float(last[m].get(key)) for m in members], run.mode)
+  order = dict(zip(members, fit.tolist()))
+  return sorted(members, key=lambda m: (-int(last[m]["epoch"]), order[m], m))
 
 
 def hparam_value(hparams: Mapping[str, Any] | None, name: str) -> Any:
@@ -412,7 +416,7 @@ def summarize(run: Run) -> dict[str, Any]:
       "epochs": epochs_total,
       "controller": run.controller,
       "fitness": run.fitness,
-      "mode": "max" if run.maximize else "min",
+      "mode": run.mode,
       "members": len(run.members),
       "best_member": best,
       "best_epoch": int(brow["epoch"]),
@@ -887,7 +891,8 @@ def plot_parallel_coordinates(run: Run, path: str, best: int, dims: list[_Dim]) 
   xs = np.arange(len(dims))
   jit = _jitter(run.members, 0.06)
   # Worst first, so the best lines are drawn on top.
-  order = sorted(last, key=lambda m: -_fitness_key(fit[m], run.maximize))
+  keys = dict(zip(last, fitness_lib.sort_key([fit[m] for m in last], run.mode).tolist()))
+  order = sorted(last, key=lambda m: -keys[m])
   for m in order:
     ys = np.array([d.unit(hparam_value(last[m].get("hparams"), d.name))
                    + (jit[m] if d.categorical else 0.0) for d in dims])

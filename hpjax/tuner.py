@@ -7,12 +7,16 @@
 * ``data``: ``source``, ``data_dir``, ``image_size``, ``val_fraction``,
   ``test_fraction``, ``max_train``;
 * ``model``: the default structural model (:class:`hpjax.ModelConfig` fields);
-* ``schedule``: ``kind``, ``warmup_epochs``, ``alpha``;
+* ``schedule``: ``kind``, ``warmup_epochs``, ``alpha``, ``decay_epochs`` (the
+  length of a cosine decay; 0: ``epochs``, and then the run cannot be extended);
 * ``space``: hyperparameter name -> dimension (:mod:`hpjax.space`);
 * ``init``: how the initial members are drawn from the space: ``random``
   (default), ``grid`` (full factorial; ``population`` must equal its size) or
   ``quasi_random`` (scrambled Sobol), seeded by ``seed``;
-* ``fitness``: the validation metric ranked (``accuracy`` or ``loss``/``mse``);
+* ``fitness``: the validation metric ranked (``accuracy`` or ``loss`` for
+  classification, ``mse`` or ``loss`` for regression); its direction
+  (:mod:`hpjax.fitness`) is the controller's, and a ``controller.mode`` that
+  contradicts it is an error;
 * ``controller``: ``name`` (``none`` for a plain sweep, ``pbt`` or
   ``halving``) and the controller's settings
   (:class:`hpjax.controllers.pbt.PBTConfig` /
@@ -53,6 +57,7 @@ import numpy as np
 
 from hpjax import checkpoint
 from hpjax import distributed
+from hpjax import fitness as fitness_lib
 from hpjax import lineage
 from hpjax import optim
 from hpjax.controllers import halving
@@ -62,7 +67,7 @@ from hpjax import space as space_lib
 from hpjax.data import load_dataset
 from hpjax.models import ACTIVATIONS, ModelConfig
 from hpjax.monitor import Monitor, generation_table
-from hpjax.population import Member, Population
+from hpjax.population import Member, Population, exploit_key
 
 _MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
 _MEMBER_FIELDS = tuple(f.name for f in dataclasses.fields(Member))
@@ -182,13 +187,14 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
                          "schedule gives every hyperparameter)")
     for hp in schedule_hps:
       member_from_hparams(hp, cfg, data.task)  # validates every epoch's entry up front
+  metric = "accuracy" if data.task == "classification" else "mse"
+  fitness_name = cfg.get("fitness", metric)
+  mode = fitness_lib.check(fitness_name, data.task)
   members, space = build_members(cfg, data.task)
-  controller = _controller(cfg, space)
+  controller = _controller(cfg, fitness_name)
   if schedule_hps is not None:
     members = [member_from_hparams(schedule_hps[0], cfg, data.task)]
-  s = cfg.get("schedule", {})
-  schedule = optim.EpochSchedule(s.get("kind", "constant"), float(s.get("warmup_epochs", 0.0)),
-                                 float(epochs), float(s.get("alpha", 0.0)))
+  schedule = _epoch_schedule(cfg)
   if schedule.kind not in optim.SCHEDULES:
     raise config_error("schedule.kind", f"unknown value {schedule.kind!r}; allowed: "
                        + ", ".join(optim.SCHEDULES))
@@ -209,12 +215,7 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
 
   old_config = _read_config(workdir)
   if old_config is not None:
-    diffs = checkpoint.diff_configs(old_config, cfg, ignore=_RESUME_FREE)
-    if diffs:
-      raise ValueError(f"--workdir: {workdir!r} holds a run with another config ("
-                       + ", ".join(diffs[:8]) + (" ..." if len(diffs) > 8 else "")
-                       + " differ); use a new --workdir, or relaunch with the same config "
-                       "(only epochs may grow)")
+    _check_compatible(old_config, cfg, workdir)
   distributed.barrier("hpjax: workdir checked")  # before process 0 writes to it
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -223,15 +224,12 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
   if not os.access(workdir, os.W_OK):
     raise ValueError(f"--workdir: {workdir!r} is not writable")
 
-  metric = "accuracy" if data.task == "classification" else "mse"
-  fitness_name = cfg.get("fitness", metric)
-  maximize = fitness_name == "accuracy"
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   lineage_path = os.path.join(workdir, "lineage.jsonl")
   ck = cfg.get("checkpoint", {}) or {}
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=int(ck.get("keep", 3)),
                                  every=int(ck.get("every", 1)),
-                                 best_mode="max" if maximize else "min")
+                                 best_mode=mode)
   with ckpt, _StopOnSignal() as stop:
     start_epoch, generation, member_steps, elapsed = 0, 0, 0, 0.0
     ids = np.arange(pop.size)  # current position -> original member id
@@ -282,24 +280,43 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
     with (monitor, open(metrics_path if main else os.devnull, "a") as mf,
           open(lineage_path if main else os.devnull, "a") as lf):
       is_pbt = isinstance(controller, pbt.PBTConfig)
+      is_halving = isinstance(controller, halving.HalvingConfig)
 
-      def pbt_decide(epoch, fit, hps):
-        """One PBT generation: exploit and explore, logged to lineage.jsonl."""
-        nonlocal generation
-        generation += 1
-        rng = np.random.default_rng([int(cfg["seed"]), generation])
-        plan = pbt.exploit_explore(fit, hps, space, pop.group_ids(), controller, rng, generation)
-        pop.set_member_hparams(plan.hparams, donors=plan.donors)
-        for event in plan.events:
-          lf.write(json.dumps({"epoch": epoch, **event}, default=_jsonable) + "\n")
+      def acts_at(epoch):
+        """Whether the controller acts after ``epoch`` in a run longer than ``epoch``."""
+        if is_pbt:
+          return pbt.should_decide(epoch, controller)
+        return is_halving and halving.is_rung(epoch, controller, epoch + 1)
+
+      def decide(epoch, fit, hps):
+        """The controller's decision after ``epoch``; returns (note, kept positions or None)."""
+        nonlocal generation, ids
+        if is_pbt:
+          generation += 1
+          rng = np.random.default_rng([int(cfg["seed"]), generation])
+          plan = pbt.exploit_explore(fit, hps, space, pop.group_ids(), controller, rng,
+                                     generation)
+          seed = int(cfg["seed"])
+          pop.set_member_hparams(plan.hparams, donors=plan.donors, new_keys={
+              int(i): exploit_key(seed, int(ids[i]), generation) for i in plan.replaced})
+          for event in plan.events:
+            lf.write(json.dumps({"epoch": epoch, **event}, default=_jsonable) + "\n")
+          lf.flush()
+          return f"replaced {len(plan.events)}", None
+        result = halving.cut(fit, controller, epoch, pop.group_ids())
+        for rec in result.records:
+          lf.write(json.dumps({"epoch": epoch, "event": "pruned", **rec,
+                               "member": int(ids[rec["member"]])}, default=_jsonable) + "\n")
         lf.flush()
-        return f"replaced {len(plan.events)}"
+        pop.compact(result.keep)
+        ids = ids[result.keep]
+        return f"pruned {len(result.pruned)}, {pop.size} left", result.keep
 
-      if is_pbt and 0 < start_epoch < epochs and not resumed_decided:
+      if 0 < start_epoch < epochs and not resumed_decided:
         # The run being extended stopped at its then-last epoch, where no
         # decision is made; make it now, as an uninterrupted run would have.
-        log(f"generation after epoch {start_epoch}: "
-            + pbt_decide(start_epoch, pop.evaluate("val")[fitness_name], pop.hparams()))
+        note, _ = decide(start_epoch, pop.evaluate("val")[fitness_name], pop.hparams())
+        log(f"controller after epoch {start_epoch}: {note}")
       for epoch in range(start_epoch + 1, epochs + 1):
         if schedule_hps is not None and epoch > 1 and schedule_hps[epoch - 1] != schedule_hps[epoch - 2]:
           pop.set_member_hparams([schedule_hps[epoch - 1]])
@@ -318,34 +335,22 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
           mf.write(json.dumps(row, default=_jsonable) + "\n")
         mf.flush()
         fit = val[fitness_name]
-        order = np.argsort(np.where(np.isfinite(fit), fit if not maximize else -fit, np.inf))
-        best_pos = int(order[0])
-        note, keep = "", None
+        best_pos = fitness_lib.best(fit, mode)
+        shown_ids = [int(i) for i in ids]  # before a cut renumbers them
+        note = ""
         # No decision after the last epoch: nothing would train on it (a
         # relaunch that extends the run makes it first, see above).
-        decided = not (is_pbt and epoch == epochs and pbt.should_decide(epoch, controller))
-        if is_pbt and epoch < epochs and pbt.should_decide(epoch, controller):
-          note = pbt_decide(epoch, fit, epoch_hps)
-        elif (isinstance(controller, halving.HalvingConfig)
-              and halving.is_rung(epoch, controller, epochs)):
-          result = halving.cut(fit, controller, epoch, pop.group_ids())
-          for rec in result.records:
-            lf.write(json.dumps({"epoch": epoch, "event": "pruned", **rec,
-                                 "member": int(ids[rec["member"]])}, default=_jsonable) + "\n")
-          lf.flush()
-          pop.compact(result.keep)
-          keep = result.keep
-          note = f"pruned {len(result.pruned)}, {pop.size} left"
+        decided = not (epoch == epochs and acts_at(epoch))
+        if epoch < epochs and acts_at(epoch):
+          note, _ = decide(epoch, fit, epoch_hps)
         table = generation_table(
             epoch=epoch, epochs=epochs,
             generation=generation if isinstance(controller, pbt.PBTConfig) else None,
-            fitness_name=fitness_name, fitness=np.asarray(fit, np.float64), maximize=maximize,
-            best_member=int(ids[best_pos]), best_hparams=epoch_hps[best_pos], shown=monitor.shown,
-            seconds=dt, member_steps=steps, note=note)
-        monitor.epoch_end(epoch, [int(i) for i in ids], train, val, epoch_hps, table,
+            fitness_name=fitness_name, fitness=np.asarray(fit, np.float64), mode=mode,
+            best_member=shown_ids[best_pos], best_hparams=epoch_hps[best_pos],
+            shown=monitor.shown, seconds=dt, member_steps=steps, note=note)
+        monitor.epoch_end(epoch, shown_ids, train, val, epoch_hps, table,
                           best={f"best {fitness_name}": round(float(fit[best_pos]), 4)})
-        if keep is not None:
-          ids = ids[keep]
         stop_now = distributed.any_process(stop.requested)  # all processes stop together
         final = epoch == epochs or stop_now
         if ckpt.should_save(epoch) or final:
@@ -372,8 +377,8 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
   last_epoch = max(start_epoch, epochs)
   test = pop.evaluate("test")
   fit = val[fitness_name]
-  key = np.where(np.isfinite(fit), -fit if maximize else fit, np.inf)
-  best = int(np.argmin(key))
+  ranking = fitness_lib.rank(fit, mode)
+  best = int(ranking[0])
   hps = pop.hparams()
   summary = {
       "best_member": int(ids[best]),
@@ -387,8 +392,8 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
       "epochs": last_epoch,
       "wall_time_s": wall,
       "member_steps_per_s": member_steps / wall,
-      "ranking": [int(ids[i]) for i in np.argsort(key)],
-      "ranking_positions": [int(i) for i in np.argsort(key)],
+      "ranking": [int(ids[i]) for i in ranking],
+      "ranking_positions": [int(i) for i in ranking],
   }
   if cfg.get("lr_range_test"):
     summary["lr_range"] = _lr_range(metrics_path, initial_val["loss"], pop, ids, log)
@@ -520,6 +525,44 @@ class _StopOnSignal:
     return False
 
 
+def _epoch_schedule(cfg: Mapping[str, Any]) -> optim.EpochSchedule:
+  """The run's learning-rate schedule shape, in epochs.
+
+  A cosine decays over ``schedule.decay_epochs``; 0 (the default) means
+  ``config.epochs``, which ties every step's rate to the run's length.
+  """
+  s = cfg.get("schedule", {}) or {}
+  decay = float(s.get("decay_epochs", 0.0) or 0.0)
+  if decay < 0:
+    raise config_error("schedule.decay_epochs", f"must be >= 0 (0: config.epochs), got {decay}")
+  return optim.EpochSchedule(s.get("kind", "constant"), float(s.get("warmup_epochs", 0.0)),
+                             decay or float(cfg["epochs"]), float(s.get("alpha", 0.0)))
+
+
+def _check_compatible(old: Mapping[str, Any], new: Mapping[str, Any], workdir: str) -> None:
+  """Refuses to resume ``workdir`` (written with ``old``) under a config that changes numbers.
+
+  Only the fields of :data:`_RESUME_FREE` may differ. ``epochs`` may change
+  only when nothing already trained depends on it: a cosine schedule whose
+  length is the run's (``schedule.decay_epochs`` 0) would give every step
+  another learning rate.
+  """
+  diffs = checkpoint.diff_configs(old, new, ignore=_RESUME_FREE)
+  if diffs:
+    raise ValueError(f"--workdir: {workdir!r} holds a run with another config ("
+                     + ", ".join(diffs[:8]) + (" ..." if len(diffs) > 8 else "")
+                     + " differ); use a new --workdir, or relaunch with the same config "
+                     "(only epochs may grow)")
+  old_epochs, epochs = int(old.get("epochs", 0)), int(new["epochs"])
+  s = new.get("schedule", {}) or {}
+  if (old_epochs != epochs and s.get("kind") in ("cosine", "warmup_cosine")
+      and not s.get("decay_epochs")):
+    raise config_error("epochs", f"{workdir!r} was started with epochs={old_epochs} and a "
+                       f"{s.get('kind')} learning-rate schedule over them (schedule.decay_epochs "
+                       f"0), so running it for {epochs} would change the rate of every step; "
+                       "use a new --workdir (set schedule.decay_epochs to make a run extendable)")
+
+
 def _read_config(workdir: str) -> dict | None:
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
@@ -538,9 +581,12 @@ def _truncate_jsonl(path: str, last_epoch: int) -> None:
     f.writelines(rows)
 
 
-def _controller(cfg: Mapping[str, Any], space: Mapping[str, Any]):
-  """The controller config of a run (PBTConfig / HalvingConfig), or None for a sweep."""
-  del space
+def _controller(cfg: Mapping[str, Any], fitness_name: str):
+  """The controller config of a run (PBTConfig / HalvingConfig), or None for a sweep.
+
+  The controller ranks in the fitness metric's direction; a ``mode`` in the
+  config must agree with it.
+  """
   c = dict(cfg.get("controller", {}) or {})
   name = c.pop("name", "none")
   if name == "none":
@@ -555,6 +601,7 @@ def _controller(cfg: Mapping[str, Any], space: Mapping[str, Any]):
                        + ", ".join(sorted(fields)))
   if "perturbation_factors" in c:
     c["perturbation_factors"] = tuple(c["perturbation_factors"])
+  c["mode"] = fitness_lib.resolve_mode(c.get("mode"), fitness_name, "config.controller.mode")
   try:
     return cls(**c).validate()
   except ValueError as e:

@@ -23,7 +23,7 @@ def test_config_loads_and_validates(name):
   members, space = tuner.build_members(cfg, task)
   assert len(members) == cfg["population"]
   space_lib.check_structural_fits(space, cfg["population"])
-  tuner._controller(cfg, space)  # pylint: disable=protected-access
+  tuner._controller(cfg, cfg["fitness"])  # pylint: disable=protected-access
 
 
 def test_config_list_is_not_empty():

@@ -82,7 +82,7 @@ def test_generation_table_is_printed_each_epoch(run):
 def test_generation_table_content():
   fit = np.array([0.5, np.nan, 0.9, 0.7])
   text = monitor.generation_table(
-      epoch=3, epochs=10, generation=2, fitness_name="accuracy", fitness=fit, maximize=True,
+      epoch=3, epochs=10, generation=2, fitness_name="accuracy", fitness=fit, mode="max",
       best_member=2, best_hparams={"learning_rate": 0.0123, "optimizer": "adam",
                                    "model": {"width": 8}},
       shown=["learning_rate", "optimizer", "width"], seconds=2.0, member_steps=100,
@@ -92,7 +92,7 @@ def test_generation_table_content():
   assert "best member 2: learning_rate 0.0123  optimizer adam  width 8" in text
   low = monitor.generation_table(
       epoch=1, epochs=1, generation=None, fitness_name="loss", fitness=np.array([0.3, 0.1]),
-      maximize=False, best_member=1, best_hparams={}, shown=[], seconds=1.0, member_steps=1)
+      mode="min", best_member=1, best_hparams={}, shown=[], seconds=1.0, member_steps=1)
   assert "best 0.1000" in low and "worst 0.3000" in low and "generation" not in low
 
 

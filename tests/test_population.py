@@ -107,15 +107,22 @@ def test_activation_index_changes_outputs(digits_small):
 def test_selected_loss_is_the_one_computed(digits_small):
   import optax  # pylint: disable=g-import-not-at-top
   p = _make(digits_small, [_members()[0], dataclasses.replace(_members()[0], loss="mse")])
-  # Member 1 copies member 0's weights: only the loss index differs.
+  # Member 1 copies member 0's weights: only the loss index differs. With a
+  # learning rate of 0 an epoch's train loss is the selected loss over the whole
+  # training set (256 examples, 8 batches of 32: every example once).
   g = p.groups[0]
-  g.state = pop_lib.set_hparams(pop_lib.take(g.state, [0, 0]), {"loss": np.array([0, 1])})
-  logits = np.asarray(g.fns.predict(g.state, digits_small.x_val))[0]
-  y = np.asarray(digits_small.y_val)
+  g.state = pop_lib.set_hparams(pop_lib.take(g.state, [0, 0]),
+                                {"loss": np.array([0, 1]), "learning_rate": np.zeros(2)})
+  logits = np.asarray(g.fns.predict(g.state, digits_small.x_train))[0]
+  y = np.asarray(digits_small.y_train)
   ce = float(optax.softmax_cross_entropy_with_integer_labels(logits, y).mean())
   mse = float(np.mean(np.square(logits - np.eye(10)[y])))
-  got = p.evaluate("val")["loss"]
-  np.testing.assert_allclose(got, [ce, mse], rtol=1e-4)
+  np.testing.assert_allclose(p.train_epoch()["train_loss"], [ce, mse], rtol=1e-4)
+  # Validation loss is one objective for both (cross-entropy), whatever each trains with.
+  val_logits = np.asarray(g.fns.predict(g.state, digits_small.x_val))[0]
+  val_ce = float(optax.softmax_cross_entropy_with_integer_labels(
+      val_logits, np.asarray(digits_small.y_val)).mean())
+  np.testing.assert_allclose(p.evaluate("val")["loss"], [val_ce, val_ce], rtol=1e-4)
 
 
 def test_structural_hyperparameters_split_groups(digits_small):
@@ -272,8 +279,14 @@ def test_exploit_copies_donor_exactly_and_explore_sets_values(digits_small):
   for a, b in zip(jax.tree.leaves(before.params), jax.tree.leaves(after.params)):
     np.testing.assert_array_equal(b[3], a[0])
     np.testing.assert_array_equal(b[:3], a[:3])
-  for a, b in zip(jax.tree.leaves(before.opt_state.inner_state), jax.tree.leaves(after.opt_state.inner_state)):
+  family_before, schedule_before = before.opt_state.inner_state
+  family_after, schedule_after = after.opt_state.inner_state
+  for a, b in zip(jax.tree.leaves(schedule_before), jax.tree.leaves(schedule_after)):
     np.testing.assert_array_equal(b[3], a[0])
+  # Member 3 changed family (its donor's adam -> sgd): that family starts fresh.
+  for a, b in zip(jax.tree.leaves(family_before), jax.tree.leaves(family_after)):
+    np.testing.assert_array_equal(b[:3], a[:3])
+    np.testing.assert_array_equal(b[3], np.zeros_like(a[0]))
   h3 = p.hparams()[3]
   assert h3["learning_rate"] == pytest.approx(0.123) and h3["activation"] == "sigmoid"
   assert h3["optimizer"] == "sgd"

@@ -18,7 +18,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       family="vgg", depth=2, width=16, kernel_size=3, dense=64, convs_per_stage=1,
       batch_norm=False, conv_impl="slices"))
-  c.schedule = ml_collections.ConfigDict(dict(kind="constant", warmup_epochs=0.0, alpha=0.0))
+  # decay_epochs: length of a cosine decay; 0 means config.epochs (a run whose
+  # schedule follows its length cannot be extended: see hpjax/tuner.py).
+  c.schedule = ml_collections.ConfigDict(dict(kind="constant", warmup_epochs=0.0, alpha=0.0,
+                                              decay_epochs=0.0))
   c.init = "random"
   c.space = ml_collections.ConfigDict()
   c.controller = ml_collections.ConfigDict(dict(name="none"))

@@ -24,5 +24,5 @@ def get_config() -> ml_collections.ConfigDict:
       activation=dict(type="choice", values=("relu", "tanh", "sigmoid", "gelu")),
   ))
   c.controller = ml_collections.ConfigDict(dict(
-      name="halving", grace_period=1, reduction_factor=3, min_members=1, mode="max"))
+      name="halving", grace_period=1, reduction_factor=3, min_members=1))
   return c

@@ -28,5 +28,5 @@ def get_config() -> ml_collections.ConfigDict:
   ))
   c.controller = ml_collections.ConfigDict(dict(
       name="pbt", interval=1, burn_in=1, quantile_fraction=0.25,
-      perturbation_factors=(0.8, 1.2), resample_probability=0.25, mode="max"))
+      perturbation_factors=(0.8, 1.2), resample_probability=0.25))
   return c

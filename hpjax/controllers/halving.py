@@ -29,7 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from hpjax.controllers.pbt import MODES, _fitness_array, _is_int, rank
+from hpjax import fitness as fitness_lib
+from hpjax.controllers.pbt import _is_int
+from hpjax.fitness import rank
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +45,7 @@ class HalvingConfig:
     min_members: a rung never leaves fewer members than this (a population
       already at or below it is left alone); at least 1.
     mode: ``max`` (fitness is a score, e.g. accuracy) or ``min`` (a loss).
+      The tuner sets it from the fitness metric (:mod:`hpjax.fitness`).
   """
 
   grace_period: int = 1
@@ -66,8 +69,7 @@ class HalvingConfig:
                        f"got {self.reduction_factor!r}")
     if not _is_int(self.min_members) or self.min_members < 1:
       raise ValueError(f"halving.min_members: must be an integer >= 1, got {self.min_members!r}")
-    if self.mode not in MODES:
-      raise ValueError(f"halving.mode: unknown value {self.mode!r}; allowed: {', '.join(MODES)}")
+    fitness_lib.check_mode(self.mode, "halving.mode")
     return self
 
 
@@ -206,7 +208,7 @@ def cut(fitness: np.ndarray, cfg: HalvingConfig, epoch: int,
         groups: np.ndarray | None = None) -> Cut:
   """One rung: keep the best :func:`keep_size` members, prune the rest.
 
-  Members are ranked globally by :func:`hpjax.controllers.pbt.rank`: NaN and
+  Members are ranked globally by :func:`hpjax.fitness.rank`: NaN and
   ±inf come last whatever the mode, and ties (non-finite ones included) go to
   the lower member index. With all-NaN fitness the first members survive.
 
@@ -227,7 +229,7 @@ def cut(fitness: np.ndarray, cfg: HalvingConfig, epoch: int,
   """
   cfg.validate()
   k = rung_index(epoch, cfg)
-  f = _fitness_array(fitness)
+  f = fitness_lib.as_array(fitness)
   p = f.shape[0]
   g = None
   if groups is not None:

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from hpjax import fitness as fitness_lib
 from hpjax import space as space_lib
-
-MODES = ("max", "min")
+from hpjax.fitness import MODES, rank  # pylint: disable=unused-import (re-exported)
 
 # Keys of a member's hyperparameter dict that fix its group. ``model`` is the
 # nested structural config that ``Population.hparams`` reports.
@@ -43,11 +43,6 @@ def _is_int(v: Any) -> bool:
 
 def _is_real(v: Any) -> bool:
   return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
-
-
-def _check_mode(mode: Any) -> None:
-  if mode not in MODES:
-    raise ValueError(f"mode: unknown value {mode!r}; allowed: {', '.join(MODES)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +59,7 @@ class PBTConfig:
     resample_probability: probability, per hyperparameter, of a redraw from
       the prior instead of a perturbation; in ``[0, 1]``.
     mode: ``max`` (fitness is a score, e.g. accuracy) or ``min`` (a loss).
+      The tuner sets it from the fitness metric (:mod:`hpjax.fitness`).
   """
 
   interval: int = 1
@@ -97,8 +93,7 @@ class PBTConfig:
     p = self.resample_probability
     if not _is_real(p) or not 0.0 <= p <= 1.0:
       raise ValueError(f"pbt.resample_probability: must be in [0, 1], got {p!r}")
-    if self.mode not in MODES:
-      raise ValueError(f"pbt.mode: unknown value {self.mode!r}; allowed: {', '.join(MODES)}")
+    fitness_lib.check_mode(self.mode, "pbt.mode")
     return self
 
 
@@ -144,39 +139,6 @@ def should_decide(epoch: int, cfg: PBTConfig) -> bool:
   if not _is_int(epoch) or epoch < 0:
     raise ValueError(f"epoch: must be an integer >= 0, got {epoch!r}")
   return epoch > cfg.burn_in and (epoch - cfg.burn_in) % cfg.interval == 0
-
-
-def _fitness_array(fitness: Any) -> np.ndarray:
-  try:
-    f = np.asarray(fitness, np.float64)
-  except (TypeError, ValueError):
-    raise ValueError("fitness: must be a 1-D array of numbers") from None
-  if f.ndim != 1:
-    raise ValueError(f"fitness: must be a 1-D array of numbers, got shape {f.shape}")
-  return f
-
-
-def rank(fitness: np.ndarray, mode: str) -> np.ndarray:
-  """Members ordered from best to worst.
-
-  Args:
-    fitness: ``[P]`` fitness values.
-    mode: ``max`` (higher is better) or ``min``.
-
-  Returns:
-    int ``[P]`` member indices, best first. Non-finite values (NaN, +inf and
-    -inf, whatever the mode: a diverged member is never the best) come last;
-    ties, non-finite ones included, keep member-index order.
-
-  Raises:
-    ValueError: an unknown ``mode`` or a fitness that is not 1-D numbers.
-  """
-  _check_mode(mode)
-  f = _fitness_array(fitness)
-  finite = np.isfinite(f)
-  key = np.where(finite, -f if mode == "max" else f, 0.0)
-  # lexsort's last key is the primary one: finite first, then key, then index.
-  return np.lexsort((np.arange(f.shape[0]), key, ~finite)).astype(np.int64)
 
 
 def quantile_size(population: int, quantile_fraction: float) -> int:
@@ -253,7 +215,7 @@ def exploit_explore(fitness: np.ndarray, hparams: Sequence[Mapping[str, Any]],
     ValueError: one line naming the bad argument.
   """
   cfg.validate()
-  f = _fitness_array(fitness)
+  f = fitness_lib.as_array(fitness)
   p = f.shape[0]
   if not isinstance(rng, np.random.Generator):
     raise ValueError(f"rng: must be a numpy.random.Generator, got {type(rng).__name__}")
