@@ -7,6 +7,7 @@ r"""Tune hyperparameters by training a population: the absl launcher.
 field can be overridden, e.g. ``--config.population=64 --config.epochs=5``.
 A bad flag or config value ends with one error line and exit status 1, and
 never touches an existing workdir.
+The config file is Python, run as your own code; data files never run code (docs/security.md).
 
 The workdir is the resume key: relaunching the same command resumes from the
 newest complete checkpoint in ``WORKDIR/checkpoints`` (a damaged newest one

@@ -12,7 +12,9 @@ Everything a population-based tuning run needs from its data lives here:
   baked in as constants.
 * :class:`DataError` is raised for every problem with the input, always with a
   one-line message that names the file or source and what is wrong, so that a
-  command-line tool can print it as it is.
+  command-line tool can print it as it is. :class:`DataWarning` flags data
+  that loads but may not mean what was intended (a split without some class,
+  float labels that look like class numbers).
 * :func:`write_idx`, :func:`write_cifar_batch`, :func:`write_fake_mnist` and
   :func:`write_fake_cifar10` write small files in the real on-disk formats, so
   tests (here and elsewhere in the project) exercise the real parsers without
@@ -23,6 +25,11 @@ Storage conventions: images are NHWC (grayscale gets ``C == 1``) and stay
 :meth:`Dataset.normalize` converts per batch). Everything else is float32.
 Classification labels are int32; regression targets are float32 of shape
 ``[N]``, standardized with the training split's mean and standard deviation.
+
+No file this module parses can run code: CIFAR-10's pickles go through an
+unpickler that resolves only the few numpy names the real batches use (uint8
+arrays only), ``.npz`` files are read with ``allow_pickle=False`` and IDX
+files are parsed byte by byte. (``tfds:NAME`` is left to TensorFlow Datasets.)
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import math
 import numbers
 import os
 import pickle
+import warnings
 import zlib
 from typing import Any, Sequence
 
@@ -43,6 +51,7 @@ import numpy as np
 __all__ = [
     'SOURCES',
     'DataError',
+    'DataWarning',
     'Dataset',
     'load_dataset',
     'dataset_from_arrays',
@@ -58,6 +67,7 @@ __all__ = [
 SOURCES = ('digits', 'mnist', 'fashion_mnist', 'cifar10', 'npz', 'diabetes', 'tfds:NAME')
 
 _TASKS = ('classification', 'regression')
+_TASK_OPTIONS = ('auto',) + _TASKS
 _ALLOWED_HINT = 'digits, mnist, fashion_mnist, cifar10, npz (or npz:PATH), diabetes, tfds:NAME'
 
 # Standard MNIST / Fashion-MNIST file names (both datasets use the same ones).
@@ -73,6 +83,8 @@ _CIFAR_SUBDIR = 'cifar-10-batches-py'
 _CIFAR_SIDE = 32
 
 _IDX_UBYTE = 0x08  # IDX type code for unsigned bytes, the only one MNIST uses.
+_NPY_MAGIC = b'\x93NUMPY'
+_ZIP_MAGICS = (b'PK\x03\x04', b'PK\x05\x06')  # A zip's first entry, or an empty zip.
 _MIN_IMAGE_SIZE = 8
 
 # Host-side work (statistics, resizing) goes through the data in blocks so that
@@ -92,6 +104,15 @@ class DataError(ValueError):
 
     def __init__(self, message: Any):
         super().__init__(' '.join(str(message).split('\n')).replace('\r', ' ').strip())
+
+
+class DataWarning(UserWarning):
+    """Data that loads but may not be what was meant (a python ``warnings`` category).
+
+    Issued, with a one-line message naming the source, when a split lacks some
+    classes or when float labels hold only whole numbers; filter it with
+    ``warnings.filterwarnings('ignore', category=DataWarning)``.
+    """
 
 
 # --------------------------------------------------------------------------
@@ -245,6 +266,8 @@ def load_dataset(
     test_fraction: float = 0.2,
     seed: int = 0,
     max_train: int | None = None,
+    num_classes: int | None = None,
+    task: str = 'auto',
 ) -> Dataset:
     """Load, check, split, and place a dataset on the device.
 
@@ -256,15 +279,36 @@ def load_dataset(
       ``.gz``) in ``data_dir``.
     * ``'cifar10'``: the python pickle batches ``data_batch_1..5`` and
       ``test_batch`` in ``data_dir`` or in ``data_dir/cifar-10-batches-py``.
-      These are pickles: only load files you trust.
+      They are unpickled with a restricted unpickler (see
+      :func:`read_cifar_batch`), so a crafted batch cannot run code.
     * ``'npz'`` (path in ``data_dir``) or ``'npz:PATH'``: arrays ``x_train``,
-      ``y_train`` and optionally ``x_test``, ``y_test``. Integer ``y`` means
-      classification, float ``y`` regression. With ``'npz:PATH'`` the path in
-      the source wins and ``data_dir`` is ignored.
+      ``y_train`` and optionally ``x_test``, ``y_test`` (read with
+      ``allow_pickle=False``). With ``'npz:PATH'`` the path in the source
+      wins and ``data_dir`` is ignored.
     * ``'diabetes'``: scikit-learn's embedded diabetes regression data.
     * ``'tfds:NAME'``: a TensorFlow Datasets dataset with ``image`` and
       ``label`` features (needs ``tensorflow-datasets``; ``data_dir`` is passed
-      on as its data_dir).
+      on as its data_dir). Its declared class count is used as ``num_classes``
+      unless one is given.
+
+    Task and classes (npz, tfds and :func:`dataset_from_arrays`; the other
+    sources have a fixed task and 10 classes, or are regression):
+
+    * ``task='auto'``: integer (or bool) ``y`` means classification, float
+      ``y`` regression. Float ``y`` holding only whole numbers is still
+      regression, but gets a :class:`DataWarning`, since it is often class
+      labels saved as floats; pass ``task`` to say which is meant.
+    * ``task='classification'``: ``y`` must be integers, or floats that are
+      all whole numbers; ``task='regression'``: any numeric ``y`` is a target.
+    * Classes: without ``num_classes``, the labels (train and test together)
+      must be exactly 0..K-1 with every class present, so that a stray label
+      or an offset cannot silently change the number of outputs. With
+      ``num_classes`` (which implies classification), labels must lie in
+      ``0..num_classes-1`` and classes may be absent. Either way at least
+      two classes must be present.
+    * A split (train / val / test) that lacks some class gets one
+      :class:`DataWarning` listing what each split lacks: its metrics then
+      say nothing about those classes.
 
     Sources without a test split lose ``test_fraction`` of all examples to the
     test split and ``val_fraction`` of all examples to the validation split.
@@ -287,6 +331,12 @@ def load_dataset(
         max_train: Optionally keep only this many training examples (seeded,
             stratified subsample), for quick runs. The validation and test
             splits are not affected.
+        num_classes: Number of classes (an int >= 2), for data where some
+            classes may be absent; None: the labels must be 0..K-1 with every
+            class present. Sources with a fixed class count accept only that
+            count.
+        task: ``'auto'``, ``'classification'`` or ``'regression'`` (see
+            above). Sources with a fixed task accept only ``'auto'`` or theirs.
 
     Returns:
         The :class:`Dataset`.
@@ -295,7 +345,7 @@ def load_dataset(
         DataError: For any problem with the arguments or the data.
     """
     kind, arg = _parse_source(source)
-    _check_options(image_size, val_fraction, test_fraction, seed, max_train)
+    _check_options(image_size, val_fraction, test_fraction, seed, max_train, num_classes, task)
     if kind == 'digits':
         raw = _load_digits()
     elif kind == 'diabetes':
@@ -305,9 +355,11 @@ def load_dataset(
     elif kind == 'cifar10':
         raw = _load_cifar10(data_dir)
     elif kind == 'npz':
-        raw = _load_npz(arg if arg is not None else _npz_path_from_data_dir(data_dir))
+        raw = _load_npz(arg if arg is not None else _npz_path_from_data_dir(data_dir), num_classes, task)
     else:  # 'tfds'
-        raw = _load_tfds(arg, data_dir)
+        raw = _load_tfds(arg, data_dir, num_classes, task)
+    if kind not in ('npz', 'tfds'):
+        _check_fixed_source(raw, num_classes, task)
     return _assemble(
         raw,
         image_size=image_size,
@@ -330,20 +382,23 @@ def dataset_from_arrays(
     test_fraction: float = 0.2,
     seed: int = 0,
     max_train: int | None = None,
+    num_classes: int | None = None,
+    task: str = 'auto',
 ) -> Dataset:
     """Build a :class:`Dataset` from in-memory arrays, with the npz rules.
 
     Same conversions, checks and splitting as ``load_dataset('npz:...')``:
     uint8 ``x`` stays uint8, other numeric ``x`` becomes float32; ``[N, H, W]``
     gets a channel axis, ``[N, H, W, C]`` must be NHWC, ``[N, F]`` are vectors;
-    integer ``y`` means classification, float ``y`` regression.
+    the task and class rules are those of :func:`load_dataset` (integer ``y``
+    means classification with labels 0..K-1, float ``y`` regression).
 
     Args:
         name: Name for the dataset and its error messages.
         x_train, y_train: Training inputs and labels / targets.
         x_test, y_test: Optional test split (both or neither).
-        image_size, val_fraction, test_fraction, seed, max_train: As for
-            :func:`load_dataset`.
+        image_size, val_fraction, test_fraction, seed, max_train, num_classes,
+            task: As for :func:`load_dataset`.
 
     Returns:
         The :class:`Dataset`.
@@ -351,11 +406,11 @@ def dataset_from_arrays(
     Raises:
         DataError: For any problem with the arguments or the arrays.
     """
-    _check_options(image_size, val_fraction, test_fraction, seed, max_train)
+    _check_options(image_size, val_fraction, test_fraction, seed, max_train, num_classes, task)
     arrays = {'x_train': x_train, 'y_train': y_train}
     if x_test is not None or y_test is not None:
         arrays.update(x_test=x_test, y_test=y_test)
-    raw = _raw_from_arrays(name, f"dataset '{name}'", arrays)
+    raw = _raw_from_arrays(name, f"dataset '{name}'", arrays, num_classes, task)
     return _assemble(
         raw,
         image_size=image_size,
@@ -481,13 +536,173 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
             f.write(payload)
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 batch and refuses everything a batch does not hold.
+
+    A pickle may name any importable callable and have it called with any
+    arguments while loading (``os.system`` included), so a plain
+    ``pickle.load`` of a downloaded file runs whatever the file says. This
+    unpickler resolves only the globals the real batches (Python 2, numpy 1.x)
+    and :func:`write_cifar_batch` (Python 3, numpy 1.x or 2.x) use, and each
+    to a checking stand-in rather than to the numpy function itself (see
+    ``_CIFAR_GLOBALS``). Any other global (or a persistent id, which has no
+    loader here) ends the load with a :class:`DataError` naming the file and
+    the global. Plain values (dicts, lists, ints, bytes, str) need no global.
+    """
+
+    def __init__(self, file, where: str):
+        # encoding='bytes': Python 2 str objects (the real batches' keys and
+        # raw pixels) load as bytes, exactly as with pickle.load(f, encoding='bytes').
+        super().__init__(file, encoding='bytes')
+        self._where = where
+
+    def find_class(self, module: str, name: str):
+        found = _CIFAR_GLOBALS.get((module, name))
+        if found is None:
+            raise DataError(
+                f"{self._where}: refused to unpickle global '{module}.{name}': a CIFAR-10 batch holds only "
+                'a dict of ints, bytes, lists and uint8 numpy arrays, so this file is not one (or was crafted)'
+            )
+        # A fresh object per lookup: a pickle can also apply state to what a
+        # global resolves to (BUILD), which must not reach shared objects.
+        return _NdarrayName() if found is _NdarrayName else _StandIn(found)
+
+
+class _CifarRefused(Exception):
+    """A stand-in was called with something a CIFAR-10 batch never holds."""
+
+
+class _StandIn:
+    """A callable a CIFAR-10 pickle may use in place of a numpy function."""
+
+    __slots__ = ('_fn',)
+
+    def __init__(self, fn):
+        self._fn = fn
+
+    def __call__(self, *args):
+        return self._fn(*args)
+
+    def __setstate__(self, state):
+        raise _CifarRefused('state applied to a numpy function')
+
+
+class _NdarrayName:
+    """What ``numpy.ndarray`` unpickles to: a marker, never the class itself.
+
+    Handing out ``numpy.ndarray`` would let a pickle call its constructor
+    directly (any dtype, any buffer); the marker can only be passed to the
+    reconstruct stand-in.
+    """
+
+    __slots__ = ()
+
+    def __setstate__(self, state):
+        raise _CifarRefused('state applied to numpy.ndarray')
+
+
+class _Uint8Dtype:
+    """What ``numpy.dtype('u1', ...)`` unpickles to; other dtypes are refused.
+
+    Its pickled state (byte order, flags) means nothing for single bytes and
+    is ignored rather than handed to numpy.
+    """
+
+    __slots__ = ()
+
+    def __setstate__(self, state):
+        del state
+
+
+class _ArrayStub:
+    """What ``_reconstruct(ndarray, ...)`` unpickles to, until its state arrives.
+
+    numpy pickles an array as an empty shell plus a state tuple
+    ``(version, shape, dtype, is_fortran, raw_bytes)`` applied afterwards; the
+    stub checks that tuple and builds the uint8 array itself.
+    """
+
+    __slots__ = ('array',)
+
+    def __init__(self):
+        self.array = None
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise _CifarRefused('a numpy array with an unknown state layout')
+        shape, dtype, is_fortran, raw = state[-4:]
+        self.array = _uint8_array(raw, dtype, shape, 'F' if is_fortran else 'C')
+
+
+def _uint8_array(raw, dtype, shape, order) -> np.ndarray:
+    if not isinstance(dtype, _Uint8Dtype):
+        raise _CifarRefused('a numpy array without a uint8 dtype')
+    if not (isinstance(shape, tuple) and all(_is_int(d) and d >= 0 for d in shape)):
+        raise _CifarRefused(f'a numpy array of shape {shape!r}')
+    if isinstance(raw, str):
+        raw = raw.encode('latin1')  # What numpy itself does with Python 2 str data.
+    if not isinstance(raw, (bytes, bytearray)) or len(raw) != math.prod(shape) or order not in ('C', 'F'):
+        raise _CifarRefused(f'a numpy array of shape {shape} without {math.prod(shape)} bytes of data')
+    return np.frombuffer(raw, dtype=np.uint8).reshape(shape, order=order)
+
+
+def _reconstruct_stub(subtype, shape, typecode):
+    del shape, typecode  # numpy's placeholder arguments; the state carries the array.
+    if not isinstance(subtype, _NdarrayName):
+        raise _CifarRefused('numpy _reconstruct of something other than numpy.ndarray')
+    return _ArrayStub()
+
+
+def _dtype_stub(name, align=False, copy=False):
+    del align, copy
+    if name not in ('u1', b'u1'):
+        raise _CifarRefused(f'numpy dtype {name!r} (only uint8 is allowed)')
+    return _Uint8Dtype()
+
+
+def _frombuffer_stub(buffer, dtype, shape, order):
+    # numpy >= 1.23 pickles arrays this way with pickle protocol 5.
+    return _uint8_array(buffer, dtype, shape, order)
+
+
+def _latin1_encode(text, encoding='latin1', errors='strict'):
+    # Python 3 pickles bytes with protocols 0-2 as _codecs.encode(str, 'latin1').
+    if not isinstance(text, str) or encoding not in ('latin1', 'latin-1') or errors != 'strict':
+        raise _CifarRefused(f'_codecs.encode with encoding {encoding!r}')
+    return text.encode('latin1')
+
+
+# (module, name) -> stand-in. numpy 1.x names its array module numpy.core,
+# numpy 2.x numpy._core; a batch may come from either.
+_CIFAR_GLOBALS = {
+    ('numpy.core.multiarray', '_reconstruct'): _reconstruct_stub,
+    ('numpy._core.multiarray', '_reconstruct'): _reconstruct_stub,
+    ('numpy.core.numeric', '_frombuffer'): _frombuffer_stub,
+    ('numpy._core.numeric', '_frombuffer'): _frombuffer_stub,
+    ('numpy', 'ndarray'): _NdarrayName,
+    ('numpy', 'dtype'): _dtype_stub,
+    ('_codecs', 'encode'): _latin1_encode,
+}
+
+
+def _unstub(value, key: str, where: str):
+    if isinstance(value, _ArrayStub):
+        if value.array is None:
+            raise DataError(f"{where}: b'{key}' is a numpy array without data")
+        return value.array
+    return value
+
+
 def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read one CIFAR-10 python pickle batch.
+    """Read one CIFAR-10 python pickle batch, without running code from it.
 
     The batch is a pickled dict (loaded with ``encoding='bytes'``) whose
     ``b'data'`` is uint8 ``[N, 3072]``, each row the red, green and blue 32x32
     planes in row-major order, and whose ``b'labels'`` lists N ints in 0..9.
-    This unpickles the file: only read files you trust.
+    It is unpickled by a restricted unpickler that resolves only numpy's array
+    reconstruction (uint8 data only) and the latin-1 bytes helper of Python 3
+    pickles; any other global in the file is refused before it is imported,
+    so a crafted file cannot run code.
 
     Args:
         path: Batch file path.
@@ -496,15 +711,20 @@ def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         ``(images, labels)``: uint8 ``[N, 32, 32, 3]`` (NHWC) and int32 ``[N]``.
 
     Raises:
-        DataError: Unreadable file, missing keys, bad shapes or labels.
+        DataError: Unreadable file, a refused global or dtype, missing keys,
+            bad shapes or labels.
     """
     path = os.fspath(path)
     where = f"file '{path}'"
     try:
         with open(path, 'rb') as f:
-            batch = pickle.load(f, encoding='bytes')
+            batch = _CifarUnpickler(f, where).load()
     except FileNotFoundError:
         raise DataError(f'{where}: not found') from None
+    except DataError:
+        raise
+    except _CifarRefused as e:
+        raise DataError(f'{where}: refused to unpickle {e}: not a CIFAR-10 batch (or a crafted one)') from None
     except Exception as e:  # noqa: BLE001 - unpickling can fail in many ways; all mean "bad file".
         raise DataError(f'{where}: not a readable CIFAR-10 batch ({type(e).__name__}: {e})') from None
     if not isinstance(batch, dict):
@@ -513,6 +733,7 @@ def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     for key, value in (('data', data), ('labels', labels)):
         if value is None:
             raise DataError(f"{where}: CIFAR-10 batch lacks key b'{key}'")
+    data, labels = _unstub(data, 'data', where), _unstub(labels, 'labels', where)
     data = np.asarray(data)
     plane = _CIFAR_SIDE * _CIFAR_SIDE
     if data.ndim != 2 or data.shape[1] != 3 * plane:
@@ -644,6 +865,8 @@ class _Raw:
     x_test: np.ndarray | None
     y_test: np.ndarray | None
     num_classes: int
+    # DataWarning messages, issued by _assemble (so that they point at the caller).
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 def _parse_source(source: Any) -> tuple[str, str | None]:
@@ -667,7 +890,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _check_options(image_size, val_fraction, test_fraction, seed, max_train) -> None:
+def _check_options(image_size, val_fraction, test_fraction, seed, max_train, num_classes=None, task='auto') -> None:
     if image_size is not None and (not _is_int(image_size) or image_size < _MIN_IMAGE_SIZE):
         raise DataError(f'image_size must be an int >= {_MIN_IMAGE_SIZE} or None, got {image_size!r}')
     for label, value in (('val_fraction', val_fraction), ('test_fraction', test_fraction)):
@@ -677,6 +900,21 @@ def _check_options(image_size, val_fraction, test_fraction, seed, max_train) -> 
         raise DataError(f'seed must be a non-negative int, got {seed!r}')
     if max_train is not None and (not _is_int(max_train) or max_train < 1):
         raise DataError(f'max_train must be a positive int or None, got {max_train!r}')
+    if num_classes is not None and (not _is_int(num_classes) or num_classes < 2):
+        raise DataError(f'num_classes must be an int >= 2 or None, got {num_classes!r}')
+    if task not in _TASK_OPTIONS:
+        raise DataError(f"task must be one of {', '.join(_TASK_OPTIONS)}, got {task!r}")
+    if num_classes is not None and task == 'regression':
+        raise DataError(f"num_classes={num_classes} is for classification, but task is 'regression'")
+
+
+def _check_fixed_source(raw: _Raw, num_classes, task) -> None:
+    """num_classes / task given for a source whose task and classes are fixed."""
+    if task not in ('auto', raw.task):
+        raise DataError(f"{raw.where}: is {raw.task} data; task={task!r} does not apply")
+    if num_classes is not None and (raw.task != 'classification' or num_classes != raw.num_classes):
+        what = f'has {raw.num_classes} classes' if raw.task == 'classification' else 'is regression data'
+        raise DataError(f'{raw.where}: {what}; num_classes={num_classes} does not apply')
 
 
 def _require_dir(kind: str, data_dir, needs: str) -> str:
@@ -785,17 +1023,29 @@ def _npz_path_from_data_dir(data_dir) -> str:
     return os.fspath(data_dir)
 
 
-def _load_npz(path: str) -> _Raw:
+def _load_npz(path: str, num_classes=None, task='auto') -> _Raw:
     where = f"file '{path}'"
     if not os.path.exists(path):
         raise DataError(f'{where}: not found')
     if os.path.isdir(path):
         raise DataError(f'{where}: is a directory, expected a .npz file')
+    # np.load picks the format from the first bytes and, for anything that is
+    # neither a zip nor an .npy, assumes a pickle; with allow_pickle=False that
+    # yields a misleading "pickled data" error. Sniff first, so each kind of
+    # wrong file gets its own message.
+    try:
+        with open(path, 'rb') as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise DataError(f'{where}: cannot read ({type(e).__name__}: {e.strerror})') from None
+    if magic.startswith(_NPY_MAGIC):
+        raise DataError(f'{where}: not an .npz archive (a plain .npy array?); save x_train, y_train, ... with np.savez')
+    if not magic.startswith(_ZIP_MAGICS):
+        kind = ' (it looks like a pickle, which is never loaded)' if magic[:1] == b'\x80' else ''
+        raise DataError(f'{where}: not a NumPy .npz file: it does not start with the zip signature{kind}')
     try:
         # allow_pickle=False: an .npz must not be able to run code on load.
         with np.load(path, allow_pickle=False) as archive:
-            if not hasattr(archive, 'files'):
-                raise DataError(f'{where}: not an .npz archive (it holds a single array)')
             present = set(archive.files)
             for key in ('x_train', 'y_train'):
                 if key not in present:
@@ -804,15 +1054,25 @@ def _load_npz(path: str) -> _Raw:
                 have, lack = ('x_test', 'y_test') if 'x_test' in present else ('y_test', 'x_test')
                 raise DataError(f"{where}: missing array '{lack}' ({have} is present, so {lack} is needed too)")
             keys = [k for k in ('x_train', 'y_train', 'x_test', 'y_test') if k in present]
-            arrays = {k: archive[k] for k in keys}
+            arrays = {}
+            for key in keys:
+                try:
+                    arrays[key] = archive[key]
+                except ValueError as e:
+                    if 'allow_pickle' not in str(e):
+                        raise
+                    raise DataError(
+                        f"{where}: array '{key}' holds Python objects (dtype object), which are never unpickled; "
+                        'save numeric arrays'
+                    ) from None
     except DataError:
         raise
-    except Exception as e:  # noqa: BLE001 - zip/format/pickle errors all mean "bad file".
+    except Exception as e:  # noqa: BLE001 - zip/format errors all mean "bad file".
         raise DataError(f'{where}: cannot read as .npz ({type(e).__name__}: {e})') from None
-    return _raw_from_arrays(f'npz:{path}', where, arrays)
+    return _raw_from_arrays(f'npz:{path}', where, arrays, num_classes, task)
 
 
-def _load_tfds(name: str, data_dir) -> _Raw:
+def _load_tfds(name: str, data_dir, num_classes=None, task='auto') -> _Raw:
     source = f'tfds:{name}'
     try:
         import tensorflow_datasets as tfds
@@ -841,39 +1101,117 @@ def _load_tfds(name: str, data_dir) -> _Raw:
             if feature not in splits[split]:
                 raise DataError(f"source '{source}': split '{split}' lacks feature '{feature}'")
             arrays[f'{key}_{prefix}'] = np.asarray(splits[split][feature])
-    raw = _raw_from_arrays(source, f"source '{source}'", arrays)
     try:
         declared = int(info.features['label'].num_classes)
-    except Exception:  # noqa: BLE001 - no declared class count: fall back to max label + 1.
+    except Exception:  # noqa: BLE001 - no declared class count: labels must then be 0..K-1.
         declared = None
-    if raw.task == 'classification' and declared:
-        raw.num_classes = max(raw.num_classes, int(declared))
-    return raw
+    # A declared class count plays the part of num_classes (classes may be
+    # absent from the data); only for integer labels, which ClassLabel gives.
+    if num_classes is None and task != 'regression' and declared and declared >= 2:
+        if np.asarray(arrays['y_train']).dtype.kind in 'biu':
+            num_classes = declared
+    return _raw_from_arrays(source, f"source '{source}'", arrays, num_classes, task)
 
 
-def _raw_from_arrays(name: str, where: str, arrays: dict[str, Any]) -> _Raw:
+def _raw_from_arrays(name: str, where: str, arrays: dict[str, Any], num_classes=None, task='auto') -> _Raw:
     """Convert and check user arrays (npz, tfds, in-memory) into a _Raw."""
+    wanted = task
+    if num_classes is not None and task == 'auto':
+        task = 'classification'  # A class count says what the labels are.
     x = _convert_x(arrays['x_train'], 'x_train', where)
-    y, task = _convert_y(arrays['y_train'], 'y_train', where)
+    y, y_task = _convert_y(arrays['y_train'], 'y_train', where, task)
     x_test = y_test = None
     if 'x_test' in arrays:
         x_test = _convert_x(arrays['x_test'], 'x_test', where)
-        y_test, test_task = _convert_y(arrays['y_test'], 'y_test', where)
-        if test_task != task:
-            raise DataError(f'{where}: y_train means {task} but y_test means {test_task} (integer vs float labels)')
+        y_test, test_task = _convert_y(arrays['y_test'], 'y_test', where, task)
+        if test_task != y_task:
+            raise DataError(
+                f"{where}: y_train means {y_task} but y_test means {test_task} (integer vs float labels; "
+                "pass task='classification' or task='regression' to decide)"
+            )
         if x_test.shape[1:] != x.shape[1:]:
             raise DataError(f'{where}: x_test example shape {x_test.shape[1:]} differs from x_train {x.shape[1:]}')
         if x.dtype != x_test.dtype:
             # One stored dtype per dataset; uint8 only survives if both are 8-bit.
             x, x_test = x.astype(np.float32), x_test.astype(np.float32)
-    num_classes = 1
-    if task == 'classification':
-        # Labels are already known to be >= 0 (checked in _convert_y).
-        top = int(y.max()) if y_test is None else max(int(y.max()), int(y_test.max()))
-        num_classes = top + 1
-        if num_classes < 2:
-            raise DataError(f'{where}: classification needs at least 2 classes, y_train only has label 0')
-    return _Raw(name, where, task, x, y, x_test, y_test, num_classes)
+    notes = []
+    if y_task == 'classification':
+        num_classes = _class_count(y, y_test, num_classes, where)
+    else:
+        num_classes = 1
+        targets = y if y_test is None else np.concatenate([y, y_test])
+        if wanted == 'auto' and np.all(np.isfinite(targets)) and np.all(targets == np.round(targets)):
+            # Class labels saved as floats would otherwise train a regressor
+            # without a word; real targets that happen to be whole numbers
+            # (counts, scores) are regression, so this warns, not fails.
+            notes.append(
+                f"{where}: y is float but holds only whole numbers ({_describe_values(np.unique(targets))}), "
+                "so it is taken as regression targets; pass task='classification' if these are class labels "
+                "(or save them as integers), task='regression' to silence this"
+            )
+    return _Raw(name, where, y_task, x, y, x_test, y_test, num_classes, notes)
+
+
+def _class_count(y: np.ndarray, y_test: np.ndarray | None, num_classes: int | None, where: str) -> int:
+    """The number of classes of non-negative int labels, after checking them.
+
+    Taking max(label) + 1 on trust would turn a dataset whose labels are all 7
+    into an 8-way classifier, and one stray label of 100000 into a
+    100001-way output; so without an explicit count the classes must be
+    exactly 0..K-1.
+    """
+    labels = y if y_test is None else np.concatenate([y, y_test])
+    keys = 'y_train' if y_test is None else 'y_train/y_test'
+    present = np.unique(labels)  # A single class is refused later, by _validate, for every source.
+    if num_classes is not None:
+        if present[-1] >= num_classes:
+            raise DataError(
+                f'{where}: {keys}: label {int(present[-1])} is out of range for num_classes={num_classes} '
+                f'(labels must be 0..{num_classes - 1})'
+            )
+        return num_classes
+    k = int(present[-1]) + 1
+    if present.size != k:
+        missing = _absent_runs(present, k)
+        raise DataError(
+            f'{where}: {keys}: classes must be 0..K-1 with every class present; missing '
+            f'{_describe_runs(missing)} ({k - present.size} of {k}; present: {_describe_values(present)}); '
+            'give num_classes to allow absent classes'
+        )
+    return k
+
+
+def _absent_runs(present: np.ndarray, k: int) -> list[tuple[int, int]]:
+    """Inclusive (low, high) runs of 0..k-1 missing from sorted unique ``present``.
+
+    Works from the gaps between present labels, so a stray huge label costs
+    nothing (no arange up to it).
+    """
+    edges = np.concatenate([[-1], present[present < k].astype(np.int64), [k]])
+    gaps = np.nonzero(np.diff(edges) > 1)[0]
+    return [(int(edges[i]) + 1, int(edges[i + 1]) - 1) for i in gaps]
+
+
+def _describe_runs(runs: list[tuple[int, int]], limit: int = 6) -> str:
+    """'0..6', '3, 5..9', '8, 9', or the first few runs and '...'."""
+    parts = []
+    for low, high in runs[:limit]:
+        parts.append(str(low) if low == high else f'{low}, {high}' if high == low + 1 else f'{low}..{high}')
+    if len(runs) > limit:
+        parts.append('...')
+    return ', '.join(parts)
+
+
+def _describe_values(values: np.ndarray, limit: int = 6) -> str:
+    """Sorted unique numbers as runs: '0..9, 100000' (whole-number floats without '.0')."""
+    if values.dtype.kind == 'f':
+        values = values.astype(np.int64) if np.all(np.abs(values) < 2**62) else values
+    if values.dtype.kind == 'f':
+        return ', '.join(str(v) for v in values[:limit]) + (', ...' if values.size > limit else '')
+    breaks = np.nonzero(np.diff(values) != 1)[0]
+    starts = np.concatenate([[0], breaks + 1])
+    ends = np.concatenate([breaks, [values.size - 1]])
+    return _describe_runs([(int(values[a]), int(values[b])) for a, b in zip(starts, ends)], limit)
 
 
 def _convert_x(array: Any, key: str, where: str) -> np.ndarray:
@@ -899,7 +1237,12 @@ def _convert_x(array: Any, key: str, where: str) -> np.ndarray:
     return array
 
 
-def _convert_y(array: Any, key: str, where: str) -> tuple[np.ndarray, str]:
+def _convert_y(array: Any, key: str, where: str, task: str = 'auto') -> tuple[np.ndarray, str]:
+    """Labels as int32 (classification) or targets as float64 (regression), and which.
+
+    ``task='auto'`` decides by dtype: integers (and bools) are labels, floats
+    targets. ``'classification'`` also takes floats that are all whole numbers.
+    """
     array = np.asarray(array)
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
@@ -908,16 +1251,27 @@ def _convert_y(array: Any, key: str, where: str) -> tuple[np.ndarray, str]:
     if array.size == 0:
         raise DataError(f'{where}: {key} is empty (shape {array.shape})')
     kind = array.dtype.kind
-    if kind in 'biu':
-        if array.size and kind != 'b' and (array.min() < 0 or array.max() > np.iinfo(np.int32).max):
-            # Report negatives with the standard label-range message.
-            _check_label_range(array, None, f'{where}: {key}')
-            raise DataError(f'{where}: {key} holds labels too large for int32 (max {array.max()})')
-        return array.astype(np.int32), 'classification'
-    if kind == 'f':
+    if kind not in 'biuf':
+        raise DataError(f'{where}: {key} has unsupported dtype {array.dtype} (need integer labels or float targets)')
+    if task == 'regression' or (task == 'auto' and kind == 'f'):
         # float64 keeps the standardization exact; the result is cast to float32.
         return array.astype(np.float64), 'regression'
-    raise DataError(f'{where}: {key} has unsupported dtype {array.dtype} (need integer labels or float targets)')
+    if kind == 'b':
+        return array.astype(np.int32), 'classification'
+    if kind == 'f':
+        _check_finite(array, key, where)
+        fractional = array != np.round(array)
+        if np.any(fractional):
+            value = float(array[np.argmax(fractional)])
+            raise DataError(
+                f"{where}: {key} holds {value!r}, not a whole number, but task is 'classification' "
+                '(class labels must be whole numbers)'
+            )
+    if array.min() < 0 or array.max() > np.iinfo(np.int32).max:
+        # Report negatives with the standard label-range message.
+        _check_label_range(array, None, f'{where}: {key}')
+        raise DataError(f'{where}: {key} holds labels too large for int32 (max {array.max()})')
+    return array.astype(np.int32), 'classification'
 
 
 def _check_label_range(labels: np.ndarray, num_classes: int | None, where: str) -> None:
@@ -1015,6 +1369,13 @@ def _validate(raw: _Raw) -> None:
         _check_finite(y, y_key, where)
         if raw.task == 'classification':
             _check_label_range(y, raw.num_classes, f'{where}: {y_key}')
+    if raw.task == 'classification':
+        labels = np.unique(raw.y if raw.y_test is None else np.concatenate([raw.y, raw.y_test]))
+        if labels.size < 2:
+            # Every example in one class: accuracy 1.0 means nothing.
+            raise DataError(
+                f'{where}: labels: a single class (label {int(labels[0])}); classification needs at least 2 classes'
+            )
 
 
 def _assemble(raw: _Raw, *, image_size, val_fraction, test_fraction, seed, max_train) -> Dataset:
@@ -1055,6 +1416,19 @@ def _assemble(raw: _Raw, *, image_size, val_fraction, test_fraction, seed, max_t
         # only pay for the images they keep.
         x_train, x_val, x_test = (resize_images(a, image_size) for a in (x_train, x_val, x_test))
 
+    notes = list(raw.notes)
+    if classification:
+        lacking = _lacking_classes(raw.num_classes, (('train', y_train), ('val', y_val), ('test', y_test)))
+        if lacking:
+            notes.append(
+                f'{where}: classes of 0..{raw.num_classes - 1} missing from splits ({lacking}); '
+                "a split's metrics say nothing about the classes it lacks"
+            )
+    for note in notes:
+        # stacklevel 3: the warning points at the caller of load_dataset /
+        # dataset_from_arrays, the only callers of this function.
+        warnings.warn(note, DataWarning, stacklevel=3)
+
     mean, std = _channel_stats(x_train)
     y_mean, y_std = 0.0, 1.0
     if classification:
@@ -1080,6 +1454,25 @@ def _assemble(raw: _Raw, *, image_size, val_fraction, test_fraction, seed, max_t
         y_mean=y_mean,
         y_std=y_std,
     )
+
+
+def _lacking_classes(num_classes: int, splits) -> str:
+    """Which of 0..num_classes-1 the splits lack, e.g. 'no split has 11; val lacks 3, 7', or ''.
+
+    A class absent from every split (possible with num_classes) is named once,
+    not once per split.
+    """
+    present = {name: np.unique(labels) for name, labels in splits}
+    everywhere = np.unique(np.concatenate(list(present.values())))
+    parts = []
+    nowhere = _absent_runs(everywhere, num_classes)
+    if nowhere:
+        parts.append(f'no split has {_describe_runs(nowhere)}')
+    for name, labels in present.items():
+        lacks = np.setdiff1d(everywhere, labels)
+        if lacks.size:
+            parts.append(f'{name} lacks {_describe_values(lacks)}')
+    return '; '.join(parts)
 
 
 def _dict_get(mapping: dict, key: str):

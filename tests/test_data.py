@@ -4,6 +4,7 @@ import gzip
 import os
 import pickle
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,7 @@ import pytest
 from hpjax.data import (
     SOURCES,
     DataError,
+    DataWarning,
     Dataset,
     dataset_from_arrays,
     load_dataset,
@@ -456,7 +458,7 @@ def test_error_npz_bad_labels_counts_and_empty(tmp_path):
     raises_one_line(r'channel-first', load_dataset, f'npz:{path}', must_name=path)
     bad = tmp_path / 'junk.npz'
     bad.write_bytes(b'not a zip file at all')
-    raises_one_line(r'cannot read as \.npz', load_dataset, f'npz:{bad}', must_name=bad)
+    raises_one_line(r'not a NumPy \.npz file', load_dataset, f'npz:{bad}', must_name=bad)
 
 
 def test_error_bad_options():
@@ -473,3 +475,171 @@ def test_error_bad_options():
 def test_data_error_folds_newlines():
     err = DataError('file x: line one\nline two')
     assert str(err) == 'file x: line one line two' and isinstance(err, ValueError)
+
+
+# ---------------------------------------------------------------- classes, tasks, npz kinds
+
+
+def _vectors(n=50, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, 3)).astype(np.float32)
+
+
+def test_error_classes_must_be_contiguous_without_num_classes(tmp_path):
+    x = _vectors()
+    # All labels 7: once an 8-way classifier with 'test accuracy 1.0000'.
+    path = _npz(tmp_path, 'sevens.npz', x_train=x, y_train=np.full(50, 7))
+    raises_one_line(
+        r'classes must be 0\.\.K-1 with every class present; missing 0\.\.6 \(7 of 8; present: 7\)',
+        load_dataset,
+        f'npz:{path}',
+        must_name=path,
+    )
+    # A single class is an error even where it is class 0 or num_classes allows absent classes.
+    raises_one_line(
+        r'a single class \(label 0\); classification needs at least 2',
+        dataset_from_arrays,
+        'zeros',
+        x,
+        np.zeros(50, np.int64),
+    )
+    raises_one_line(r'a single class \(label 7\)', load_dataset, f'npz:{path}', num_classes=10, must_name=path)
+    # One stray label: once a 100001-way output without a word.
+    y = np.arange(50) % 10
+    y[3] = 100000
+    msg = raises_one_line(
+        r'classes must be 0\.\.K-1 with every class present; missing 10\.\.99999', dataset_from_arrays, 'stray', x, y
+    )
+    assert 'present: 0..9, 100000' in msg and 'give num_classes' in msg and "dataset 'stray'" in msg
+    # Labels 1..3 (an off-by-one export): class 0 missing.
+    path = _npz(tmp_path, 'offset.npz', x_train=x, y_train=np.arange(50) % 3 + 1)
+    raises_one_line(r'missing 0 \(1 of 4; present: 1\.\.3\)', load_dataset, 'npz', data_dir=path, must_name=path)
+    # The test split counts too: a class only in y_test is still a class.
+    path = _npz(
+        tmp_path, 'split.npz', x_train=x, y_train=np.arange(50) % 2, x_test=x[:4], y_test=np.array([0, 1, 3, 3])
+    )
+    raises_one_line(r'y_train/y_test: classes must be .* missing 2 ', load_dataset, f'npz:{path}', must_name=path)
+
+
+def test_num_classes_allows_absent_classes_and_bounds_labels():
+    x = _vectors()
+    expected = r"dataset 'wide': classes of 0\.\.11 missing from splits \(no split has 10, 11"
+    with pytest.warns(DataWarning, match=expected):
+        ds = dataset_from_arrays('wide', x, np.arange(50) % 10, num_classes=12)
+    assert ds.num_classes == 12 and ds.task == 'classification'
+    raises_one_line(
+        r"label 12 is out of range for num_classes=12 \(labels must be 0\.\.11\)",
+        dataset_from_arrays,
+        'over',
+        x,
+        np.arange(50) % 13,
+        num_classes=12,
+    )
+    raises_one_line(r'a single class \(label 0\)', dataset_from_arrays, 'one', x, np.zeros(50, int), num_classes=3)
+    raises_one_line(r'num_classes must be an int >= 2', dataset_from_arrays, 'n', x, np.arange(50) % 2, num_classes=1)
+    raises_one_line(
+        r"source 'digits': has 10 classes; num_classes=12 does not apply", load_dataset, 'digits', num_classes=12
+    )
+    raises_one_line(r"source 'diabetes': is regression data", load_dataset, 'diabetes', num_classes=3)
+
+
+def test_split_lacking_a_class_warns():
+    x = _vectors(60)
+    y = np.r_[np.zeros(30), np.ones(29), [2]].astype(np.int64)  # class 2 has one member: one split only
+    with pytest.warns(DataWarning) as record:
+        ds = dataset_from_arrays('tiny', x, y, seed=0)
+    assert ds.num_classes == 3
+    (warning,) = [w for w in record if issubclass(w.category, DataWarning)]
+    message = str(warning.message)
+    assert "dataset 'tiny'" in message and 'lacks 2' in message and '\n' not in message
+    assert warning.filename == __file__  # points at the caller, not at hpjax/data.py
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', DataWarning)
+        dataset_from_arrays('balanced', x, np.arange(60) % 3)  # every split has every class: no warning
+
+
+def test_float_labels_task_rule(tmp_path):
+    x = _vectors()
+    whole = (np.arange(50) % 3).astype(np.float64)
+    path = _npz(tmp_path, 'float_labels.npz', x_train=x, y_train=whole)
+    # Default: float means regression, but whole numbers only get a warning naming the file.
+    with pytest.warns(DataWarning, match=r"y is float but holds only whole numbers \(0\.\.2\)") as record:
+        ds = load_dataset(f'npz:{path}')
+    assert ds.task == 'regression' and str(path) in str(record[0].message)
+    ds = load_dataset(f'npz:{path}', task='classification')
+    assert ds.task == 'classification' and ds.num_classes == 3 and ds.y_train.dtype == jnp.int32
+    assert ds.num_classes == 3 and load_dataset(f'npz:{path}', num_classes=4).num_classes == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', DataWarning)
+        assert load_dataset(f'npz:{path}', task='regression').task == 'regression'
+        # Targets with fractions are plainly regression: no warning.
+        assert dataset_from_arrays('reg', x, whole + 0.25).task == 'regression'
+    assert dataset_from_arrays('ints', x, np.arange(50) % 3, task='regression').task == 'regression'
+    raises_one_line(
+        r"y_train holds 0\.5, not a whole number, but task is 'classification'",
+        dataset_from_arrays,
+        'half',
+        x,
+        whole + 0.5,
+        task='classification',
+    )
+    raises_one_line(r"task must be one of auto, classification, regression", load_dataset, 'digits', task='cls')
+    raises_one_line(
+        r"source 'digits': is classification data; task='regression' does not apply",
+        load_dataset,
+        'digits',
+        task='regression',
+    )
+    path = _npz(tmp_path, 'mixed.npz', x_train=x, y_train=np.arange(50) % 3, x_test=x[:3], y_test=whole[:3])
+    raises_one_line(
+        r"y_train means classification but y_test means regression .*task=", load_dataset, f'npz:{path}', must_name=path
+    )
+
+
+def test_error_npz_wrong_kinds_of_file(tmp_path):
+    text = tmp_path / 'notes.npz'
+    text.write_text('x_train,y_train\n1,2\n')
+    msg = raises_one_line(r'not a NumPy \.npz file', load_dataset, f'npz:{text}', must_name=text)
+    assert 'pickle' not in msg  # once: "Cannot load file containing pickled data"
+    npy = tmp_path / 'renamed.npz'
+    with open(npy, 'wb') as f:
+        np.save(f, _vectors())
+    # Once: "'numpy.ndarray' object does not support the context manager protocol".
+    raises_one_line(r'not an \.npz archive \(a plain \.npy array\?\)', load_dataset, f'npz:{npy}', must_name=npy)
+    pickled = tmp_path / 'pickled.npz'
+    pickled.write_bytes(pickle.dumps({'x_train': [1]}))
+    raises_one_line(
+        r'not a NumPy \.npz file.*a pickle, which is never loaded', load_dataset, f'npz:{pickled}', must_name=pickled
+    )
+
+
+def test_tfds_declared_class_count(monkeypatch):
+    class Label:
+        num_classes = 5
+
+    class Info:
+        features = {'label': Label()}
+
+    def fake_tfds(labels):
+        def load(name, **kwargs):
+            del name, kwargs
+            images = np.zeros((len(labels), 8, 8, 1), np.uint8)
+            return {'train': {'image': images, 'label': np.asarray(labels)}}, Info()
+
+        return type(sys)('tensorflow_datasets'), load
+
+    module, load = fake_tfds(np.arange(40) % 3)  # classes 3 and 4 absent: fine, 5 are declared
+    module.load, module.as_numpy = load, lambda splits: splits
+    monkeypatch.setitem(sys.modules, 'tensorflow_datasets', module)
+    with pytest.warns(DataWarning, match='no split has 3, 4'):
+        assert load_dataset('tfds:fake').num_classes == 5
+    module.load = fake_tfds(np.arange(40) % 7)[1]  # label 6 beyond the declared 5 classes
+    raises_one_line(
+        r"source 'tfds:fake': y_train: label 6 is out of range for num_classes=5", load_dataset, 'tfds:fake'
+    )
+
+
+def test_error_cifar_single_class(tmp_path):
+    _write_cifar(tmp_path, n=4)
+    for name in ('data_batch_1', 'data_batch_2', 'data_batch_3', 'data_batch_4', 'data_batch_5', 'test_batch'):
+        write_cifar_batch(tmp_path / name, np.zeros((4, 32, 32, 3), np.uint8), [3, 3, 3, 3])
+    raises_one_line(r"source 'cifar10': labels: a single class \(label 3\)", load_dataset, 'cifar10', data_dir=tmp_path)
