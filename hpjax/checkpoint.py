@@ -31,6 +31,13 @@ device buffer, held until the background write ends; while it is held JAX
 silently skips the caller's buffer donation (an extra copy per epoch). Our
 copy keeps donation working and does not depend on orbax's internals.
 
+Failures: a save that cannot be written (read-only directory, full disk,
+file-size limit) raises one :class:`CheckpointError` naming the file, from
+:meth:`Checkpointer.save` or, for the asynchronous part, from the next
+:meth:`Checkpointer.save` / :meth:`Checkpointer.wait` / :meth:`Checkpointer.close`;
+the checkpoints saved before are untouched, no orbax thread is left waiting,
+and orbax's own tracebacks of the failure are held back (logged at DEBUG).
+
 Several processes (:mod:`hpjax.distributed`): every process calls
 :meth:`Checkpointer.save` and :meth:`Checkpointer.restore` with the same
 arguments, on a directory they share. Arrays split over processes are
@@ -59,6 +66,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -212,45 +220,153 @@ def _check_step(step, name: str = "step") -> int:
   return int(step)
 
 
+# Tensorstore wraps an OS error in a line of context, e.g. 'OUT_OF_RANGE: Error
+# writing "group_0.w/0" in OCDBT database at local file "DIR/": Failed
+# writing: "DIR/d/0a1b...": Failed to write 2104 bytes to file 19: File too
+# large [os_error_code='27']'; cut to the limit, it loses the two parts a
+# user needs: which file and what the system said.
+_TS_OS_ERROR = re.compile(r"\[os_error_code='?(\d+)'?\]")
+_TS_PATH = re.compile(r'"(/[^"]+)"')
+
+
 def _first_line(exc: BaseException, limit: int = 240) -> str:
-  """``Type: first line`` of an error, short enough for a one-line log."""
+  """``Type: first line`` of an error, short enough for a one-line log.
+
+  An OS error reported by tensorstore becomes ``Type: [Errno N] reason:
+  'file'``, like Python's own OSError.
+  """
   text = str(exc).strip().splitlines()
   text = text[0] if text else ""
   # Tensorstore appends its whole JSON spec to every message.
   text = text.split(" [tensorstore_spec=")[0]
+  code, paths = _TS_OS_ERROR.search(text), _TS_PATH.findall(text)
+  if code and paths:
+    errno_ = int(code.group(1))
+    return f"{type(exc).__name__}: [Errno {errno_}] {os.strerror(errno_)}: {paths[-1]!r}"
   if len(text) > limit:
     text = text[:limit] + "..."
   return f"{type(exc).__name__}: {text}".rstrip(": ")
 
 
+class _ClosedLoopErrors:
+  """Drops the stray errors a failed orbax read or write leaves behind.
+
+  Orbax runs all reads (or writes) of an item in one ``asyncio.gather`` on a
+  fresh event loop and closes the loop as soon as one fails; the others
+  still in flight then complete on tensorstore threads and report
+  ``RuntimeError('Event loop is closed')`` through ``sys.unraisablehook``,
+  one traceback per array. They carry no information beyond the error we
+  report, so while a restore or a save is in flight we drop exactly those
+  and pass everything else on. Shared by every user (a count): the hook is
+  process-wide.
+  """
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._users = 0
+    self._previous = None
+
+    def hook(unraisable):
+      exc = unraisable.exc_value
+      if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+        return
+      (self._previous or sys.__unraisablehook__)(unraisable)
+
+    self._hook = hook
+
+  def acquire(self) -> None:
+    with self._lock:
+      if self._users == 0:
+        self._previous = sys.unraisablehook
+        sys.unraisablehook = self._hook
+      self._users += 1
+
+  def release(self) -> None:
+    with self._lock:
+      self._users -= 1
+      if self._users == 0 and sys.unraisablehook is self._hook:
+        sys.unraisablehook = self._previous
+
+
+_CLOSED_LOOP_ERRORS = _ClosedLoopErrors()
+# How long stray callbacks of a failed operation get to arrive while they
+# are still dropped (they come within milliseconds of the failure).
+_SETTLE_S = 0.1
+
+
 @contextlib.contextmanager
 def _quiet_closed_loop_callbacks():
-  """Drops the stray errors a failed orbax read leaves behind.
-
-  Orbax reads all arrays in one ``asyncio.gather`` on a fresh event loop and
-  closes the loop as soon as one read fails; the reads still in flight then
-  complete on tensorstore threads and report ``RuntimeError('Event loop is
-  closed')`` through ``sys.unraisablehook``, one per array. They carry no
-  information beyond the error we already report, so while restoring we
-  drop exactly those and pass everything else on.
-  """
-  previous = sys.unraisablehook
+  """Drops the closed-loop errors of failed reads while restoring."""
   failures: list[int] = []  # the caller appends the steps it failed to read
-
-  def hook(unraisable):
-    exc = unraisable.exc_value
-    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
-      return
-    previous(unraisable)
-
-  sys.unraisablehook = hook
+  _CLOSED_LOOP_ERRORS.acquire()
   try:
     yield failures
   finally:
     if failures:
-      time.sleep(0.1)  # let the stray local reads finish while we listen
-    if sys.unraisablehook is hook:
-      sys.unraisablehook = previous
+      time.sleep(_SETTLE_S)  # let the stray local reads finish while we listen
+    _CLOSED_LOOP_ERRORS.release()
+
+
+_ORBAX_DIR = os.path.dirname(os.path.abspath(ocp.__file__)) + os.sep
+
+
+class _SaveErrorLog(logging.Filter):
+  """Holds back orbax's own reports of a failing save, for one save at a time.
+
+  Orbax logs a failed write once per thread it passes through (the item's
+  writer, the metadata writer, the background save thread, the manager's
+  wait), each as an ERROR with the full traceback, and the writes still in
+  flight add a closed-loop error each (:class:`_ClosedLoopErrors`): about
+  470 lines for one file-size limit. The failure reaches the caller as one
+  :class:`CheckpointError`, so while a save is in flight (:meth:`hold` to
+  :meth:`release`) orbax's ERROR records are held back here. Released after
+  a failure, they go to this module's logger at DEBUG, traceback included;
+  after a save that did commit (orbax logged an error it then got over),
+  each becomes one WARNING line.
+  """
+
+  def __init__(self):
+    super().__init__()
+    self._held: list[logging.LogRecord] = []
+    self._holding = False
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.levelno >= logging.ERROR and record.pathname.startswith(_ORBAX_DIR):
+      self._held.append(record)
+      return False
+    return True
+
+  def first(self) -> str | None:
+    """The first held error in one line, or None."""
+    if not self._held:
+      return None
+    record = self._held[0]
+    if record.exc_info and record.exc_info[1] is not None:
+      return _first_line(record.exc_info[1])
+    return record.getMessage().strip().splitlines()[0][:240]
+
+  def hold(self) -> None:
+    if not self._holding:
+      # Orbax logs through absl, whose records all come from this logger.
+      logging.getLogger("absl").addFilter(self)
+      _CLOSED_LOOP_ERRORS.acquire()
+      self._holding = True
+
+  def release(self, failed: bool) -> None:
+    if not self._holding:
+      return
+    if failed:
+      time.sleep(_SETTLE_S)  # stray callbacks of the failed writes land now
+    logging.getLogger("absl").removeFilter(self)
+    _CLOSED_LOOP_ERRORS.release()
+    self._holding = False
+    held, self._held = self._held, []
+    for record in held:
+      if failed:
+        logger.debug("orbax: %s", record.getMessage(), exc_info=record.exc_info)
+      else:
+        logger.warning("orbax reported an error during a save that completed: %s",
+                       record.getMessage().strip().splitlines()[0][:240])
 
 
 class Checkpointer:
@@ -287,6 +403,15 @@ class Checkpointer:
         save_interval_steps=1,
         preservation_policy=self._policy,
         enable_async_checkpointing=True,
+        # Orbax's default creates the step directory in a background thread
+        # while the item writers, each a non-daemon thread, wait for its
+        # "created" signal. A failed creation (read-only directory) never
+        # sends it: the writers wait out orbax's fixed 300 s signal timeout,
+        # which nothing configures or cancels, and keep the process alive
+        # that long. Created here, before save returns, a failure raises
+        # from save at once and no thread is started. It costs a few mkdir
+        # calls of blocking time per save.
+        async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
         # Temporary directories of a save killed mid-way are removed here.
         cleanup_tmp_directories=True,
         create=True,
@@ -298,6 +423,7 @@ class Checkpointer:
                             f"{_first_line(e)}") from e
     self._closed = False
     self._pending: int | None = None  # step of a save that may still be writing
+    self._save_errors = _SaveErrorLog()
     self._last_saved: int | None = None
     if self.keep_best:
       for s in self._mngr.all_steps():
@@ -391,8 +517,9 @@ class Checkpointer:
       Whether a checkpoint was written.
 
     Raises:
-      CheckpointError: bad arguments, ``extra`` not JSON, or a failed write of
-        the previous save.
+      CheckpointError: bad arguments, ``extra`` not JSON, a failed write of
+        the previous save, or this save could not start (e.g. its directory
+        cannot be created).
     """
     self._check_open()
     step = _check_step(step)
@@ -442,6 +569,7 @@ class Checkpointer:
         self._metrics.pop(s, None)
     if metric is not None:
       self._metrics[step] = metric
+    self._save_errors.hold()  # released by wait()
     try:
       self._mngr.save(step, args=ocp.args.Composite(**{
           _STATES: ocp.args.StandardSave(groups),
@@ -450,6 +578,7 @@ class Checkpointer:
       }), force=True)
     except Exception as e:  # pylint: disable=broad-except
       self._metrics.pop(step, None)
+      self._save_errors.release(failed=True)
       raise CheckpointError(f"saving step {step} to {self.directory} failed: "
                             f"{_first_line(e)}") from e
     self._pending = step
@@ -464,22 +593,29 @@ class Checkpointer:
     """Blocks until the last asynchronous save is on disk.
 
     Raises:
-      CheckpointError: that save failed (orbax only logs the failure).
+      CheckpointError: that save failed; the message names the file and the
+        problem (orbax's own tracebacks of it go to this module's logger at
+        DEBUG).
     """
     if self._closed:
       return
     step, self._pending = self._pending, None
+    failed = True
     try:
-      self._mngr.wait_until_finished()
-      self._mngr.check_for_errors()
-    except Exception as e:  # pylint: disable=broad-except
-      raise CheckpointError(f"saving step {step} to {self.directory} failed: "
-                            f"{_first_line(e)}") from e
-    # Orbax skips the commit of a failed write but keeps listing the step.
-    if step is not None and not os.path.isdir(os.path.join(self.directory, str(step))):
-      self._mngr.reload()
-      raise CheckpointError(f"saving step {step} to {self.directory} failed: "
-                            "the step was not committed (see the orbax log)")
+      try:
+        self._mngr.wait_until_finished()
+        self._mngr.check_for_errors()
+      except Exception as e:  # pylint: disable=broad-except
+        raise CheckpointError(f"saving step {step} to {self.directory} failed: "
+                              f"{_first_line(e)}") from e
+      # Orbax skips the commit of a failed write but keeps listing the step.
+      if step is not None and not os.path.isdir(os.path.join(self.directory, str(step))):
+        self._mngr.reload()
+        raise CheckpointError(f"saving step {step} to {self.directory} failed: "
+                              f"{self._save_errors.first() or 'the step was not committed'}")
+      failed = False
+    finally:
+      self._save_errors.release(failed)
 
   def close(self) -> None:
     """Waits for the last save and closes the orbax manager (idempotent)."""
