@@ -219,7 +219,7 @@ class Dataset:
         Returns:
             float32 array ``(x - mean) / std`` with the same shape as ``x``.
         """
-        return (jnp.asarray(x, dtype=jnp.float32) - self.mean) / self.std
+        return normalize(x, self.mean, self.std)
 
     def check_batch_size(self, batch_size: int) -> None:
         """Fail early when a batch size cannot work with this dataset.
@@ -250,6 +250,26 @@ class Dataset:
             f'{self.name}: {what}, x {self.x_train.dtype} {self.input_shape}, y {self.y_train.dtype}, '
             f'train {self.num_train} / val {self.num_val} / test {self.num_test}'
         )
+
+
+def normalize(x, mean, std) -> jax.Array:
+    """``(x - mean) / std`` in float32: inputs in stored units to what a model sees.
+
+    The one place inputs are standardized (the population engine and
+    :meth:`Dataset.normalize` both call it). It multiplies by ``1 / std``:
+    inputs stay uint8 on the device and XLA fuses the conversion into the
+    first layer's input.
+
+    Args:
+        x: inputs in the stored units (uint8 or float), ``[B, *input_shape]``.
+        mean, std: per-channel (or per-feature) statistics.
+
+    Returns:
+        float32 array of ``x``'s shape.
+    """
+    mean = np.asarray(mean, np.float32)
+    inv_std = 1.0 / np.asarray(std, np.float32)
+    return (jnp.asarray(x).astype(jnp.float32) - mean) * inv_std
 
 
 # --------------------------------------------------------------------------

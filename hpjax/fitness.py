@@ -8,7 +8,7 @@ place and by the other elsewhere.
 A fitness is a validation metric name; its direction follows from the name:
 ``accuracy`` is maximised, ``loss`` and ``mse`` are minimised. Validation
 ``loss`` is the same objective for every member (see
-:func:`hpjax.losses.validation_per_example`), so it can be compared across
+:func:`hpjax.losses.validation`), so it can be compared across
 members whatever loss each one trains with.
 
 Non-finite values (NaN, +inf, -inf: a diverged member) always rank last,
@@ -17,17 +17,19 @@ whatever the direction; ties keep member order.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 MODES = ("max", "min")
 
-# Metric name -> direction.
+# The built-in metric names -> direction (a user's Metric carries its own).
 DIRECTIONS = {"accuracy": "max", "loss": "min", "mse": "min"}
 
-# The validation metrics each task reports, hence the fitnesses it allows.
-TASK_METRICS = {"classification": ("accuracy", "loss"), "regression": ("mse", "loss")}
 
 
 def check_mode(mode: Any, field: str = "mode") -> str:
@@ -35,6 +37,43 @@ def check_mode(mode: Any, field: str = "mode") -> str:
   if mode not in MODES:
     raise ValueError(f"{field}: unknown value {mode!r}; allowed: {', '.join(MODES)}")
   return mode
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+  """A validation (and training) metric: its name, per-example values and direction.
+
+  Attributes:
+    name: the name it is logged and ranked under (``val_<name>``,
+      ``train_<name>``); not ``loss``, which is the validation loss.
+    fn: ``(outputs, targets) -> [B]`` per-example values (jit-compatible); the
+      metric of a split is their mean.
+    mode: ``max`` (higher is better) or ``min``.
+  """
+
+  name: str
+  fn: Callable[[jax.Array, jax.Array], jax.Array]
+  mode: str
+
+  def __post_init__(self):
+    if not isinstance(self.name, str) or not self.name.isidentifier() or self.name == "loss":
+      raise ValueError(f"metric.name: must be an identifier other than 'loss', got {self.name!r}")
+    if not callable(self.fn):
+      raise ValueError(f"metric.fn: must be callable, got {type(self.fn).__name__}")
+    check_mode(self.mode, "metric.mode")
+
+
+def _accuracy(outputs: jax.Array, targets: jax.Array) -> jax.Array:
+  return (jnp.argmax(outputs, -1) == targets).astype(jnp.float32)
+
+
+def _squared_error(outputs: jax.Array, targets: jax.Array) -> jax.Array:
+  return jnp.square(outputs[..., 0] - targets)
+
+
+ACCURACY = Metric("accuracy", _accuracy, "max")
+MSE = Metric("mse", _squared_error, "min")
+TASK_METRIC = {"classification": ACCURACY, "regression": MSE}
 
 
 def direction(metric: str) -> str:
@@ -48,48 +87,53 @@ def direction(metric: str) -> str:
   return DIRECTIONS[metric]
 
 
-def check(metric: Any, task: str, field: str = "config.fitness") -> str:
-  """Validates a fitness metric for a task and returns its direction.
+def check(fitness: Any, metric: "Metric | str", field: str = "config.fitness") -> str:
+  """Validates a fitness name against the run's metric and returns its direction.
 
   Args:
-    metric: the metric name.
-    task: ``classification`` or ``regression``.
+    fitness: the ranked name: the metric's name, or ``loss`` (the validation
+      loss, minimised).
+    metric: the run's :class:`Metric`, or a task (``classification`` /
+      ``regression``) for its built-in metric.
     field: the name used in the error message.
 
   Returns:
     ``max`` or ``min``.
 
   Raises:
-    ValueError: one line naming ``field`` and the metrics the task reports.
+    ValueError: one line naming ``field`` and the allowed names.
   """
-  allowed = TASK_METRICS[task]
-  if metric not in allowed:
-    raise ValueError(f"{field}: unknown value {metric!r} for {task}; allowed: "
-                     + ", ".join(allowed))
-  return DIRECTIONS[metric]
+  task = metric if isinstance(metric, str) else None
+  if task is not None:
+    metric = TASK_METRIC[task]
+  allowed = (metric.name, "loss")
+  if fitness not in allowed:
+    where = f" for {task}" if task else ""
+    raise ValueError(f"{field}: unknown value {fitness!r}{where}; allowed: " + ", ".join(allowed))
+  return "min" if fitness == "loss" else metric.mode
 
 
-def resolve_mode(mode: Any, metric: str, field: str) -> str:
-  """The direction of ``metric``, refusing a ``mode`` that contradicts it.
+def resolve_mode(mode: Any, want: str, fitness: str, field: str) -> str:
+  """The fitness's direction ``want``, refusing a configured ``mode`` that contradicts it.
 
   Args:
-    mode: a controller's configured mode: ``None`` (follow the metric) or
-      ``max``/``min``, which must agree with the metric's direction.
-    metric: the fitness metric.
+    mode: a configured mode: ``None`` (follow the fitness) or ``max``/``min``,
+      which must equal ``want``.
+    want: the fitness's direction.
+    fitness: the fitness's name, for the message.
     field: the mode's name in error messages (e.g. ``config.controller.mode``).
 
   Returns:
-    The metric's direction.
+    ``want``.
 
   Raises:
     ValueError: an unknown or contradicting ``mode``.
   """
-  want = direction(metric)
   if mode is None:
     return want
   check_mode(mode, field)
   if mode != want:
-    raise ValueError(f"{field}: {mode!r} contradicts fitness {metric!r}, which is "
+    raise ValueError(f"{field}: {mode!r} contradicts fitness {fitness!r}, which is "
                      f"{'maximised' if want == 'max' else 'minimised'}; leave it out "
                      "(the direction follows the fitness)")
   return want

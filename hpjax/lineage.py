@@ -11,7 +11,7 @@ with; :func:`export_schedule` writes that as JSON, and a run whose config holds
 File format written by :func:`export_schedule`::
 
   {"member": 5, "epochs": 10, "fitness": "accuracy",
-   "batch_size": 16, "model": {...},
+   "structural": {"batch_size": 16, "width": 16, ...},
    "schedule": [{"epoch": 1, "trained_by": 2, "hparams": {...}}, ...],
    "changes": [{"epoch": 4, "copied_from": 2, "changes": {"learning_rate": [a, b]}}]}
 
@@ -26,9 +26,12 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from hpjax import hparams as hp_lib
+
 # Keys of a metrics row's "hparams" that are structural: fixed along a lineage,
-# because PBT copies only within a structural group.
-STRUCTURAL = ("batch_size", "model")
+# because PBT copies only within a structural group. ("model": rows of runs
+# logged by hpjax < 0.2, which nested the model's structure.)
+STRUCTURAL = hp_lib.STRUCTURAL + ("model",)
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
@@ -126,7 +129,7 @@ def export_schedule(workdir: str, member: int, path: str | None = None,
   schedule = member_schedule(metrics, lineage, member, last_epoch)
   first = schedule[0]["hparams"]
   doc = {"member": int(member), "epochs": len(schedule), "fitness": fitness,
-         "batch_size": first.get("batch_size"), "model": first.get("model"),
+         "structural": {k: first[k] for k in STRUCTURAL if k in first},
          "schedule": schedule, "changes": schedule_changes(schedule)}
   path = path or os.path.join(workdir, "best", "schedule.json")
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -7,7 +7,7 @@ index selects one (under ``vmap`` every candidate is computed and one is kept,
 which costs little next to the network).
 
 Training minimises each member's own loss; *validation* loss is one objective
-for every member (:func:`validation_per_example`: cross-entropy without label
+for every member (:func:`validation`: cross-entropy without label
 smoothing for classification, squared error for regression), so that a
 validation loss ranks members fairly whatever each one trains with.
 """
@@ -63,8 +63,7 @@ def per_example_loss(name: str, outputs: jax.Array, targets: jax.Array, num_clas
   raise ValueError(f"loss: unknown value {name!r}")
 
 
-def validation_per_example(outputs: jax.Array, targets: jax.Array, num_classes: int
-                           ) -> jax.Array:
+def validation(outputs: jax.Array, targets: jax.Array) -> jax.Array:
   """The validation loss per example, the same objective for every member.
 
   Members may train with different losses (cross-entropy or MSE, any label
@@ -75,17 +74,35 @@ def validation_per_example(outputs: jax.Array, targets: jax.Array, num_classes: 
   regression, whatever the member trains with.
 
   Args:
-    outputs: logits ``[B, K]`` (classification, ``num_classes > 1``) or
-      predictions ``[B, 1]`` (regression, ``num_classes == 1``).
+    outputs: logits ``[B, K]`` with ``K > 1`` (classification, int labels)
+      or predictions ``[B, 1]`` / ``[B]`` (regression).
     targets: int labels ``[B]`` or float targets ``[B]``.
-    num_classes: K, or 1 for regression.
 
   Returns:
     ``[B]`` losses.
   """
-  if num_classes > 1:
+  if outputs.ndim == targets.ndim + 1 and outputs.shape[-1] > 1:
     return optax.softmax_cross_entropy_with_integer_labels(outputs, targets)
-  return jnp.square(outputs[..., 0] - targets)
+  return jnp.square(outputs.reshape(targets.shape) - targets)
+
+
+def builtin(outputs: jax.Array, targets: jax.Array, hp) -> jax.Array:
+  """The built-in training loss, chosen per member: the default ``loss`` of hpjax.
+
+  Reads ``hp["loss"]`` (a traced choice among :data:`CLASSIFICATION_LOSSES`
+  or :data:`REGRESSION_LOSSES`) and ``hp["label_smoothing"]``.
+
+  Args:
+    outputs: logits ``[B, K]`` or predictions ``[B, 1]`` (regression).
+    targets: int labels ``[B]`` or float targets ``[B]``.
+    hp: the member's :class:`hpjax.hparams.HParams`.
+
+  Returns:
+    ``[B]`` losses.
+  """
+  choice = hp["loss"]
+  return total_per_example(choice.index, choice.values, outputs, targets, outputs.shape[-1],
+                           hp["label_smoothing"])
 
 
 def loss(index: jax.Array, names: Sequence[str], outputs: jax.Array, targets: jax.Array,

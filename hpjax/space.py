@@ -34,45 +34,21 @@ from typing import Any
 
 import numpy as np
 
-from hpjax import optim
-from hpjax.models import ACTIVATIONS
-from hpjax.losses import CLASSIFICATION_LOSSES, REGRESSION_LOSSES
+from hpjax import hparams as hp_lib
 
-# Hyperparameters a space may name, and whether each is structural.
-VECTORIZED = tuple(optim.DEFAULTS) + ("optimizer", "activation", "loss", "dropout",
-                                      "label_smoothing")
-STRUCTURAL = ("batch_size", "family", "depth", "width", "kernel_size", "dense",
-              "convs_per_stage", "batch_norm")
+# Built-in hyperparameter names a space may use, from the table (any other
+# name is the user's own; see hpjax.hparams.lookup).
+VECTORIZED = tuple(h.name for h in hp_lib.BUILTIN.values() if h.traced)
+STRUCTURAL = hp_lib.STRUCTURAL
 NAMES = VECTORIZED + STRUCTURAL
-_CHOICES = {"optimizer": optim.FAMILIES, "activation": tuple(ACTIVATIONS),
-            "loss": tuple(dict.fromkeys(CLASSIFICATION_LOSSES + REGRESSION_LOSSES)),
-            "family": ("vgg", "resnet", "inception", "mlp")}
-
-# Numeric ranges the engine accepts, as (lo, hi, hi_is_open, text for errors).
-# Checking them here rejects a bad space before any member is built, and keeps
-# every value PBT's perturb can produce (always inside [lo, hi]) legal.
-_LIMITS = {
-    "learning_rate": (0.0, math.inf, True, "[0, inf)"),
-    "eps": (0.0, math.inf, True, "[0, inf)"),
-    "weight_decay": (0.0, math.inf, True, "[0, inf)"),
-    "momentum": (0.0, 1.0, False, "[0, 1]"),
-    "b1": (0.0, 1.0, False, "[0, 1]"),
-    "b2": (0.0, 1.0, False, "[0, 1]"),
-    "rms_decay": (0.0, 1.0, False, "[0, 1]"),
-    "dropout": (0.0, 1.0, True, "[0, 1)"),
-    "label_smoothing": (0.0, 1.0, True, "[0, 1)"),
-}
-# Structural sizes: positive integers only (a Float would make every member a
-# group of its own).
-_POSITIVE_INTS = ("batch_size", "depth", "width", "kernel_size", "dense", "convs_per_stage")
-_BOOLS = ("batch_norm",)
 
 # An Int dimension without ``points`` enters a grid with every integer of its
 # range, up to this many.
 GRID_MAX_INT_VALUES = 16
 
-_FIELDS = {"float": ("lo", "hi", "log", "points"), "int": ("lo", "hi", "log", "points"),
-           "choice": ("values", "ordered"), "fixed": ("value",)}
+_FIELDS = {"float": ("lo", "hi", "log", "points", "structural"),
+           "int": ("lo", "hi", "log", "points", "structural"),
+           "choice": ("values", "ordered", "structural"), "fixed": ("value", "structural")}
 
 
 def _is_real(v: Any) -> bool:
@@ -85,6 +61,17 @@ def _is_bool(v: Any) -> bool:
 
 def _is_int(v: Any) -> bool:
   return isinstance(v, numbers.Integral) and not _is_bool(v)
+
+
+def _kind_of(values: Sequence[Any]) -> str:
+  """The table kind of a user's choice: numbers stay numbers, anything else is a choice."""
+  if all(_is_bool(v) for v in values):
+    return "bool"
+  if all(_is_int(v) for v in values):
+    return "int"
+  if all(_is_real(v) for v in values):
+    return "float"
+  return "choice"
 
 
 def _check_points(name: str, points: Any, most: float) -> None:
@@ -113,6 +100,11 @@ class Float:
   hi: float
   log: bool = False
   points: int | None = None
+  structural: bool = False
+
+  def hparam(self, name: str) -> hp_lib.HParam:
+    """The table entry of a user's hyperparameter declared by this dimension."""
+    return hp_lib.HParam(name, "float", self.structural, None, "model", doc="user-defined")
 
   def sample(self, rng: np.random.Generator, n: int) -> list[float]:
     """Draws from the prior.
@@ -204,6 +196,11 @@ class Int:
   hi: int
   log: bool = False
   points: int | None = None
+  structural: bool = False
+
+  def hparam(self, name: str) -> hp_lib.HParam:
+    """The table entry of a user's hyperparameter declared by this dimension."""
+    return hp_lib.HParam(name, "int", self.structural, None, "model", doc="user-defined")
 
   def sample(self, rng: np.random.Generator, n: int) -> list[int]:
     """Draws from the prior.
@@ -294,10 +291,21 @@ class Choice:
   """
   values: tuple
   ordered: bool = False
+  structural: bool = False
 
   def __post_init__(self):
     if isinstance(self.values, (list, np.ndarray)):
       object.__setattr__(self, "values", tuple(self.values))
+
+  def hparam(self, name: str) -> hp_lib.HParam:
+    """The table entry of a user's hyperparameter declared by this dimension.
+
+    A traced choice among numbers is stored as the number itself; among
+    strings (or mixed values) as an index, handed to the model as a
+    :class:`hpjax.hparams.TracedChoice`.
+    """
+    return hp_lib.HParam(name, _kind_of(self.values), self.structural, None, "model",
+                         choices=tuple(self.values), doc="user-defined")
 
   def sample(self, rng: np.random.Generator, n: int) -> list[Any]:
     """Draws uniformly among the values.
@@ -379,11 +387,6 @@ class Choice:
                        f"got {list(self.values)}") from None
     if distinct != len(self.values):
       raise ValueError(f"space.{name}: duplicated choices in {list(self.values)}")
-    allowed = _CHOICES.get(name)
-    if allowed:
-      for v in self.values:
-        if v not in allowed:
-          raise ValueError(f"space.{name}: unknown value {v!r}; allowed: {', '.join(allowed)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -394,6 +397,12 @@ class Fixed:
     value: the value every member gets.
   """
   value: Any
+  structural: bool = False
+
+  def hparam(self, name: str) -> hp_lib.HParam:
+    """The table entry of a user's hyperparameter declared by this dimension."""
+    return hp_lib.HParam(name, _kind_of((self.value,)), self.structural, None, "model",
+                         choices=(self.value,), doc="user-defined")
 
   def sample(self, rng: np.random.Generator, n: int) -> list[Any]:
     """The constant, ``n`` times (consumes nothing from ``rng``).
@@ -436,32 +445,34 @@ class Fixed:
     return 1
 
   def check(self, name: str) -> None:
-    """Validates the value of a categorical hyperparameter.
+    """Validates the value (the table's checks come in :func:`validate`).
 
     Args:
       name: the dimension's name, used in the message.
 
     Raises:
-      ValueError: one line naming ``space.<name>`` and the allowed values.
+      ValueError: one line naming ``space.<name>``.
     """
-    allowed = _CHOICES.get(name)
-    if allowed and self.value not in allowed:
-      raise ValueError(f"space.{name}: unknown value {self.value!r}; allowed: {', '.join(allowed)}")
+    if not isinstance(self.value, (numbers.Real, str, np.bool_)):
+      raise ValueError(f"space.{name}: a fixed value must be a number, string or bool, "
+                       f"got {self.value!r}")
 
 
 Dimension = Float | Int | Choice | Fixed
 
 
-def is_structural(name: str) -> bool:
+def is_structural(name: str, space: Mapping[str, Dimension] | None = None) -> bool:
   """Whether a hyperparameter splits the population into groups.
 
   Args:
     name: a hyperparameter name.
+    space: the space that declares a user's own names.
 
   Returns:
-    True for the names of :data:`STRUCTURAL`.
+    True for a structural built-in name, or a user's dimension declared
+    ``structural=True``.
   """
-  return name in STRUCTURAL
+  return hp_lib.is_structural(name, space)
 
 
 def _extremes(dim: Dimension) -> tuple:
@@ -474,28 +485,20 @@ def _extremes(dim: Dimension) -> tuple:
 
 
 def _check_name(name: str, dim: Dimension) -> None:
-  """Checks the values of ``dim`` against what hyperparameter ``name`` accepts."""
+  """Checks the values of ``dim`` against what built-in hyperparameter ``name`` accepts."""
+  h = hp_lib.BUILTIN.get(name)
+  if h is None:
+    return  # a user's own name: the dimension is its definition
+  if dim.structural and not h.structural:
+    raise ValueError(f"space.{name}.structural: {name} is a traced hyperparameter of hpjax; "
+                     "leave the flag out")
   kind = type(dim).__name__
-  if name in _CHOICES or name in _BOOLS:
-    if not isinstance(dim, (Choice, Fixed)):
-      raise ValueError(f"space.{name}: must be a choice or fixed dimension, got {kind}")
-  if name in _BOOLS:
-    for v in _extremes(dim):
-      if not _is_bool(v):
-        raise ValueError(f"space.{name}: values must be True or False, got {v!r}")
-  if name in _POSITIVE_INTS:
-    if isinstance(dim, Float):
-      raise ValueError(f"space.{name}: must be an int, choice or fixed dimension, got Float")
-    for v in _extremes(dim):
-      if not _is_int(v) or v < 1:
-        raise ValueError(f"space.{name}: values must be positive integers, got {v!r}")
-  if name in _LIMITS:
-    lo, hi, hi_open, text = _LIMITS[name]
-    for v in _extremes(dim):
-      if not _is_real(v):
-        raise ValueError(f"space.{name}: values must be numbers in {text}, got {v!r}")
-      if v < lo or v > hi or (hi_open and v >= hi):
-        raise ValueError(f"space.{name}: values must be in {text}, got {v!r}")
+  if h.kind in ("choice", "bool") and not isinstance(dim, (Choice, Fixed)):
+    raise ValueError(f"space.{name}: must be a choice or fixed dimension, got {kind}")
+  if h.kind == "int" and isinstance(dim, Float):
+    raise ValueError(f"space.{name}: must be an int, choice or fixed dimension, got Float")
+  for v in _extremes(dim):
+    h.check(v, f"space.{name}")
 
 
 def validate(space: Mapping[str, Dimension]) -> dict[str, Dimension]:
@@ -508,16 +511,17 @@ def validate(space: Mapping[str, Dimension]) -> dict[str, Dimension]:
     The space as a plain dict.
 
   Raises:
-    ValueError: one line naming ``space.<name>`` on an unknown name, a
-      non-dimension, bad bounds (lo >= hi, log with lo <= 0), empty or
-      duplicated choices, an unknown optimizer / activation / loss / family,
-      or a value the hyperparameter cannot take.
+    ValueError: one line naming ``space.<name>`` on a name that is not an
+      identifier, a non-dimension, bad bounds (lo >= hi, log with lo <= 0),
+      empty or duplicated choices, an unknown optimizer / activation / loss /
+      family, or a value a built-in hyperparameter cannot take. Any other
+      name declares the user's own hyperparameter.
   """
   if not isinstance(space, Mapping):
     raise ValueError(f"space: must be a mapping of name -> dimension, got {type(space).__name__}")
   for name, dim in space.items():
-    if name not in NAMES:
-      raise ValueError(f"space.{name}: unknown hyperparameter; allowed: {', '.join(NAMES)}")
+    if not isinstance(name, str) or not name.isidentifier():
+      raise ValueError(f"space: names must be identifiers, got {name!r}")
     if not isinstance(dim, (Float, Int, Choice, Fixed)):
       raise ValueError(f"space.{name}: must be a Float, Int, Choice or Fixed dimension, "
                        f"got {type(dim).__name__}")
@@ -552,7 +556,9 @@ def from_config(cfg: Mapping[str, Any]) -> dict[str, Dimension]:
   """Builds a space from plain config dicts.
 
   Each entry is ``{'type': 'float'|'int'|'choice'|'fixed', ...}`` with
-  ``lo``/``hi``/``log``/``points``, ``values``/``ordered`` or ``value``.
+  ``lo``/``hi``/``log``/``points``, ``values``/``ordered`` or ``value``, and
+  ``structural`` (for a user's own name: True makes it a constructor
+  argument of the model, one compiled group per value).
 
   Args:
     cfg: name -> entry.
@@ -565,8 +571,6 @@ def from_config(cfg: Mapping[str, Any]) -> dict[str, Dimension]:
   """
   space = {}
   for name, d in cfg.items():
-    if name not in NAMES:
-      raise ValueError(f"space.{name}: unknown hyperparameter; allowed: {', '.join(NAMES)}")
     if not isinstance(d, Mapping):
       raise ValueError(f"space.{name}: must be a dict with a 'type' field, got {d!r}")
     d = dict(d)
@@ -578,6 +582,7 @@ def from_config(cfg: Mapping[str, Any]) -> dict[str, Dimension]:
     if unknown:
       raise ValueError(f"space.{name}: unknown field {unknown[0]!r} for type {kind!r}; "
                        f"allowed: {', '.join(_FIELDS[kind])}")
+    structural = _flag(name, "structural", d.get("structural", False))
     try:
       if kind in ("float", "int"):
         integer = kind == "int"
@@ -586,14 +591,14 @@ def from_config(cfg: Mapping[str, Any]) -> dict[str, Dimension]:
           points = _number(name, "points", points, True)
         cls = Int if integer else Float
         dim = cls(_number(name, "lo", d["lo"], integer), _number(name, "hi", d["hi"], integer),
-                  _flag(name, "log", d.get("log", False)), points)
+                  _flag(name, "log", d.get("log", False)), points, structural)
       elif kind == "choice":
         values = d["values"]
         if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
           raise ValueError(f"space.{name}.values: must be a list of values, got {values!r}")
-        dim = Choice(tuple(values), _flag(name, "ordered", d.get("ordered", False)))
+        dim = Choice(tuple(values), _flag(name, "ordered", d.get("ordered", False)), structural)
       else:
-        dim = Fixed(d["value"])
+        dim = Fixed(d["value"], structural)
     except KeyError as e:
       raise ValueError(f"space.{name}: missing field {e.args[0]!r} for type {kind!r}") from None
     space[name] = dim
@@ -622,19 +627,6 @@ def sample_random(space: Mapping[str, Dimension], n: int, seed: int) -> list[dic
   rng = np.random.default_rng(seed)
   cols = {name: dim.sample(rng, n) for name, dim in sorted(space.items())}
   return [{name: cols[name][i] for name in cols} for i in range(n)]
-
-
-def grid_size(space: Mapping[str, Dimension]) -> int:
-  """Members of the full factorial grid of ``space`` (see :func:`sample_grid`).
-
-  Args:
-    space: name -> dimension.
-
-  Returns:
-    The product of the dimensions' grid sizes (1 for an empty space).
-  """
-  validate(space)
-  return math.prod(len(space[k].grid_values(k)) for k in sorted(space))
 
 
 def sample_grid(space: Mapping[str, Dimension], n: int | None = None) -> list[dict[str, Any]]:
@@ -703,25 +695,6 @@ def sample_quasi_random(space: Mapping[str, Dimension], n: int, seed: int
   return [{k: cols[k][i] for k in names} for i in range(n)]
 
 
-def candidates(space: Mapping[str, Dimension], name: str, default: Sequence[Any]) -> tuple:
-  """All values a categorical hyperparameter can take in this space.
-
-  Args:
-    space: name -> dimension.
-    name: a categorical hyperparameter (``optimizer``, ``activation``, ...).
-    default: the values when the space does not name it.
-
-  Returns:
-    The choices, the fixed value, or ``default``.
-  """
-  dim = space.get(name)
-  if isinstance(dim, Choice):
-    return tuple(dim.values)
-  if isinstance(dim, Fixed):
-    return (dim.value,)
-  return tuple(default)
-
-
 def check_structural_fits(space: Mapping[str, Dimension], population: Any) -> dict[str, int]:
   """Checks that each structural dimension has no more values than members.
 
@@ -746,7 +719,7 @@ def check_structural_fits(space: Mapping[str, Dimension], population: Any) -> di
   validate(space)
   counts = {}
   for name in sorted(space):
-    if not is_structural(name):
+    if not is_structural(name, space):
       continue
     count = space[name].count()
     counts[name] = count
@@ -838,3 +811,18 @@ def perturb(dim: Dimension, value: Any, rng: np.random.Generator,
       return dim.values[i + (1 if rng.random() < 0.5 else -1)]
     j = int(rng.integers(k - 1))
     return dim.values[j if j < i else j + 1]
+
+
+def to_config(space: Mapping[str, Dimension]) -> dict[str, dict[str, Any]]:
+  """The inverse of :func:`from_config`: a JSON-able dict of the dimensions."""
+  out = {}
+  for name, dim in validate(space).items():
+    kind = type(dim).__name__.lower()
+    entry = {"type": kind}
+    for f in dataclasses.fields(dim):
+      v = getattr(dim, f.name)
+      if f.name == "structural" and not v:
+        continue
+      entry[f.name] = list(v) if isinstance(v, tuple) else v
+    out[name] = entry
+  return out

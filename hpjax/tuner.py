@@ -1,45 +1,19 @@
-"""The tuning loop: build a population from a config, train it, log, summarise.
+"""Tuning runs: :func:`tune` for Python users, :func:`run` for config files.
 
-``run(config, workdir)`` is what ``experiments/tune.py`` calls. A config is an
-``ml_collections.ConfigDict`` (see ``experiments/configs/``):
+Both build an :class:`Experiment` (what to train: data, members drawn from
+the search space, model, loss, metric, controller, budget) and hand it to
+:func:`execute`, which owns the workdir:
 
-* ``seed``, ``population``, ``epochs``, ``batch_size``, ``eval_batch_size``;
-* ``data``: ``source``, ``data_dir``, ``image_size``, ``val_fraction``,
-  ``test_fraction``, ``max_train``;
-* ``model``: the default structural model (:class:`hpjax.ModelConfig` fields);
-* ``schedule``: ``kind``, ``warmup_epochs``, ``alpha``, ``decay_epochs`` (the
-  length of a cosine decay; 0: ``epochs``, and then the run cannot be extended);
-* ``space``: hyperparameter name -> dimension (:mod:`hpjax.space`);
-* ``init``: how the initial members are drawn from the space: ``random``
-  (default), ``grid`` (full factorial; ``population`` must equal its size) or
-  ``quasi_random`` (scrambled Sobol), seeded by ``seed``;
-* ``fitness``: the validation metric ranked (``accuracy`` or ``loss`` for
-  classification, ``mse`` or ``loss`` for regression); its direction
-  (:mod:`hpjax.fitness`) is the controller's, and a ``controller.mode`` that
-  contradicts it is an error;
-* ``controller``: ``name`` (``none`` for a plain sweep, ``pbt`` or
-  ``halving``) and the controller's settings
-  (:class:`hpjax.controllers.pbt.PBTConfig` /
-  :class:`hpjax.controllers.halving.HalvingConfig` fields);
-* ``tensorboard`` (default true): TensorBoard event files per member;
-* ``report`` (default true): plots and ``report.json`` at the end
-  (:mod:`hpjax.report`; ``hpjax-report WORKDIR`` rebuilds them any time);
-* ``shared_order`` (default false): every member of a group sees the same
-  minibatches (see :class:`hpjax.population.GroupSpec`);
-* ``progress``: progress bars (default: only when stdout is a terminal);
-* ``hparam_schedule``: replay a per-epoch schedule on one model
-  (:mod:`hpjax.lineage`; ``population`` 1, no space, no controller);
-* ``lr_range_test``: when true, the members' train-loss curves are analysed
-  as a learning-rate range test (``summary.json['lr_range']``);
-* ``shard`` (default true): split the population over all devices when there
-  are several (:mod:`hpjax.distributed`); a relaunch may change it, and with
-  several processes only process 0 prints and writes the workdir's files.
+* ``config.json``: the resolved config (for :func:`tune`, a description of
+  the call); a relaunch on the same workdir resumes only under an equal one;
+* ``metrics.jsonl``, ``lineage.jsonl``, ``tensorboard/``: the writers
+  (:mod:`hpjax.writers`);
+* ``checkpoints/``: the population and the loop's counters after every epoch
+  (:mod:`hpjax.checkpoint`); the newest complete one is resumed from;
+* ``summary.json``, ``best/`` (the best member's model, its hyperparameter
+  schedule and a config that retrains it), ``report.json`` and ``plots/``.
 
-The workdir receives ``config.json`` (the resolved config), ``metrics.jsonl``
-(one line per member per epoch: train/validation metrics and the
-hyperparameters that member trained with that epoch, and ``wall_s``, the
-run's seconds so far, resumes included), ``lineage.jsonl`` (every PBT exploit and
-explore) and ``summary.json`` (the best member).
+The epoch loop itself is :func:`hpjax.loop.train`.
 """
 
 from __future__ import annotations
@@ -47,176 +21,304 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
-import time
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import jax
 import numpy as np
 
 from hpjax import checkpoint
+from hpjax import config as config_lib
 from hpjax import distributed
 from hpjax import fitness as fitness_lib
+from hpjax import hparams as hp_lib
 from hpjax import lineage
+from hpjax import loop
 from hpjax import optim
-from hpjax.controllers import halving
-from hpjax.controllers import lr_range
-from hpjax.controllers import pbt
 from hpjax import space as space_lib
-from hpjax.data import load_dataset
-from hpjax.models import ACTIVATIONS, ModelConfig
-from hpjax.monitor import Monitor, generation_table
-from hpjax.population import Member, Population, exploit_key
-
-_MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
-_MEMBER_FIELDS = tuple(f.name for f in dataclasses.fields(Member))
-
-
-def _plain(cfg: Any) -> Any:
-  """ConfigDict / mapping -> plain dict (recursively)."""
-  if hasattr(cfg, "to_dict"):
-    return cfg.to_dict()
-  if isinstance(cfg, Mapping):
-    return {k: _plain(v) for k, v in cfg.items()}
-  return cfg
+from hpjax import writers as writers_lib
+from hpjax.controllers import Controller, Halving, PBT, Sweep
+from hpjax.controllers import lr_range
+from hpjax.data import Dataset, dataset_from_arrays, load_dataset
+from hpjax.loop import Interrupted  # pylint: disable=unused-import (re-exported)
+from hpjax.population import Population
 
 
-def config_error(field: str, message: str) -> ValueError:
-  """A one-line configuration error naming the field."""
-  return ValueError(f"config.{field}: {message}")
+@dataclasses.dataclass
+class Experiment:
+  """Everything one run needs.
+
+  Attributes:
+    data: the dataset.
+    members: the initial members' hyperparameters (dicts).
+    space: the search space (name -> dimension).
+    controller: PBT, halving or a plain sweep.
+    fitness: the ranked validation metric (the metric's name or ``loss``).
+    mode: its direction.
+    epochs: epochs to train.
+    seed: the run's seed.
+    config: what ``config.json`` records; a resume requires an equal one.
+    model, loss, metric, val_loss: see :class:`hpjax.Population` (None: built in).
+    schedule: the learning-rate schedule shape, in epochs.
+    candidates: compiled values of traced choices (default: the space's).
+    eval_batch_size, shard, shared_order: see :class:`hpjax.Population`.
+    checkpoint_every, checkpoint_keep: checkpoint cadence and retention.
+    tensorboard, report, progress: what the run shows and leaves.
+    lr_range_test: analyse the run as a learning-rate range test.
+    hparam_schedule: per epoch, the hyperparameters of a replayed schedule.
+  """
+
+  data: Dataset
+  members: list
+  space: dict
+  controller: Controller
+  fitness: str
+  mode: str
+  epochs: int
+  seed: int
+  config: dict
+  model: Callable | None = None
+  loss: Callable | None = None
+  metric: fitness_lib.Metric | None = None
+  val_loss: Callable | None = None
+  schedule: optim.EpochSchedule = optim.EpochSchedule()
+  candidates: dict | None = None
+  eval_batch_size: int = 256
+  shard: bool = True
+  shared_order: bool = False
+  checkpoint_every: int = 1
+  checkpoint_keep: int = 3
+  tensorboard: bool = True
+  report: bool = True
+  progress: bool | None = None
+  lr_range_test: bool = False
+  hparam_schedule: list | None = None
 
 
-def build_members(cfg: Mapping[str, Any], task: str) -> tuple[list[Member], dict]:
-  """Draws the initial members from the config's search space.
+# ---------------------------------------------------------------------------
+# Building an experiment.
+
+
+def draw_members(space: Mapping[str, Any], n: int, seed: int, init: str = "random",
+                 base: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+  """The initial members: ``n`` draws from ``space`` over ``base`` values.
 
   Args:
-    cfg: the plain config dict.
-    task: ``classification`` or ``regression`` (default loss).
+    space: name -> dimension.
+    n: the population size.
+    seed: seeds ``random`` and ``quasi_random`` draws.
+    init: ``random``, ``grid`` (the full factorial; ``n`` must equal its
+      size) or ``quasi_random`` (scrambled Sobol).
+    base: values every member starts from (the space's draws override them).
 
-  Returns:
-    ``(members, space)``.
+  Raises:
+    ValueError: a bad ``init``, or a structural dimension with more values
+      than members.
   """
-  space = space_lib.from_config(cfg.get("space", {}))
-  n = int(cfg["population"])
-  if n < 1:
-    raise config_error("population", f"must be >= 1, got {n}")
-  base_model = dict(cfg.get("model", {}))
-  unknown = set(base_model) - set(_MODEL_FIELDS)
-  if unknown:
-    raise config_error("model", f"unknown fields {sorted(unknown)}; allowed: {', '.join(_MODEL_FIELDS)}")
-  default_loss = "cross_entropy" if task == "classification" else "mse"
   space_lib.check_structural_fits(space, n)
-  init = cfg.get("init", "random")
   if init == "random":
-    draws = space_lib.sample_random(space, n, int(cfg["seed"]))
+    draws = space_lib.sample_random(space, n, seed)
   elif init == "grid":
     draws = space_lib.sample_grid(space, n)
   elif init == "quasi_random":
-    draws = space_lib.sample_quasi_random(space, n, int(cfg["seed"]))
+    draws = space_lib.sample_quasi_random(space, n, seed)
   else:
-    raise config_error("init", f"unknown value {init!r}; allowed: random, grid, quasi_random")
-  members = []
-  for draw in draws:
-    model = {**base_model, **{k: v for k, v in draw.items() if k in _MODEL_FIELDS}}
-    fields = {k: v for k, v in draw.items() if k in _MEMBER_FIELDS and k != "model"}
-    fields.setdefault("batch_size", int(cfg["batch_size"]))
-    fields.setdefault("loss", default_loss)
-    members.append(Member(model=ModelConfig(**model).validate(), **fields).validate())
-  return members, space
+    raise config_lib.error("init", f"unknown value {init!r}; allowed: "
+                           + ", ".join(config_lib.INITS))
+  return [{**dict(base or {}), **d} for d in draws]
 
 
-def config_dataset(cfg: Mapping[str, Any]):
-  """The dataset a plain config dict describes (``data`` fields, split by ``seed``)."""
+def config_dataset(cfg: Mapping[str, Any]) -> Dataset:
+  """The dataset a validated config describes (``data`` fields, split by ``seed``)."""
   d = cfg["data"]
-  return load_dataset(d["source"], data_dir=d.get("data_dir") or None,
-                      image_size=d.get("image_size") or None,
-                      val_fraction=d.get("val_fraction", 0.1),
-                      test_fraction=d.get("test_fraction", 0.2),
-                      seed=int(cfg["seed"]), max_train=d.get("max_train") or None)
+  return load_dataset(d["source"], data_dir=d["data_dir"] or None,
+                      image_size=d["image_size"] or None, val_fraction=d["val_fraction"],
+                      test_fraction=d["test_fraction"], seed=int(cfg["seed"]),
+                      max_train=d["max_train"] or None, num_classes=d["num_classes"] or None,
+                      task=d["task"])
 
 
-def member_from_hparams(hp: Mapping[str, Any], cfg: Mapping[str, Any], task: str) -> Member:
-  """A :class:`Member` from a hyperparameter dict (a metrics row's / schedule entry's)."""
-  model = {**dict(cfg.get("model", {})), **dict(hp.get("model") or {})}
-  fields = {k: v for k, v in hp.items() if k in _MEMBER_FIELDS and k != "model"}
-  fields.setdefault("batch_size", int(cfg["batch_size"]))
-  fields.setdefault("loss", "cross_entropy" if task == "classification" else "mse")
+def controller_from_config(cfg: Mapping[str, Any], fitness: str, mode: str) -> Controller:
+  """The controller a config's ``controller`` section names.
+
+  A ``mode`` there must agree with the fitness's direction (it is derived
+  from the fitness; the field is accepted only for older configs).
+  """
+  c = dict(cfg["controller"])
+  name = c.pop("name", "none")
+  fitness_lib.resolve_mode(c.pop("mode", None), mode, fitness, "config.controller.mode")
+  if name == "none":
+    if c:
+      raise config_lib.error("controller", f"unknown fields {sorted(c)} for a sweep (name none)")
+    return Sweep()
+  cls = PBT if name == "pbt" else Halving
+  fields = {f.name for f in dataclasses.fields(cls)}
+  unknown = set(c) - fields
+  if unknown:
+    raise config_lib.error("controller", f"unknown fields {sorted(unknown)}; allowed: name, "
+                           + ", ".join(sorted(fields)))
   try:
-    return Member(model=ModelConfig(**model).validate(), **fields).validate()
+    return cls(**c).validate()
   except (TypeError, ValueError) as e:
-    raise config_error("hparam_schedule", str(e)) from None
+    raise config_lib.error("controller", str(e)) from None
+
+
+def epoch_schedule(cfg: Mapping[str, Any]) -> optim.EpochSchedule:
+  """The run's learning-rate schedule shape, in epochs.
+
+  A cosine decays over ``schedule.decay_epochs``; 0 (the default) means
+  ``config.epochs``, which ties every step's rate to the run's length.
+  """
+  s = cfg["schedule"]
+  return optim.EpochSchedule(s["kind"], float(s["warmup_epochs"]),
+                             float(s["decay_epochs"]) or float(cfg["epochs"]),
+                             float(s["alpha"]))
+
+
+def from_config(config: Any) -> Experiment:
+  """Validates a launcher config completely and builds its :class:`Experiment`.
+
+  Every error (a typo, a value out of range, a fitness the task does not
+  report, a bad space or controller) is one line naming the field, raised
+  before anything is compiled or written.
+  """
+  cfg = config_lib.validate(config)
+  space = space_lib.from_config(cfg["space"])
+  data = config_dataset(cfg)
+  fitness = cfg["fitness"] or fitness_lib.TASK_METRIC[data.task].name
+  mode = fitness_lib.check(fitness, data.task)
+  controller = controller_from_config(cfg, fitness, mode)
+  epochs = int(cfg["epochs"])
+  base = {**cfg["model"], "batch_size": cfg["batch_size"],
+          "loss": hp_lib.default_loss(data.task)}
+  candidates, sched = None, None
+  if cfg["hparam_schedule"]:
+    sched = _check_replay(cfg, controller, space, epochs)
+    members = [{**base, **sched[0]}]
+    # Every value the schedule switches to is compiled in from the start.
+    candidates = {name: tuple(dict.fromkeys(h[name] for h in [members[0], *sched] if name in h))
+                  for name in ("activation", "loss") if name in members[0]}
+  else:
+    members = draw_members(space, int(cfg["population"]), int(cfg["seed"]), cfg["init"], base)
+  return Experiment(
+      data=data, members=members, space=space, controller=controller, fitness=fitness,
+      mode=mode, epochs=epochs, seed=int(cfg["seed"]), config=cfg,
+      schedule=epoch_schedule(cfg), candidates=candidates,
+      eval_batch_size=int(cfg["eval_batch_size"]), shard=cfg["shard"],
+      shared_order=cfg["shared_order"], checkpoint_every=int(cfg["checkpoint"]["every"]),
+      checkpoint_keep=int(cfg["checkpoint"]["keep"]), tensorboard=cfg["tensorboard"],
+      report=cfg["report"], progress=cfg["progress"], lr_range_test=cfg["lr_range_test"],
+      hparam_schedule=sched)
+
+
+def _check_replay(cfg, controller, space, epochs) -> list[dict[str, Any]]:
+  """A replayed schedule: one fresh model trained on given per-epoch hyperparameters."""
+  sched = lineage.check_schedule(cfg["hparam_schedule"], epochs)
+  if not isinstance(controller, Sweep):
+    raise config_lib.error("controller.name", "must be 'none' when replaying an hparam_schedule")
+  if int(cfg["population"]) != 1:
+    raise config_lib.error("population", "must be 1 when replaying an hparam_schedule, got "
+                           f"{cfg['population']}")
+  if space:
+    raise config_lib.error("space", "must be empty when replaying an hparam_schedule (the "
+                           "schedule gives every hyperparameter)")
+  for k, hp in enumerate(sched):
+    for name, value in hp.items():
+      try:
+        hp_lib.lookup(name).check(value)
+      except ValueError as e:
+        raise config_lib.error(f"hparam_schedule[{k}]", str(e)) from None
+  return sched
 
 
 def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dict[str, Any]:
-  """Trains a population as configured and writes the workdir files.
+  """Trains a population as a launcher config describes; writes the workdir.
 
   Args:
-    config: ``ml_collections.ConfigDict`` or a plain dict.
-    workdir: output directory (created).
+    config: an ``ml_collections.ConfigDict`` or a plain dict
+      (:mod:`hpjax.config` lists the fields).
+    workdir: output directory (created; relaunching resumes).
     log: where progress lines go.
 
   Returns:
     The summary dict also written to ``summary.json``.
   """
-  cfg = _plain(config)
-  # Several processes (hpjax.distributed) all run this loop in step; only
-  # process 0 prints and writes logs and reports.
-  main = distributed.is_main_process()
-  if not main:
-    log = lambda text: None
-  # Everything is validated before the workdir is touched.
-  space_lib.from_config(cfg.get("space", {}))
-  data = config_dataset(cfg)
-  log(data.summary())
-  epochs = int(cfg["epochs"])
-  if epochs < 1:
-    raise config_error("epochs", f"must be >= 1, got {epochs}")
-  schedule_hps = None
-  if cfg.get("hparam_schedule"):
-    # Replay: one fresh model trained on a given per-epoch schedule (e.g. the
-    # best PBT member's, exported to WORKDIR/best/schedule.json).
-    schedule_hps = lineage.check_schedule(cfg["hparam_schedule"], epochs)
-    if (cfg.get("controller") or {}).get("name", "none") != "none":
-      raise config_error("controller.name", "must be 'none' when replaying an hparam_schedule")
-    if int(cfg["population"]) != 1:
-      raise config_error("population", "must be 1 when replaying an hparam_schedule, got "
-                         f"{cfg['population']}")
-    if cfg.get("space"):
-      raise config_error("space", "must be empty when replaying an hparam_schedule (the "
-                         "schedule gives every hyperparameter)")
-    for hp in schedule_hps:
-      member_from_hparams(hp, cfg, data.task)  # validates every epoch's entry up front
-  metric = "accuracy" if data.task == "classification" else "mse"
-  fitness_name = cfg.get("fitness", metric)
-  mode = fitness_lib.check(fitness_name, data.task)
-  members, space = build_members(cfg, data.task)
-  controller = _controller(cfg, fitness_name)
-  if schedule_hps is not None:
-    members = [member_from_hparams(schedule_hps[0], cfg, data.task)]
-  schedule = _epoch_schedule(cfg)
-  if schedule.kind not in optim.SCHEDULES:
-    raise config_error("schedule.kind", f"unknown value {schedule.kind!r}; allowed: "
-                       + ", ".join(optim.SCHEDULES))
-  used_activations = {m.activation for m in members}
-  used_losses = [m.loss for m in members]
-  if schedule_hps is not None:
-    used_activations |= {h["activation"] for h in schedule_hps if "activation" in h}
-    used_losses += [h["loss"] for h in schedule_hps if h.get("loss")]
-  activations = space_lib.candidates(space, "activation", sorted(
-      used_activations, key=list(ACTIVATIONS).index))
-  losses = space_lib.candidates(space, "loss", list(dict.fromkeys(used_losses)))
-  pop = Population(members, data, seed=int(cfg["seed"]), activations=activations, losses=losses,
-                   schedule=schedule, eval_batch_size=int(cfg.get("eval_batch_size", 256)),
-                   mesh="auto" if cfg.get("shard", True) else None,
-                   shared_order=bool(cfg.get("shared_order", False)))
-  log(f"population: {pop.size} members in {len(pop.groups)} compiled group(s)"
-      + (f", split over {pop.mesh.size} devices" if pop.mesh is not None else ""))
+  return execute(from_config(config), workdir, log=log).summary
 
-  old_config = _read_config(workdir)
-  if old_config is not None:
-    _check_compatible(old_config, cfg, workdir)
-  distributed.barrier("hpjax: workdir checked")  # before process 0 writes to it
+
+# ---------------------------------------------------------------------------
+# Running an experiment.
+
+
+@dataclasses.dataclass
+class Outcome:
+  """What :func:`execute` leaves besides the workdir's files.
+
+  Attributes:
+    summary: the dict written to ``summary.json``.
+    population: the trained population (for the best model, predictions).
+    workdir: the run's directory.
+  """
+
+  summary: dict
+  population: Population
+  workdir: str
+
+
+def _population(exp: Experiment) -> Population:
+  return Population(exp.members, exp.data, model=exp.model, loss=exp.loss, metric=exp.metric,
+                    val_loss=exp.val_loss, space=exp.space, candidates=exp.candidates,
+                    seed=exp.seed, schedule=exp.schedule, eval_batch_size=exp.eval_batch_size,
+                    mesh="auto" if exp.shard else None, shared_order=exp.shared_order)
+
+
+def _read_json(path: str) -> Any:
+  """A workdir's JSON file, or None when absent; a damaged one is an error naming it."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise ValueError(f"{path}: cannot be read as JSON ({getattr(e, 'strerror', None) or e}); "
+                     "the workdir is damaged: restore the file or use a new --workdir") from None
+
+
+def check_workdir(workdir: str, config: Mapping[str, Any]) -> None:
+  """Refuses to resume ``workdir`` under a config that would change its numbers.
+
+  Only the fields of :data:`hpjax.config.RESUME_FREE` may differ. ``epochs``
+  may change only when nothing already trained depends on it: a cosine
+  schedule whose length is the run's (``schedule.decay_epochs`` 0) would give
+  every step another learning rate. Checkpoints without their
+  ``config.json`` are refused too: nothing says what they were trained with.
+  """
+  old = _read_json(os.path.join(workdir, "config.json"))
+  if old is None:
+    ckpts = os.path.join(workdir, "checkpoints")
+    if os.path.isdir(ckpts) and os.listdir(ckpts):
+      raise ValueError(f"--workdir: {workdir!r} holds checkpoints but no config.json, so "
+                       "nothing says what they were trained with; restore config.json or use "
+                       "a new --workdir")
+    return
+  diffs = config_lib.diff(old, config)
+  if diffs:
+    raise ValueError(f"--workdir: {workdir!r} holds a run with another config ("
+                     + ", ".join(diffs[:8]) + (" ..." if len(diffs) > 8 else "")
+                     + " differ); use a new --workdir, or relaunch with the same config "
+                     "(only epochs may grow)")
+  old_epochs, epochs = int(old.get("epochs", 0)), int(config["epochs"])
+  s = config.get("schedule") or {}
+  if (old_epochs != epochs and s.get("kind") in ("cosine", "warmup_cosine")
+      and not s.get("decay_epochs")):
+    raise config_lib.error(
+        "epochs", f"{workdir!r} was started with epochs={old_epochs} and a {s.get('kind')} "
+        "learning-rate schedule over them (schedule.decay_epochs 0), so running it for "
+        f"{epochs} would change the rate of every step; use a new --workdir (set "
+        "schedule.decay_epochs to make a run extendable)")
+
+
+def _make_workdir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
@@ -224,209 +326,167 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
   if not os.access(workdir, os.W_OK):
     raise ValueError(f"--workdir: {workdir!r} is not writable")
 
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
-  lineage_path = os.path.join(workdir, "lineage.jsonl")
-  ck = cfg.get("checkpoint", {}) or {}
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=int(ck.get("keep", 3)),
-                                 every=int(ck.get("every", 1)),
-                                 best_mode=mode)
-  with ckpt, _StopOnSignal() as stop:
-    start_epoch, generation, member_steps, elapsed = 0, 0, 0, 0.0
-    ids = np.arange(pop.size)  # current position -> original member id
-    initial_val = None
-    resumed_decided = True  # whether the resumed epoch's controller decision was made
-    if ckpt.latest_step() is not None:
-      # Resume: rebuild the population's shape (halving may have compacted it),
-      # then restore every state, key and counter from the newest good checkpoint.
-      shaped = {}
 
-      def templates(extra):
-        shaped["groups"], shaped["members"] = pop.compacted(extra["ids"])
-        return pop.checkpoint_templates(shaped["groups"])
+def _start(exp: Experiment, pop: Population, ckpt: checkpoint.Checkpointer, workdir: str,
+           main: bool, log: Callable[[str], None]) -> loop.Progress:
+  """Restores the newest checkpoint into ``pop`` (a resume), or starts the files afresh."""
+  metrics, lineage_path = (os.path.join(workdir, n) for n in ("metrics.jsonl", "lineage.jsonl"))
+  if ckpt.latest_step() is None:
+    progress = loop.Progress()
+    if main:
+      for path in (metrics, lineage_path):
+        open(path, "w").close()
+      with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(exp.config, f, indent=2, sort_keys=True, default=str)
+    # A range test measures how far each rate brings the loss down from
+    # where every member starts: the validation loss before any training.
+    if exp.lr_range_test:
+      progress.initial_val_loss = pop.evaluate("val")["loss"].tolist()
+    return progress
+  # Halving may have compacted the population: shape it as the checkpoint
+  # was, then restore every state, key and counter.
+  shaped = {}
 
-      _, states, extra = ckpt.restore(templates)
-      pop.groups, pop.members = shaped["groups"], shaped["members"]
-      pop.size = len(pop.members)
-      pop.load_checkpoint_states(states)  # on any device count
-      start_epoch, generation = int(extra["epoch"]), int(extra["generation"])
-      resumed_decided = bool(extra.get("decided", True))
-      member_steps, elapsed = int(extra["member_steps"]), float(extra["elapsed"])
-      ids = np.asarray(extra["ids"], np.int64)
-      if extra.get("initial_val_loss") is not None:
-        initial_val = {"loss": np.asarray(extra["initial_val_loss"], np.float64)}
-      if main:
-        _truncate_jsonl(metrics_path, start_epoch)
-        _truncate_jsonl(lineage_path, start_epoch)
-      log(f"resuming from the checkpoint of epoch {start_epoch} in {workdir}")
-    else:
-      if main:
-        for path in (metrics_path, lineage_path):
-          open(path, "w").close()
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-          json.dump(cfg, f, indent=2, sort_keys=True)
-      # A range test measures how far each rate brings the loss down from
-      # where every member starts: the validation loss before any training.
-      if cfg.get("lr_range_test"):
-        initial_val = pop.evaluate("val")
-    if start_epoch >= epochs:
-      log(f"the run in {workdir} already trained {start_epoch} epochs (config.epochs={epochs}); "
-          "raise --config.epochs to extend it")
-    start = time.perf_counter() - elapsed
-    interval = controller.interval if isinstance(controller, pbt.PBTConfig) else 1
-    monitor = Monitor(workdir, epochs=epochs, start_epoch=start_epoch, interval=interval,
-                      shown=[k for k in space if k != "model"], log=log,
-                      progress=cfg.get("progress"), tensorboard=bool(cfg.get("tensorboard", True)),
-                      enabled=main)
-    with (monitor, open(metrics_path if main else os.devnull, "a") as mf,
-          open(lineage_path if main else os.devnull, "a") as lf):
-      is_pbt = isinstance(controller, pbt.PBTConfig)
-      is_halving = isinstance(controller, halving.HalvingConfig)
+  def templates(extra):
+    shaped["groups"], shaped["members"], shaped["ids"] = pop.compacted(extra["ids"])
+    return pop.checkpoint_templates(shaped["groups"])
 
-      def acts_at(epoch):
-        """Whether the controller acts after ``epoch`` in a run longer than ``epoch``."""
-        if is_pbt:
-          return pbt.should_decide(epoch, controller)
-        return is_halving and halving.is_rung(epoch, controller, epoch + 1)
+  _, states, extra = ckpt.restore(templates)
+  pop.groups, pop.members = shaped["groups"], shaped["members"]
+  pop.ids = np.asarray(extra["ids"], np.int64)
+  pop.size = len(pop.members)
+  pop.load_checkpoint_states(states)  # on any device count
+  progress = loop.Progress.from_extra(extra)
+  if main:
+    writers_lib.resume_jsonl(metrics, progress.epoch)
+    writers_lib.resume_jsonl(lineage_path, progress.epoch)
+  log(f"resuming from the checkpoint of epoch {progress.epoch} in {workdir}")
+  return progress
 
-      def decide(epoch, fit, hps):
-        """The controller's decision after ``epoch``; returns (note, kept positions or None)."""
-        nonlocal generation, ids
-        if is_pbt:
-          generation += 1
-          rng = np.random.default_rng([int(cfg["seed"]), generation])
-          plan = pbt.exploit_explore(fit, hps, space, pop.group_ids(), controller, rng,
-                                     generation)
-          seed = int(cfg["seed"])
-          pop.set_member_hparams(plan.hparams, donors=plan.donors, new_keys={
-              int(i): exploit_key(seed, int(ids[i]), generation) for i in plan.replaced})
-          for event in plan.events:
-            lf.write(json.dumps({"epoch": epoch, **event}, default=_jsonable) + "\n")
-          lf.flush()
-          return f"replaced {len(plan.events)}", None
-        result = halving.cut(fit, controller, epoch, pop.group_ids())
-        for rec in result.records:
-          lf.write(json.dumps({"epoch": epoch, "event": "pruned", **rec,
-                               "member": int(ids[rec["member"]])}, default=_jsonable) + "\n")
-        lf.flush()
-        pop.compact(result.keep)
-        ids = ids[result.keep]
-        return f"pruned {len(result.pruned)}, {pop.size} left", result.keep
 
-      if 0 < start_epoch < epochs and not resumed_decided:
-        # The run being extended stopped at its then-last epoch, where no
-        # decision is made; make it now, as an uninterrupted run would have.
-        note, _ = decide(start_epoch, pop.evaluate("val")[fitness_name], pop.hparams())
-        log(f"controller after epoch {start_epoch}: {note}")
-      for epoch in range(start_epoch + 1, epochs + 1):
-        if schedule_hps is not None and epoch > 1 and schedule_hps[epoch - 1] != schedule_hps[epoch - 2]:
-          pop.set_member_hparams([schedule_hps[epoch - 1]])
-        t0 = time.perf_counter()
-        train = pop.train_epoch()
-        val = pop.evaluate("val")
-        dt = time.perf_counter() - t0
-        steps = sum(data.num_train // m.batch_size for m in pop.members)
-        member_steps += steps
-        epoch_hps = pop.hparams()  # what each member trained with this epoch
-        for i in range(pop.size):
-          row = {"epoch": epoch, "member": int(ids[i]),
-                 **{k: float(v[i]) for k, v in train.items()},
-                 **{f"val_{k}": float(v[i]) for k, v in val.items()},
-                 "hparams": epoch_hps[i], "wall_s": time.perf_counter() - start}
-          mf.write(json.dumps(row, default=_jsonable) + "\n")
-        mf.flush()
-        fit = val[fitness_name]
-        best_pos = fitness_lib.best(fit, mode)
-        shown_ids = [int(i) for i in ids]  # before a cut renumbers them
-        note = ""
-        # No decision after the last epoch: nothing would train on it (a
-        # relaunch that extends the run makes it first, see above).
-        decided = not (epoch == epochs and acts_at(epoch))
-        if epoch < epochs and acts_at(epoch):
-          note, _ = decide(epoch, fit, epoch_hps)
-        table = generation_table(
-            epoch=epoch, epochs=epochs,
-            generation=generation if isinstance(controller, pbt.PBTConfig) else None,
-            fitness_name=fitness_name, fitness=np.asarray(fit, np.float64), mode=mode,
-            best_member=shown_ids[best_pos], best_hparams=epoch_hps[best_pos],
-            shown=monitor.shown, seconds=dt, member_steps=steps, note=note)
-        monitor.epoch_end(epoch, shown_ids, train, val, epoch_hps, table,
-                          best={f"best {fitness_name}": round(float(fit[best_pos]), 4)})
-        stop_now = distributed.any_process(stop.requested)  # all processes stop together
-        final = epoch == epochs or stop_now
-        if ckpt.should_save(epoch) or final:
-          extra = {"epoch": epoch, "generation": generation, "ids": ids.tolist(),
-                   "member_steps": member_steps, "elapsed": time.perf_counter() - start,
-                   "decided": decided,
-                   "initial_val_loss": (None if initial_val is None
-                                        else np.asarray(initial_val["loss"]).tolist())}
-          ckpt.save(epoch, pop.checkpoint_states(), extra,
-                    metric=float(fit[best_pos]), force=final)
-        if stop_now and epoch < epochs:
-          ckpt.wait()
-          raise Interrupted(f"stopped by {stop.signal_name or 'a signal to another process'} "
-                            f"after epoch {epoch}/{epochs}; the "
-                            f"checkpoint is saved: relaunch the same command to resume",
-                            stop.signum or signal.SIGTERM)
-      monitor.close_bars()
+def _writers(exp: Experiment, workdir: str, start_epoch: int,
+             log: Callable[[str], None]) -> list[writers_lib.Writer]:
+  """The run's sinks (process 0 only)."""
+  out = [writers_lib.MetricsFile(os.path.join(workdir, "metrics.jsonl")),
+         writers_lib.LineageFile(os.path.join(workdir, "lineage.jsonl")),
+         writers_lib.Console(epochs=exp.epochs, start_epoch=start_epoch,
+                             interval=exp.controller.interval,
+                             shown=[k for k in exp.space], log=log, progress=exp.progress)]
+  if exp.tensorboard:
+    out.append(writers_lib.TensorBoard(os.path.join(workdir, "tensorboard"), start_epoch))
+  return out
+
+
+def execute(exp: Experiment, workdir: str, *, log: Callable[[str], None] = print) -> Outcome:
+  """Trains ``exp`` in ``workdir`` (resuming it when it holds a checkpoint).
+
+  Several processes (:mod:`hpjax.distributed`) all run this in step; only
+  process 0 prints and writes logs and reports.
+
+  Raises:
+    ValueError: an incompatible or unusable workdir (before anything is written).
+    hpjax.loop.Interrupted: SIGINT/SIGTERM stopped the run after a checkpoint.
+  """
+  main = distributed.is_main_process()
+  if not main:
+    log = lambda text: None
+  log(exp.data.summary())
+  pop = _population(exp)
+  log(f"population: {pop.size} members in {len(pop.groups)} compiled group(s)"
+      + (f", split over {pop.mesh.size} devices" if pop.mesh is not None else ""))
+  check_workdir(workdir, exp.config)
+  distributed.barrier("hpjax: workdir checked")  # before process 0 writes to it
+  _make_workdir(workdir)
+  with (checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=exp.checkpoint_keep,
+                                every=exp.checkpoint_every, best_mode=exp.mode) as ckpt,
+        loop.StopOnSignal() as stop):
+    progress = _start(exp, pop, ckpt, workdir, main, log)
+    start_epoch = progress.epoch
+    if start_epoch >= exp.epochs:
+      log(f"the run in {workdir} already trained {start_epoch} epochs (epochs={exp.epochs}); "
+          "raise epochs to extend it")
+    sinks = _writers(exp, workdir, start_epoch, log) if main else []
+    run_ = loop.Run(pop=pop, controller=exp.controller, fitness=exp.fitness, mode=exp.mode,
+                    epochs=exp.epochs, seed=exp.seed, space=exp.space, writers=sinks,
+                    checkpointer=ckpt, stop=stop, progress=progress,
+                    hparam_schedule=exp.hparam_schedule)
+    try:
+      loop.train(run_)
       val = pop.evaluate("val")
-      if start_epoch < epochs:
-        monitor.finish([int(i) for i in ids], pop.hparams(),
-                       {f"val_{k}": v for k, v in val.items()})
+      if start_epoch < exp.epochs:
+        hparams = pop.hparams()
+        for w in sinks:
+          w.finish([int(i) for i in pop.ids], hparams, val)
+    finally:
+      for w in sinks:
+        w.close()
+  summary = _summary(exp, pop, val, progress, workdir, main, log)
+  _report(exp, workdir, main, log)
+  return Outcome(summary, pop, workdir)
 
-  wall = time.perf_counter() - start
-  last_epoch = max(start_epoch, epochs)
+
+def _summary(exp: Experiment, pop: Population, val: Mapping[str, np.ndarray],
+             progress: loop.Progress, workdir: str, main: bool,
+             log: Callable[[str], None]) -> dict[str, Any]:
+  """Ranks the final population, evaluates the best on the test split, exports it."""
   test = pop.evaluate("test")
-  fit = val[fitness_name]
-  ranking = fitness_lib.rank(fit, mode)
+  ranking = fitness_lib.rank(val[exp.fitness], exp.mode)
   best = int(ranking[0])
   hps = pop.hparams()
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  wall = max(progress.elapsed, 1e-9)
   summary = {
-      "best_member": int(ids[best]),
+      "best_member": int(pop.ids[best]),
       "hyperparameters": hps[best],
       "val": {k: float(v[best]) for k, v in val.items()},
       "test": {k: float(v[best]) for k, v in test.items()},
-      "fitness": fitness_name,
-      "members": len(members),
+      "fitness": exp.fitness,
+      "mode": exp.mode,
+      "members": len(exp.members),
       "members_at_end": pop.size,
-      "member_epochs": sum(1 for _ in open(metrics_path)),
-      "epochs": last_epoch,
+      "member_epochs": sum(1 for _ in open(metrics_path)) if main else None,
+      "epochs": max(progress.epoch, exp.epochs),
       "wall_time_s": wall,
-      "member_steps_per_s": member_steps / wall,
-      "ranking": [int(ids[i]) for i in ranking],
+      "member_steps_per_s": progress.member_steps / wall,
+      "ranking": [int(pop.ids[i]) for i in ranking],
       "ranking_positions": [int(i) for i in ranking],
   }
-  if cfg.get("lr_range_test"):
-    summary["lr_range"] = _lr_range(metrics_path, initial_val["loss"], pop, ids, log)
-  summary["export"] = export_best(workdir, cfg, pop, data, best, int(ids[best]), last_epoch,
-                                  summary, log)
+  if exp.lr_range_test:
+    summary["lr_range"] = _lr_range(metrics_path, progress.initial_val_loss, pop, log)
+  summary["export"] = export_best(workdir, exp, pop, best, summary, log)
   if main:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump(summary, f, indent=2)
-  log(format_summary(summary, val, hps, metric))
-  if main and cfg.get("report", True):
-    try:
-      from hpjax import report  # pylint: disable=g-import-not-at-top
-      plots = report.build_report(workdir)["plots"]
-      log(f"plots: {len(plots)} PNG files in {os.path.join(workdir, 'plots')} "
-          f"(rebuild any time: hpjax-report {workdir})")
-    except Exception as e:  # pylint: disable=broad-except
-      # A plot must never cost the user the run it reports on.
-      log(f"report not written: {type(e).__name__}: {e}")
+      json.dump(summary, f, indent=2, default=writers_lib._jsonable)  # pylint: disable=protected-access
   return summary
 
 
-def export_best(workdir: str, cfg: Mapping[str, Any], pop: Population, data, position: int,
-                member: int, last_epoch: int, summary: Mapping[str, Any],
-                log: Callable[[str], None]) -> dict[str, str]:
+def _report(exp: Experiment, workdir: str, main: bool, log: Callable[[str], None]) -> None:
+  """The ranking table, and the plots unless turned off; never costs the user the run."""
+  if not main:
+    return
+  from hpjax import report  # pylint: disable=g-import-not-at-top
+  try:
+    log("\n" + report.format_table(report.summarize(report.load_run(workdir)), top=5))
+    if exp.report:
+      plots = report.build_report(workdir)["plots"]
+      log(f"plots: {len(plots)} PNG files in {os.path.join(workdir, 'plots')} "
+          f"(rebuild any time: hpjax-report {workdir})")
+  except Exception as e:  # pylint: disable=broad-except
+    # A plot must never cost the user the run it reports on.
+    log(f"report not written: {type(e).__name__}: {e}")
+
+
+def export_best(workdir: str, exp: Experiment, pop: Population, position: int,
+                summary: Mapping[str, Any], log: Callable[[str], None]) -> dict[str, str]:
   """Exports the best member to ``WORKDIR/best/``.
 
-  * ``model/``: its parameters and batch statistics (orbax) and
-    ``model.json`` (hyperparameters, metrics, input normalisation), read back
-    with :func:`hpjax.checkpoint.load_model`;
+  * ``model/``: its parameters and model state (orbax) and ``model.json``
+    (hyperparameters, metrics, input normalisation), read back with
+    :func:`hpjax.checkpoint.load_model`;
   * ``schedule.json``: the hyperparameters its weights were trained with,
     epoch by epoch, traced back through PBT's copies (:mod:`hpjax.lineage`);
-  * ``config.json``: a config that retrains one fresh model on that schedule
-    (constant hyperparameters for a sweep or halving run).
+  * ``config.json`` (config-file runs of built-in models): a config that
+    retrains one fresh model on that schedule.
 
   Returns:
     ``{"model": ..., "schedule": ..., "config": ..., "retrain": command}``.
@@ -436,25 +496,30 @@ def export_best(workdir: str, cfg: Mapping[str, Any], pop: Population, data, pos
   group = next(g for g in pop.groups if position in g.members)
   j = group.members.index(position)
   state = pop.checkpoint_states([group])[0]  # host copies on a mesh (every process calls)
-  params = jax.tree.map(lambda a: np.asarray(a[j]), state.params)
-  stats = jax.tree.map(lambda a: np.asarray(a[j]), state.batch_stats)
-  meta = {"member": member, "epochs": last_epoch, "hyperparameters": summary["hyperparameters"],
-          "val": summary["val"], "test": summary["test"], "task": data.task,
-          "input_shape": list(data.input_shape),
+  params = _member_tree(state.params, j)
+  model_state = _member_tree(state.model_state, j)
+  data = exp.data
+  meta = {"member": summary["best_member"], "epochs": summary["epochs"],
+          "hyperparameters": summary["hyperparameters"], "val": summary["val"],
+          "test": summary["test"], "task": data.task, "input_shape": list(data.input_shape),
           "num_outputs": data.num_classes if data.task == "classification" else 1,
           "mean": np.ravel(data.mean).tolist(), "std": np.ravel(data.std).tolist(),
-          "data": cfg.get("data", {})}
-  model_dir = checkpoint.save_model(os.path.join(out_dir, "model"), params, stats, meta)
-  result = {"model": model_dir}
+          "structural": dict(group.fns.spec.structural), "data": exp.config.get("data", {})}
+  result = {"model": checkpoint.save_model(os.path.join(out_dir, "model"), params, model_state,
+                                           meta)}
   if not distributed.is_main_process():
     return result  # the rest reads and writes process 0's logs
   try:
-    doc = lineage.export_schedule(workdir, member, os.path.join(out_dir, "schedule.json"),
-                                  last_epoch=last_epoch, fitness=summary["fitness"])
+    doc = lineage.export_schedule(workdir, summary["best_member"],
+                                  os.path.join(out_dir, "schedule.json"),
+                                  last_epoch=summary["epochs"], fitness=summary["fitness"])
   except ValueError as e:  # e.g. logs of a run started by an older hpjax
     log(f"best member's schedule not exported: {e}")
     return result
-  retrain = json.loads(json.dumps(cfg))
+  result["schedule"] = os.path.join(out_dir, "schedule.json")
+  if exp.config.get("api") == "python":
+    return result  # a user's model: no launcher config can rebuild it
+  retrain = json.loads(json.dumps(exp.config, default=str))
   retrain.update(population=1, init="random", space={}, controller={"name": "none"},
                  lr_range_test=False, epochs=doc["epochs"],
                  hparam_schedule=[{"epoch": e["epoch"], "hparams": e["hparams"]}
@@ -462,166 +527,29 @@ def export_best(workdir: str, cfg: Mapping[str, Any], pop: Population, data, pos
   config_path = os.path.join(out_dir, "config.json")
   with open(config_path, "w") as f:
     json.dump(retrain, f, indent=2, sort_keys=True)
-  result.update(schedule=os.path.join(out_dir, "schedule.json"), config=config_path,
+  result.update(config=config_path,
                 retrain=("python -m experiments.tune --config=experiments/configs/from_json.py:"
                          f"{config_path} --workdir=WORKDIR"))
   return result
 
 
-# Fields a relaunch may change without making the workdir incompatible: the
-# length of the run, how it is checkpointed and split over devices, and what
-# it shows (plots, progress bars, TensorBoard files); none changes a number.
-_RESUME_FREE = ("epochs", "checkpoint.every", "checkpoint.keep", "shard", "report", "progress",
-                "tensorboard")
+def _member_tree(tree, j: int):
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.tree.map(lambda a: np.asarray(a[j]), tree)
 
 
-class Interrupted(Exception):
-  """SIGINT/SIGTERM stopped the run at a safe point, after a checkpoint.
-
-  Attributes:
-    exit_code: 128 + the signal number, the shell's convention.
-  """
-
-  def __init__(self, message: str, signum: int):
-    super().__init__(message)
-    self.exit_code = 128 + int(signum)
-
-
-class _StopOnSignal:
-  """Turns SIGINT/SIGTERM into a request to stop after the current epoch.
-
-  A second signal of the same kind while stopping falls back to the default
-  behaviour (KeyboardInterrupt / termination), so a stuck run can still be
-  killed; the newest complete checkpoint stays usable either way.
-  """
-
-  def __init__(self):
-    self.requested = False
-    self.signum = 0
-    self.signal_name = ""
-    self._old = {}
-
-  def _handle(self, signum, frame):
-    del frame
-    if self.requested:
-      signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
-      signal.raise_signal(signum)
-      return
-    self.requested = True
-    self.signum = signum
-    self.signal_name = signal.Signals(signum).name
-    print(f"{self.signal_name}: finishing the current epoch, then saving a checkpoint", flush=True)
-
-  def __enter__(self):
-    import threading  # pylint: disable=g-import-not-at-top
-    if threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGINT, signal.SIGTERM):
-        self._old[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def __exit__(self, *exc):
-    for sig, old in self._old.items():
-      signal.signal(sig, old)
-    return False
-
-
-def _epoch_schedule(cfg: Mapping[str, Any]) -> optim.EpochSchedule:
-  """The run's learning-rate schedule shape, in epochs.
-
-  A cosine decays over ``schedule.decay_epochs``; 0 (the default) means
-  ``config.epochs``, which ties every step's rate to the run's length.
-  """
-  s = cfg.get("schedule", {}) or {}
-  decay = float(s.get("decay_epochs", 0.0) or 0.0)
-  if decay < 0:
-    raise config_error("schedule.decay_epochs", f"must be >= 0 (0: config.epochs), got {decay}")
-  return optim.EpochSchedule(s.get("kind", "constant"), float(s.get("warmup_epochs", 0.0)),
-                             decay or float(cfg["epochs"]), float(s.get("alpha", 0.0)))
-
-
-def _check_compatible(old: Mapping[str, Any], new: Mapping[str, Any], workdir: str) -> None:
-  """Refuses to resume ``workdir`` (written with ``old``) under a config that changes numbers.
-
-  Only the fields of :data:`_RESUME_FREE` may differ. ``epochs`` may change
-  only when nothing already trained depends on it: a cosine schedule whose
-  length is the run's (``schedule.decay_epochs`` 0) would give every step
-  another learning rate.
-  """
-  diffs = checkpoint.diff_configs(old, new, ignore=_RESUME_FREE)
-  if diffs:
-    raise ValueError(f"--workdir: {workdir!r} holds a run with another config ("
-                     + ", ".join(diffs[:8]) + (" ..." if len(diffs) > 8 else "")
-                     + " differ); use a new --workdir, or relaunch with the same config "
-                     "(only epochs may grow)")
-  old_epochs, epochs = int(old.get("epochs", 0)), int(new["epochs"])
-  s = new.get("schedule", {}) or {}
-  if (old_epochs != epochs and s.get("kind") in ("cosine", "warmup_cosine")
-      and not s.get("decay_epochs")):
-    raise config_error("epochs", f"{workdir!r} was started with epochs={old_epochs} and a "
-                       f"{s.get('kind')} learning-rate schedule over them (schedule.decay_epochs "
-                       f"0), so running it for {epochs} would change the rate of every step; "
-                       "use a new --workdir (set schedule.decay_epochs to make a run extendable)")
-
-
-def _read_config(workdir: str) -> dict | None:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
-
-
-def _truncate_jsonl(path: str, last_epoch: int) -> None:
-  """Drops log lines of epochs after the checkpoint being resumed from."""
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    rows = [l for l in f if l.strip() and json.loads(l).get("epoch", 0) <= last_epoch]
-  with open(path, "w") as f:
-    f.writelines(rows)
-
-
-def _controller(cfg: Mapping[str, Any], fitness_name: str):
-  """The controller config of a run (PBTConfig / HalvingConfig), or None for a sweep.
-
-  The controller ranks in the fitness metric's direction; a ``mode`` in the
-  config must agree with it.
-  """
-  c = dict(cfg.get("controller", {}) or {})
-  name = c.pop("name", "none")
-  if name == "none":
-    return None
-  if name not in ("pbt", "halving"):
-    raise config_error("controller.name", f"unknown value {name!r}; allowed: none, pbt, halving")
-  cls = pbt.PBTConfig if name == "pbt" else halving.HalvingConfig
-  fields = {f.name for f in dataclasses.fields(cls)}
-  unknown = set(c) - fields
-  if unknown:
-    raise config_error("controller", f"unknown fields {sorted(unknown)}; allowed: name, "
-                       + ", ".join(sorted(fields)))
-  if "perturbation_factors" in c:
-    c["perturbation_factors"] = tuple(c["perturbation_factors"])
-  c["mode"] = fitness_lib.resolve_mode(c.get("mode"), fitness_name, "config.controller.mode")
-  try:
-    return cls(**c).validate()
-  except ValueError as e:
-    raise config_error("controller", str(e)) from None
-
-
-def _lr_range(metrics_path: str, initial_loss: np.ndarray, pop: Population, ids: np.ndarray,
+def _lr_range(metrics_path: str, initial_loss: Sequence[float] | None, pop: Population,
               log: Callable[[str], None]) -> dict[str, Any]:
   """Analyses a learning-rate range test from the validation-loss curves.
 
   Each curve starts at the member's loss before training, so a rate that
   blows the loss up is flagged as diverged even if it later recovers a bit.
   """
-  curves: dict[int, list[float]] = {int(i): [float(initial_loss[k])] for k, i in enumerate(ids)}
-  with open(metrics_path) as f:
-    for line in f:
-      row = json.loads(line)
-      curves[row["member"]].append(row["val_loss"])
+  curves = {int(i): [float(initial_loss[k])] for k, i in enumerate(pop.ids)}
+  for row in lineage.read_jsonl(metrics_path):
+    curves[row["member"]].append(row["val_loss"])
   rates = np.array([h["learning_rate"] for h in pop.hparams()])
-  losses = np.array([curves[int(i)] for i in ids], dtype=np.float64)
+  losses = np.array([curves[int(i)] for i in pop.ids], dtype=np.float64)
   result = lr_range.analyse(rates, losses)
   text = lr_range.describe(result)
   log(f"learning-rate range test: {text}")
@@ -631,28 +559,193 @@ def _lr_range(metrics_path: str, initial_loss: np.ndarray, pop: Population, ids:
           "suggested_range": [float(v) for v in result.suggested_range], "description": text}
 
 
-def _jsonable(v):
-  if isinstance(v, np.generic):
-    return v.item()
-  if isinstance(v, np.ndarray):
-    return v.tolist()
-  return str(v)
+# ---------------------------------------------------------------------------
+# The Python entry point.
 
 
-def format_summary(summary: Mapping[str, Any], val: Mapping[str, np.ndarray],
-                   hps: list[dict[str, Any]], metric: str, top: int = 5) -> str:
-  """A plain-text table of the best members and the winner's test metrics."""
-  cols = ("learning_rate", "optimizer", "activation", "batch_size")
-  lines = [f"\n{'rank':>4} {'member':>6} {'val ' + metric:>12} " + " ".join(f"{c:>13}" for c in cols)]
-  ranked = zip(summary["ranking_positions"][:top], summary["ranking"][:top])
-  for r, (i, member) in enumerate(ranked, 1):
-    h = hps[i]
-    vals = [f"{h['learning_rate']:.3g}", h["optimizer"], h["activation"], str(h["batch_size"])]
-    v = val[metric][i]
-    lines.append(f"{r:>4} {member:>6} {v:>12.4f} " + " ".join(f"{x:>13}" for x in vals))
-  t = summary["test"]
-  lines.append(f"\nbest member {summary['best_member']}: test "
-               + ", ".join(f"{k} {v:.4f}" for k, v in t.items())
-               + f"; {summary['member_epochs']} member-epochs in {summary['wall_time_s']:.1f} s "
-               f"({summary['member_steps_per_s']:.0f} member-steps/s)")
-  return "\n".join(lines)
+def _dataset(data: Any, seed: int) -> Dataset:
+  """A :class:`Dataset` from a source name, a Dataset, ``(x, y[, x_test, y_test])`` or a dict."""
+  if isinstance(data, Dataset):
+    return data
+  if isinstance(data, str):
+    return load_dataset(data, seed=seed)
+  if isinstance(data, Mapping):
+    unknown = set(data) - {"x_train", "y_train", "x_val", "y_val", "x_test", "y_test"}
+    if unknown:
+      raise ValueError(f"data: unknown keys {sorted(unknown)}; allowed: x_train, y_train, "
+                       "x_val, y_val, x_test, y_test")
+    return dataset_from_arrays("arrays", **dict(data), seed=seed)
+  if isinstance(data, (tuple, list)) and len(data) in (2, 4):
+    return dataset_from_arrays("arrays", *data, seed=seed)
+  raise ValueError("data: a source name ('digits', 'mnist', ...), an hpjax.Dataset, (x, y), "
+                   f"(x, y, x_test, y_test) or a dict of arrays; got {type(data).__name__}")
+
+
+def _digest(data: Dataset) -> str:
+  """A fingerprint of a dataset's arrays: a resume on other data is refused."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  h = hashlib.sha256()
+  for split in ("train", "val", "test"):
+    for a in (getattr(data, f"x_{split}"), getattr(data, f"y_{split}")):
+      h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
+  return h.hexdigest()[:32]
+
+
+def _qualname(obj: Any) -> str | None:
+  """How config.json names a user's function or class (compared on resume)."""
+  if obj is None:
+    return None
+  if isinstance(obj, fitness_lib.Metric):
+    return f"{obj.name} ({obj.mode}): {_qualname(obj.fn)}"
+  name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+  return f"{getattr(obj, '__module__', '?')}.{name}"
+
+
+def _controller(controller: Any) -> Controller:
+  if controller is None or controller == "none":
+    return Sweep()
+  if controller in ("pbt", "halving"):
+    return PBT() if controller == "pbt" else Halving()
+  if not isinstance(controller, Controller):
+    raise ValueError(f"controller: an hpjax.PBT(), hpjax.Halving(), hpjax.Sweep() or one of "
+                     f"'pbt', 'halving', 'none'; got {controller!r}")
+  return controller.validate()
+
+
+def _metric(metric: Any, task: str) -> fitness_lib.Metric:
+  if metric is None:
+    return fitness_lib.TASK_METRIC[task]
+  if isinstance(metric, fitness_lib.Metric):
+    return metric
+  builtin = {m.name: m for m in fitness_lib.TASK_METRIC.values()}
+  if metric not in builtin:
+    raise ValueError(f"metric: unknown value {metric!r}; allowed: accuracy, mse, or an "
+                     "hpjax.Metric(name, fn, mode)")
+  return builtin[metric]
+
+
+def tune(model: Callable | None = None, data: Any = "digits",
+         space: Mapping[str, Any] | None = None, *, population: int = 16, epochs: int = 10,
+         controller: Controller | str | None = None, metric: Any = None,
+         fitness: str | None = None, loss: Callable | None = None,
+         val_loss: Callable | None = None, members: list | None = None, seed: int = 0,
+         init: str = "random", batch_size: int = 32,
+         schedule: optim.EpochSchedule | str = "constant", workdir: str | None = None,
+         eval_batch_size: int = 256, checkpoint_every: int = 1, checkpoint_keep: int = 3,
+         tensorboard: bool = False, report: bool = False, progress: bool | None = None,
+         shard: bool = True, log: Callable[[str], None] = print):
+  """Tunes the hyperparameters of ``model`` on ``data`` by training a population at once.
+
+  Example::
+
+    class CNN(nnx.Module):
+      def __init__(self, width, *, rngs):   # structural hyperparameters
+        self.conv = hpjax.nn.Conv(1, width, 3, rngs=rngs)
+        self.out = nnx.Linear(width * 196, 10, rngs=rngs)
+      def __call__(self, x, hp):            # traced ones
+        x = hpjax.nn.activation(self.conv(x), hp["activation"])
+        return self.out(hpjax.nn.max_pool(x).reshape(x.shape[0], -1))
+
+    results = hpjax.tune(CNN, (x, y), {
+        "learning_rate": hpjax.Float(1e-4, 1e-1, log=True),
+        "activation": hpjax.Choice(["relu", "tanh"]),
+        "width": hpjax.Choice([16, 32], structural=True)},
+        population=16, epochs=10, controller=hpjax.PBT())
+    results.best.hparams, results.best_model(), results.dataframe()
+
+  Args:
+    model: an ``nnx.Module`` class or factory: called with the member's
+      structural hyperparameters (and ``rngs``, plus ``input_shape`` /
+      ``num_outputs`` when it takes them), then as ``model(x, hp)`` with its
+      traced ones (or ``model(x)``). Default: the built-in CNN families.
+    data: a source name (``'digits'``, ``'mnist'``, ...), an
+      :class:`hpjax.Dataset`, ``(x, y)``, ``(x, y, x_test, y_test)`` or a dict
+      of those arrays (validation split seeded and stratified).
+    space: hyperparameter name -> :class:`hpjax.Float` / ``Int`` /
+      ``Choice`` / ``Fixed``. Built-in names (``learning_rate``,
+      ``optimizer``, ``activation``, ``batch_size``, ...) or your own: those
+      are traced unless declared ``structural=True``.
+    population: members trained at once.
+    epochs: epochs each member trains (halving's survivors) .
+    controller: :class:`hpjax.PBT`, :class:`hpjax.Halving`,
+      :class:`hpjax.Sweep` (default) or their names.
+    metric: ``'accuracy'`` (classification default), ``'mse'`` (regression
+      default) or an :class:`hpjax.Metric`.
+    fitness: what ranks members: the metric's name (default) or ``'loss'``
+      (the validation loss).
+    loss: ``(outputs, y, hp) -> [B]`` per-example training loss (default:
+      the built-in loss, chosen per member by ``hp['loss']``).
+    val_loss: ``(outputs, y) -> [B]`` validation loss, one objective for all
+      members (default: cross-entropy, or squared error for regression).
+    members: explicit initial members (dicts) instead of ``population`` draws.
+    seed: everything random derives from it.
+    init: ``random``, ``grid`` or ``quasi_random`` draws from the space.
+    batch_size: the batch size of members whose space does not set one.
+    schedule: ``'constant'``, ``'cosine'`` (over ``epochs``), or an
+      :class:`hpjax.optim.EpochSchedule`.
+    workdir: where logs, checkpoints and the best model go (default: a new
+      temporary directory); relaunching on it resumes.
+    eval_batch_size, checkpoint_every, checkpoint_keep, tensorboard,
+      report, progress, shard: as the launcher's config fields.
+    log: where progress lines go.
+
+  Returns:
+    :class:`hpjax.Results`.
+  """
+  from hpjax.results import Results  # pylint: disable=g-import-not-at-top
+  exp = _experiment(**{k: v for k, v in locals().items() if k not in ("workdir", "log",
+                                                                       "Results")})
+  workdir = workdir or tempfile.mkdtemp(prefix="hpjax-")
+  outcome = execute(exp, workdir, log=log)
+  return Results(workdir, outcome.summary, outcome.population, model=model)
+
+
+def _experiment(*, model, data, space, population, epochs, controller, metric, fitness, loss,
+                val_loss, members, seed, init, batch_size, schedule, eval_batch_size,
+                checkpoint_every, checkpoint_keep, tensorboard, report, progress,
+                shard) -> Experiment:
+  """:func:`tune`'s arguments as an :class:`Experiment`, every one checked."""
+  space = space_lib.from_config(space) if space and all(
+      isinstance(v, Mapping) for v in space.values()) else space_lib.validate(space or {})
+  for name, value in (("population", population), ("epochs", epochs), ("batch_size", batch_size),
+                      ("eval_batch_size", eval_batch_size)):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+  data = _dataset(data, seed)
+  metric = _metric(metric, data.task)
+  fitness = fitness or metric.name
+  mode = fitness_lib.check(fitness, metric, "fitness")
+  controller = _controller(controller)
+  if isinstance(schedule, str):
+    if schedule not in optim.SCHEDULES:
+      raise ValueError(f"schedule: unknown value {schedule!r}; allowed: "
+                       + ", ".join(optim.SCHEDULES) + ", or an hpjax.EpochSchedule")
+    # A decay over the run's length (decay_epochs 0): the run cannot be extended.
+    schedule_config = {"kind": schedule, "warmup_epochs": 0.0, "alpha": 0.0, "decay_epochs": 0.0}
+    schedule = optim.EpochSchedule(schedule, 0.0, float(epochs))
+  else:
+    schedule_config = {"kind": schedule.kind, "warmup_epochs": schedule.warmup_epochs,
+                       "alpha": schedule.alpha, "decay_epochs": schedule.total_epochs}
+  base = {"batch_size": batch_size}
+  if members is None:
+    members = draw_members(space, population, seed, init, base)
+  else:
+    members = [{**base, **dict(m)} for m in members]
+  config = {"api": "python", "model": _qualname(model), "loss": _qualname(loss),
+            "metric": _qualname(metric), "val_loss": _qualname(val_loss),
+            "data": {"name": data.name, "task": data.task, "train": data.num_train,
+                     "val": data.num_val, "test": data.num_test,
+                     "input_shape": list(data.input_shape), "digest": _digest(data)},
+            "space": space_lib.to_config(space), "members": members, "population": len(members),
+            "epochs": epochs, "seed": seed, "init": init, "fitness": fitness,
+            "controller": controller.settings(), "schedule": schedule_config,
+            "eval_batch_size": eval_batch_size, "shard": shard, "report": report,
+            "progress": progress, "tensorboard": tensorboard,
+            "checkpoint": {"every": checkpoint_every, "keep": checkpoint_keep}}
+  return Experiment(
+      data=data, members=members, space=dict(space), controller=controller, fitness=fitness,
+      mode=mode, epochs=epochs, seed=seed, config=json.loads(json.dumps(config, default=str)),
+      model=model, loss=loss, metric=metric, val_loss=val_loss, schedule=schedule,
+      eval_batch_size=eval_batch_size, shard=shard, checkpoint_every=checkpoint_every,
+      checkpoint_keep=checkpoint_keep, tensorboard=tensorboard, report=report,
+      progress=progress)

@@ -92,9 +92,9 @@ def test_stacked_member_states_are_the_population_state(digits):
   import hpjax  # pylint: disable=g-import-not-at-top
   opts = _tiny()
   members = benchmark._members(2, opts.batch_size)  # pylint: disable=protected-access
-  single = benchmark.single_member_population(digits, hpjax.ModelConfig(), opts)
+  single = benchmark.single_member_population(digits, dict(), opts)
   stacked = benchmark.population_state(single, members)
-  real = hpjax.Population(members, digits, activations=benchmark.ACTS).groups[0].state
+  real = hpjax.Population(members, digits, candidates={"activation": benchmark.ACTS}).groups[0].state
   chex.assert_trees_all_equal_shapes_and_dtypes(stacked, real)
   chex.assert_trees_all_close(stacked, real, rtol=1e-6, atol=1e-7)
 

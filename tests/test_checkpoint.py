@@ -15,9 +15,8 @@ from jax._src import dispatch  # event names of JAX's own compile monitoring
 import hpjax
 from hpjax import checkpoint as ckpt_lib
 from hpjax.checkpoint import CheckpointError, Checkpointer, diff_configs, fingerprint
-from hpjax.models import ModelConfig
 
-TINY = ModelConfig(depth=1, width=4, dense=16)
+TINY = dict(depth=1, width=4, dense=16)
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +26,9 @@ def data():
 
 def _population(data):
   # Two structural groups (batch sizes 32 and 16).
-  members = [hpjax.Member(model=TINY, learning_rate=lr, batch_size=32) for lr in (1e-3, 1e-2, 3e-2)]
-  members += [hpjax.Member(model=TINY, learning_rate=1e-2, batch_size=16, activation="tanh")]
-  return hpjax.Population(members, data, activations=("relu", "tanh"))
+  members = [hpjax.Member(**TINY, learning_rate=lr, batch_size=32) for lr in (1e-3, 1e-2, 3e-2)]
+  members += [hpjax.Member(**TINY, learning_rate=1e-2, batch_size=16, activation="tanh")]
+  return hpjax.Population(members, data, candidates={"activation": ("relu", "tanh")})
 
 
 @pytest.fixture(scope="module")

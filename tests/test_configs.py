@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from hpjax import config as config_lib
+from hpjax import fitness as fitness_lib
 from hpjax import space as space_lib
 from hpjax import tuner
 
@@ -18,12 +20,13 @@ CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, 
 def test_config_loads_and_validates(name):
   module = importlib.import_module(f"experiments.configs.{name}")
   assert "python -m experiments.tune" in module.__doc__  # the launch command
-  cfg = tuner._plain(module.get_config())  # pylint: disable=protected-access
+  cfg = config_lib.validate(module.get_config())
   task = "regression" if cfg["data"]["source"] == "diabetes" else "classification"
-  members, space = tuner.build_members(cfg, task)
+  space = space_lib.from_config(cfg["space"])
+  members = tuner.draw_members(space, cfg["population"], cfg["seed"], cfg["init"])
   assert len(members) == cfg["population"]
-  space_lib.check_structural_fits(space, cfg["population"])
-  tuner._controller(cfg, cfg["fitness"])  # pylint: disable=protected-access
+  fitness = cfg["fitness"] or fitness_lib.TASK_METRIC[task].name
+  tuner.controller_from_config(cfg, fitness, fitness_lib.check(fitness, task))
 
 
 def test_config_list_is_not_empty():
@@ -34,28 +37,30 @@ def test_config_list_is_not_empty():
 @pytest.mark.parametrize("init", ["random", "grid", "quasi_random"])
 def test_initial_population_methods(init):
   module = importlib.import_module("experiments.configs.digits_sweep")
-  cfg = tuner._plain(module.get_config())  # pylint: disable=protected-access
+  cfg = config_lib.validate(module.get_config())
   cfg["init"] = init
   cfg["space"] = {"optimizer": {"type": "choice", "values": ["sgd", "adam"]},
                   "activation": {"type": "choice", "values": ["relu", "tanh", "sigmoid"]}}
   cfg["population"] = 6
-  members, _ = tuner.build_members(cfg, "classification")
-  combos = {(m.optimizer, m.activation) for m in members}
+  members = tuner.draw_members(space_lib.from_config(cfg["space"]), 6, 0, init)
+  combos = {(m["optimizer"], m["activation"]) for m in members}
   if init == "grid":
     assert len(combos) == 6  # the full factorial, each once
-  assert all(m.optimizer in ("sgd", "adam") for m in members)
+  assert all(m["optimizer"] in ("sgd", "adam") for m in members)
 
 
 def test_grid_with_wrong_population_says_how_many():
-  cfg = tuner._plain(importlib.import_module("experiments.configs.digits_sweep").get_config())  # pylint: disable=protected-access
-  cfg.update(init="grid", population=5)
-  cfg["space"] = {"optimizer": {"type": "choice", "values": ["sgd", "adam"]},
-                  "activation": {"type": "choice", "values": ["relu", "tanh", "sigmoid"]}}
+  space = space_lib.from_config(
+      {"optimizer": {"type": "choice", "values": ["sgd", "adam"]},
+       "activation": {"type": "choice", "values": ["relu", "tanh", "sigmoid"]}})
   with pytest.raises(ValueError, match="needs 6 members"):
-    tuner.build_members(cfg, "classification")
-  cfg["init"] = "sobol"
+    tuner.draw_members(space, 5, 0, "grid")
   with pytest.raises(ValueError, match="config.init: unknown value 'sobol'"):
-    tuner.build_members(cfg, "classification")
+    tuner.draw_members(space, 5, 0, "sobol")
+  cfg = importlib.import_module("experiments.configs.digits_sweep").get_config().to_dict()
+  cfg["init"] = "sobol"
+  with pytest.raises(ValueError, match="config.init: unknown value 'sobol'; allowed: random"):
+    config_lib.validate(cfg)
 
 
 def test_from_json_config_reads_a_run_config(tmp_path):

@@ -75,18 +75,17 @@ _SHARDED_VS_SINGLE = textwrap.dedent("""
     from jax._src import dispatch
     import hpjax
     from hpjax import distributed
-    from hpjax.models import ModelConfig
 
     assert jax.device_count() == 4, jax.devices()
-    TINY = ModelConfig(family="vgg", depth=1, width=4, dense=8)
+    TINY = dict(family="vgg", depth=1, width=4, dense=8)
     data = hpjax.load_dataset("digits", seed=0, max_train=128)
     # Groups of 3 (batch 16) and 1 (batch 32): both padded to 4 on 4 devices.
     members = [
-        hpjax.Member(model=TINY, batch_size=16, learning_rate=0.01, optimizer="adam"),
-        hpjax.Member(model=TINY, batch_size=32, learning_rate=0.05, optimizer="sgd"),
-        hpjax.Member(model=TINY, batch_size=16, learning_rate=0.003, optimizer="rmsprop",
+        hpjax.Member(**TINY, batch_size=16, learning_rate=0.01, optimizer="adam"),
+        hpjax.Member(**TINY, batch_size=32, learning_rate=0.05, optimizer="sgd"),
+        hpjax.Member(**TINY, batch_size=16, learning_rate=0.003, optimizer="rmsprop",
                      activation="tanh", dropout=0.2),
-        hpjax.Member(model=TINY, batch_size=16, learning_rate=0.02, optimizer="momentum"),
+        hpjax.Member(**TINY, batch_size=16, learning_rate=0.02, optimizer="momentum"),
     ]
 
     def generation(pop, donors):
@@ -101,7 +100,7 @@ _SHARDED_VS_SINGLE = textwrap.dedent("""
       return train, val
 
     def run(mesh):
-      pop = hpjax.Population(members, data, activations=("relu", "tanh"), mesh=mesh)
+      pop = hpjax.Population(members, data, candidates={{"activation": ("relu", "tanh")}}, mesh=mesh)
       out = {{}}
       out["train1"], out["val1"] = generation(pop, [0, 1, 0, 3])  # member 2 copies member 0
       events = []

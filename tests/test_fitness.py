@@ -11,9 +11,8 @@ import pytest
 import hpjax
 from hpjax import fitness
 from hpjax import tuner
-from hpjax.models import ModelConfig
 
-TINY = ModelConfig(family="vgg", depth=1, width=4, dense=16)
+TINY = dict(family="vgg", depth=1, width=4, dense=16)
 
 
 def test_direction_follows_the_metric():
@@ -30,13 +29,13 @@ def test_direction_follows_the_metric():
 
 
 def test_resolve_mode_refuses_a_contradiction():
-  assert fitness.resolve_mode(None, "loss", "m") == "min"
-  assert fitness.resolve_mode("max", "accuracy", "m") == "max"
+  assert fitness.resolve_mode(None, "min", "loss", "m") == "min"
+  assert fitness.resolve_mode("max", "max", "accuracy", "m") == "max"
   with pytest.raises(ValueError, match="config.controller.mode: 'max' contradicts fitness 'loss', "
                      "which is minimised"):
-    fitness.resolve_mode("max", "loss", "config.controller.mode")
+    fitness.resolve_mode("max", "min", "loss", "config.controller.mode")
   with pytest.raises(ValueError, match="m: unknown value 'up'"):
-    fitness.resolve_mode("up", "loss", "m")
+    fitness.resolve_mode("up", "min", "loss", "m")
 
 
 @pytest.mark.parametrize("mode,expected", [("max", [2, 0, 3, 1, 4]), ("min", [3, 0, 2, 1, 4])])
@@ -53,12 +52,11 @@ def test_rank_puts_non_finite_last_and_keeps_ties_in_order(mode, expected):
 def test_validation_loss_is_one_objective_for_every_member(digits_small):
   # Members that train with smoothed cross-entropy and with MSE report the same
   # validation objective: plain cross-entropy of their predictions.
-  members = [hpjax.Member(model=TINY, learning_rate=0.01, loss="cross_entropy",
+  members = [hpjax.Member(**TINY, learning_rate=0.01, loss="cross_entropy",
                           label_smoothing=0.2),
-             hpjax.Member(model=TINY, learning_rate=0.01, loss="mse"),
-             hpjax.Member(model=TINY, learning_rate=0.01, loss="cross_entropy")]
-  pop = hpjax.Population(members, digits_small, seed=0, activations=("relu",),
-                         losses=("cross_entropy", "mse"), mesh=None)
+             hpjax.Member(**TINY, learning_rate=0.01, loss="mse"),
+             hpjax.Member(**TINY, learning_rate=0.01, loss="cross_entropy")]
+  pop = hpjax.Population(members, digits_small, seed=0, candidates={"activation": ("relu",), "loss": ("cross_entropy", "mse")}, mesh=None)
   pop.train_epoch()
   val = pop.evaluate("val")
   g = pop.groups[0]
@@ -116,7 +114,7 @@ def test_contradicting_controller_mode_is_an_error_at_start_up(tmp_path):
     tuner.run(c, str(workdir), log=lambda s: None)
   assert not workdir.exists()
   c["controller"]["mode"] = "min"  # agreeing is fine (checked without training)
-  assert tuner._controller(c, "loss").mode == "min"  # pylint: disable=protected-access
+  assert tuner.controller_from_config(c, "loss", "min") == tuner.PBT(quantile_fraction=0.5)
 
 
 def test_regression_accuracy_fitness_is_refused(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hpjax.controllers import halving
-from hpjax.controllers.halving import HalvingConfig
+from hpjax.controllers.halving import Halving
 
 
 # ---------------------------------------------------------------------------
@@ -25,14 +25,14 @@ from hpjax.controllers.halving import HalvingConfig
     (1, 3, 1, []),
 ])
 def test_rung_epochs(grace, eta, max_epochs, expected):
-  cfg = HalvingConfig(grace_period=grace, reduction_factor=eta)
+  cfg = Halving(grace_period=grace, reduction_factor=eta)
   assert halving.rung_epochs(cfg, max_epochs) == expected
   for e in range(0, max_epochs + 2):
     assert halving.is_rung(e, cfg, max_epochs) == (e in expected)
 
 
 def test_rung_index():
-  cfg = HalvingConfig(grace_period=2, reduction_factor=3)
+  cfg = Halving(grace_period=2, reduction_factor=3)
   assert [halving.rung_index(e, cfg) for e in (2, 6, 18, 54)] == [0, 1, 2, 3]
   for e in (0, 1, 3, 5, 7, 19):
     with pytest.raises(ValueError, match=r"^epoch: .* not a rung epoch"):
@@ -48,32 +48,30 @@ def test_rung_index():
     ({"grace_period": -1}, "grace_period"),
     ({"grace_period": 1.5}, "grace_period"),
     ({"min_members": 0}, "min_members"),
-    ({"mode": "maximize"}, "mode"),
-    ({"mode": None}, "mode"),
 ])
 def test_validation_errors_name_the_field(kwargs, field):
   with pytest.raises(ValueError, match=rf"^halving\.{field}: ") as e:
-    HalvingConfig(**kwargs).validate()
+    Halving(**kwargs).validate()
   assert "\n" not in str(e.value)
   # Every entry point validates the config.
   with pytest.raises(ValueError, match=rf"^halving\.{field}: "):
-    halving.rung_epochs(HalvingConfig(**kwargs), 10)
+    halving.rung_epochs(Halving(**kwargs), 10)
   with pytest.raises(ValueError, match=rf"^halving\.{field}: "):
-    halving.cut([0.1, 0.2], HalvingConfig(**kwargs), 1)
+    halving.cut([0.1, 0.2], Halving(**kwargs), 1)
 
 
-def test_mode_error_lists_allowed_values():
-  with pytest.raises(ValueError, match="allowed: max, min"):
-    HalvingConfig(mode="best").validate()
+def test_cut_mode_error_lists_allowed_values():
+  with pytest.raises(ValueError, match="mode: unknown value 'best'; allowed: max, min"):
+    halving.cut([0.1, 0.2], Halving(), epoch=1, mode="best")
 
 
 def test_validate_returns_self():
-  cfg = HalvingConfig()
+  cfg = Halving()
   assert cfg.validate() is cfg
 
 
 def test_bad_arguments():
-  cfg = HalvingConfig()
+  cfg = Halving()
   with pytest.raises(ValueError, match=r"^max_epochs: "):
     halving.rung_epochs(cfg, 0)
   with pytest.raises(ValueError, match=r"^epoch: "):
@@ -98,7 +96,7 @@ def test_bad_arguments():
     (9, 3, 5, 5), (4, 3, 5, 4), (5, 3, 5, 5),
 ])
 def test_keep_size_is_ceil_with_floor(p, eta, min_members, expected):
-  cfg = HalvingConfig(reduction_factor=eta, min_members=min_members)
+  cfg = Halving(reduction_factor=eta, min_members=min_members)
   assert halving.keep_size(p, cfg) == expected
 
 
@@ -108,7 +106,7 @@ def test_keep_size_is_ceil_with_floor(p, eta, min_members, expected):
 
 def test_cut_keeps_best_ceil_n_over_eta_in_member_order():
   f = np.array([0.3, 0.9, 0.1, 0.7, 0.5, 0.8, 0.2])  # P = 7, eta = 3 -> keep 3
-  c = halving.cut(f, HalvingConfig(), epoch=1)
+  c = halving.cut(f, Halving(), epoch=1)
   assert c.keep.tolist() == [1, 3, 5]  # the three best, in their current order
   assert c.pruned.tolist() == [0, 2, 4, 6]
   assert c.keep.dtype == np.int64 and c.pruned.dtype == np.int64
@@ -118,45 +116,45 @@ def test_cut_keeps_best_ceil_n_over_eta_in_member_order():
 
 def test_cut_min_mode():
   f = np.array([0.3, 0.9, 0.1, 0.7, 0.5, 0.8, 0.2])
-  c = halving.cut(f, HalvingConfig(mode="min"), epoch=1)
+  c = halving.cut(f, Halving(), epoch=1, mode="min")
   assert c.keep.tolist() == [0, 2, 6]
 
 
 def test_population_of_one_never_changes():
   for f in ([0.5], [np.nan], [-np.inf]):
-    c = halving.cut(np.array(f), HalvingConfig(), epoch=1)
+    c = halving.cut(np.array(f), Halving(), epoch=1)
     assert c.keep.tolist() == [0] and c.pruned.tolist() == [] and c.records == []
 
 
 @pytest.mark.parametrize("mode, expected", [("max", [1]), ("min", [0])])
 def test_population_of_two_keeps_one(mode, expected):
-  c = halving.cut([0.2, 0.6], HalvingConfig(mode=mode), epoch=1)
+  c = halving.cut([0.2, 0.6], Halving(), epoch=1, mode=mode)
   assert c.keep.tolist() == expected
   assert len(c.records) == 1
 
 
 def test_population_of_three_keeps_one_and_two_with_eta_two():
   f = [0.4, 0.6, 0.5]
-  assert halving.cut(f, HalvingConfig(), epoch=1).keep.tolist() == [1]
-  assert halving.cut(f, HalvingConfig(reduction_factor=2), epoch=1).keep.tolist() == [1, 2]
+  assert halving.cut(f, Halving(), epoch=1).keep.tolist() == [1]
+  assert halving.cut(f, Halving(reduction_factor=2), epoch=1).keep.tolist() == [1, 2]
 
 
 def test_ties_go_to_the_lower_index():
-  c = halving.cut([0.5, 0.9, 0.5, 0.5, 0.9, 0.5], HalvingConfig(), epoch=1)
+  c = halving.cut([0.5, 0.9, 0.5, 0.5, 0.9, 0.5], Halving(), epoch=1)
   assert c.keep.tolist() == [1, 4]
-  c = halving.cut([0.5] * 6, HalvingConfig(reduction_factor=2), epoch=1)
+  c = halving.cut([0.5] * 6, Halving(reduction_factor=2), epoch=1)
   assert c.keep.tolist() == [0, 1, 2]
 
 
 @pytest.mark.parametrize("mode", ["max", "min"])
 def test_non_finite_ranks_last(mode):
   f = np.array([np.nan, 0.3, np.inf, 0.7, -np.inf, 0.5])
-  c = halving.cut(f, HalvingConfig(reduction_factor=2, mode=mode), epoch=1)
+  c = halving.cut(f, Halving(reduction_factor=2), epoch=1, mode=mode)
   assert c.keep.tolist() == [1, 3, 5]
 
 
 def test_all_nan_keeps_the_first_members():
-  c = halving.cut(np.full(6, np.nan), HalvingConfig(), epoch=1)
+  c = halving.cut(np.full(6, np.nan), Halving(), epoch=1)
   assert c.keep.tolist() == [0, 1]
   assert c.pruned.tolist() == [2, 3, 4, 5]
   assert all(math.isnan(r["fitness"]) for r in c.records)
@@ -164,7 +162,7 @@ def test_all_nan_keeps_the_first_members():
 
 def test_min_members_floor():
   f = np.arange(9, dtype=float)
-  cfg = HalvingConfig(min_members=4)
+  cfg = Halving(min_members=4)
   assert halving.cut(f, cfg, epoch=1).keep.tolist() == [5, 6, 7, 8]  # not ceil(9/3) = 3
   # At or below the floor, nothing is cut.
   c = halving.cut(np.arange(3, dtype=float), cfg, epoch=1)
@@ -172,7 +170,7 @@ def test_min_members_floor():
 
 
 def test_records_hold_pruned_members_last_fitness_and_rung():
-  cfg = HalvingConfig(grace_period=2, reduction_factor=2)
+  cfg = Halving(grace_period=2, reduction_factor=2)
   f = np.array([0.1, 0.8, np.nan, 0.4])
   c = halving.cut(f, cfg, epoch=8)  # 2 * 2**2: the third rung
   assert c.keep.tolist() == [1, 3]
@@ -187,30 +185,17 @@ def test_records_hold_pruned_members_last_fitness_and_rung():
 def test_groups_rank_globally_and_a_group_may_vanish():
   f = np.array([0.1, 0.9, 0.2, 0.8, 0.3, 0.7])
   groups = np.array([0, 1, 0, 1, 0, 1])
-  c = halving.cut(f, HalvingConfig(reduction_factor=2), epoch=1, groups=groups)
+  c = halving.cut(f, Halving(reduction_factor=2), epoch=1, groups=groups)
   assert c.keep.tolist() == [1, 3, 5]  # group 0 is gone entirely
   assert [r["group"] for r in c.records] == [0, 0, 0]
   assert all(type(r["group"]) is int for r in c.records)
   # Without groups the decision is the same; only the records lack the group.
-  c2 = halving.cut(f, HalvingConfig(reduction_factor=2), epoch=1)
+  c2 = halving.cut(f, Halving(reduction_factor=2), epoch=1)
   assert c2.keep.tolist() == c.keep.tolist() and "group" not in c2.records[0]
-  # Per-group gather indices: local positions of the survivors.
-  assert halving.keep_indices(c, [1, 3, 5]).tolist() == [0, 1, 2]
-  assert halving.keep_indices(c, [0, 2, 4]).tolist() == []
-  assert halving.keep_indices(c, [4, 5, 3]).tolist() == [1, 2]
-  assert halving.keep_indices(c, [4, 5, 3]).dtype == np.int32
-
-
-def test_keep_indices_errors():
-  c = halving.cut([0.1, 0.2, 0.3], HalvingConfig(), epoch=1)
-  with pytest.raises(ValueError, match=r"^members_of_group: duplicated"):
-    halving.keep_indices(c, [0, 0])
-  with pytest.raises(ValueError, match=r"^members_of_group: member 3 is outside"):
-    halving.keep_indices(c, [3])
 
 
 def test_successive_rungs_shrink_geometrically():
-  cfg = HalvingConfig(grace_period=1, reduction_factor=3)
+  cfg = Halving(grace_period=1, reduction_factor=3)
   rng = np.random.default_rng(0)
   ids = np.arange(27)  # original ids, to follow members across compactions
   sizes = []

@@ -18,7 +18,8 @@ import pytest
 from flax import nnx
 from jax import lax
 
-from hpjax.models import ACTIVATIONS, FAMILIES, Context, ModelConfig, build_model, layers
+from hpjax.hparams import HParams, TracedChoice
+from hpjax.models import ACTIVATIONS, FAMILIES, builtin, layers
 
 NAMES = ("relu", "tanh", "sigmoid")
 IMAGE_FAMILIES = ("vgg", "resnet", "inception")
@@ -36,8 +37,22 @@ def _rngs(seed):
 
 
 def _model(family, input_shape, *, seed=0, **kw):
-  config = ModelConfig(family=family, depth=2, width=4, dense=8, **kw)
-  return build_model(config, input_shape, 10, NAMES, _rngs(seed))
+  return builtin(family=family, depth=2, width=4, dense=8, **kw, input_shape=input_shape,
+                 num_outputs=10, rngs=_rngs(seed))
+
+
+def _hp(act, rate=0.0, *, train=False, key=None):
+  """What the population hands a model: the member's traced hyperparameters."""
+  return HParams({"activation": TracedChoice(act, NAMES), "dropout": rate}, train=train, key=key)
+
+
+def _mode(model, train):
+  # The population runs the graph in train or eval mode (BatchNorm, dropout).
+  if train:
+    model.train()
+  else:
+    model.eval()
+  return model
 
 
 def _inputs(shape, batch=BATCH, seed=0):
@@ -47,8 +62,8 @@ def _inputs(shape, batch=BATCH, seed=0):
 @functools.partial(fast_jit, static_argnames=("graphdef", "train"))
 def _apply(graphdef, params, stats, x, act, rate=0.0, key=None, *, train=False):
   """One member's forward pass; returns the output and the new BatchStats."""
-  model = nnx.merge(graphdef, params, stats)
-  y = model(x, Context(act, rate, train=train, key=key))
+  model = _mode(nnx.merge(graphdef, params, stats), train)
+  y = model(x, _hp(act, rate, train=train, key=key))
   return y, nnx.state(model, nnx.BatchStat)
 
 
@@ -82,13 +97,13 @@ def test_mlp_vector_input():
 
 @pytest.mark.parametrize("family", IMAGE_FAMILIES)
 def test_image_family_rejects_vector_input(family):
-  with pytest.raises(ValueError, match=r"model\.family.*image inputs"):
+  with pytest.raises(ValueError, match=r"family.*image inputs"):
     _model(family, (10,))
 
 
 def test_bad_family_is_rejected():
-  with pytest.raises(ValueError, match=r"model\.family.*'bogus'.*vgg, resnet, inception, mlp"):
-    ModelConfig(family="bogus").validate()
+  with pytest.raises(ValueError, match=r"family.*'bogus'.*vgg, resnet, inception, mlp"):
+    _model("bogus", (8, 8, 1))
 
 
 @pytest.mark.parametrize("family", ("resnet", "inception"))
@@ -97,12 +112,13 @@ def test_deep_models_on_small_inputs(family):
   # at 1x1 (7x5 -> 4x3 -> 2x2 -> 1x1), Inception skips pools that would go
   # below 2 (7x5 -> 3x2, then none). Shapes only (tracing).
   shape = (7, 5, 2)
-  config = ModelConfig(family=family, depth=4, width=2, convs_per_stage=2, batch_norm=True)
-  model = nnx.eval_shape(lambda: build_model(config, shape, 3, NAMES, nnx.Rngs(0)))
+  model = nnx.eval_shape(lambda: builtin(family=family, depth=4, width=2, convs_per_stage=2,
+                                         batch_norm=True, input_shape=shape, num_outputs=3,
+                                         rngs=nnx.Rngs(0)))
   graphdef, state = nnx.split(model)
 
   def forward(state, x):
-    return nnx.merge(graphdef, state)(x, Context(2, train=True))
+    return _mode(nnx.merge(graphdef, state), True)(x, _hp(2, train=True))
 
   y = jax.eval_shape(forward, state, _inputs(shape))
   assert y.shape == (BATCH, 3)
@@ -127,8 +143,8 @@ def test_inception_structure():
   assert blocks[1].b5.conv.kernel.shape == (5, 5, 4, 8)
   assert model.pool_after == (True, False)
   assert model.out.in_features == 32
-  deep = nnx.eval_shape(lambda: build_model(ModelConfig(family="inception", depth=4, width=2),
-                                            (8, 8, 1), 10, NAMES, nnx.Rngs(0)))
+  deep = nnx.eval_shape(lambda: builtin(family="inception", depth=4, width=2,
+                                        input_shape=(8, 8, 1), num_outputs=10, rngs=nnx.Rngs(0)))
   assert deep.pool_after == (True, True, False, False)  # 8 -> 4 -> 2, then no pool
 
 
@@ -174,8 +190,8 @@ def test_vmap_population_matches_members(family, batch_norm, train):
   @fast_jit
   @jax.vmap
   def population(p, s, act):
-    model = nnx.merge(graphdef, p, s)
-    return model(x, Context(act, train=train))
+    model = _mode(nnx.merge(graphdef, p, s), train)
+    return model(x, _hp(act, train=train))
 
   got = population(params, stats, acts)
   assert got.shape == (3, BATCH, 10)
@@ -360,9 +376,9 @@ def test_dropout_per_member_rate_under_vmap():
     assert abs(float(jnp.mean(y[i])) - 1.0) < 0.05
 
 
-def test_context_keys():
-  ctx = Context(0, 0.1, train=True, key=jax.random.key(0))
-  k1, k2 = ctx.next_key(), ctx.next_key()
+def test_hparams_keys():
+  hp = _hp(0, 0.1, train=True, key=jax.random.key(0))
+  k1, k2 = hp.next_key(), hp.next_key()
   assert not np.array_equal(jax.random.key_data(k1), jax.random.key_data(k2))
-  assert Context(0, 0.1, train=False, key=jax.random.key(0)).next_key() is None
-  assert Context(0, 0.1, train=True).next_key() is None
+  assert _hp(0, 0.1, train=False, key=jax.random.key(0)).next_key() is None
+  assert _hp(0, 0.1, train=True).next_key() is None

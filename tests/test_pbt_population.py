@@ -8,17 +8,16 @@ import hpjax
 from hpjax import population as pop_lib
 from hpjax import space as space_lib
 from hpjax.controllers import pbt
-from hpjax.models import ModelConfig
 
-TINY = ModelConfig(family="vgg", depth=1, width=4, dense=16)
+TINY = dict(family="vgg", depth=1, width=4, dense=16)
 
 
 def test_diverged_members_are_replaced_and_training_goes_on(digits_small):
-  members = [hpjax.Member(model=TINY, optimizer="sgd", learning_rate=1e4),
-             hpjax.Member(model=TINY, optimizer="adam", learning_rate=1e-2),
-             hpjax.Member(model=TINY, optimizer="sgd", learning_rate=1e4),
-             hpjax.Member(model=TINY, optimizer="adam", learning_rate=2e-2)]
-  pop = hpjax.Population(members, digits_small, seed=0, activations=("relu",))
+  members = [hpjax.Member(**TINY, optimizer="sgd", learning_rate=1e4),
+             hpjax.Member(**TINY, optimizer="adam", learning_rate=1e-2),
+             hpjax.Member(**TINY, optimizer="sgd", learning_rate=1e4),
+             hpjax.Member(**TINY, optimizer="adam", learning_rate=2e-2)]
+  pop = hpjax.Population(members, digits_small, seed=0, candidates={"activation": ("relu",)})
   for _ in range(2):
     pop.train_epoch()
   # Member 2 blew up completely: its weights are not finite any more.
@@ -31,7 +30,7 @@ def test_diverged_members_are_replaced_and_training_goes_on(digits_small):
   assert val["accuracy"][[1, 3]].min() > 0.4
 
   space = {"learning_rate": space_lib.Float(1e-4, 1e4, log=True)}
-  cfg = pbt.PBTConfig(quantile_fraction=0.5, resample_probability=0.0)
+  cfg = pbt.PBT(quantile_fraction=0.5, resample_probability=0.0)
   plan = pbt.exploit_explore(val["accuracy"], pop.hparams(), space, pop.group_ids(), cfg,
                              np.random.default_rng(0), generation=1)
   replaced = sorted(int(t) for t in np.flatnonzero(plan.donors != np.arange(4)))

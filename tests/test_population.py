@@ -10,28 +10,27 @@ import pytest
 from jax._src import dispatch  # event names of JAX's own compile monitoring
 
 import hpjax
+from hpjax import engine
 from hpjax import optim
 from hpjax import population as pop_lib
-from hpjax.models import ModelConfig
 
-TINY = ModelConfig(family="vgg", depth=1, width=4, dense=16)
+TINY = dict(family="vgg", depth=1, width=4, dense=16)
 ACTS = ("relu", "tanh", "sigmoid")
 
 
 def _members():
   return [
-      hpjax.Member(learning_rate=0.01, optimizer="adam", activation="relu", model=TINY),
-      hpjax.Member(learning_rate=0.1, optimizer="sgd", activation="tanh", model=TINY),
-      hpjax.Member(learning_rate=0.003, optimizer="rmsprop", activation="sigmoid", model=TINY,
+      hpjax.Member(learning_rate=0.01, optimizer="adam", activation="relu", **TINY),
+      hpjax.Member(learning_rate=0.1, optimizer="sgd", activation="tanh", **TINY),
+      hpjax.Member(learning_rate=0.003, optimizer="rmsprop", activation="sigmoid", **TINY,
                    weight_decay=1e-3),
-      hpjax.Member(learning_rate=0.02, optimizer="nesterov", activation="relu", model=TINY,
+      hpjax.Member(learning_rate=0.02, optimizer="nesterov", activation="relu", **TINY,
                    dropout=0.3, loss="mse"),
   ]
 
 
 def _make(data, members, seed=0):
-  return hpjax.Population(members, data, seed=seed, activations=ACTS,
-                          losses=("cross_entropy", "mse"))
+  return hpjax.Population(members, data, seed=seed, candidates={"activation": ACTS, "loss": ("cross_entropy", "mse")})
 
 
 def _leaves(state):
@@ -44,7 +43,7 @@ def test_state_has_leading_population_axis(digits_small):
   state = p.groups[0].state
   for leaf in jax.tree.leaves(state):
     assert leaf.shape[0] == 4
-  hp = pop_lib.get_hparams(state)
+  hp = engine.get_hparams(state)
   np.testing.assert_array_equal(hp["optimizer"], [4, 0, 3, 2])
   np.testing.assert_array_equal(hp["activation"], [0, 1, 2, 0])
   np.testing.assert_array_equal(hp["loss"], [0, 0, 0, 1])
@@ -58,7 +57,7 @@ def test_vmap_never_mixes_members(digits_small):
   together.train_epoch()
   fns = together.groups[0].fns
   full_hp = together.hparam_arrays(together.members)
-  keys = pop_lib.member_keys(0, range(4))
+  keys = engine.member_keys(0, range(4))
   for i in range(4):
     hp = {k: v[i:i + 1] for k, v in full_hp.items()}
     alone = fns.init(keys[i:i + 1], hp)
@@ -69,7 +68,7 @@ def test_vmap_never_mixes_members(digits_small):
 
 
 def test_learning_rate_zero_leaves_parameters_unchanged(digits_small):
-  members = [dataclasses.replace(m, learning_rate=0.0) for m in _members()]
+  members = [m.replace(learning_rate=0.0) for m in _members()]
   p = _make(digits_small, members)
   before = _leaves(p.groups[0].state)
   metrics = p.train_epoch()
@@ -93,12 +92,12 @@ def test_same_seed_same_numbers_other_seed_differs(digits_small):
 
 
 def test_activation_index_changes_outputs(digits_small):
-  p = _make(digits_small, [dataclasses.replace(_members()[0], activation=a) for a in ACTS])
+  p = _make(digits_small, [_members()[0].replace(activation=a) for a in ACTS])
   out = np.asarray(p.groups[0].fns.predict(p.groups[0].state, digits_small.x_val[:8]))
   # Same seed index differs per member, so compare against a hand-set state:
   state = p.groups[0].state
-  same = pop_lib.take(state, [0, 0, 0])
-  same = pop_lib.set_hparams(same, {"activation": np.array([0, 1, 2])})
+  same = engine.take(state, [0, 0, 0])
+  same = engine.set_hparams(same, {"activation": np.array([0, 1, 2])})
   outs = np.asarray(p.groups[0].fns.predict(same, digits_small.x_val[:8]))
   assert not np.allclose(outs[0], outs[1]) and not np.allclose(outs[1], outs[2])
   np.testing.assert_allclose(outs[0], out[0], rtol=1e-6)
@@ -106,12 +105,12 @@ def test_activation_index_changes_outputs(digits_small):
 
 def test_selected_loss_is_the_one_computed(digits_small):
   import optax  # pylint: disable=g-import-not-at-top
-  p = _make(digits_small, [_members()[0], dataclasses.replace(_members()[0], loss="mse")])
+  p = _make(digits_small, [_members()[0], _members()[0].replace(loss="mse")])
   # Member 1 copies member 0's weights: only the loss index differs. With a
   # learning rate of 0 an epoch's train loss is the selected loss over the whole
   # training set (256 examples, 8 batches of 32: every example once).
   g = p.groups[0]
-  g.state = pop_lib.set_hparams(pop_lib.take(g.state, [0, 0]),
+  g.state = engine.set_hparams(engine.take(g.state, [0, 0]),
                                 {"loss": np.array([0, 1]), "learning_rate": np.zeros(2)})
   logits = np.asarray(g.fns.predict(g.state, digits_small.x_train))[0]
   y = np.asarray(digits_small.y_train)
@@ -126,8 +125,8 @@ def test_selected_loss_is_the_one_computed(digits_small):
 
 
 def test_structural_hyperparameters_split_groups(digits_small):
-  members = [hpjax.Member(model=TINY, batch_size=16), hpjax.Member(model=TINY, batch_size=32),
-             hpjax.Member(model=TINY, batch_size=16, learning_rate=0.1)]
+  members = [hpjax.Member(**TINY, batch_size=16), hpjax.Member(**TINY, batch_size=32),
+             hpjax.Member(**TINY, batch_size=16, learning_rate=0.1)]
   p = _make(digits_small, members)
   assert sorted(g.members for g in p.groups) == [[0, 2], [1]]
   m = p.train_epoch()
@@ -152,7 +151,7 @@ def test_no_recompiles_after_first_epoch(digits_small):
     p.evaluate("test")
     g = p.groups[0]
     # A controller-style exploit (gather) and explore (new vectorized values).
-    g.state = pop_lib.set_hparams(pop_lib.take(g.state, [1, 1, 2, 3]),
+    g.state = engine.set_hparams(engine.take(g.state, [1, 1, 2, 3]),
                                   {"learning_rate": np.full(4, 0.05, np.float32),
                                    "activation": np.array([2, 1, 0, 1], np.int32)})
     p.hparams()
@@ -182,7 +181,7 @@ def test_bad_member_values(digits_small):
 
 def test_regression_population():
   data = hpjax.load_dataset("diabetes", seed=0)
-  members = [hpjax.Member(model=ModelConfig(family="mlp", depth=1, width=16), learning_rate=lr,
+  members = [hpjax.Member(family="mlp", depth=1, width=16, learning_rate=lr,
                           loss=loss, batch_size=16)
              for lr, loss in ((1e-2, "mse"), (3e-2, "huber"))]
   p = hpjax.Population(members, data, seed=0)
@@ -197,16 +196,16 @@ def test_regression_population():
 def test_member_chunking_does_not_change_results(digits_small, chunk):
   p = _make(digits_small, _members())
   g = p.groups[0]
-  ref_state, ref = g.fns.train_epoch(pop_lib.take(g.state, np.arange(4)), digits_small.x_train,
+  ref_state, ref = g.fns.train_epoch(engine.take(g.state, np.arange(4)), digits_small.x_train,
                                      digits_small.y_train)
-  fns = pop_lib.group_functions(dataclasses.replace(g.fns.spec, member_chunk=chunk))
+  fns = engine.group_functions(dataclasses.replace(g.fns.spec, member_chunk=chunk))
   state, got = fns.train_epoch(g.state, digits_small.x_train, digits_small.y_train)
   np.testing.assert_allclose(got["train_loss"], ref["train_loss"], rtol=1e-5)
   for a, b in zip(_leaves(state), _leaves(ref_state)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
   # Evaluation runs members in the same chunks: same metrics as all at once.
-  val = pop_lib.pad_eval(digits_small.x_val, digits_small.y_val, g.fns.spec.eval_batch_size)
-  at_once = pop_lib.group_functions(dataclasses.replace(g.fns.spec, member_chunk=0))
+  val = engine.pad_eval(digits_small.x_val, digits_small.y_val, g.fns.spec.eval_batch_size)
+  at_once = engine.group_functions(dataclasses.replace(g.fns.spec, member_chunk=0))
   want = at_once.evaluate(ref_state, *val)
   got = fns.evaluate(ref_state, *val)
   for k in want:
@@ -217,15 +216,15 @@ def test_member_chunking_does_not_change_results(digits_small, chunk):
 def test_shared_order_feeds_every_member_the_same_batches(digits_small, chunk):
   # Two identical members (member 1 copies member 0) that keep different keys:
   # with their own orders they diverge; with a shared order they stay equal.
-  member = hpjax.Member(learning_rate=0.05, optimizer="sgd", activation="tanh", model=TINY)
+  member = hpjax.Member(learning_rate=0.05, optimizer="sgd", activation="tanh", **TINY)
   p = _make(digits_small, [member, member])
   g = p.groups[0]
-  twins = pop_lib.take(g.state, np.array([0, 0])).replace(key=g.state.key)
+  twins = engine.take(g.state, np.array([0, 0])).replace(key=g.state.key)
   results = {}
   for shared in (False, True):
     spec = dataclasses.replace(g.fns.spec, shared_order=shared, member_chunk=chunk)
-    fns = pop_lib.group_functions(spec)
-    state, m = fns.train_epoch(pop_lib.take(twins, np.arange(2)), digits_small.x_train,
+    fns = engine.group_functions(spec)
+    state, m = fns.train_epoch(engine.take(twins, np.arange(2)), digits_small.x_train,
                                digits_small.y_train)
     results[shared] = (state, m)
   own_state, own = results[False]
@@ -235,30 +234,30 @@ def test_shared_order_feeds_every_member_the_same_batches(digits_small, chunk):
   for leaf in _leaves(shared_state):
     np.testing.assert_array_equal(leaf[0], leaf[1])
   # The next epoch draws another shared order: training goes on, deterministically.
-  again, m2 = pop_lib.group_functions(dataclasses.replace(
+  again, m2 = engine.group_functions(dataclasses.replace(
       g.fns.spec, shared_order=True, member_chunk=chunk)).train_epoch(
           shared_state, digits_small.x_train, digits_small.y_train)
   assert m2["train_loss"][0] == m2["train_loss"][1] < shared["train_loss"][0]
 
 
 def test_population_shared_order_option(digits_small):
-  p = hpjax.Population(_members()[:2], digits_small, activations=ACTS, shared_order=True)
+  p = hpjax.Population(_members()[:2], digits_small, candidates={"activation": ACTS}, shared_order=True)
   assert all(g.fns.spec.shared_order and g.fns.spec.order_seed == 0 for g in p.groups)
   p.train_epoch()
   assert np.all(np.isfinite(p.evaluate("val")["loss"]))
 
 
 def test_batch_norm_statistics_live_in_the_state_and_dropout_acts(digits_small):
-  bn = ModelConfig(family="vgg", depth=1, width=4, dense=16, batch_norm=True)
-  members = [hpjax.Member(model=bn, dropout=rate, learning_rate=0.01) for rate in (0.0, 0.5)]
+  bn = dict(family="vgg", depth=1, width=4, dense=16, batch_norm=True)
+  members = [hpjax.Member(**bn, dropout=rate, learning_rate=0.01) for rate in (0.0, 0.5)]
   p = _make(digits_small, members)
   g = p.groups[0]
-  stats0 = [np.asarray(a) for a in jax.tree.leaves(g.state.batch_stats)]
+  stats0 = [np.asarray(a) for a in jax.tree.leaves(g.state.model_state)]
   assert stats0 and all(a.shape[0] == 2 for a in stats0)
   # Same initial weights and keys for both: only the dropout rate differs.
-  g.state = pop_lib.set_hparams(pop_lib.take(g.state, [0, 0]), {"dropout": np.array([0.0, 0.5])})
+  g.state = engine.set_hparams(engine.take(g.state, [0, 0]), {"dropout": np.array([0.0, 0.5])})
   p.train_epoch()
-  stats1 = [np.asarray(a) for a in jax.tree.leaves(g.state.batch_stats)]
+  stats1 = [np.asarray(a) for a in jax.tree.leaves(g.state.model_state)]
   assert any(not np.allclose(a, b) for a, b in zip(stats0, stats1))
   w = [np.asarray(a) for a in jax.tree.leaves(g.state.params)]
   assert any(not np.allclose(a[0], a[1]) for a in w)

@@ -1,16 +1,16 @@
-"""Controllers: host-side decisions that change a population while it trains.
+"""Controllers: decisions that change a population between epochs.
 
-A controller is a pure function of host arrays (fitness, hyperparameters,
-group ids) and an explicit ``numpy.random.Generator``; the tuner applies its
-decisions to the device state (one gather per group, see
-:func:`hpjax.controllers.pbt.apply_plan_indices`).
+Every controller follows one small protocol (:mod:`hpjax.controllers.base`):
+``acts_at(epoch)`` and ``decide(view) -> Decision``; the run loop applies the
+decision without knowing which controller made it. :class:`Sweep` never acts,
+:class:`PBT` copies and perturbs (:mod:`hpjax.controllers.pbt`),
+:class:`Halving` drops the weakest at rungs (:mod:`hpjax.controllers.halving`).
+The learning-rate range test is an analysis of a sweep's curves
+(:mod:`hpjax.controllers.lr_range`).
 """
 
-from hpjax.controllers.pbt import (PBTConfig, Plan, apply_plan_indices, exploit_explore,
-                                   quantile_size, rank, should_decide)
+from hpjax.controllers.base import Controller, Decision, Sweep, View
+from hpjax.controllers.halving import Halving
+from hpjax.controllers.pbt import PBT
 
-__all__ = ["PBTConfig", "Plan", "apply_plan_indices", "exploit_explore", "quantile_size",
-           "rank", "should_decide"]
-from hpjax.controllers import halving, lr_range
-from hpjax.controllers.halving import Cut, HalvingConfig
-from hpjax.controllers.lr_range import RangeResult
+__all__ = ["Controller", "Decision", "Halving", "PBT", "Sweep", "View"]

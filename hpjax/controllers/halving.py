@@ -9,12 +9,11 @@ population is ranked by fitness and only the best ``ceil(P / eta)`` members
 go on training (see :func:`keep_size`).
 
 Rungs are synchronous (every member has trained the same number of epochs when
-it is judged), so there is none of ASHA's asynchronous promotion. Everything
-here is a pure function of host arrays: :func:`cut` only decides member ids;
-the tuner compacts the survivors into a smaller population with one device
-gather per structural group (:func:`keep_indices` and
-:func:`hpjax.population.take`). After that gather the survivors are renumbered
-``0 .. len(keep) - 1`` in their previous relative order.
+it is judged), so there is none of ASHA's asynchronous promotion. :func:`cut`
+is a pure function of host arrays that only decides positions; :class:`Halving`
+is the controller (:mod:`hpjax.controllers.base`) the run loop drives, and the
+population compacts the survivors with one device gather per structural
+group, renumbered ``0 .. len(keep) - 1`` in their previous relative order.
 
 Ranking is global, across structural groups: every member reports the same
 fitness metric, so fitness is comparable whatever its shapes. A consequence is
@@ -30,13 +29,16 @@ from typing import Any
 import numpy as np
 
 from hpjax import fitness as fitness_lib
+from hpjax.controllers import base
 from hpjax.controllers.pbt import _is_int
 from hpjax.fitness import rank
 
 
 @dataclasses.dataclass(frozen=True)
-class HalvingConfig:
-  """When successive halving cuts, and how hard.
+class Halving(base.Controller):
+  """Successive halving: when it cuts, and how hard.
+
+  Ranks in the direction of the run's fitness metric (:mod:`hpjax.fitness`).
 
   Attributes:
     grace_period: epochs trained before the first rung; at least 1.
@@ -44,16 +46,23 @@ class HalvingConfig:
       members and the rungs sit ``eta`` times further apart; at least 2.
     min_members: a rung never leaves fewer members than this (a population
       already at or below it is left alone); at least 1.
-    mode: ``max`` (fitness is a score, e.g. accuracy) or ``min`` (a loss).
-      The tuner sets it from the fitness metric (:mod:`hpjax.fitness`).
   """
 
+  name = "halving"
   grace_period: int = 1
   reduction_factor: int = 3
   min_members: int = 1
-  mode: str = "max"
 
-  def validate(self) -> "HalvingConfig":
+  def acts_at(self, epoch: int) -> bool:
+    return is_rung(epoch, self, epoch + 1)
+
+  def decide(self, view: base.View) -> base.Decision:
+    c = cut(view.fitness, self, view.epoch, view.groups, mode=view.mode)
+    events = [{"event": "pruned", **rec} for rec in c.records]
+    return base.Decision(keep=c.keep, events=events,
+                         note=f"pruned {len(c.pruned)}, {len(c.keep)} left")
+
+  def validate(self) -> "Halving":
     """Checks every field.
 
     Returns:
@@ -69,7 +78,6 @@ class HalvingConfig:
                        f"got {self.reduction_factor!r}")
     if not _is_int(self.min_members) or self.min_members < 1:
       raise ValueError(f"halving.min_members: must be an integer >= 1, got {self.min_members!r}")
-    fitness_lib.check_mode(self.mode, "halving.mode")
     return self
 
 
@@ -104,7 +112,7 @@ def _check_epoch(epoch: Any) -> None:
     raise ValueError(f"epoch: must be an integer >= 0, got {epoch!r}")
 
 
-def rung_epochs(cfg: HalvingConfig, max_epochs: int) -> list[int]:
+def rung_epochs(cfg: Halving, max_epochs: int) -> list[int]:
   """The epochs after which a rung cuts the population.
 
   The geometric schedule of Hyperband / ASHA: ``grace_period * eta**k`` for
@@ -133,7 +141,7 @@ def rung_epochs(cfg: HalvingConfig, max_epochs: int) -> list[int]:
   return out
 
 
-def is_rung(epoch: int, cfg: HalvingConfig, max_epochs: int) -> bool:
+def is_rung(epoch: int, cfg: Halving, max_epochs: int) -> bool:
   """Whether a rung cuts the population after training epoch ``epoch``.
 
   Args:
@@ -151,7 +159,7 @@ def is_rung(epoch: int, cfg: HalvingConfig, max_epochs: int) -> bool:
   return epoch in rung_epochs(cfg, max_epochs)
 
 
-def rung_index(epoch: int, cfg: HalvingConfig) -> int:
+def rung_index(epoch: int, cfg: Halving) -> int:
   """Which rung ``epoch`` is: ``k`` such that ``epoch == grace_period * eta**k``.
 
   Args:
@@ -177,7 +185,7 @@ def rung_index(epoch: int, cfg: HalvingConfig) -> int:
   return k
 
 
-def keep_size(population: int, cfg: HalvingConfig) -> int:
+def keep_size(population: int, cfg: Halving) -> int:
   """Members that survive a rung.
 
   ``ceil(P / eta)``: rounding up keeps at least one member and, when ``P`` is
@@ -204,8 +212,8 @@ def keep_size(population: int, cfg: HalvingConfig) -> int:
   return int(min(population, max(k, cfg.min_members)))
 
 
-def cut(fitness: np.ndarray, cfg: HalvingConfig, epoch: int,
-        groups: np.ndarray | None = None) -> Cut:
+def cut(fitness: np.ndarray, cfg: Halving, epoch: int,
+        groups: np.ndarray | None = None, *, mode: str = "max") -> Cut:
   """One rung: keep the best :func:`keep_size` members, prune the rest.
 
   Members are ranked globally by :func:`hpjax.fitness.rank`: NaN and
@@ -220,6 +228,7 @@ def cut(fitness: np.ndarray, cfg: HalvingConfig, epoch: int,
     groups: optional int ``[P]`` structural group id of each member. It does
       not change the decision (ranking stays global, so a whole group may be
       pruned); it only adds ``group`` to the records.
+    mode: ``max`` or ``min``: the fitness's direction.
 
   Returns:
     The :class:`Cut`.
@@ -236,7 +245,7 @@ def cut(fitness: np.ndarray, cfg: HalvingConfig, epoch: int,
     g = np.asarray(groups)
     if g.shape != (p,) or (p and not np.issubdtype(g.dtype, np.integer)):
       raise ValueError(f"groups: must be an int array of shape ({p},), got {g.dtype} {g.shape}")
-  order = rank(f, cfg.mode)
+  order = rank(f, fitness_lib.check_mode(mode))
   n_keep = keep_size(p, cfg)
   position = np.empty(p, np.int64)
   position[order] = np.arange(p)
@@ -251,29 +260,3 @@ def cut(fitness: np.ndarray, cfg: HalvingConfig, epoch: int,
       rec["group"] = g[i].item()
     records.append(rec)
   return Cut(keep, pruned, records)
-
-
-def keep_indices(c: Cut, members_of_group: Sequence[int]) -> np.ndarray:
-  """The gather index of one group's survivors for :func:`hpjax.population.take`.
-
-  Args:
-    c: a rung's cut.
-    members_of_group: the ids of the group's members in the current
-      population, in the order of its state's population axis.
-
-  Returns:
-    int32 ``[n]``: the local positions of the group's surviving members, in
-    order. Empty when the whole group was pruned (the caller drops the group).
-
-  Raises:
-    ValueError: a duplicated id or one outside the cut's population.
-  """
-  members = [int(m) for m in members_of_group]
-  if len(set(members)) != len(members):
-    raise ValueError(f"members_of_group: duplicated member ids in {members}")
-  p = len(c.keep) + len(c.pruned)
-  for m in members:
-    if not 0 <= m < p:
-      raise ValueError(f"members_of_group: member {m} is outside the cut's {p} members")
-  kept = set(c.keep.tolist())
-  return np.asarray([j for j, m in enumerate(members) if m in kept], np.int32)

@@ -8,10 +8,10 @@ the weights of a member of the top quantile (*exploit*) and takes that
 member's hyperparameters, perturbed (*explore*).
 
 Generations are synchronous: the whole population trains the same number of
-epochs between decisions. Everything here is a pure function of host arrays
-and an explicit ``numpy.random.Generator``; the tuner turns a :class:`Plan`
-into one device gather per structural group (:func:`apply_plan_indices` and
-:func:`hpjax.population.take`) and one :func:`hpjax.population.set_hparams`.
+epochs between decisions. :func:`exploit_explore` is a pure function of host
+arrays and an explicit ``numpy.random.Generator``; :class:`PBT` is the
+controller (:mod:`hpjax.controllers.base`) the run loop drives, and the
+population applies its decision as one device gather per structural group.
 
 Exploitation never crosses structural groups: members of different groups
 have differently shaped parameters (or batch sizes), so a bottom member copies
@@ -30,11 +30,8 @@ import numpy as np
 
 from hpjax import fitness as fitness_lib
 from hpjax import space as space_lib
-from hpjax.fitness import MODES, rank  # pylint: disable=unused-import (re-exported)
-
-# Keys of a member's hyperparameter dict that fix its group. ``model`` is the
-# nested structural config that ``Population.hparams`` reports.
-_STRUCTURAL_KEYS = space_lib.STRUCTURAL + ("model",)
+from hpjax.controllers import base
+from hpjax.fitness import rank
 
 
 def _is_int(v: Any) -> bool:
@@ -46,8 +43,10 @@ def _is_real(v: Any) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class PBTConfig:
-  """How and when PBT replaces members.
+class PBT(base.Controller):
+  """Population-based training: how and when it replaces members.
+
+  Ranks in the direction of the run's fitness metric (:mod:`hpjax.fitness`).
 
   Attributes:
     interval: epochs between decisions (one synchronous generation).
@@ -58,18 +57,29 @@ class PBTConfig:
       hyperparameters, each equally likely.
     resample_probability: probability, per hyperparameter, of a redraw from
       the prior instead of a perturbation; in ``[0, 1]``.
-    mode: ``max`` (fitness is a score, e.g. accuracy) or ``min`` (a loss).
-      The tuner sets it from the fitness metric (:mod:`hpjax.fitness`).
   """
 
+  name = "pbt"
   interval: int = 1
   burn_in: int = 0
   quantile_fraction: float = 0.25
   perturbation_factors: tuple = (0.8, 1.2)
   resample_probability: float = 0.25
-  mode: str = "max"
 
-  def validate(self) -> "PBTConfig":
+  def __post_init__(self):
+    if isinstance(self.perturbation_factors, list):
+      object.__setattr__(self, "perturbation_factors", tuple(self.perturbation_factors))
+
+  def acts_at(self, epoch: int) -> bool:
+    return should_decide(epoch, self)
+
+  def decide(self, view: base.View) -> base.Decision:
+    plan = exploit_explore(view.fitness, view.hparams, view.space, view.groups, self, view.rng,
+                           view.generation, mode=view.mode, structural=view.structural)
+    return base.Decision(donors=plan.donors, hparams=plan.hparams, events=plan.events,
+                         note=f"replaced {len(plan.events)}")
+
+  def validate(self) -> "PBT":
     """Checks every field.
 
     Returns:
@@ -93,7 +103,6 @@ class PBTConfig:
     p = self.resample_probability
     if not _is_real(p) or not 0.0 <= p <= 1.0:
       raise ValueError(f"pbt.resample_probability: must be in [0, 1], got {p!r}")
-    fitness_lib.check_mode(self.mode, "pbt.mode")
     return self
 
 
@@ -122,7 +131,7 @@ class Plan:
     return np.flatnonzero(self.donors != np.arange(len(self.donors)))
 
 
-def should_decide(epoch: int, cfg: PBTConfig) -> bool:
+def should_decide(epoch: int, cfg: PBT) -> bool:
   """Whether PBT acts after training epoch ``epoch``.
 
   Args:
@@ -162,12 +171,12 @@ def quantile_size(population: int, quantile_fraction: float) -> int:
   return min(q, population // 2)
 
 
-def _default_explore(h: dict, space: Mapping[str, Any], cfg: PBTConfig,
+def _default_explore(h: dict, space: Mapping[str, Any], cfg: PBT,
                      rng: np.random.Generator) -> dict:
   out = dict(h)
   # Sorted names: the draw order, hence the result, does not depend on dict order.
   for name in sorted(space):
-    if space_lib.is_structural(name):
+    if space_lib.is_structural(name, space):
       continue  # the donor's group fixes it
     out[name] = space_lib.perturb(space[name], h[name], rng, tuple(cfg.perturbation_factors),
                                   cfg.resample_probability)
@@ -175,10 +184,10 @@ def _default_explore(h: dict, space: Mapping[str, Any], cfg: PBTConfig,
 
 
 def exploit_explore(fitness: np.ndarray, hparams: Sequence[Mapping[str, Any]],
-                    space: Mapping[str, Any], groups: np.ndarray, cfg: PBTConfig,
+                    space: Mapping[str, Any], groups: np.ndarray, cfg: PBT,
                     rng: np.random.Generator, generation: int,
-                    explore_fn: Callable[[dict, np.random.Generator], dict] | None = None
-                    ) -> Plan:
+                    explore_fn: Callable[[dict, np.random.Generator], dict] | None = None,
+                    *, mode: str = "max", structural: Sequence[str] = ()) -> Plan:
   """One PBT decision: who copies whom, and the new hyperparameters.
 
   The bottom :func:`quantile_size` members by :func:`rank` are replaced, in
@@ -207,6 +216,9 @@ def exploit_explore(fitness: np.ndarray, hparams: Sequence[Mapping[str, Any]],
     generation: recorded in the events.
     explore_fn: optional custom explore, ``(dict, rng) -> dict``; it must not
       change structural values.
+    mode: ``max`` or ``min``: the fitness's direction.
+    structural: names of ``hparams`` that fix a member's group (besides the
+      space's structural names); ``explore_fn`` must keep them.
 
   Returns:
     The :class:`Plan`.
@@ -215,6 +227,7 @@ def exploit_explore(fitness: np.ndarray, hparams: Sequence[Mapping[str, Any]],
     ValueError: one line naming the bad argument.
   """
   cfg.validate()
+  fitness_lib.check_mode(mode)
   f = fitness_lib.as_array(fitness)
   p = f.shape[0]
   if not isinstance(rng, np.random.Generator):
@@ -225,7 +238,9 @@ def exploit_explore(fitness: np.ndarray, hparams: Sequence[Mapping[str, Any]],
   if g.shape != (p,) or (p and not np.issubdtype(g.dtype, np.integer)):
     raise ValueError(f"groups: must be an int array of shape ({p},), got {g.dtype} {g.shape}")
   space = space_lib.validate(space)
-  needed = [k for k in sorted(space) if not space_lib.is_structural(k)]
+  needed = [k for k in sorted(space) if not space_lib.is_structural(k, space)]
+  fixed = tuple(dict.fromkeys(list(structural) + [k for k in space
+                                                  if space_lib.is_structural(k, space)]))
   for i, h in enumerate(hparams):
     if not isinstance(h, Mapping):
       raise ValueError(f"hparams[{i}]: must be a dict name -> value, got {type(h).__name__}")
@@ -239,7 +254,7 @@ def exploit_explore(fitness: np.ndarray, hparams: Sequence[Mapping[str, Any]],
   q = quantile_size(p, cfg.quantile_fraction)
   if q == 0:
     return Plan(donors, new_hparams, events)
-  order = rank(f, cfg.mode)
+  order = rank(f, mode)
   top = [int(j) for j in order[:q]]
   bottom = {int(j) for j in order[p - q:]}
   for i in sorted(bottom):
@@ -259,7 +274,7 @@ def exploit_explore(fitness: np.ndarray, hparams: Sequence[Mapping[str, Any]],
       if not isinstance(new, Mapping):
         raise ValueError(f"explore_fn: must return a dict name -> value, got {type(new).__name__}")
       new = dict(new)
-      for k in _STRUCTURAL_KEYS:
+      for k in fixed:
         if source.get(k) != new.get(k):
           raise ValueError(f"explore_fn: changed structural hyperparameter {k!r} "
                            f"({source.get(k)!r} -> {new.get(k)!r}); it must keep the donor's value")
@@ -274,35 +289,3 @@ def exploit_explore(fitness: np.ndarray, hparams: Sequence[Mapping[str, Any]],
         "old_hparams": old, "new_hparams": dict(new), "changes": changes,
     })
   return Plan(donors, new_hparams, events)
-
-
-def apply_plan_indices(plan: Plan, members_of_group: Sequence[int]) -> np.ndarray:
-  """The gather index of one group for :func:`hpjax.population.take`.
-
-  Args:
-    plan: a generation's plan.
-    members_of_group: the global member ids of the group, in the order of
-      its state's population axis.
-
-  Returns:
-    int32 ``[len(members_of_group)]``: local position ``j`` takes the state of
-    local position ``index[j]`` (the local position of its donor).
-
-  Raises:
-    ValueError: an id outside the plan, a duplicated id, or a donor outside
-      the group.
-  """
-  members = [int(m) for m in members_of_group]
-  pos = {m: j for j, m in enumerate(members)}
-  if len(pos) != len(members):
-    raise ValueError(f"members_of_group: duplicated member ids in {members}")
-  index = []
-  for m in members:
-    if not 0 <= m < len(plan.donors):
-      raise ValueError(f"members_of_group: member {m} is outside the plan's "
-                       f"{len(plan.donors)} members")
-    d = int(plan.donors[m])
-    if d not in pos:
-      raise ValueError(f"plan.donors[{m}]: donor {d} is outside this group (members {members})")
-    index.append(pos[d])
-  return np.asarray(index, np.int32)

@@ -35,12 +35,11 @@ class ConvUnit(nnx.Module):
                             impl=conv_impl, rngs=rngs)
     self.norm = nnx.BatchNorm(out_features, momentum=0.9, rngs=rngs) if batch_norm else None
 
-  def __call__(self, x: jax.Array, ctx: layers.Context,
-               activations: Sequence[str]) -> jax.Array:
+  def __call__(self, x: jax.Array, act) -> jax.Array:
     x = self.conv(x)
     if self.norm is not None:
-      x = self.norm(x, use_running_average=not ctx.train)
-    return layers.activation(x, ctx.activation, activations)
+      x = self.norm(x)
+    return layers.activation(x, act)
 
 
 class InceptionBlock(nnx.Module):
@@ -59,24 +58,24 @@ class InceptionBlock(nnx.Module):
     self.pool_proj = ConvUnit(in_features, n, 1, **kw)
     self.out_features = 4 * n
 
-  def __call__(self, x: jax.Array, ctx: layers.Context,
-               activations: Sequence[str]) -> jax.Array:
-    a = activations
-    y1 = self.b1(x, ctx, a)
-    y3 = self.b3(self.b3_reduce(x, ctx, a), ctx, a)
-    y5 = self.b5(self.b5_reduce(x, ctx, a), ctx, a)
-    yp = self.pool_proj(layers.max_pool_same(x, 3), ctx, a)
+  def __call__(self, x: jax.Array, act) -> jax.Array:
+    y1 = self.b1(x, act)
+    y3 = self.b3(self.b3_reduce(x, act), act)
+    y5 = self.b5(self.b5_reduce(x, act), act)
+    yp = self.pool_proj(layers.max_pool_same(x, 3), act)
     return jnp.concatenate([y1, y3, y5, yp], axis=-1)
 
 
 class Inception(nnx.Module):
-  """One member's Inception-style network (the population vmaps over its state)."""
+  """One member's Inception-style network (the population vmaps over its state).
 
-  def __init__(self, input_shape: Sequence[int], num_outputs: int, *,
-               activations: Sequence[str], depth: int = 2, width: int = 16,
-               batch_norm: bool = False, conv_impl: str = "slices", rngs: nnx.Rngs):
+  Called as ``model(x, hp)``; reads ``hp["activation"]`` and ``hp["dropout"]``.
+  """
+
+  def __init__(self, *, input_shape: Sequence[int], num_outputs: int, depth: int = 2,
+               width: int = 16, batch_norm: bool = False, conv_impl: str = "slices",
+               rngs: nnx.Rngs):
     h, w, c = input_shape
-    self.activations = tuple(activations)
     self.stem = ConvUnit(c, width, 3, batch_norm=batch_norm, conv_impl=conv_impl, rngs=rngs)
     c = width
     blocks, pool_after = [], []
@@ -93,12 +92,13 @@ class Inception(nnx.Module):
     self.pool_after = tuple(pool_after)
     self.out = nnx.Linear(c, num_outputs, rngs=rngs)
 
-  def __call__(self, x: jax.Array, ctx: layers.Context) -> jax.Array:
-    x = self.stem(x, ctx, self.activations)
+  def __call__(self, x: jax.Array, hp) -> jax.Array:
+    act = hp["activation"]
+    x = self.stem(x, act)
     for block, pool in zip(self.blocks, self.pool_after):
-      x = block(x, ctx, self.activations)
+      x = block(x, act)
       if pool:
         x = layers.max_pool(x, 2)
     x = x.mean(axis=(1, 2))
-    x = layers.dropout(x, ctx.dropout, ctx.next_key(), ctx.train)
+    x = layers.dropout(x, hp["dropout"], hp.next_key(), hp.train)
     return self.out(x)

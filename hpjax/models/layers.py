@@ -77,8 +77,13 @@ _TANH_FORMS = {
 }
 
 
-def activation(x: jax.Array, index: jax.Array, names: Sequence[str]) -> jax.Array:
-  """Applies the activation ``names[index]`` to ``x``.
+def activation(x: jax.Array, choice, names: Sequence[str] | None = None) -> jax.Array:
+  """Applies the member's activation to ``x``.
+
+  ``choice`` is what a model receives as ``hp["activation"]``: a traced
+  choice (its ``index`` and candidate ``values``, see
+  :class:`hpjax.hparams.TracedChoice`), or a plain activation name. With
+  ``names`` given, ``choice`` is the index into them.
 
   With one candidate this is the plain function. With several, each
   member's index selects among them; under ``vmap`` every candidate would run
@@ -89,12 +94,18 @@ def activation(x: jax.Array, index: jax.Array, names: Sequence[str]) -> jax.Arra
 
   Args:
     x: input array.
-    index: integer scalar (traced), an index into ``names``; clipped to range.
-    names: the candidate activation names (static).
+    choice: a traced choice, an activation name, or (with ``names``) an
+      integer scalar index, clipped to range.
+    names: the candidate activation names (static), when ``choice`` is an index.
 
   Returns:
     The activated array, same shape and dtype as ``x``.
   """
+  if isinstance(choice, str):
+    return ACTIVATIONS[choice](x)
+  index = choice
+  if names is None:
+    index, names = choice.index, choice.values
   names = tuple(names)
   if len(names) == 1:
     return ACTIVATIONS[names[0]](x)

@@ -13,14 +13,14 @@ from hpjax.models import layers
 
 
 class MLP(nnx.Module):
-  """``depth`` hidden layers of ``width`` units, then the output layer."""
+  """``depth`` hidden layers of ``width`` units, then the output layer.
 
-  def __init__(self, input_shape: Sequence[int], num_outputs: int, *,
-               activations: Sequence[str], depth: int = 2, width: int = 64,
-               batch_norm: bool = False, rngs: nnx.Rngs, **unused):
-    del unused  # kernel_size etc. do not apply to an MLP
+  Called as ``model(x, hp)``; reads ``hp["activation"]`` and ``hp["dropout"]``.
+  """
+
+  def __init__(self, *, input_shape: Sequence[int], num_outputs: int, depth: int = 2,
+               width: int = 64, batch_norm: bool = False, rngs: nnx.Rngs):
     fan_in = int(math.prod(input_shape))
-    self.activations = tuple(activations)
     hidden, norms = [], []
     for _ in range(depth):
       hidden.append(nnx.Linear(fan_in, width, use_bias=not batch_norm, rngs=rngs))
@@ -30,12 +30,12 @@ class MLP(nnx.Module):
     self.norms = nnx.List(norms)
     self.out = nnx.Linear(fan_in, num_outputs, rngs=rngs)
 
-  def __call__(self, x: jax.Array, ctx: layers.Context) -> jax.Array:
+  def __call__(self, x: jax.Array, hp) -> jax.Array:
     x = x.reshape(x.shape[0], -1)
     for dense, norm in zip(self.hidden, self.norms):
       x = dense(x)
       if norm is not None:
-        x = norm(x, use_running_average=not ctx.train)
-      x = layers.activation(x, ctx.activation, self.activations)
-      x = layers.dropout(x, ctx.dropout, ctx.next_key(), ctx.train)
+        x = norm(x)
+      x = layers.activation(x, hp["activation"])
+      x = layers.dropout(x, hp["dropout"], hp.next_key(), hp.train)
     return self.out(x)

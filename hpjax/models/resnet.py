@@ -42,32 +42,32 @@ class BasicBlock(nnx.Module):
       self.proj = None
       self.proj_norm = None
 
-  def __call__(self, x: jax.Array, ctx: layers.Context,
-               activations: Sequence[str]) -> jax.Array:
+  def __call__(self, x: jax.Array, act) -> jax.Array:
     y = self.conv1(x)
     if self.norm1 is not None:
-      y = self.norm1(y, use_running_average=not ctx.train)
-    y = layers.activation(y, ctx.activation, activations)
+      y = self.norm1(y)
+    y = layers.activation(y, act)
     y = self.conv2(y)
     if self.norm2 is not None:
-      y = self.norm2(y, use_running_average=not ctx.train)
+      y = self.norm2(y)
     shortcut = x
     if self.proj is not None:
       shortcut = self.proj(x)
       if self.proj_norm is not None:
-        shortcut = self.proj_norm(shortcut, use_running_average=not ctx.train)
-    return layers.activation(y + shortcut, ctx.activation, activations)
+        shortcut = self.proj_norm(shortcut)
+    return layers.activation(y + shortcut, act)
 
 
 class ResNet(nnx.Module):
-  """One member's ResNet-style network (the population vmaps over its state)."""
+  """One member's ResNet-style network (the population vmaps over its state).
 
-  def __init__(self, input_shape: Sequence[int], num_outputs: int, *,
-               activations: Sequence[str], depth: int = 2, width: int = 16,
-               kernel_size: int = 3, blocks_per_stage: int = 1,
+  Called as ``model(x, hp)``; reads ``hp["activation"]`` and ``hp["dropout"]``.
+  """
+
+  def __init__(self, *, input_shape: Sequence[int], num_outputs: int, depth: int = 2,
+               width: int = 16, kernel_size: int = 3, blocks_per_stage: int = 1,
                batch_norm: bool = False, conv_impl: str = "slices", rngs: nnx.Rngs):
     _, _, c = input_shape
-    self.activations = tuple(activations)
     self.stem = layers.Conv(c, width, kernel_size, use_bias=not batch_norm,
                             impl=conv_impl, rngs=rngs)
     self.stem_norm = nnx.BatchNorm(width, momentum=0.9, rngs=rngs) if batch_norm else None
@@ -83,13 +83,14 @@ class ResNet(nnx.Module):
     self.blocks = nnx.List(blocks)
     self.out = nnx.Linear(c, num_outputs, rngs=rngs)
 
-  def __call__(self, x: jax.Array, ctx: layers.Context) -> jax.Array:
+  def __call__(self, x: jax.Array, hp) -> jax.Array:
+    act = hp["activation"]
     x = self.stem(x)
     if self.stem_norm is not None:
-      x = self.stem_norm(x, use_running_average=not ctx.train)
-    x = layers.activation(x, ctx.activation, self.activations)
+      x = self.stem_norm(x)
+    x = layers.activation(x, act)
     for block in self.blocks:
-      x = block(x, ctx, self.activations)
+      x = block(x, act)
     x = x.mean(axis=(1, 2))
-    x = layers.dropout(x, ctx.dropout, ctx.next_key(), ctx.train)
+    x = layers.dropout(x, hp["dropout"], hp.next_key(), hp.train)
     return self.out(x)

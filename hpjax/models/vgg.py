@@ -17,15 +17,16 @@ from hpjax.models import layers
 
 
 class VGG(nnx.Module):
-  """One member's VGG-style network (the population vmaps over its state)."""
+  """One member's VGG-style network (the population vmaps over its state).
 
-  def __init__(self, input_shape: Sequence[int], num_outputs: int, *,
-               activations: Sequence[str], depth: int = 2, width: int = 16,
-               kernel_size: int = 3, convs_per_stage: int = 1, dense: int = 64,
-               batch_norm: bool = False, conv_impl: str = "slices", rngs: nnx.Rngs):
+  Called as ``model(x, hp)``; reads ``hp["activation"]`` and ``hp["dropout"]``.
+  """
+
+  def __init__(self, *, input_shape: Sequence[int], num_outputs: int, depth: int = 2,
+               width: int = 16, kernel_size: int = 3, convs_per_stage: int = 1,
+               dense: int = 64, batch_norm: bool = False, conv_impl: str = "slices",
+               rngs: nnx.Rngs):
     h, w, c = input_shape
-    self.activations = tuple(activations)
-    self.batch_norm = batch_norm
     convs, norms = [], []
     for s in range(depth):
       out = width * 2 ** s
@@ -41,15 +42,16 @@ class VGG(nnx.Module):
     self.hidden = nnx.Linear(h * w * c, dense, rngs=rngs)
     self.out = nnx.Linear(dense, num_outputs, rngs=rngs)
 
-  def __call__(self, x: jax.Array, ctx: layers.Context) -> jax.Array:
+  def __call__(self, x: jax.Array, hp) -> jax.Array:
+    act = hp["activation"]
     for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
       x = conv(x)
       if norm is not None:
-        x = norm(x, use_running_average=not ctx.train)
-      x = layers.activation(x, ctx.activation, self.activations)
+        x = norm(x)
+      x = layers.activation(x, act)
       if (i + 1) % self.convs_per_stage == 0:
         x = layers.max_pool(x, 2)
     x = x.reshape(x.shape[0], -1)
-    x = layers.activation(self.hidden(x), ctx.activation, self.activations)
-    x = layers.dropout(x, ctx.dropout, ctx.next_key(), ctx.train)
+    x = layers.activation(self.hidden(x), act)
+    x = layers.dropout(x, hp["dropout"], hp.next_key(), hp.train)
     return self.out(x)

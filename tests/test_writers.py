@@ -1,4 +1,4 @@
-"""What a run shows: the per-generation table, progress bars, TensorBoard files."""
+"""What a run shows and leaves: the writers (table, progress bars, TensorBoard, jsonl)."""
 
 import io
 import os
@@ -7,8 +7,8 @@ import contextlib
 import numpy as np
 import pytest
 
-from hpjax import monitor
 from hpjax import tuner
+from hpjax import writers
 
 
 def _accumulator(path):
@@ -79,44 +79,48 @@ def test_generation_table_is_printed_each_epoch(run):
   assert "replaced 1" in text  # quarter of 4 members
 
 
+def _record(**kw):
+  base = dict(epoch=3, epochs=10, ids=[0, 1, 2, 3], train={"train_loss": np.ones(4)},
+              val={"accuracy": np.array([0.5, np.nan, 0.9, 0.7]), "loss": np.ones(4)},
+              hparams=[{"learning_rate": 0.0123, "optimizer": "adam", "width": 8}] * 4,
+              fitness_name="accuracy", mode="max", generation=2, seconds=2.0, member_steps=100,
+              wall_s=5.0, note="replaced 1")
+  return writers.EpochRecord(**{**base, **kw})
+
+
 def test_generation_table_content():
-  fit = np.array([0.5, np.nan, 0.9, 0.7])
-  text = monitor.generation_table(
-      epoch=3, epochs=10, generation=2, fitness_name="accuracy", fitness=fit, mode="max",
-      best_member=2, best_hparams={"learning_rate": 0.0123, "optimizer": "adam",
-                                   "model": {"width": 8}},
-      shown=["learning_rate", "optimizer", "width"], seconds=2.0, member_steps=100,
-      note="replaced 1")
+  text = writers.generation_table(_record(), ["learning_rate", "optimizer", "width"])
   assert "epoch   3/10  generation 2  2.0 s  50 member-steps/s  replaced 1" in text
   assert "best 0.9000  median 0.7000  worst 0.5000  (1 diverged)" in text
   assert "best member 2: learning_rate 0.0123  optimizer adam  width 8" in text
-  low = monitor.generation_table(
-      epoch=1, epochs=1, generation=None, fitness_name="loss", fitness=np.array([0.3, 0.1]),
-      mode="min", best_member=1, best_hparams={}, shown=[], seconds=1.0, member_steps=1)
+  low = writers.generation_table(
+      _record(epoch=1, epochs=1, generation=None, fitness_name="loss", mode="min", ids=[0, 1],
+              val={"loss": np.array([0.3, 0.1])}, hparams=[{}, {}], note=""), [])
   assert "best 0.1000" in low and "worst 0.3000" in low and "generation" not in low
+  assert "best member 1" in low
 
 
-def test_progress_bars_advance_and_close(tmp_path):
+def test_progress_bars_advance_and_close():
   err, out = io.StringIO(), io.StringIO()
   with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-    m = monitor.Monitor(str(tmp_path), epochs=4, interval=2, progress=True, tensorboard=False)
+    c = writers.Console(epochs=4, interval=2, progress=True)
     for epoch in range(1, 5):
-      m.epoch_end(epoch, [0], {"loss": np.array([1.0])}, {"accuracy": np.array([0.5])},
-                  [{"learning_rate": 0.1}], fitness_line=f"table {epoch}",
-                  best={"best accuracy": 0.5})
-    m.close()
+      c.epoch(_record(epoch=epoch, epochs=4, ids=[0], train={"train_loss": np.ones(1)},
+                      val={"accuracy": np.array([0.5])}, hparams=[{"learning_rate": 0.1}]))
+    c.close()
   bars = err.getvalue()
   assert "generations" in bars and "2/2" in bars and "best accuracy=0.5" in bars
   # Tables are written through tqdm while bars are shown, all four of them.
-  assert [l for l in out.getvalue().splitlines() if l.startswith("table")] == [
-      "table 1", "table 2", "table 3", "table 4"]
-  assert not (tmp_path / "tensorboard").exists()
+  tables = [l for l in out.getvalue().splitlines() if l.startswith("epoch")]
+  assert [t[:9] for t in tables] == ["epoch   1", "epoch   2", "epoch   3", "epoch   4"]
 
 
-def test_quiet_monitor_writes_nothing(tmp_path):
-  lines = []
-  m = monitor.Monitor(str(tmp_path), epochs=2, log=lines.append, enabled=False)
-  m.epoch_end(1, [0], {"loss": np.array([1.0])}, {"accuracy": np.array([0.5])},
-              [{"learning_rate": 0.1}], fitness_line="table")
-  m.finish([0], [{"learning_rate": 0.1}], {"val_accuracy": np.array([0.5])})
-  assert not lines and not os.listdir(tmp_path)
+def test_resume_jsonl_drops_later_epochs_and_a_torn_line(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"epoch": 1, "member": 0}\n{"epoch": 2, "member": 0}\n'
+                  '{"epoch": 3, "member": 0}\n{"epoch": 3, "mem')
+  writers.resume_jsonl(str(path), 2)
+  assert path.read_text() == '{"epoch": 1, "member": 0}\n{"epoch": 2, "member": 0}\n'
+  path.write_text('{"epoch": 1}\nnot json\n{"epoch": 2}\n')
+  with pytest.raises(ValueError, match=r"metrics.jsonl: line 2 is not a JSON record"):
+    writers.resume_jsonl(str(path), 2)

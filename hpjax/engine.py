@@ -1,0 +1,632 @@
+"""The population engine's functional core: one compiled program per group.
+
+A *group* is the members that share their structural hyperparameters (the
+model's constructor arguments and the batch size). A group's state is one
+pytree whose every leaf has a leading population axis ``P``
+(:class:`PopulationState`), and its functions are pure, jitted once per
+:class:`GroupSpec` and cached::
+
+    fns = group_functions(spec)
+    state = fns.init(keys, hparams)
+    state, metrics = fns.train_epoch(state, x_train, y_train)
+    metrics = fns.evaluate(state, x_eval, y_eval, weights)
+
+**The model** is any Flax NNX module: ``spec.model(**structural, rngs=...)``
+builds one member (it also receives ``input_shape`` and ``num_outputs`` when
+its signature takes them), and ``model(x, hp)`` runs it, where ``hp`` is an
+:class:`hpjax.hparams.HParams` of the member's hyperparameters (traced
+per-member values; a model whose ``__call__`` takes only ``x`` is called as
+``model(x)``). The whole NNX state is carried per member: parameters (the only
+thing differentiated), BatchNorm statistics, RNG streams and any variable of
+the user's own. Training and evaluation use the graph in ``model.train()``
+and ``model.eval()`` mode respectively (stock ``nnx.Dropout`` / ``BatchNorm``
+switch with it).
+
+*Traced* hyperparameters never cause a recompile: the optimizer's live in
+``opt_state.hyperparams`` (``optax.inject_hyperparams``), the others in
+``state.hparams`` (indices for choices among strings).
+
+One epoch is one ``lax.scan`` inside ``jit``: each member draws its own
+permutation of the (device-resident) training set, minibatches are gathered
+on the device, and nothing returns to the host until the epoch ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from hpjax import distributed
+from hpjax import fitness as fitness_lib
+from hpjax import hparams as hp_lib
+from hpjax import optim
+from hpjax.data import normalize
+
+# A group's init runs once per run: XLA's backend (LLVM) optimisations cost
+# far more than they save there. `python -m experiments.bench_init` on the
+# 2-core CPU, 8 members of the bench CNN at 8x8: 6.4 s to compile with them,
+# 0.9 s without; 2 ms vs 11 ms to run (docs/benchmarks.md).
+INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0,
+                         "xla_llvm_disable_expensive_passes": True}
+
+
+@flax.struct.dataclass
+class PopulationState:
+  """The state of one group; every leaf has the leading population axis P.
+
+  Attributes:
+    params: the models' ``nnx.Param`` values (nested dict of arrays).
+    model_state: every other NNX variable of the models (BatchNorm
+      statistics, RNG stream keys stored as uint32 key data, the user's own
+      variables), nested dict; empty for a model that has none.
+    opt_state: optax state, including ``hyperparams`` (per-member values).
+    hparams: the other traced hyperparameters (name -> ``[P]``; indices of
+      choices as int32, numbers as float32 / int32).
+    key: per-member PRNG key data (uint32 ``[P, 2]``), split every epoch.
+    epoch: epochs trained by each member (int32 ``[P]``).
+  """
+
+  params: Any
+  model_state: Any
+  opt_state: Any
+  hparams: dict
+  key: jax.Array
+  epoch: jax.Array
+
+  @property
+  def size(self) -> int:
+    """Number of members P."""
+    return int(self.epoch.shape[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupSpec:
+  """Everything static about a group: it keys the compiled-function cache.
+
+  Attributes:
+    model: the model factory (an ``nnx.Module`` class or a function).
+    structural: ``((name, value), ...)``: the factory's keyword arguments.
+    batch_size: training minibatch size.
+    input_shape: per-example input shape.
+    num_outputs: classes (classification) or 1 (regression).
+    task: ``classification`` or ``regression``.
+    traced: ``((name, candidates), ...)``: the traced hyperparameters kept in
+      ``state.hparams``, with the candidate values of a choice among strings
+      (``()`` for numbers); optimizer hyperparameters are not listed.
+    loss: ``(outputs, y, hp) -> [B]`` training loss per example.
+    metric: the validation (and training) metric (:class:`hpjax.fitness.Metric`).
+    val_loss: ``(outputs, y) -> [B]``: the validation loss, one objective for
+      every member.
+    schedule: learning-rate schedule shape.
+    mean, std: per-channel normalisation of the stored inputs.
+    eval_batch_size: examples per evaluation chunk.
+    optimizer_family: ``None`` (the family is a per-member traced index, the
+      default) or a family name fixed for the whole group (structural).
+    member_chunk: members trained (and evaluated) together. ``0``: all P
+      vmapped at once; ``c``: chunks of ``c`` members run their epochs one
+      after another (smaller working sets). ``None``: by backend, 2 (or 1 for
+      odd P) on CPU, where it measured 15-20% faster than all at once
+      (docs/benchmarks.md), all at once elsewhere. With a mesh, P is the
+      number of members on each device.
+    shared_order: ``False`` (default): every member draws its own minibatch
+      order from its own key. ``True``: all members of the group see the
+      same minibatches, drawn from ``(order_seed, epoch)``; the input batch
+      is then not batched over members.
+    order_seed: the run's seed, for ``shared_order``.
+  """
+
+  model: Callable[..., nnx.Module]
+  structural: tuple
+  batch_size: int
+  input_shape: tuple
+  num_outputs: int
+  task: str
+  traced: tuple
+  loss: Callable
+  metric: fitness_lib.Metric
+  val_loss: Callable
+  schedule: optim.Schedule = optim.Schedule()
+  mean: tuple = (0.0,)
+  std: tuple = (1.0,)
+  eval_batch_size: int = 256
+  optimizer_family: str | None = None
+  member_chunk: int | None = None
+  shared_order: bool = False
+  order_seed: int = 0
+
+
+class GroupFunctions(NamedTuple):
+  """The jitted pure functions of one group (see module docstring).
+
+  ``key_impls``: per leaf of ``state.model_state``, the PRNG implementation
+  of an NNX RNG-stream key (stored as key data), else None. ``reads(state,
+  x, y)``: the hyperparameter names one training step reads (not jitted).
+  """
+  init: Any
+  train_epoch: Any
+  evaluate: Any
+  predict: Any
+  spec: GroupSpec
+  key_impls: tuple
+  reads: Any
+
+
+def build(spec: GroupSpec, rngs: nnx.Rngs) -> nnx.Module:
+  """Builds one member's model from the group's factory and structural values."""
+  kwargs = dict(spec.structural)
+  accepted = _accepted(spec.model)
+  if accepted is None or "input_shape" in accepted:
+    kwargs.setdefault("input_shape", tuple(spec.input_shape))
+  if accepted is None or "num_outputs" in accepted:
+    kwargs.setdefault("num_outputs", spec.num_outputs)
+  if accepted is not None:
+    missing = sorted(set(kwargs) - accepted)
+    if missing:
+      raise ValueError(f"model: {getattr(spec.model, '__qualname__', spec.model)} takes no "
+                       f"argument {missing[0]!r}, a structural hyperparameter of its members "
+                       f"(it takes: {', '.join(sorted(accepted - {'self', 'rngs'}))})")
+  return spec.model(**kwargs, rngs=rngs)
+
+
+@functools.lru_cache(maxsize=None)
+def _accepted(factory) -> frozenset | None:
+  """The keyword names ``factory`` accepts (None: it takes ``**kwargs``)."""
+  try:
+    # A class's constructor (NNX's metaclass hides it behind *args, **kwargs).
+    fn = factory.__init__ if isinstance(factory, type) else factory
+    params = inspect.signature(fn).parameters.values()
+  except (TypeError, ValueError):
+    return frozenset()
+  if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+    return None
+  return frozenset(p.name for p in params)
+
+
+def _takes_hparams(model: nnx.Module) -> bool:
+  """Whether ``model.__call__`` takes the hyperparameters after the input."""
+  try:
+    params = list(inspect.signature(model.__call__).parameters.values())
+  except (TypeError, ValueError):
+    return True
+  positional = [p for p in params if p.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                                 inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+  return (len(positional) >= 2 or any(p.name == "hp" for p in params)
+          or any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params))
+
+
+def _member_chunk(spec: GroupSpec, p: int) -> int:
+  """Members per chunk for a group of ``p`` (see ``GroupSpec.member_chunk``); 0: all at once."""
+  c = spec.member_chunk
+  if c is None:
+    c = (2 if p % 2 == 0 else 1) if jax.default_backend() == "cpu" else 0
+  return c if c and c < p and p % c == 0 else 0
+
+
+def _impl_name(leaf) -> str:
+  """The PRNG implementation's name of an (abstract) typed key leaf, e.g. ``threefry2x32``."""
+  # An abstract key (from nnx.eval_shape) only carries its dtype; the dtype
+  # knows the implementation.
+  impl = getattr(leaf.dtype, "_impl", None)
+  return impl.name if impl is not None else str(jax.random.key_impl(leaf))
+
+
+def _is_key(leaf) -> bool:
+  return jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key)
+
+
+class _Template(NamedTuple):
+  """How one member's NNX model is split into the state's pure pytrees."""
+  train_def: Any  # graph in model.train() mode
+  eval_def: Any  # graph in model.eval() mode
+  params_def: Any  # treedef of the nnx.State of Params
+  rest_def: Any  # treedef of the nnx.State of every other variable
+  key_impls: tuple  # per leaf of the rest: the PRNG impl of a key leaf, else None
+  calls_hp: bool
+
+
+def _template(spec: GroupSpec) -> _Template:
+  model = nnx.eval_shape(lambda: build(spec, nnx.Rngs(0)))
+  model.train()
+  train_def, params, rest = nnx.split(model, nnx.Param, ...)
+  model.eval()
+  eval_def, _, _ = nnx.split(model, nnx.Param, ...)
+  impls = tuple(_impl_name(leaf) if _is_key(leaf) else None for leaf in jax.tree.leaves(rest))
+  return _Template(train_def, eval_def, jax.tree.structure(params), jax.tree.structure(rest),
+                   impls, _takes_hparams(model))
+
+
+def _split_state(model: nnx.Module) -> tuple[dict, dict]:
+  """A member's model -> (params, rest) as pure dicts, PRNG keys as key data."""
+  _, params, rest = nnx.split(model, nnx.Param, ...)
+  rest = jax.tree.map(lambda a: jax.random.key_data(a) if _is_key(a) else a, rest)
+  return nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+
+
+def group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None = None) -> GroupFunctions:
+  """Builds (once per spec and mesh) the jitted init / train_epoch / evaluate of a group.
+
+  Args:
+    spec: the group's static description.
+    mesh: None: one device (plain ``jit``); a population mesh
+      (:func:`hpjax.distributed.population_mesh`): the same per-device
+      functions under ``shard_map``, members split over the mesh (the member
+      count must be a multiple of the device count), data replicated.
+
+  Returns:
+    :class:`GroupFunctions`. ``train_epoch`` donates its state argument.
+  """
+  return _group_functions(spec, mesh)
+
+
+@functools.lru_cache(maxsize=None)
+def _group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None) -> GroupFunctions:
+  t = _template(spec)
+  # The update reads its values from state.hyperparams, not from here.
+  opt = optim.make_optimizer(spec.schedule, spec.optimizer_family)
+  candidates = dict(spec.traced)
+  structural = dict(spec.structural)
+
+  def merge(graphdef, params, rest):
+    # Pure dicts <-> nnx.State: both flatten in sorted-key order.
+    p = jax.tree.unflatten(t.params_def, jax.tree.leaves(params))
+    leaves = [jax.random.wrap_key_data(a, impl=impl) if impl is not None else a
+              for a, impl in zip(jax.tree.leaves(rest), t.key_impls)]
+    return nnx.merge(graphdef, p, jax.tree.unflatten(t.rest_def, leaves))
+
+  def hp_view(opt_hp, hp, train, key, reads=None):
+    values = {**structural, **opt_hp}
+    for name, value in hp.items():
+      cands = candidates.get(name, ())
+      values[name] = hp_lib.TracedChoice(value, cands) if cands else value
+    values["optimizer"] = hp_lib.TracedChoice(opt_hp["optimizer"].astype(jnp.int32),
+                                              optim.FAMILIES)
+    return hp_lib.HParams(values, train=train, key=key, reads=reads)
+
+  def call(model, x, hp):
+    return model(normalize(x, spec.mean, spec.std), hp) if t.calls_hp else model(
+        normalize(x, spec.mean, spec.std))
+
+  def init_member(key, hp):
+    model = build(spec, nnx.Rngs(jax.random.fold_in(key, 1), params=key))
+    params, rest = _split_state(model)
+    opt_hp = {k: hp[k] for k in optim.HPARAMS}
+    opt_state = optim.make_optimizer(spec.schedule, **opt_hp).init(params)
+    return params, rest, opt_state
+
+  def init(keys: jax.Array, hparams: Mapping[str, jax.Array]) -> PopulationState:
+    """keys: uint32 ``[P, 2]``; hparams: name -> ``[P]`` (optimizer's and ``spec.traced``)."""
+    typed = jax.random.wrap_key_data(keys)
+    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(typed)
+    params, rest, opt_state = jax.vmap(init_member)(init_keys, hparams)
+    return PopulationState(
+        params=params, model_state=rest, opt_state=opt_state,
+        hparams={k: hparams[k] for k in candidates},
+        key=jax.random.key_data(jax.vmap(lambda k: jax.random.fold_in(k, 1))(typed)),
+        epoch=jnp.zeros(keys.shape[0], jnp.int32))
+
+  def member_step(params, rest, opt_state, hp, x, y, key, reads=None):
+    def loss_fn(p):
+      model = merge(t.train_def, p, rest)
+      view = hp_view(opt_state.hyperparams, hp, True, key, reads)
+      out = call(model, x, view)
+      l = jnp.mean(spec.loss(out, y, view))
+      _, new_rest = _split_state(model)
+      return l, (new_rest, out)
+    (l, (new_rest, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    score = jnp.mean(spec.metric.fn(out, y))
+    return params, new_rest, opt_state, l, score
+
+  def train_epoch(state: PopulationState, x: jax.Array, y: jax.Array):
+    """One epoch over ``x, y`` (device arrays shared by all members)."""
+    n = x.shape[0]
+    b = spec.batch_size
+    steps = n // b
+    if steps < 1:
+      raise ValueError(f"batch_size: {b} exceeds the {n} training examples")
+    keys = jax.random.wrap_key_data(state.key)
+    split = jax.vmap(lambda k: jax.random.split(k, 3))(keys)
+    next_key, perm_key, drop_key = split[:, 0], split[:, 1], split[:, 2]
+    # A per-member permutation, truncated to whole batches, [P, steps, B];
+    # with shared_order one for the whole group, [steps, B].
+    if spec.shared_order:
+      # Every member (on every device) has trained the same number of epochs.
+      order_key = jax.random.fold_in(jax.random.key(spec.order_seed), state.epoch[0])
+      perms = jax.random.permutation(order_key, n)[:steps * b].reshape(steps, b)
+    else:
+      perms = jax.vmap(
+          lambda k: jax.random.permutation(k, n)[:steps * b].reshape(steps, b))(perm_key)
+
+    def run_epoch(params, rest, opt_state, hp, perms, drop_key):
+      """The epoch of some members (a leading member axis on every argument)."""
+
+      def body(carry, inp):
+        params, rest, opt_state = carry
+        idx, i = inp
+        step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(drop_key)
+        # A shared batch is unbatched under vmap: one gather, one set of patches.
+        batch_axis = None if spec.shared_order else 0
+        params, rest, opt_state, l, score = jax.vmap(
+            member_step, in_axes=(0, 0, 0, 0, batch_axis, batch_axis, 0))(
+                params, rest, opt_state, hp, x[idx], y[idx], step_keys)
+        return (params, rest, opt_state), (l, score)
+
+      order = perms if spec.shared_order else jnp.swapaxes(perms, 0, 1)
+      (params, rest, opt_state), (ls, scores) = jax.lax.scan(
+          body, (params, rest, opt_state), (order, jnp.arange(steps)))
+      return params, rest, opt_state, ls.mean(0), scores.mean(0)
+
+    args = (state.params, state.model_state, state.opt_state, state.hparams, perms, drop_key)
+    p = state.epoch.shape[0]
+    c = _member_chunk(spec, p)
+    if c:
+      # Chunks of c members train their whole epoch one chunk after another:
+      # each chunk's working set stays in cache (measured faster on CPU).
+      if spec.shared_order:  # one order for all chunks: not split by member
+        chunked = jax.tree.map(lambda a: a.reshape((p // c, c) + a.shape[1:]),
+                               args[:4] + args[5:])
+        out = jax.lax.map(lambda a: run_epoch(*a[:4], perms, *a[4:]), chunked)
+      else:
+        chunked = jax.tree.map(lambda a: a.reshape((p // c, c) + a.shape[1:]), args)
+        out = jax.lax.map(lambda a: run_epoch(*a), chunked)
+      out = jax.tree.map(lambda a: a.reshape((p,) + a.shape[2:]), out)
+    else:
+      out = run_epoch(*args)
+    params, rest, opt_state, train_loss, train_score = out
+    new_state = state.replace(params=params, model_state=rest, opt_state=opt_state,
+                              key=jax.random.key_data(next_key), epoch=state.epoch + 1)
+    return new_state, {"train_loss": train_loss, f"train_{spec.metric.name}": train_score}
+
+  def forward_eval(params, rest, opt_hp, hp, x):
+    return call(merge(t.eval_def, params, rest), x, hp_view(opt_hp, hp, False, None))
+
+  def evaluate(state: PopulationState, x: jax.Array, y: jax.Array, weights: jax.Array):
+    """Validation loss and metric per member over ``x`` in fixed-size chunks.
+
+    ``x`` must hold a whole number of ``eval_batch_size`` chunks; ``weights``
+    (1 for real examples, 0 for padding) keeps padding out of the means.
+    """
+    e = spec.eval_batch_size
+    chunks = x.shape[0] // e
+    xs = x.reshape((chunks, e) + x.shape[1:])
+    ys = y.reshape((chunks, e) + y.shape[1:])
+    ws = weights.reshape(chunks, e)
+
+    def member_eval(params, rest, opt_hp, hp, xc, yc, wc):
+      out = forward_eval(params, rest, opt_hp, hp, xc)
+      # One objective for every member, whatever it trains with, so that
+      # validation losses rank members fairly.
+      per = spec.val_loss(out, yc)
+      score = spec.metric.fn(out, yc)
+      return jnp.sum(per * wc), jnp.sum(score * wc)
+
+    def eval_members(params, rest, opt_hp, hp):
+      """Summed loss and score of some members over every chunk of ``x``."""
+      n = jax.tree.leaves(hp)[0].shape[0]
+
+      def body(acc, chunk):
+        xc, yc, wc = chunk
+        l, s = jax.vmap(member_eval, in_axes=(0, 0, 0, 0, None, None, None))(
+            params, rest, opt_hp, hp, xc, yc, wc)
+        return (acc[0] + l, acc[1] + s), None
+
+      (l, s), _ = jax.lax.scan(body, (jnp.zeros(n), jnp.zeros(n)), (xs, ys, ws))
+      return l, s
+
+    p = state.epoch.shape[0]
+    c = _member_chunk(spec, p)
+    args = (state.params, state.model_state, state.opt_state.hyperparams, state.hparams)
+    if c:
+      # As in training: chunks of c members, one after another, each over
+      # the whole split (1.7x faster at P=32, 28x28 on the 2-core CPU:
+      # experiments/bench_init.py, docs/benchmarks.md).
+      chunked = jax.tree.map(lambda a: a.reshape((p // c, c) + a.shape[1:]), args)
+      l, s = jax.tree.map(lambda a: a.reshape(p), jax.lax.map(lambda a: eval_members(*a), chunked))
+    else:
+      l, s = eval_members(*args)
+    total = jnp.maximum(jnp.sum(weights), 1.0)
+    loss = l / total
+    # A diverged member (non-finite loss) has no meaningful score: NaN, so
+    # that every ranking puts it last whatever the metric.
+    return {"loss": loss, spec.metric.name: jnp.where(jnp.isfinite(loss), s / total, jnp.nan)}
+
+  def predict(state: PopulationState, x: jax.Array) -> jax.Array:
+    """Every member's outputs (eval mode) on ``x``: ``[P, N, outputs]``."""
+    return jax.vmap(lambda p, r, o, h: forward_eval(p, r, o, h, x))(
+        state.params, state.model_state, state.opt_state.hyperparams, state.hparams)
+
+  def reads(state: PopulationState, x: jax.Array, y: jax.Array) -> frozenset:
+    """The hyperparameter names a training step of the model and loss reads.
+
+    Traced abstractly (``jax.eval_shape``, nothing runs or compiles) on the
+    first member and the first examples of ``x``, ``y``.
+    """
+    names: set = set()
+
+    def one(a, lead=1):  # the abstract value of one member / one batch
+      shape = (spec.batch_size,) + tuple(a.shape[1:]) if lead == "batch" else a.shape[1:]
+      return jax.ShapeDtypeStruct(shape, a.dtype)
+
+    first = jax.tree.map(one, (state.params, state.model_state, state.opt_state, state.hparams))
+    jax.eval_shape(lambda s, xb, yb: member_step(*s, xb, yb, jax.random.key(0), names),
+                   first, one(x, "batch"), one(y, "batch"))
+    return frozenset(names)
+
+  if mesh is None:
+    jitted = (jax.jit(init, compiler_options=INIT_COMPILER_OPTIONS),
+              jax.jit(train_epoch, donate_argnums=0), jax.jit(evaluate), jax.jit(predict))
+  else:
+    # Per device, the very functions above on its share of the members.
+    jitted = distributed.shard_functions(mesh, init, train_epoch, evaluate, predict,
+                                         init_compiler_options=INIT_COMPILER_OPTIONS)
+  return GroupFunctions(*jitted, spec, t.key_impls, reads)
+
+
+def model_of(spec: GroupSpec, state: PopulationState, member: int) -> nnx.Module:
+  """Member ``member``'s model as a plain NNX module (eval mode), e.g. to predict."""
+  t = _template(spec)
+  host = jax.tree.map(lambda a: np.asarray(a[member]), (state.params, state.model_state))
+  params = jax.tree.unflatten(t.params_def, jax.tree.leaves(host[0]))
+  leaves = [jax.random.wrap_key_data(a, impl=impl) if impl is not None else jnp.asarray(a)
+            for a, impl in zip(jax.tree.leaves(host[1]), t.key_impls)]
+  return nnx.merge(t.eval_def, params, jax.tree.unflatten(t.rest_def, leaves))
+
+
+def get_hparams(state: PopulationState) -> dict[str, jax.Array]:
+  """All per-member traced hyperparameters of a group (name -> ``[P]`` array)."""
+  return {**state.opt_state.hyperparams, **state.hparams}
+
+
+def set_hparams(state: PopulationState, values: Mapping[str, Any]) -> PopulationState:
+  """Returns ``state`` with some per-member hyperparameters replaced.
+
+  Args:
+    state: a group state.
+    values: name -> ``[P]`` values; optimizer names or names of ``state.hparams``.
+
+  Returns:
+    The new state (same shapes and dtypes: nothing recompiles).
+  """
+  opt_vals, other = {}, {}
+  for k, v in values.items():
+    if k in optim.HPARAMS:
+      opt_vals[k] = jnp.asarray(v, state.opt_state.hyperparams[k].dtype)
+    elif k in state.hparams:
+      other[k] = jnp.asarray(v, state.hparams[k].dtype)
+    else:
+      raise ValueError(f"hyperparameter: unknown name {k!r}; allowed: "
+                       + ", ".join(sorted(optim.HPARAMS + tuple(state.hparams))))
+  opt_state = state.opt_state
+  if opt_vals:
+    opt_state = optax.tree_utils.tree_set(opt_state, **opt_vals)
+  return state.replace(opt_state=opt_state, hparams={**state.hparams, **other})
+
+
+@jax.jit
+def reset_family(state: PopulationState, reset: jax.Array) -> PopulationState:
+  """Fresh optimizer-family buffers for the members ``reset`` (see :mod:`hpjax.optim`)."""
+  return state.replace(opt_state=optim.reset_family_state(state.opt_state, reset))
+
+
+@functools.partial(jax.jit, static_argnames=("key_impls",))
+def rekey(state: PopulationState, keys: jax.Array, mask: jax.Array,
+          key_impls: tuple = ()) -> PopulationState:
+  """New PRNG keys for the members ``mask``: the engine's and every NNX RNG stream's.
+
+  Args:
+    state: a group state.
+    keys: uint32 ``[P, 2]`` key data; used where ``mask``.
+    mask: bool ``[P]``.
+    key_impls: per leaf of ``state.model_state``, the PRNG implementation of
+      an RNG-stream key leaf, else None (``GroupFunctions.key_impls``).
+
+  Returns:
+    ``state`` whose masked members draw fresh randomness: their epoch key is
+    ``keys``, and each RNG-stream key of their model is folded with bits of
+    ``keys`` (so it no longer repeats the stream it was copied from).
+  """
+  def pick(new, old):
+    return jnp.where(mask.reshape(mask.shape + (1,) * (old.ndim - 1)), new, old)
+
+  leaves, treedef = jax.tree.flatten(state.model_state)
+  bits = keys[:, 0] ^ keys[:, -1]
+  new_leaves = []
+  for leaf, impl in zip(leaves, key_impls or (None,) * len(leaves)):
+    if impl is not None:
+      typed = jax.random.wrap_key_data(leaf, impl=impl)
+      leaf = pick(jax.random.key_data(jax.vmap(jax.random.fold_in)(typed, bits)), leaf)
+    new_leaves.append(leaf)
+  return state.replace(key=pick(keys, state.key),
+                       model_state=jax.tree.unflatten(treedef, new_leaves))
+
+
+def _take_members(state, index):
+  return jax.tree.map(lambda a: jnp.take(a, index, axis=0), state)
+
+
+_take = jax.jit(_take_members)
+
+
+@functools.lru_cache(maxsize=None)
+def _sharded_take(mesh: jax.sharding.Mesh):
+  # The output keeps the member sharding: XLA moves the donors' shards
+  # between devices (and processes) as one collective gather.
+  return jax.jit(_take_members, out_shardings=distributed.member_sharding(mesh))
+
+
+def _mesh_of(state: PopulationState) -> jax.sharding.Mesh | None:
+  """The population mesh ``state`` is split over, or None."""
+  sharding = getattr(state.epoch, "sharding", None)
+  if (isinstance(sharding, jax.sharding.NamedSharding)
+      and sharding.spec == jax.sharding.PartitionSpec(distributed.AXIS)):
+    return sharding.mesh
+  return None
+
+
+def take(state: PopulationState, index) -> PopulationState:
+  """Gathers members ``index`` (exploit / compaction: one gather on device).
+
+  A state split over a population mesh stays split over it (``Q`` must then
+  be a multiple of the device count).
+
+  Args:
+    state: a group state.
+    index: ``[Q]`` member indices; ``Q`` may differ from ``P`` (compaction).
+
+  Returns:
+    The state of members ``index``, in that order.
+  """
+  mesh = _mesh_of(state)
+  if mesh is None:
+    return _take(state, jnp.asarray(index, jnp.int32))
+  return _sharded_take(mesh)(state, distributed.put(np.asarray(index, np.int32),
+                                                    distributed.replicated(mesh)))
+
+
+def member_keys(seed: int, indices: Sequence[int]) -> jax.Array:
+  """Per-member key data: member ``i``'s key depends only on (seed, i)."""
+  base = jax.random.key(seed)
+  return jnp.stack([jax.random.key_data(jax.random.fold_in(base, int(i))) for i in indices])
+
+
+# Separates the keys of exploited members from the initial member keys
+# (``fold_in(key(seed), i)``), which would collide only for this many members.
+_EXPLOIT_STREAM = 0x45584C54
+
+
+def exploit_key(seed: int, member: int, generation: int) -> np.ndarray:
+  """Key data for ``member`` after it copied another member at ``generation``.
+
+  A function of ``(seed, member, generation)`` alone: deterministic, the same
+  on every process, and different from its donor's key, so that the clone
+  draws its own batch order and dropout masks from then on.
+
+  Returns:
+    uint32 ``[2]`` key data.
+  """
+  k = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _EXPLOIT_STREAM), int(member))
+  return np.asarray(jax.random.key_data(jax.random.fold_in(k, int(generation))))
+
+
+def pad_eval(x, y, eval_batch_size: int, length: int | None = None):
+  """Pads an evaluation split to whole chunks; returns (x, y, weights)."""
+  n = x.shape[0]
+  length = length or n
+  length = -(-length // eval_batch_size) * eval_batch_size
+  pad = length - n
+  w = jnp.concatenate([jnp.ones(n, jnp.float32), jnp.zeros(pad, jnp.float32)])
+  if pad:
+    x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)])
+    y = jnp.concatenate([y, jnp.zeros((pad,) + y.shape[1:], y.dtype)])
+  return x, y, w

@@ -1,0 +1,179 @@
+"""What a tuning run returns: the best member, every member-epoch, the best model.
+
+:func:`hpjax.tune` returns a :class:`Results`; :meth:`Results.load` reads one
+back from any finished workdir (the launcher's too)::
+
+  results = hpjax.tune(MyCNN, (x, y), space, controller=hpjax.PBT())
+  results.best.hparams, results.best.val, results.best.test
+  results.dataframe()            # one row per member and epoch (pandas)
+  model = results.best_model()   # an NNX module, ready to call
+  results.predict(x_new)         # the best model's outputs on raw inputs
+  results.plot()                 # PNGs in WORKDIR/plots
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from hpjax import checkpoint
+from hpjax import engine
+from hpjax import lineage
+from hpjax.data import normalize
+
+
+@dataclasses.dataclass(frozen=True)
+class Best:
+  """The best member of a finished run.
+
+  Attributes:
+    member: its id.
+    hparams: its hyperparameters at the end (choices by name).
+    val: its validation metrics (``loss`` and the run's metric).
+    test: the same on the test split.
+    fitness: the ranked metric's name; ``mode`` its direction.
+  """
+
+  member: int
+  hparams: dict
+  val: dict
+  test: dict
+  fitness: str
+  mode: str
+
+
+class Results:
+  """A finished run: its summary, its files, and (in the process that ran it) its population.
+
+  Args:
+    workdir: the run's directory.
+    summary: ``summary.json``'s dict.
+    population: the trained :class:`hpjax.Population`, or None when loaded
+      from disk.
+    model: the model factory, needed to rebuild the best model from disk
+      (default: the built-in families).
+  """
+
+  def __init__(self, workdir: str, summary: Mapping[str, Any], population=None,
+               model: Callable[..., nnx.Module] | None = None):
+    self.workdir = os.path.abspath(workdir)
+    self.summary = dict(summary)
+    self.population = population
+    self._model = model
+
+  @classmethod
+  def load(cls, workdir: str, model: Callable[..., nnx.Module] | None = None) -> "Results":
+    """The results of a finished run in ``workdir``.
+
+    Raises:
+      ValueError: the workdir holds no finished run (no ``summary.json``).
+    """
+    path = os.path.join(workdir, "summary.json")
+    try:
+      with open(path) as f:
+        summary = json.load(f)
+    except (OSError, ValueError) as e:
+      raise ValueError(f"{path}: no finished run to load ({e})") from None
+    return cls(workdir, summary, model=model)
+
+  @property
+  def best(self) -> Best:
+    """The best member at the end of the run (by the run's fitness and direction)."""
+    s = self.summary
+    return Best(member=int(s["best_member"]), hparams=dict(s["hyperparameters"]),
+                val=dict(s["val"]), test=dict(s["test"]), fitness=s["fitness"],
+                mode=s.get("mode", "max"))
+
+  def dataframe(self):
+    """Every member-epoch as a ``pandas.DataFrame``.
+
+    Columns: ``epoch``, ``member``, the train and validation metrics
+    (``train_loss``, ``val_accuracy``, ...), ``wall_s``, and one column per
+    hyperparameter the member trained with that epoch.
+    """
+    import pandas as pd  # pylint: disable=g-import-not-at-top
+    rows = []
+    for r in lineage.read_jsonl(os.path.join(self.workdir, "metrics.jsonl")):
+      hp = r.pop("hparams", {}) or {}
+      flat = {}
+      for k, v in hp.items():
+        if isinstance(v, Mapping):  # rows of runs logged by hpjax < 0.2
+          flat.update(v)
+        else:
+          flat[k] = v
+      rows.append({**r, **flat})
+    return pd.DataFrame(rows)
+
+  def best_model(self) -> nnx.Module:
+    """The best member's model: an NNX module in eval mode, called on normalized inputs.
+
+    Use :meth:`predict` for raw inputs (it normalizes them as training did).
+    """
+    if self.population is not None:
+      pop = self.population
+      position = int(self.summary["ranking_positions"][0])
+      return pop.member_model(position)
+    return self._load_model()[0]
+
+  def _load_model(self):
+    """The exported best model (``WORKDIR/best/model``) rebuilt with the model factory."""
+    params, state, meta = checkpoint.load_model(os.path.join(self.workdir, "best", "model"))
+    from hpjax import models  # pylint: disable=g-import-not-at-top
+    factory = self._model or models.builtin
+    structural = tuple(meta.get("structural", {}).items())
+    spec = engine.GroupSpec(model=factory, structural=structural, batch_size=1,
+                            input_shape=tuple(meta["input_shape"]),
+                            num_outputs=int(meta["num_outputs"]), task=meta["task"], traced=(),
+                            loss=None, metric=None, val_loss=None)
+    lead = jax.tree.map(lambda a: np.asarray(a)[None], {"params": params, "state": state})
+    host = engine.PopulationState(params=lead["params"], model_state=lead["state"],
+                                  opt_state=None, hparams={}, key=None, epoch=None)
+    return engine.model_of(spec, host, 0), meta
+
+  def predict(self, x) -> np.ndarray:
+    """The best model's outputs (logits, or predictions for regression) on raw inputs ``x``.
+
+    ``x`` is in the stored units of the run's data (e.g. uint8 images); it
+    is normalized with the training split's statistics, as in training.
+    """
+    if self.population is not None:
+      pop = self.population
+      position = int(self.summary["ranking_positions"][0])
+      g = next(g for g in pop.groups if position in g.members)
+      out = g.fns.predict(g.state, x)
+      return np.asarray(out[g.members.index(position)])
+    model, meta = self._load_model()
+    return np.asarray(_call(model, normalize(x, meta["mean"], meta["std"]), meta))
+
+  def plot(self) -> list[str]:
+    """Writes the report's plots (``WORKDIR/plots/*.png``) and returns their paths."""
+    from hpjax import report  # pylint: disable=g-import-not-at-top
+    return report.build_report(self.workdir)["plots"]
+
+  def table(self, top: int = 10) -> str:
+    """The ranking table as text."""
+    from hpjax import report  # pylint: disable=g-import-not-at-top
+    return report.format_table(report.summarize(report.load_run(self.workdir)), top=top)
+
+  def __repr__(self) -> str:
+    b = self.best
+    return (f"Results(workdir={self.workdir!r}, best member {b.member}: val "
+            + ", ".join(f"{k}={v:.4g}" for k, v in b.val.items()) + ")")
+
+
+def _call(model: nnx.Module, x, meta: Mapping[str, Any]):
+  """Calls an exported model in eval mode with its recorded hyperparameters."""
+  from hpjax import hparams as hp_lib  # pylint: disable=g-import-not-at-top
+  values = {}
+  for k, v in meta["hyperparameters"].items():
+    values[k] = hp_lib.TracedChoice(0, (v,)) if isinstance(v, str) else v
+  if engine._takes_hparams(model):  # pylint: disable=protected-access
+    return model(x, hp_lib.HParams(values, train=False))
+  return model(x)
