@@ -265,7 +265,8 @@ class Outcome:
   workdir: str
 
 
-def _population(exp: Experiment) -> Population:
+def build_population(exp: Experiment) -> Population:
+  """The population an experiment trains (before any checkpoint is restored)."""
   return Population(exp.members, exp.data, model=exp.model, loss=exp.loss, metric=exp.metric,
                     val_loss=exp.val_loss, space=exp.space, candidates=exp.candidates,
                     seed=exp.seed, schedule=exp.schedule, eval_batch_size=exp.eval_batch_size,
@@ -391,7 +392,7 @@ def execute(exp: Experiment, workdir: str, *, log: Callable[[str], None] = print
   if not main:
     log = lambda text: None
   log(exp.data.summary())
-  pop = _population(exp)
+  pop = build_population(exp)
   log(f"population: {pop.size} members in {len(pop.groups)} compiled group(s)"
       + (f", split over {pop.mesh.size} devices" if pop.mesh is not None else ""))
   check_workdir(workdir, exp.config)
