@@ -114,9 +114,14 @@ def test_divergence_threshold_is_exact():
   rates = [1e-3, 1e-2, 1e-1, 1.0]
   curves = [[2.0, 1.0], [2.0, 3.0], [2.0, 3.0000001], [2.0, np.inf]]
   res = lr_range.analyse(rates, curves)
-  assert res.diverged.tolist() == [False, False, True, True]  # 3.0 == 1.5 x 2.0 is not above
-  assert lr_range.analyse(rates, curves, diverge_factor=2.0).diverged.tolist() == [
-      False, False, False, True]
+  blew_up = res.diverged & ~res.no_progress
+  assert blew_up.tolist() == [False, False, True, True]  # 3.0 == 1.5 x 2.0 is not above
+  # Not blown up, but above the best rate and no better than its start.
+  assert res.no_progress.tolist() == [False, True, False, False]
+  assert res.diverged.tolist() == [False, True, True, True]
+  res = lr_range.analyse(rates, curves, diverge_factor=2.0)
+  assert (res.diverged & ~res.no_progress).tolist() == [False, False, False, True]
+  assert res.no_progress.tolist() == [False, True, True, False]
 
 
 def test_nan_anywhere_diverges_even_if_the_end_is_finite():
@@ -168,6 +173,97 @@ def test_zero_initial_loss_gives_zero_slope():
   assert res.best_rate == 1e-2
 
 
+def _collapse_sweep(top=(2.31, 2.38, 2.45)):
+  """Validation-loss curves like adam's on digits: 7 points, the first the
+  loss before training (ln 10 = 2.30 for every rate), then one per epoch.
+
+  1e-4 improves slowly (2.30 -> 2.15); the middle rates learn, best at
+  3.2e-3; 3.2e-2 learns less; the top three (0.1, 0.32, 1) jump up in the
+  first epoch and collapse to chance, ending at ``top`` (never above 1.5 x
+  the initial loss, never NaN).
+  """
+  finals = [2.15, 1.2, 0.3, 0.15, 0.25, 0.9]
+  curves = [np.geomspace(2.3, f, 7) for f in finals]
+  for f in top:
+    curves.append(np.array([2.3, 3.4, 2.9, 2.6, 2.45, 2.35, f]))
+  return lr_range.log_spaced_rates(1e-4, 1.0, 9), np.stack(curves)
+
+
+def test_collapse_to_chance_at_the_top_is_flagged():
+  rates, curves = _collapse_sweep()
+  res = lr_range.analyse(rates, curves)
+  assert res.best_rate == pytest.approx(10 ** -2.5)
+  # Before: final 2.31-2.45 against 2.30 at the start is below 1.5 x the
+  # initial loss, and nothing was flagged.
+  assert res.diverged.tolist() == [False] * 6 + [True] * 3
+  lo, hi = res.suggested_range
+  assert lo == pytest.approx(10 ** -3.5) and hi == pytest.approx(10 ** -1.5)
+  text = lr_range.describe(res)
+  assert text == ("loss falls fastest at lr 3.2e-03; useful range 3.2e-04 – 3.2e-02; "
+                  "too high (no progress) from 1.0e-01; too low (slow) below 3.2e-04")
+  assert res.no_progress.tolist() == [False] * 6 + [True] * 3
+  # The small rate removed less than 10 % too, but it is slow, not flagged.
+  assert 0 < res.slopes[0] < 0.1 and not res.no_progress[0] and not res.diverged[0]
+
+
+def test_a_slow_small_rate_is_not_flagged_like_a_collapsed_high_one():
+  # Both remove about 2 % of the initial loss; only the one above the best
+  # rate is too high. The one below is slow.
+  rates = [1e-5, 1e-3, 1.0]
+  curves = [[2.3, 2.28, 2.25], [2.3, 1.0, 0.4], [2.3, 2.6, 2.25]]
+  res = lr_range.analyse(rates, curves)
+  np.testing.assert_allclose(res.slopes[[0, 2]], [0.05 / 2.3, 0.05 / 2.3])
+  assert res.diverged.tolist() == [False, False, True]
+  assert "too low (slow) below 1.0e-03" in lr_range.describe(res)
+  assert res.no_progress.tolist() == [False, False, True]
+
+
+def test_no_progress_is_excluded_from_the_range():
+  # 0.1 ends just below its start (slope 0.009): with a small range_fraction
+  # it used to join the suggested range.
+  rates, curves = _collapse_sweep(top=(2.28, 2.38, 2.45))
+  res = lr_range.analyse(rates, curves, range_fraction=0.005)
+  assert res.slopes[6] > 0.005 * res.slopes[3]
+  assert res.suggested_range == (pytest.approx(1e-4), pytest.approx(10 ** -1.5))
+  assert res.no_progress[6] and res.diverged[6]
+
+
+def test_min_progress():
+  rates, curves = _collapse_sweep(top=(2.0, 2.38, 2.45))  # 0.1 removes 13 %
+  assert lr_range.analyse(rates, curves).no_progress.tolist() == [False] * 7 + [True] * 2
+  res = lr_range.analyse(rates, curves, min_progress=0.2)
+  assert res.no_progress.tolist() == [False] * 6 + [True] * 3
+  # 3.2e-2 removed 61 %: it is not flagged even at min_progress 0.6 ...
+  res = lr_range.analyse(rates, curves, min_progress=0.6)
+  assert res.no_progress.tolist() == [False] * 6 + [True] * 3
+  # ... and the threshold is exact: 1 - 0.75 = 0.25 is not below 0.25.
+  res = lr_range.analyse([1e-3, 1e-2, 1e-1], [[1.0, 0.5], [1.0, 0.75], [1.0, 0.75000001]],
+                         min_progress=0.25)
+  assert res.no_progress.tolist() == [False, False, True]
+  # Nothing above the best rate: nothing to flag.
+  assert not lr_range.analyse(rates[:4], curves[:4]).no_progress.any()
+
+
+def test_no_progress_needs_a_best_rate_that_progressed():
+  # Every rate is slow (the best removes 2 %): nothing is "too high".
+  rates = [1e-4, 1e-3, 1e-2]
+  res = lr_range.analyse(rates, [[2.3, 2.29, 2.28], [2.3, 2.27, 2.25], [2.3, 2.29, 2.27]])
+  assert res.best_rate == 1e-3
+  assert not res.no_progress.any() and not res.diverged.any()
+  assert res.suggested_range == (1e-3, 1e-2)
+
+
+def test_describe_names_both_reasons_at_the_top():
+  rates, curves = _collapse_sweep()
+  curves[7, 3:] = np.nan  # 0.32 blows up; 0.1 and 1.0 collapse
+  text = lr_range.describe(lr_range.analyse(rates, curves))
+  assert "too high (diverged or no progress) from 1.0e-01" in text
+  rates, curves = _collapse_sweep()
+  curves[6:, 3:] = np.nan  # all three blow up
+  text = lr_range.describe(lr_range.analyse(rates, curves))
+  assert "too high (diverged) from 1.0e-01" in text
+
+
 # ---------------------------------------------------------------------------
 # Description.
 
@@ -212,6 +308,9 @@ def test_describe_rejects_other_types():
     ([1e-3, 1e-2], [[1.0, 0.5], [1.0, 0.5]], {"diverge_factor": 1.0}, "diverge_factor"),
     ([1e-3, 1e-2], [[1.0, 0.5], [1.0, 0.5]], {"range_fraction": 0.0}, "range_fraction"),
     ([1e-3, 1e-2], [[1.0, 0.5], [1.0, 0.5]], {"range_fraction": 1.5}, "range_fraction"),
+    ([1e-3, 1e-2], [[1.0, 0.5], [1.0, 0.5]], {"min_progress": -0.1}, "min_progress"),
+    ([1e-3, 1e-2], [[1.0, 0.5], [1.0, 0.5]], {"min_progress": 1.0}, "min_progress"),
+    ([1e-3, 1e-2], [[1.0, 0.5], [1.0, 0.5]], {"min_progress": "0.1"}, "min_progress"),
 ])
 def test_analyse_validation(rates, curves, kwargs, field):
   with pytest.raises(ValueError, match=rf"^{field}: ") as e:

@@ -336,6 +336,125 @@ def test_max_pool_matches_flax(hw):
   np.testing.assert_allclose(ours[1], ref[1], rtol=1e-6, atol=1e-6)
 
 
+def _first_max_pool(x, window=2):
+  """Reference max pool, 'VALID': ``jax.grad`` sends each window's gradient to
+  its first maximum in row-major order (``argmax`` takes the first)."""
+  b, h, w, c = x.shape
+  ho, wo = h // window, w // window
+  win = x[:, :ho * window, :wo * window, :].reshape(b, ho, window, wo, window, c)
+  win = win.transpose(0, 1, 3, 5, 2, 4).reshape(b, ho, wo, c, window * window)
+  first = jnp.argmax(win, axis=-1)[..., None]
+  return jnp.take_along_axis(win, first, axis=-1)[..., 0]
+
+
+def _tied_windows(x, window=2):
+  """Fraction of the 'VALID' windows whose maximum occurs more than once."""
+  x = np.asarray(x)
+  b, h, w, c = x.shape
+  ho, wo = h // window, w // window
+  win = x[:, :ho * window, :wo * window, :].reshape(b, ho, window, wo, window, c)
+  return np.mean((win == win.max(axis=(2, 4), keepdims=True)).sum(axis=(2, 4)) > 1)
+
+
+def _weighted_sum_grad(pool):
+  # Random weights per output: each window passes on a different gradient.
+  def loss(x):
+    y = pool(x)
+    return jnp.sum(y * jax.random.normal(jax.random.key(9), y.shape))
+  return fast_jit(jax.grad(loss))
+
+
+def _tied_inputs(digits):
+  """uint8-valued inputs with flat regions: digits images (0 background) and
+  a crafted array of plateaus, both ``[4, 8, 8, 1]`` floats."""
+  images = np.asarray(digits.x_train[:4], np.float32)
+  crafted = np.zeros((4, 8, 8, 1), np.float32)
+  crafted[:, 2:6, 1:7] = 128.0  # a plateau, windows straddling its edge
+  crafted[:, 3, 3] = 255.0  # one peak inside it
+  crafted[1, 0:2, 4:6] = 7.0  # a flat window of its own
+  return images, crafted
+
+
+def test_max_pool_ties_gradient_goes_to_the_first_maximum(digits):
+  # uint8 images have flat backgrounds: many windows tie. Each window's
+  # gradient must reach one input (the first maximum, as in PyTorch and
+  # lax.reduce_window), not every tied one.
+  for x in _tied_inputs(digits):
+    assert _tied_windows(x) > 0.2
+    ours = _weighted_sum_grad(lambda x: layers.max_pool(x, 2))(x)
+    np.testing.assert_array_equal(layers.max_pool(x, 2), _first_max_pool(x))
+    np.testing.assert_allclose(ours, _weighted_sum_grad(_first_max_pool)(x), rtol=1e-6, atol=1e-6)
+    flax_grad = _weighted_sum_grad(
+        lambda x: flax.linen.max_pool(x, (2, 2), strides=(2, 2), padding="VALID"))(x)
+    np.testing.assert_allclose(ours, flax_grad, rtol=1e-6, atol=1e-6)
+    # One nonzero per window: the gradient's total is the pooled gradient's.
+    assert np.count_nonzero(ours) == np.prod(layers.max_pool(x, 2).shape)
+
+
+def test_max_pool_ties_under_vmap(digits):
+  images, crafted = _tied_inputs(digits)
+  members = jnp.stack([images, crafted, images[::-1] * 0.5 + 3.0])  # 3 members
+  ours = jax.vmap(_weighted_sum_grad(lambda x: layers.max_pool(x, 2)))(members)
+  ref = _weighted_sum_grad(_first_max_pool)
+  for i in range(members.shape[0]):
+    np.testing.assert_allclose(ours[i], ref(members[i]), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("act", range(len(NAMES)))
+def test_max_pool_ties_first_conv_kernel_gradient(digits, monkeypatch, act):
+  # End to end on normalized digits (the engine's input): the first conv's
+  # kernel gradient with max_pool equals the one with the reference pool.
+  # Giving every tied maximum the gradient made it differ by a relative
+  # error of 0.07-0.16 (bench CNN, 256 images at 8x8; 0.56-1.85 at 28x28).
+  model = _model("vgg", (8, 8, 1))
+  graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  x = (np.asarray(digits.x_train[:16], np.float32) - digits.mean) / digits.std
+  y = np.asarray(digits.y_train[:16])
+
+  def kernel_grad():
+    def loss(p):
+      out = nnx.merge(graphdef, p, stats)(x, Context(act))
+      return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(out), y[:, None], axis=1))
+    # A fresh jit: traced with whichever max_pool the model finds now.
+    return fast_jit(jax.grad(loss))(params)["convs"][0]["kernel"][...]
+
+  ours = kernel_grad()
+  monkeypatch.setattr(layers, "max_pool", _first_max_pool)
+  ref = kernel_grad()
+  assert np.linalg.norm(ref) > 0
+  np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
+
+
+def test_max_pool_nan_propagates_and_takes_the_gradient():
+  x = np.zeros((1, 4, 4, 1), np.float32)
+  x[0, 1, 0, 0] = x[0, 1, 1, 0] = np.nan  # window (0, 0): its first NaN wins
+  y, vjp = jax.vjp(lambda x: layers.max_pool(x, 2), x)
+  np.testing.assert_array_equal(y, nnx.max_pool(x, (2, 2), (2, 2), "VALID"))
+  assert np.isnan(y[0, 0, 0, 0]) and np.isnan(y).sum() == 1
+  (grad,) = vjp(jnp.arange(1.0, 5.0).reshape(1, 2, 2, 1))
+  np.testing.assert_array_equal(grad[0, :, :, 0], [[0, 0, 2, 0], [1, 0, 0, 0], [3, 0, 4, 0],
+                                                   [0, 0, 0, 0]])
+
+
+def test_max_pool_same_ties_match_reduce_window():
+  # jnp.maximum splits a tie 0.5 / 0.5; max_pool_same gives each window's
+  # gradient to its first maximum, as lax.reduce_window does.
+  np.testing.assert_array_equal(
+      jax.grad(jnp.maximum, argnums=(0, 1))(1.0, 1.0), (0.5, 0.5))
+  x = np.zeros((2, 6, 7, 2), np.float32)
+  x[:, 1:4, 2:6] = 9.0
+  x[0, 4, 0] = 3.0
+  ours = _weighted_sum_grad(lambda x: layers.max_pool_same(x, 3))(x)
+  ref = _weighted_sum_grad(
+      lambda x: flax.linen.max_pool(x, (3, 3), strides=(1, 1), padding="SAME"))(x)
+  np.testing.assert_array_equal(layers.max_pool_same(x, 3),
+                                flax.linen.max_pool(x, (3, 3), strides=(1, 1), padding="SAME"))
+  np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6)
+  x[1, 2, 3, 1] = np.nan  # a NaN propagates to its windows, as with jnp.maximum
+  out = np.asarray(layers.max_pool_same(x, 3))
+  assert np.isnan(out[1, 1:4, 2:5, 1]).all() and np.isnan(out).sum() == 9
+
+
 def test_avg_pool_matches_flax():
   x = _inputs((7, 8, 3), seed=5)
   ref = flax.linen.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")

@@ -5,7 +5,10 @@ learning rate of a single run step by step and watches where the loss falls
 fastest and where it blows up. Here the sweep is spread over the population
 instead: each member trains a short run with one constant learning rate from
 a log-spaced set (:func:`log_spaced_rates`), all members at once, and
-:func:`analyse` reads the resulting training-loss curves.
+:func:`analyse` reads the resulting loss curves. ``hpjax.tuner`` passes each
+member's *validation* loss: the loss before training, then one point per
+epoch (so a curve's first point is the untrained model's loss, for a
+classifier near the chance level ``ln(classes)``).
 
 Per rate, measured on the curve ``c`` of ``n_points`` losses:
 
@@ -18,17 +21,32 @@ Per rate, measured on the curve ``c`` of ``n_points`` losses:
   couple of epochs). A least-squares fit over the curve was rejected: the
   curves are strongly non-linear (fast early drop, then a plateau) and a fit
   weighs the plateau as much as the drop.
-* *diverged*: any non-finite point on the curve (a NaN / inf loss means the
+* *blew up*: any non-finite point on the curve (a NaN / inf loss means the
   parameters blew up, and they stay broken), or a final loss above
   ``diverge_factor`` (default 1.5) times the initial one.
+* *no progress*: a rate above the best rate (below) that did not blow up but
+  removed less than ``min_progress`` (default 0.1, i.e. 10 %) of its initial
+  loss, its final loss staying at or near the initial one, while the best
+  rate removed at least that much. Such a rate is too high to learn: in
+  ``experiments/configs/digits_lr_range.py`` (adam), the rates from 0.046 to
+  1 collapse to predicting chance, final validation losses 2.30-2.39 (ln(10)
+  = 2.30) against 2.53 before training, slopes 0.05-0.09, never above 1.5 x
+  the initial loss. The default suits a classifier whose untrained loss is
+  near chance: a collapse to chance from an initial loss above 1.11 x the
+  chance level (``1 / (1 - min_progress)``) removes more than
+  ``min_progress`` and is not flagged. Only rates above the best are
+  flagged: a small rate that barely moved is slow, not broken (it shows as
+  "too low" in :func:`describe`).
+* *diverged*: blew up or no progress, the rates too high to train with.
 
-The *best rate* is the non-diverged rate with the largest slope (ties go to
-the lower rate, the safer choice). The *suggested range* grows from the best
-rate, one neighbour at a time in rate order, over the rates that did not
-diverge and whose slope is at least ``range_fraction`` (default 0.5, i.e. 50 %)
-of the best slope; it is therefore contiguous and never contains a diverged
-rate. Losses are assumed positive (cross-entropy, squared error), the usual
-case; a zero initial loss gives a slope of 0.
+The *best rate* is the rate with the largest slope among those that did not
+blow up (ties go to the lower rate, the safer choice); it must have lowered
+the loss. The *suggested range* grows from the best rate, one neighbour at a
+time in rate order, over the rates that did not diverge and whose slope is
+at least ``range_fraction`` (default 0.5, i.e. 50 %) of the best slope; it is
+therefore contiguous and never contains a diverged rate. Losses are assumed
+positive (cross-entropy, squared error), the usual case; a zero initial loss
+gives a slope of 0.
 """
 
 from __future__ import annotations
@@ -81,17 +99,22 @@ class RangeResult:
 
   Attributes:
     rates: float64 ``[n]`` the learning rates, increasing.
-    losses: float64 ``[n]`` final training loss per rate (mean of the last
-      ``tail`` points; NaN where that is not finite).
+    losses: float64 ``[n]`` final loss per rate (mean of the last ``tail``
+      points; NaN where that is not finite).
     slopes: float64 ``[n]`` relative decrease ``(first - final) / |first|``
       (NaN where either is not finite).
-    best_rate: the non-diverged rate whose loss fell fastest; NaN when every
-      rate diverged or none made the loss fall.
+    best_rate: the rate, among those that did not blow up, whose loss fell
+      fastest; NaN when every rate blew up or none made the loss fall.
     suggested_range: ``(low, high)`` contiguous rates around ``best_rate``
       whose slope is at least ``range_fraction`` of the best and that did not
       diverge; ``(nan, nan)`` when there is no best rate.
-    diverged: bool ``[n]`` non-finite loss anywhere on the curve, or final
-      loss above ``diverge_factor`` times the initial loss.
+    diverged: bool ``[n]`` too high to train with: a non-finite loss
+      anywhere on the curve, a final loss above ``diverge_factor`` times the
+      initial loss, or ``no_progress``.
+    no_progress: bool ``[n]`` the diverged rates that did not blow up but,
+      above the best rate, removed less than ``min_progress`` of their
+      initial loss (e.g. collapsed to chance) while the best rate removed
+      more; all False when there is no best rate.
   """
 
   rates: np.ndarray
@@ -100,18 +123,26 @@ class RangeResult:
   best_rate: float
   suggested_range: tuple
   diverged: np.ndarray
+  no_progress: np.ndarray | None = None  # None (code that predates the field): all False
+
+  def __post_init__(self):
+    if self.no_progress is None:
+      object.__setattr__(self, "no_progress", np.zeros(np.shape(self.diverged), bool))
 
 
 def analyse(rates: np.ndarray, loss_curves: np.ndarray, *, tail: int = 1,
-            diverge_factor: float = 1.5, range_fraction: float = 0.5) -> RangeResult:
+            diverge_factor: float = 1.5, range_fraction: float = 0.5,
+            min_progress: float = 0.1) -> RangeResult:
   """Reads the loss curves of a side-by-side learning-rate sweep.
 
   See the module docstring for the exact definitions.
 
   Args:
     rates: ``[n]`` distinct positive learning rates, in any order.
-    loss_curves: ``[n, n_points]`` training loss of each rate's run over its
-      steps or epochs (``n_points >= 2``); NaN / inf allowed (they mark a
+    loss_curves: ``[n, n_points]`` loss of each rate's run over its steps or
+      epochs (``n_points >= 2``), the first point taken before or at the
+      start of training (``hpjax.tuner``: the validation loss before
+      training, then after each epoch); NaN / inf allowed (they mark a
       diverged run).
     tail: final points averaged into the final loss, in
       ``[1, n_points - 1]`` (the first point is the reference).
@@ -119,6 +150,10 @@ def analyse(rates: np.ndarray, loss_curves: np.ndarray, *, tail: int = 1,
       loss counts as diverged; > 1.
     range_fraction: a rate joins the suggested range when its slope is at
       least this fraction of the best slope; in ``(0, 1]``.
+    min_progress: a rate above the best one whose slope is below this (it
+      removed less than this fraction of its initial loss) made no progress
+      and counts as diverged, provided the best slope is at least this; in
+      ``[0, 1)``.
 
   Returns:
     The :class:`RangeResult`, sorted by rate.
@@ -150,6 +185,8 @@ def analyse(rates: np.ndarray, loss_curves: np.ndarray, *, tail: int = 1,
     raise ValueError(f"diverge_factor: must be a finite number > 1, got {diverge_factor!r}")
   if not _is_real(range_fraction) or not 0 < range_fraction <= 1:
     raise ValueError(f"range_fraction: must be in (0, 1], got {range_fraction!r}")
+  if not _is_real(min_progress) or not 0 <= min_progress < 1:
+    raise ValueError(f"min_progress: must be in [0, 1), got {min_progress!r}")
 
   order = np.argsort(r, kind="stable")
   r, c = r[order], c[order]
@@ -161,20 +198,24 @@ def analyse(rates: np.ndarray, loss_curves: np.ndarray, *, tail: int = 1,
   # |first| keeps the sign of the comparison right should a loss be negative;
   # for the usual positive loss it reads ``final > diverge_factor * first``.
   rose = finite & (final - first > (diverge_factor - 1.0) * np.abs(first))
-  diverged = ~finite | rose
+  blew_up = ~finite | rose
   denom = np.abs(first)
   with np.errstate(invalid="ignore", divide="ignore"):
     slopes = np.where(denom > 0, (first - final) / np.where(denom > 0, denom, 1.0), 0.0)
   slopes = np.where(finite, slopes, np.nan)
 
   best_rate, suggested = math.nan, (math.nan, math.nan)
-  # A best rate must not have diverged and must actually have lowered the loss.
-  candidates = np.flatnonzero(~diverged & (slopes > 0))
+  no_progress = np.zeros(len(r), bool)
+  # A best rate must not have blown up and must actually have lowered the loss.
+  candidates = np.flatnonzero(~blew_up & (slopes > 0))
   if candidates.size:
     # argmax takes the first maximum: the lowest rate among equal slopes.
     b = int(candidates[np.argmax(slopes[candidates])])
-    threshold = range_fraction * slopes[b]
-    ok = ~diverged & (slopes >= threshold)
+    if slopes[b] >= min_progress:
+      # Above a rate that learnt, one that left its loss near the start is
+      # too high (e.g. collapsed to chance), not slow.
+      no_progress = (np.arange(len(r)) > b) & ~blew_up & (slopes < min_progress)
+    ok = ~blew_up & ~no_progress & (slopes >= range_fraction * slopes[b])
     lo = b
     while lo > 0 and ok[lo - 1]:
       lo -= 1
@@ -183,7 +224,8 @@ def analyse(rates: np.ndarray, loss_curves: np.ndarray, *, tail: int = 1,
       hi += 1
     best_rate, suggested = float(r[b]), (float(r[lo]), float(r[hi]))
   return RangeResult(rates=r, losses=final, slopes=slopes, best_rate=best_rate,
-                     suggested_range=suggested, diverged=diverged)
+                     suggested_range=suggested, diverged=blew_up | no_progress,
+                     no_progress=no_progress)
 
 
 def _fmt(x: float) -> str:
@@ -195,9 +237,12 @@ def describe(result: RangeResult) -> str:
 
   E.g. ``loss falls fastest at lr 3.2e-03; useful range 1.0e-03 – 1.0e-02;
   too high (diverged) from 1.0e-01; too low (slow) below 1.0e-03``. "Too
-  high" names the lowest diverged rate above the best one; "too low" the lower
-  end of the useful range, below which every rate fell less than the range's
-  threshold. A best rate at either end of the sweep adds a hint to widen it.
+  high" names the lowest diverged rate above the best one and why the rates
+  there are flagged: "diverged" (the loss blew up), "no progress" (it stayed
+  near its initial loss, e.g. collapsed to chance) or both; "too low" the
+  lower end of the useful range, below which every rate fell less than the
+  range's threshold. A best rate at either end of the sweep adds a hint to
+  widen it.
 
   Args:
     result: from :func:`analyse`.
@@ -224,7 +269,10 @@ def describe(result: RangeResult) -> str:
            f"useful range {_fmt(lo)} – {_fmt(hi)}"]
   above = np.flatnonzero(div & (r > result.best_rate))
   if above.size:
-    parts.append(f"too high (diverged) from {_fmt(r[above[0]])}")
+    stalled = result.no_progress[above]
+    why = " or ".join(w for w, present in (("diverged", not np.all(stalled)),
+                                            ("no progress", np.any(stalled))) if present)
+    parts.append(f"too high ({why}) from {_fmt(r[above[0]])}")
   if np.any(~div & (r < lo)):
     parts.append(f"too low (slow) below {_fmt(lo)}")
   if result.best_rate == r[-1]:

@@ -6,13 +6,14 @@ decides what XLA runs once it is vmapped:
 
 * ``lax.conv_general_dilated`` with a per-member kernel becomes a *grouped*
   convolution, which XLA:CPU runs on a slow path (about 40x slower than one
-  member at a time, see ``DESIGN.md``). :func:`conv2d` therefore defaults to an
+  member at a time). :func:`conv2d` therefore defaults to an
   im2col built from shifted slices (pure data movement) followed by one matrix
   product, which vmap turns into a batched matmul, the fastest primitive
   available on CPU. The XLA convolution stays available (``impl='xla'``) for
   backends where it wins.
 * ``max_pool``'s gradient (select-and-scatter) is slow on XLA:CPU; pooling
-  windows that tile the input are written as a reshape followed by ``max``.
+  windows that tile the input are compared position by position (elementwise
+  passes), and the gradient is a select by the recorded first maximum.
 * Activations are chosen per member by a traced index (:func:`activation`), so
   one compiled program serves members with different activations.
 """
@@ -188,27 +189,55 @@ def _pool_windows(h: int, w: int, window: int) -> tuple[int, int]:
   return (window if h >= window else 1), (window if w >= window else 1)
 
 
+def _replaces(s: jax.Array, y: jax.Array) -> jax.Array:
+  """Where a later window position ``s`` replaces the running maximum ``y``.
+
+  Strictly greater, so that the first of tied maxima stays; a NaN counts as
+  above every number, so that it propagates as through ``max`` (the first
+  NaN stays).
+  """
+  return (s > y) | (jnp.isnan(s) & ~jnp.isnan(y))
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def _max_pool_tiled(x: jax.Array, wh: int, ww: int) -> jax.Array:
-  b, h, w, c = x.shape
-  return x.reshape(b, h // wh, wh, w // ww, ww, c).max(axis=(2, 4))
+  return _max_pool_fwd(x, wh, ww)[0]
 
 
 def _max_pool_fwd(x, wh, ww):
-  y = _max_pool_tiled(x, wh, ww)
-  return y, (x, y)
-
-
-def _max_pool_bwd(wh, ww, res, g):
-  # One fused elementwise pass: the gradient goes to the window's maxima.
-  # (JAX's generic rule for max counts ties and divides: several passes,
-  # measured 3x slower here.)
-  x, y = res
+  # Each window's maximum and the position of its first occurrence, by a
+  # chain of comparisons over the window positions (each a [B, Ho, Wo, C]
+  # slice): elementwise passes that XLA fuses, faster than a max reduction
+  # over the window axes of the 6-D view. The backward then needs only the
+  # small position array, not x and the output.
   b, h, w, c = x.shape
   xr = x.reshape(b, h // wh, wh, w // ww, ww, c)
-  hit = xr == y[:, :, None, :, None, :]
-  gx = jnp.where(hit, g[:, :, None, :, None, :], jnp.zeros((), g.dtype))
-  return (gx.reshape(x.shape),)
+  dtype = jnp.int8 if wh * ww <= 127 else jnp.int32
+  y = first = None
+  for i in range(wh):
+    for j in range(ww):
+      s = xr[:, :, i, :, j, :]
+      if y is None:
+        y, first = s, jnp.zeros(s.shape, dtype)
+      else:
+        take = _replaces(s, y)
+        y = jnp.where(take, s, y)
+        first = jnp.where(take, jnp.asarray(i * ww + j, dtype), first)
+  return y, first
+
+
+def _max_pool_bwd(wh, ww, first, g):
+  # The window's gradient goes to its first maximum alone, as in PyTorch and
+  # lax.reduce_window. Giving it to every tied maximum (the rule before)
+  # multiplied it by the number of ties, and uint8 images' flat backgrounds
+  # tie often. An equal split among the ties (JAX's rule for max) measured
+  # 2-4x slower pooling alone, 15% more per training step
+  # (experiments/bench_pool.py, docs/benchmarks.md).
+  b, ho, wo, c = g.shape
+  pos = jnp.arange(wh * ww, dtype=first.dtype).reshape(1, 1, wh, 1, ww, 1)
+  gx = jnp.where(pos == first[:, :, None, :, None, :], g[:, :, None, :, None, :],
+                 jnp.zeros((), g.dtype))
+  return (gx.reshape(b, ho * wh, wo * ww, c),)
 
 
 _max_pool_tiled.defvjp(_max_pool_fwd, _max_pool_bwd)
@@ -217,9 +246,13 @@ _max_pool_tiled.defvjp(_max_pool_fwd, _max_pool_bwd)
 def max_pool(x: jax.Array, window: int = 2) -> jax.Array:
   """Non-overlapping max pooling (window = stride), 'VALID' like PyTorch.
 
-  Written as a reshape and a max with a one-pass custom gradient, avoiding
-  select-and-scatter (slow on XLA:CPU). Tied maxima in a window each receive
-  the gradient (PyTorch picks one); with real-valued inputs ties are rare.
+  Written as elementwise passes over the window positions with a custom
+  gradient, avoiding select-and-scatter (slow on XLA:CPU). Each window's
+  gradient goes to its first maximum in row-major order, as in PyTorch and
+  ``lax.reduce_window`` (Flax's ``max_pool``): tied maxima are common (flat
+  image backgrounds, ReLU zeros) and only one of them receives it. A NaN
+  counts as the maximum, as with ``jnp.max`` (the first NaN takes the
+  gradient).
 
   Args:
     x: ``[B, H, W, C]``.
@@ -249,17 +282,37 @@ def max_pool_same(x: jax.Array, window: int = 3) -> jax.Array:
 
   Used by the Inception-style pool branch; like :func:`conv2d`, slices keep
   the gradient a cheap elementwise select instead of select-and-scatter.
+  Separable: a max along each row's window, then along the column of those.
+  The gradient follows the same rule as :func:`max_pool` and
+  ``lax.reduce_window``: each window's first maximum in row-major order
+  receives it (the first row holding the maximum, and its first column
+  there). A chain of ``jnp.maximum``, used before, did not: autodiff splits a
+  tie of ``maximum(a, b)`` 0.5 / 0.5, so a window of tied values gave the
+  last one half the gradient, the one before a quarter, and so on.
+
+  Args:
+    x: ``[B, H, W, C]``.
+    window: pooling window, the same along both spatial axes.
+
+  Returns:
+    ``[B, H, W, C]``, the maximum over each ``window x window`` neighbourhood
+    (NaN where it holds a NaN; the first NaN takes the gradient).
   """
   b, h, w, c = x.shape
   _, lo, hi = _same_padding(h, window, 1)
   _, wlo, whi = _same_padding(w, window, 1)
   xp = jnp.pad(x, ((0, 0), (lo, hi), (wlo, whi), (0, 0)), constant_values=-jnp.inf)
-  out = None
-  for i in range(window):
-    for j in range(window):
-      s = xp[:, i:i + h, j:j + w, :]
-      out = s if out is None else jnp.maximum(out, s)
-  return out
+
+  def running_max(slices):
+    # On a tie the earlier slice stays, and with it the gradient. (Selects
+    # also measured faster to differentiate than jnp.maximum.)
+    out = None
+    for s in slices:
+      out = s if out is None else jnp.where(_replaces(s, out), s, out)
+    return out
+
+  rows = running_max(xp[:, :, j:j + w, :] for j in range(window))
+  return running_max(rows[:, i:i + h, :, :] for i in range(window))
 
 
 def dropout(x: jax.Array, rate: jax.Array, key: jax.Array | None, train: bool) -> jax.Array:
