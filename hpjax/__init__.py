@@ -17,7 +17,7 @@ from hpjax.data import DataError, Dataset, dataset_from_arrays, load_dataset
 from hpjax.engine import GroupSpec, PopulationState, group_functions
 from hpjax.fitness import Metric
 from hpjax.hparams import HParams, TracedChoice
-from hpjax.optim import EpochSchedule, Schedule
+from hpjax.optim import EpochSchedule
 from hpjax.population import Member, Population
 from hpjax.results import Results
 from hpjax.space import Choice, Fixed, Float, Int
@@ -28,6 +28,6 @@ __version__ = "0.2.0"
 __all__ = [
     "Choice", "DataError", "Dataset", "EpochSchedule", "Fixed", "Float", "GroupSpec", "HParams",
     "Halving", "Int", "Member", "Metric", "PBT", "Population", "PopulationState", "Results",
-    "Schedule", "Sweep", "TracedChoice", "dataset_from_arrays", "group_functions",
+    "Sweep", "TracedChoice", "dataset_from_arrays", "group_functions",
     "load_dataset", "optim", "tune",
 ]

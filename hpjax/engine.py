@@ -96,7 +96,10 @@ class GroupSpec:
   Attributes:
     model: the model factory (an ``nnx.Module`` class or a function).
     structural: ``((name, value), ...)``: the factory's keyword arguments.
-    batch_size: training minibatch size.
+    batch_size: training minibatch size; with ``batch_size`` among the traced
+      hyperparameters (see :func:`batch_sizes_traced`), the micro-batch size:
+      every member's batch size is a multiple of it, and a member updates
+      after ``its batch size / batch_size`` micro-batches.
     input_shape: per-example input shape.
     num_outputs: classes (classification) or 1 (regression).
     task: ``classification`` or ``regression``.
@@ -107,7 +110,7 @@ class GroupSpec:
     metric: the validation (and training) metric (:class:`hpjax.fitness.Metric`).
     val_loss: ``(outputs, y) -> [B]``: the validation loss, one objective for
       every member.
-    schedule: learning-rate schedule shape.
+    schedule: learning-rate schedule shape, in epochs.
     mean, std: per-channel normalisation of the stored inputs.
     eval_batch_size: examples per evaluation chunk.
     optimizer_family: ``None`` (the family is a per-member traced index, the
@@ -135,7 +138,7 @@ class GroupSpec:
   loss: Callable
   metric: fitness_lib.Metric
   val_loss: Callable
-  schedule: optim.Schedule = optim.Schedule()
+  schedule: optim.EpochSchedule = optim.EpochSchedule()
   mean: tuple = (0.0,)
   std: tuple = (1.0,)
   eval_batch_size: int = 256
@@ -272,8 +275,9 @@ def group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None = None) -> G
 def _group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None) -> GroupFunctions:
   t = _template(spec)
   # The update reads its values from state.hyperparams, not from here.
-  opt = optim.make_optimizer(spec.schedule, spec.optimizer_family)
+  opt = optim.make_optimizer(spec.optimizer_family)
   candidates = dict(spec.traced)
+  micro = "batch_size" in candidates  # batch size traced: micro-batches
   structural = dict(spec.structural)
 
   def merge(graphdef, params, rest):
@@ -284,7 +288,7 @@ def _group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None) -> GroupFu
     return nnx.merge(graphdef, p, jax.tree.unflatten(t.rest_def, leaves))
 
   def hp_view(opt_hp, hp, train, key, reads=None):
-    values = {**structural, **opt_hp}
+    values = {**structural, **{k: v for k, v in opt_hp.items() if k in optim.HPARAMS}}
     for name, value in hp.items():
       cands = candidates.get(name, ())
       values[name] = hp_lib.TracedChoice(value, cands) if cands else value
@@ -300,7 +304,7 @@ def _group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None) -> GroupFu
     model = build(spec, nnx.Rngs(jax.random.fold_in(key, 1), params=key))
     params, rest = _split_state(model)
     opt_hp = {k: hp[k] for k in optim.HPARAMS}
-    opt_state = optim.make_optimizer(spec.schedule, **opt_hp).init(params)
+    opt_state = optim.make_optimizer(**opt_hp).init(params)
     return params, rest, opt_state
 
   def init(keys: jax.Array, hparams: Mapping[str, jax.Array]) -> PopulationState:
@@ -314,7 +318,8 @@ def _group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None) -> GroupFu
         key=jax.random.key_data(jax.vmap(lambda k: jax.random.fold_in(k, 1))(typed)),
         epoch=jnp.zeros(keys.shape[0], jnp.int32))
 
-  def member_step(params, rest, opt_state, hp, x, y, key, reads=None):
+  def member_grads(params, rest, opt_state, hp, x, y, key, reads=None):
+    """One member's loss, gradients, new model state and metric on one batch."""
     def loss_fn(p):
       model = merge(t.train_def, p, rest)
       view = hp_view(opt_state.hyperparams, hp, True, key, reads)
@@ -323,10 +328,42 @@ def _group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None) -> GroupFu
       _, new_rest = _split_state(model)
       return l, (new_rest, out)
     (l, (new_rest, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return l, grads, new_rest, jnp.mean(spec.metric.fn(out, y))
+
+  def apply(params, opt_state, grads, factor):
+    """One optimizer update at the schedule's ``factor``."""
+    opt_state = optim.with_lr_scale(opt_state, factor)
     updates, opt_state = opt.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    score = jnp.mean(spec.metric.fn(out, y))
+    return optax.apply_updates(params, updates), opt_state
+
+  def member_step(params, rest, opt_state, hp, x, y, key, progress, reads=None):
+    l, grads, new_rest, score = member_grads(params, rest, opt_state, hp, x, y, key, reads)
+    params, opt_state = apply(params, opt_state, grads, spec.schedule.factor(progress))
     return params, new_rest, opt_state, l, score
+
+  def member_micro_step(carry, hp, x, y, key, t, updates_per_epoch, epoch):
+    """One micro-batch of a member whose batch size is ``hp['batch_size']``.
+
+    Gradients accumulate over ``k = batch_size / micro`` micro-batches, then
+    one update applies their mean: without BatchNorm exactly the full batch's
+    gradient. BatchNorm normalizes each micro-batch ("ghost batch norm"), and
+    its running statistics advance every micro-batch. Micro-steps past the
+    member's last whole batch of the epoch change nothing.
+    """
+    params, rest, opt_state, acc = carry
+    k = hp["batch_size"] // spec.batch_size
+    valid = t < updates_per_epoch * k
+    l, grads, new_rest, score = member_grads(params, rest, opt_state, hp, x, y, key)
+    acc = jax.tree.map(lambda a, g: a + jnp.where(valid, g, 0.0), acc, grads)
+    boundary = valid & ((t + 1) % k == 0)
+    progress = epoch + (t // k) / updates_per_epoch
+    mean = jax.tree.map(lambda a: a / k.astype(a.dtype), acc)
+    new_params, new_opt = apply(params, opt_state, mean, spec.schedule.factor(progress))
+    pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(boundary, a, b), new, old)
+    params, opt_state = pick(new_params, params), pick(new_opt, opt_state)
+    rest = jax.tree.map(lambda a, b: jnp.where(valid, a, b), new_rest, rest)
+    acc = jax.tree.map(lambda a: jnp.where(boundary, jnp.zeros_like(a), a), acc)
+    return (params, rest, opt_state, acc), (jnp.where(valid, l, 0.0), jnp.where(valid, score, 0.0))
 
   def train_epoch(state: PopulationState, x: jax.Array, y: jax.Array):
     """One epoch over ``x, y`` (device arrays shared by all members)."""
@@ -338,7 +375,7 @@ def _group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None) -> GroupFu
     keys = jax.random.wrap_key_data(state.key)
     split = jax.vmap(lambda k: jax.random.split(k, 3))(keys)
     next_key, perm_key, drop_key = split[:, 0], split[:, 1], split[:, 2]
-    # A per-member permutation, truncated to whole batches, [P, steps, B];
+    # A per-member permutation, truncated to whole (micro-)batches, [P, steps, B];
     # with shared_order one for the whole group, [steps, B].
     if spec.shared_order:
       # Every member (on every device) has trained the same number of epochs.
@@ -347,27 +384,45 @@ def _group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None) -> GroupFu
     else:
       perms = jax.vmap(
           lambda k: jax.random.permutation(k, n)[:steps * b].reshape(steps, b))(perm_key)
+    # A shared batch is unbatched under vmap: one gather, one set of patches.
+    batch_axis = None if spec.shared_order else 0
 
-    def run_epoch(params, rest, opt_state, hp, perms, drop_key):
+    def run_epoch(params, rest, opt_state, hp, perms, drop_key, epoch):
       """The epoch of some members (a leading member axis on every argument)."""
+      order = perms if spec.shared_order else jnp.swapaxes(perms, 0, 1)
+      if micro:
+        upe = n // hp["batch_size"]  # each member's updates per epoch
+        acc = jax.tree.map(jnp.zeros_like, params)
+
+        def body(carry, inp):
+          idx, i = inp
+          step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(drop_key)
+          return jax.vmap(member_micro_step,
+                          in_axes=(0, 0, batch_axis, batch_axis, 0, None, 0, 0))(
+                              carry, hp, x[idx], y[idx], step_keys, i, upe, epoch)
+
+        (params, rest, opt_state, _), (ls, scores) = jax.lax.scan(
+            body, (params, rest, opt_state, acc), (order, jnp.arange(steps)))
+        valid = (upe * (hp["batch_size"] // b)).astype(jnp.float32)
+        return params, rest, opt_state, ls.sum(0) / valid, scores.sum(0) / valid
 
       def body(carry, inp):
         params, rest, opt_state = carry
         idx, i = inp
         step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(drop_key)
-        # A shared batch is unbatched under vmap: one gather, one set of patches.
-        batch_axis = None if spec.shared_order else 0
+        progress = epoch + i / steps
         params, rest, opt_state, l, score = jax.vmap(
-            member_step, in_axes=(0, 0, 0, 0, batch_axis, batch_axis, 0))(
-                params, rest, opt_state, hp, x[idx], y[idx], step_keys)
+            member_step, in_axes=(0, 0, 0, 0, batch_axis, batch_axis, 0, 0))(
+                params, rest, opt_state, hp, x[idx], y[idx], step_keys, progress)
         return (params, rest, opt_state), (l, score)
 
-      order = perms if spec.shared_order else jnp.swapaxes(perms, 0, 1)
       (params, rest, opt_state), (ls, scores) = jax.lax.scan(
           body, (params, rest, opt_state), (order, jnp.arange(steps)))
       return params, rest, opt_state, ls.mean(0), scores.mean(0)
 
-    args = (state.params, state.model_state, state.opt_state, state.hparams, perms, drop_key)
+    epoch = state.epoch.astype(jnp.float32)
+    args = (state.params, state.model_state, state.opt_state, state.hparams, perms, drop_key,
+            epoch)
     p = state.epoch.shape[0]
     c = _member_chunk(spec, p)
     if c:
@@ -459,7 +514,7 @@ def _group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None) -> GroupFu
       return jax.ShapeDtypeStruct(shape, a.dtype)
 
     first = jax.tree.map(one, (state.params, state.model_state, state.opt_state, state.hparams))
-    jax.eval_shape(lambda s, xb, yb: member_step(*s, xb, yb, jax.random.key(0), names),
+    jax.eval_shape(lambda s, xb, yb: member_grads(*s, xb, yb, jax.random.key(0), names),
                    first, one(x, "batch"), one(y, "batch"))
     return frozenset(names)
 
@@ -485,7 +540,8 @@ def model_of(spec: GroupSpec, state: PopulationState, member: int) -> nnx.Module
 
 def get_hparams(state: PopulationState) -> dict[str, jax.Array]:
   """All per-member traced hyperparameters of a group (name -> ``[P]`` array)."""
-  return {**state.opt_state.hyperparams, **state.hparams}
+  opt = {k: v for k, v in state.opt_state.hyperparams.items() if k in optim.HPARAMS}
+  return {**opt, **state.hparams}
 
 
 def set_hparams(state: PopulationState, values: Mapping[str, Any]) -> PopulationState:

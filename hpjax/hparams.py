@@ -178,7 +178,10 @@ _ENTRIES = (
     _float("dropout", 0.0, 0.0, 1.0, hi_open=True, role="model", doc="dropout rate"),
     _float("label_smoothing", 0.0, 0.0, 1.0, hi_open=True, role="loss",
            doc="label smoothing of the cross-entropy / one-hot MSE"),
-    _size("batch_size", 32, "training minibatch size", role="train"),
+    # Traced: members of all batch sizes share one program, stepping through
+    # micro-batches of the smallest (hpjax.population); structural only when
+    # the sizes are not all multiples of the smallest.
+    HParam("batch_size", "int", False, 32, "train", 1, None, doc="training minibatch size"),
     # The built-in model families' structural hyperparameters (hpjax.models).
     HParam("family", "choice", True, "vgg", choices=("vgg", "resnet", "inception", "mlp"),
            doc="built-in model family"),

@@ -13,8 +13,10 @@ a structural family (one group per optimizer) is measured by
 Every hyperparameter is injected with ``optax.inject_hyperparams``, so it is
 a traced per-member value in ``opt_state.hyperparams``: a controller changes
 it with ``optax.tree_utils.tree_set`` and nothing recompiles. The learning-rate
-*schedule shape* (constant, cosine, linear warm-up) is structural and shared;
-it multiplies each member's own base learning rate.
+*schedule shape* (constant, cosine, linear warm-up; :class:`EpochSchedule`) is
+shared by the run and measured in epochs; the training loop sets its factor
+(``lr_scale``) before each update, and it multiplies each member's own base
+learning rate.
 
 Weight decay follows PyTorch's convention: decoupled (AdamW) for ``adamw``,
 an L2 term added to the gradient for every other family.
@@ -32,7 +34,7 @@ not reset: the schedule follows the run's steps.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -62,54 +64,23 @@ def family_index(name: str) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class Schedule:
-  """Structural learning-rate schedule shape, shared by a group.
+class EpochSchedule:
+  """The learning-rate schedule shape of a run, in epochs.
 
-  The member's learning rate is ``learning_rate * factor(step)``.
+  A member's learning rate at a step is ``learning_rate * factor(progress)``,
+  where ``progress`` is the member's epochs trained so far, fractions of the
+  current epoch included (``epoch + update / updates_per_epoch``). In epochs,
+  one schedule serves members of every batch size, and a member whose batch
+  size changes keeps its place in the schedule.
 
   Attributes:
-    kind: ``constant``, ``cosine`` (decay to ``alpha`` over ``decay_steps``),
-      ``warmup`` (linear from 0 over ``warmup_steps``, then constant) or
-      ``warmup_cosine`` (linear warm-up then cosine decay).
-    warmup_steps: steps of linear warm-up.
-    decay_steps: total steps of the cosine decay (warm-up included).
+    kind: ``constant``, ``cosine`` (decay from 1 to ``alpha`` over
+      ``total_epochs``, then ``alpha``), ``warmup`` (linear from 0 over
+      ``warmup_epochs``, then constant) or ``warmup_cosine`` (linear warm-up,
+      then a cosine decay to ``alpha`` at ``total_epochs``).
+    warmup_epochs: length of the linear warm-up.
+    total_epochs: where a cosine decay ends (warm-up included).
     alpha: final factor of the cosine decay.
-  """
-
-  kind: str = "constant"
-  warmup_steps: int = 0
-  decay_steps: int = 1
-  alpha: float = 0.0
-
-  def validate(self) -> "Schedule":
-    if self.kind not in SCHEDULES:
-      raise ValueError(f"schedule: unknown value {self.kind!r}; allowed: {', '.join(SCHEDULES)}")
-    if self.kind in ("warmup", "warmup_cosine") and self.warmup_steps < 1:
-      raise ValueError(f"schedule.warmup_steps: must be >= 1 for {self.kind!r}, got {self.warmup_steps}")
-    if self.kind in ("cosine", "warmup_cosine") and self.decay_steps <= self.warmup_steps:
-      raise ValueError("schedule.decay_steps: must exceed warmup_steps, got "
-                       f"{self.decay_steps} <= {self.warmup_steps}")
-    return self
-
-  def factor_fn(self) -> Callable[[jax.Array], jax.Array]:
-    """The multiplier of the base learning rate as an optax schedule."""
-    self.validate()
-    if self.kind == "constant":
-      return optax.constant_schedule(1.0)
-    if self.kind == "cosine":
-      return optax.cosine_decay_schedule(1.0, self.decay_steps, self.alpha)
-    if self.kind == "warmup":
-      return optax.linear_schedule(0.0, 1.0, self.warmup_steps)
-    return optax.warmup_cosine_decay_schedule(0.0, 1.0, self.warmup_steps,
-                                              self.decay_steps, end_value=self.alpha)
-
-
-@dataclasses.dataclass(frozen=True)
-class EpochSchedule:
-  """A schedule shape given in epochs; groups turn it into steps.
-
-  Members with different batch sizes take different numbers of steps per
-  epoch, so a run's schedule is declared in epochs and converted per group.
   """
 
   kind: str = "constant"
@@ -117,13 +88,37 @@ class EpochSchedule:
   total_epochs: float = 1.0
   alpha: float = 0.0
 
-  def for_steps(self, steps_per_epoch: int) -> Schedule:
-    """The step-based :class:`Schedule` for a group."""
-    warmup = int(round(self.warmup_epochs * steps_per_epoch))
-    if self.kind in ("warmup", "warmup_cosine"):
-      warmup = max(warmup, 1)
-    total = max(int(round(self.total_epochs * steps_per_epoch)), warmup + 1)
-    return Schedule(self.kind, warmup, total, self.alpha).validate()
+  def validate(self) -> "EpochSchedule":
+    """Checks the fields; returns ``self``. Errors name ``schedule.<field>``."""
+    if self.kind not in SCHEDULES:
+      raise ValueError(f"schedule: unknown value {self.kind!r}; allowed: {', '.join(SCHEDULES)}")
+    if self.kind in ("warmup", "warmup_cosine") and not self.warmup_epochs > 0:
+      raise ValueError(f"schedule.warmup_epochs: must be > 0 for {self.kind!r}, "
+                       f"got {self.warmup_epochs}")
+    if self.kind in ("cosine", "warmup_cosine") and not self.total_epochs > self.warmup_epochs:
+      raise ValueError("schedule.total_epochs: must exceed warmup_epochs, got "
+                       f"{self.total_epochs} <= {self.warmup_epochs}")
+    if not 0.0 <= self.alpha <= 1.0:
+      raise ValueError(f"schedule.alpha: must be in [0, 1], got {self.alpha}")
+    return self
+
+  def factor(self, progress: jax.Array) -> jax.Array:
+    """The multiplier of the base learning rate at ``progress`` epochs (jit-compatible)."""
+    p = jnp.asarray(progress, jnp.float32)
+    if self.kind == "constant":
+      return jnp.ones_like(p)
+    w, t, a = self.warmup_epochs, self.total_epochs, self.alpha
+
+    def cosine(q, length):
+      q = jnp.clip(q, 0.0, length)
+      return a + (1.0 - a) * 0.5 * (1.0 + jnp.cos(jnp.pi * q / length))
+
+    if self.kind == "cosine":
+      return cosine(p, t)
+    ramp = jnp.minimum(p / w, 1.0)
+    if self.kind == "warmup":
+      return ramp
+    return jnp.where(p < w, ramp, cosine(p - w, t - w))
 
 
 class FamilyState(NamedTuple):
@@ -216,21 +211,22 @@ def scale_by_family(optimizer, momentum, b1, b2, eps, weight_decay, rms_decay
 def family_optimizer(learning_rate, optimizer, momentum=DEFAULTS["momentum"],
                      b1=DEFAULTS["b1"], b2=DEFAULTS["b2"], eps=DEFAULTS["eps"],
                      weight_decay=DEFAULTS["weight_decay"], rms_decay=DEFAULTS["rms_decay"],
-                     *, schedule: Schedule = Schedule()) -> optax.GradientTransformation:
-  """One member's optimizer: a family direction scaled by the scheduled rate."""
-  factor = schedule.factor_fn()
+                     lr_scale=1.0) -> optax.GradientTransformation:
+  """One member's optimizer: a family direction scaled by ``-learning_rate * lr_scale``.
+
+  ``lr_scale`` is the schedule's factor at this step, set by the training
+  loop before every update (:class:`EpochSchedule`).
+  """
   return optax.chain(
       scale_by_family(optimizer, momentum, b1, b2, eps, weight_decay, rms_decay),
-      optax.scale_by_schedule(lambda count: -learning_rate * factor(count)),
+      optax.scale(-learning_rate * lr_scale),
   )
 
 
-def make_optimizer(schedule: Schedule = Schedule(), static_family: str | None = None,
-                   **hparams) -> optax.GradientTransformation:
+def make_optimizer(static_family: str | None = None, **hparams) -> optax.GradientTransformation:
   """The injected optimizer of a group.
 
   Args:
-    schedule: the group's (structural) schedule shape.
     static_family: if given, the family is fixed at trace time (structural)
       and the injected ``optimizer`` value is ignored; XLA then drops the other
       families' arithmetic. Used to measure what vectorizing the family costs.
@@ -239,16 +235,23 @@ def make_optimizer(schedule: Schedule = Schedule(), static_family: str | None = 
 
   Returns:
     ``optax.inject_hyperparams`` over :func:`family_optimizer`: its state's
-    ``hyperparams`` dict holds every value as a traced array.
+    ``hyperparams`` dict holds every value as a traced array, and
+    ``lr_scale``, the schedule's factor, which the training loop sets.
   """
   unknown = set(hparams) - set(HPARAMS)
   if unknown:
     raise ValueError(f"optimizer hyperparameters: unknown {sorted(unknown)}; allowed: {', '.join(HPARAMS)}")
-  values = {**DEFAULTS, "optimizer": 0, **hparams}
+  values = {**DEFAULTS, "optimizer": 0, "lr_scale": 1.0, **hparams}
   fixed = None if static_family is None else family_index(static_family)
   factory = optax.inject_hyperparams(
-      lambda learning_rate, optimizer, momentum, b1, b2, eps, weight_decay, rms_decay:
+      lambda learning_rate, optimizer, momentum, b1, b2, eps, weight_decay, rms_decay, lr_scale:
       family_optimizer(learning_rate, optimizer if fixed is None else fixed, momentum, b1, b2,
-                       eps, weight_decay, rms_decay, schedule=schedule),
+                       eps, weight_decay, rms_decay, lr_scale),
       hyperparam_dtype=jnp.float32)
   return factory(**values)
+
+
+def with_lr_scale(opt_state, factor: jax.Array):
+  """``opt_state`` (of :func:`make_optimizer`) with the schedule's factor for the next update."""
+  return opt_state._replace(hyperparams={**opt_state.hyperparams,
+                                         "lr_scale": jnp.asarray(factor, jnp.float32)})

@@ -126,9 +126,8 @@ class Population:
       group (default: the space's choices, else those the members use). Give
       every value a controller may switch members to.
     seed: member ``i``'s PRNG key is derived from ``(seed, i)`` alone.
-    schedule: learning-rate schedule shape shared by all members, in steps
-      (:class:`hpjax.optim.Schedule`) or in epochs
-      (:class:`hpjax.optim.EpochSchedule`, converted per batch size).
+    schedule: learning-rate schedule shape shared by all members, in epochs
+      (:class:`hpjax.optim.EpochSchedule`).
     eval_batch_size: examples per evaluation chunk.
     mesh: ``'auto'`` (default) splits every group over all devices when there
       are more than one; ``None`` never splits; or a 1-D population mesh.
@@ -136,6 +135,14 @@ class Population:
     shared_order: all members of a group see the same minibatches (drawn
       from ``seed`` and the epoch); see :class:`hpjax.engine.GroupSpec`.
     member_chunk: see :class:`hpjax.engine.GroupSpec`.
+    batch_mode: how members with different batch sizes train. ``traced``: in
+      one program, every member stepping through micro-batches of the
+      smallest size and updating after its own number of them (a batch size
+      is then a per-member value that PBT may change without a recompile);
+      needs every size to be a multiple of the smallest. ``structural``: a
+      compiled group per batch size. ``auto`` (default): traced when the
+      sizes allow it (the candidates' sizes, else the space's, else the
+      members'), structural otherwise.
   """
 
   def __init__(self, members: Sequence[Mapping[str, Any]], data, *,
@@ -143,9 +150,10 @@ class Population:
                metric: fitness_lib.Metric | None = None, val_loss: Callable | None = None,
                space: Mapping[str, Any] | None = None,
                candidates: Mapping[str, Sequence[Any]] | None = None, seed: int = 0,
-               schedule: optim.Schedule | optim.EpochSchedule = optim.Schedule(),
+               schedule: optim.EpochSchedule = optim.EpochSchedule(),
                eval_batch_size: int = 256, mesh: jax.sharding.Mesh | str | None = "auto",
-               shared_order: bool = False, member_chunk: int | None = None):
+               shared_order: bool = False, member_chunk: int | None = None,
+               batch_mode: str = "auto"):
     if not members:
       raise ValueError("members: a population needs at least one member")
     self.data = data
@@ -158,12 +166,11 @@ class Population:
     raw = [dict(m) for m in members]
     self.traced = self._traced_names(raw)
     self.candidates = self._candidates(raw, candidates or {})
+    self._batch_mode(raw, candidates or {}, batch_mode)
     self.members = [self.resolve(m) for m in raw]
     for m in self.members:
       data.check_batch_size(m["batch_size"])
-    if isinstance(schedule, optim.Schedule):
-      schedule.validate()
-    self.schedule = schedule
+    self.schedule = schedule.validate()
     self.eval_batch_size = eval_batch_size
     self.size = len(self.members)
     self.ids = np.arange(self.size)
@@ -192,9 +199,32 @@ class Population:
 
   # -- hyperparameters ------------------------------------------------------
 
+  def _batch_mode(self, raw, candidates: Mapping[str, Sequence[Any]], mode: str) -> None:
+    """Decides whether batch size is traced (one program) or structural (a group per size)."""
+    if mode not in ("auto", "traced", "structural"):
+      raise ValueError(f"batch_mode: unknown value {mode!r}; allowed: auto, traced, structural")
+    dim = self.space.get("batch_size")
+    sizes = (candidates.get("batch_size") or getattr(dim, "values", None)
+             or ((dim.value,) if hasattr(dim, "value") else None)
+             or (tuple(range(dim.lo, dim.hi + 1)) if hasattr(dim, "lo") else None)
+             or [m.get("batch_size", hp_lib.BUILTIN["batch_size"].default) for m in raw])
+    sizes = sorted({hp_lib.BUILTIN["batch_size"].check(int(v)) for v in sizes})
+    self.micro = sizes[0]
+    multiples = all(v % self.micro == 0 for v in sizes)
+    if mode == "traced" and not multiples:
+      raise ValueError(f"batch_size: batch_mode 'traced' needs every size to be a multiple of "
+                       f"the smallest; got {sizes}")
+    self.batch_traced = multiples and (mode == "traced" or (mode == "auto" and len(sizes) > 1))
+    if self.batch_traced:
+      self.traced += ("batch_size",)
+
   def _traced_names(self, raw: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
-    """The traced non-optimizer names kept in the state: the built-in ones and the user's."""
-    names = [h.name for h in hp_lib.BUILTIN.values() if h.traced and h.role != "optimizer"]
+    """The traced non-optimizer names kept in the state: the built-in ones and the user's.
+
+    The batch size joins them when it is traced (see ``batch_mode``).
+    """
+    names = [h.name for h in hp_lib.BUILTIN.values()
+             if h.traced and h.role not in ("optimizer", "train")]
     for name in list(self.space) + [k for m in raw for k in m]:
       if name not in hp_lib.BUILTIN and not hp_lib.is_structural(name, self.space):
         hp_lib.lookup(name, self.space)  # an undeclared name is an error here
@@ -266,6 +296,10 @@ class Population:
       if value is None:
         raise ValueError(f"{name}: no value and no default; set it on every member")
       value = h.check(value)
+      if name == "batch_size" and self.batch_traced and value % self.micro:
+        raise ValueError(f"batch_size: {value} is not a multiple of {self.micro}, the "
+                         "micro-batch compiled for this population (give every batch size a "
+                         "controller may choose among the candidates)")
       if name in self.candidates and not any(
           hp_lib.encode(h, value, self.candidates[name]) == i
           for i in range(len(self.candidates[name]))):
@@ -276,7 +310,8 @@ class Population:
 
   def group_key(self, m: Mapping[str, Any]) -> tuple:
     """The structural part of a resolved member: members that share it share a group."""
-    return (m["batch_size"], tuple((k, m[k]) for k in self._structural_names(m)))
+    size = self.micro if self.batch_traced else m["batch_size"]
+    return (size, tuple((k, m[k]) for k in self._structural_names(m)))
 
   def hparam_arrays(self, members: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """The traced hyperparameters of resolved ``members`` as ``[len(members)]`` arrays."""
@@ -290,16 +325,13 @@ class Population:
 
   def _spec(self, key: tuple) -> engine.GroupSpec:
     batch_size, structural = key
-    sched = self.schedule
-    if isinstance(sched, optim.EpochSchedule):
-      sched = sched.for_steps(self.data.num_train // batch_size)
     return engine.GroupSpec(
         model=self.model, structural=structural, batch_size=batch_size,
         input_shape=tuple(self.data.input_shape),
         num_outputs=self.data.num_classes if self.data.task == "classification" else 1,
         task=self.data.task,
         traced=tuple((n, self.candidates.get(n, ())) for n in self.traced),
-        loss=self.loss, metric=self.metric, val_loss=self.val_loss, schedule=sched,
+        loss=self.loss, metric=self.metric, val_loss=self.val_loss, schedule=self.schedule,
         mean=tuple(float(v) for v in np.ravel(self.data.mean)),
         std=tuple(float(v) for v in np.ravel(self.data.std)),
         eval_batch_size=self.eval_batch_size, order_seed=int(self.seed), **self._static)
@@ -391,7 +423,7 @@ class Population:
 
   def structural_names(self) -> tuple[str, ...]:
     """Every hyperparameter name that fixes a member's group."""
-    return tuple(dict.fromkeys(["batch_size"] + [
+    return tuple(dict.fromkeys(([] if self.batch_traced else ["batch_size"]) + [
         k for m in self.members for k in self._structural_names(m)]))
 
   def member_model(self, position: int) -> nnx.Module:
@@ -458,6 +490,9 @@ class Population:
                                f"fixed by its group at {member[name]!r})")
             continue
           member[name] = h.check(value)
+          if name == "batch_size" and member[name] % self.micro:
+            raise ValueError(f"batch_size: {member[name]} is not a multiple of {self.micro}, "
+                             "the micro-batch compiled for this population")
           number = hp_lib.encode(h, member[name], self._cands(name))
           if name == "optimizer":
             reset[j] = number != current[name][j]

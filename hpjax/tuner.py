@@ -170,9 +170,13 @@ def epoch_schedule(cfg: Mapping[str, Any]) -> optim.EpochSchedule:
   ``config.epochs``, which ties every step's rate to the run's length.
   """
   s = cfg["schedule"]
-  return optim.EpochSchedule(s["kind"], float(s["warmup_epochs"]),
-                             float(s["decay_epochs"]) or float(cfg["epochs"]),
-                             float(s["alpha"]))
+  schedule = optim.EpochSchedule(s["kind"], float(s["warmup_epochs"]),
+                                 float(s["decay_epochs"]) or float(cfg["epochs"]),
+                                 float(s["alpha"]))
+  try:
+    return schedule.validate()
+  except ValueError as e:
+    raise ValueError(f"config.{e}") from None
 
 
 def from_config(config: Any) -> Experiment:

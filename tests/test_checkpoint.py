@@ -28,7 +28,8 @@ def _population(data):
   # Two structural groups (batch sizes 32 and 16).
   members = [hpjax.Member(**TINY, learning_rate=lr, batch_size=32) for lr in (1e-3, 1e-2, 3e-2)]
   members += [hpjax.Member(**TINY, learning_rate=1e-2, batch_size=16, activation="tanh")]
-  return hpjax.Population(members, data, candidates={"activation": ("relu", "tanh")})
+  return hpjax.Population(members, data, candidates={"activation": ("relu", "tanh")},
+                          batch_mode="structural")
 
 
 @pytest.fixture(scope="module")

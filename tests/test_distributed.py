@@ -100,7 +100,8 @@ _SHARDED_VS_SINGLE = textwrap.dedent("""
       return train, val
 
     def run(mesh):
-      pop = hpjax.Population(members, data, candidates={{"activation": ("relu", "tanh")}}, mesh=mesh)
+      pop = hpjax.Population(members, data, candidates={{"activation": ("relu", "tanh")}},
+                             mesh=mesh, batch_mode="structural")
       out = {{}}
       out["train1"], out["val1"] = generation(pop, [0, 1, 0, 3])  # member 2 copies member 0
       events = []

@@ -115,8 +115,11 @@ def test_launcher_pbt_records_lineage_within_groups(pbt_straight):
   events = [json.loads(l) for l in (workdir / "lineage.jsonl").read_text().splitlines()]
   assert events, "PBT replaced nobody"
   for e in events:
-    # Exploit stays within a structural group: the batch size never changes.
-    assert e["new_hparams"]["batch_size"] == e["old_hparams"]["batch_size"]
+    # Exploit stays within a structural group (the model's shape); batch size
+    # is traced, so a copy may cross batch sizes and explore may move it.
+    for k in ("family", "depth", "width", "dense"):
+      assert e["new_hparams"][k] == e["old_hparams"][k]
+    assert e["new_hparams"]["batch_size"] in (16, 32)
     assert e["donor"] != e["target"]
     assert e["donor_fitness"] >= e["target_fitness"]
   assert "replaced" in r.stdout

@@ -413,7 +413,7 @@ def test_max_pool_ties_first_conv_kernel_gradient(digits, monkeypatch, act):
 
   def kernel_grad():
     def loss(p):
-      out = nnx.merge(graphdef, p, stats)(x, Context(act))
+      out = _mode(nnx.merge(graphdef, p, stats), False)(x, _hp(act))
       return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(out), y[:, None], axis=1))
     # A fresh jit: traced with whichever max_pool the model finds now.
     return fast_jit(jax.grad(loss))(params)["convs"][0]["kernel"][...]

@@ -94,7 +94,7 @@ def test_hyperparams_are_injected_and_settable():
   params = _params()
   opt = optim.make_optimizer(learning_rate=0.1, optimizer=0)
   state = opt.init(params)
-  assert set(state.hyperparams) == set(optim.HPARAMS)
+  assert set(state.hyperparams) == set(optim.HPARAMS) | {"lr_scale"}
   assert state.hyperparams["learning_rate"].dtype == jnp.float32
   state = optax.tree_utils.tree_set(state, learning_rate=jnp.float32(0.0))
   u, _ = opt.update(_grads(0, params), state, params)
@@ -102,36 +102,45 @@ def test_hyperparams_are_injected_and_settable():
 
 
 @pytest.mark.parametrize("kind,expected", [
-    ("constant", [1.0, 1.0, 1.0]),
-    ("warmup", [0.0, 0.5, 1.0]),
+    ("constant", [1.0, 1.0, 1.0, 1.0]),
+    ("warmup", [0.0, 0.5, 1.0, 1.0]),
 ])
 def test_schedule_factor(kind, expected):
-  s = optim.Schedule(kind=kind, warmup_steps=2, decay_steps=10)
-  f = s.factor_fn()
-  np.testing.assert_allclose([float(f(i)) for i in range(3)], expected, atol=1e-6)
+  s = optim.EpochSchedule(kind=kind, warmup_epochs=2.0, total_epochs=10.0)
+  np.testing.assert_allclose(s.factor(jnp.array([0.0, 1.0, 2.0, 5.0])), expected, atol=1e-6)
 
 
-def test_cosine_schedule_scales_updates():
+@pytest.mark.parametrize("kind", ["cosine", "warmup_cosine"])
+def test_epoch_schedules_match_optax_at_every_step(kind):
+  # 7 updates per epoch over 3 epochs: progress = step / 7 epochs.
+  s = optim.EpochSchedule(kind=kind, warmup_epochs=1.0 if kind == "warmup_cosine" else 0.0,
+                          total_epochs=3.0, alpha=0.1)
+  if kind == "cosine":
+    ref = optax.cosine_decay_schedule(1.0, 21, 0.1)
+  else:
+    ref = optax.warmup_cosine_decay_schedule(0.0, 1.0, 7, 21, end_value=0.1)
+  steps = np.arange(25)
+  np.testing.assert_allclose(s.factor(steps / 7.0), [float(ref(i)) for i in steps], atol=1e-6)
+
+
+def test_lr_scale_scales_updates():
   params = _params()
-  sched = optim.Schedule(kind="cosine", decay_steps=4)
-  opt = optim.make_optimizer(sched, learning_rate=1.0, optimizer=0)
+  opt = optim.make_optimizer(learning_rate=1.0, optimizer=0)
   s = opt.init(params)
   ones = jax.tree.map(jnp.ones_like, params)
-  factors = []
-  for _ in range(5):
-    u, s = opt.update(ones, s, params)
-    factors.append(-float(u["b"][0]))
-  np.testing.assert_allclose(factors, [float(optax.cosine_decay_schedule(1.0, 4)(i)) for i in range(5)],
-                             atol=1e-6)
-  assert factors[0] == pytest.approx(1.0) and factors[-1] == pytest.approx(0.0, abs=1e-6)
+  for factor in (1.0, 0.5, 0.0):
+    u, s = opt.update(ones, optim.with_lr_scale(s, factor), params)
+    assert -float(u["b"][0]) == pytest.approx(factor)
 
 
 def test_bad_names_and_values():
   with pytest.raises(ValueError, match="optimizer: unknown value 'lion'; allowed: sgd"):
     optim.family_index("lion")
   with pytest.raises(ValueError, match="schedule: unknown value 'step'"):
-    optim.Schedule(kind="step").validate()
-  with pytest.raises(ValueError, match="schedule.warmup_steps"):
-    optim.Schedule(kind="warmup").validate()
+    optim.EpochSchedule(kind="step").validate()
+  with pytest.raises(ValueError, match="schedule.warmup_epochs: must be > 0"):
+    optim.EpochSchedule(kind="warmup").validate()
+  with pytest.raises(ValueError, match="schedule.total_epochs: must exceed warmup_epochs"):
+    optim.EpochSchedule(kind="cosine", total_epochs=0.0).validate()
   with pytest.raises(ValueError, match="unknown"):
     optim.make_optimizer(learning_rat=0.1)

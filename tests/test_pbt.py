@@ -23,7 +23,13 @@ def _hparams(p, batch_sizes=None):
            "batch_size": batch_sizes[i]} for i in range(p)]
 
 
+# Batch size as in a population where it is structural (a compiled group per
+# size: the sizes are not multiples of the smallest, or batch_mode="structural").
+STRUCTURAL = ("batch_size",)
+
+
 def _plan(fitness, hparams=None, groups=None, cfg=PBT(), seed=0, **kw):
+  kw.setdefault("structural", STRUCTURAL)
   p = len(fitness)
   hparams = hparams if hparams is not None else _hparams(p)
   groups = np.zeros(p, int) if groups is None else np.asarray(groups)
@@ -197,7 +203,7 @@ def test_explore_changes_only_vectorized_dims_within_bounds():
   hp = [{**h, "depth": 2, "note": "kept"} for h in _hparams(8)]
   for seed in range(30):
     plan = pbt.exploit_explore(np.arange(8.0), hp, space, np.zeros(8, int), PBT(),
-                               np.random.default_rng(seed), generation=3)
+                               np.random.default_rng(seed), generation=3, structural=STRUCTURAL)
     for i in plan.replaced.tolist():
       new, donor = plan.hparams[i], hp[plan.donors[i]]
       assert new["depth"] == donor["depth"] and new["batch_size"] == donor["batch_size"]
@@ -259,10 +265,27 @@ def test_bad_inputs():
                         np.random.default_rng(), 1)
   with pytest.raises(ValueError, match=r"hparams\[0\]: missing 'dropout'"):
     pbt.exploit_explore(np.zeros(2), [{"learning_rate": 1e-3, "optimizer": "adam"}] * 2, SPACE,
-                        np.zeros(2, int), PBT(), np.random.default_rng(), 1)
+                        np.zeros(2, int), PBT(), np.random.default_rng(), 1,
+                        structural=STRUCTURAL)
   with pytest.raises(ValueError, match="rng: must be a numpy.random.Generator"):
     pbt.exploit_explore(np.zeros(2), _hparams(2), SPACE, np.zeros(2, int), PBT(), 0, 1)
 
 
 # ---------------------------------------------------------------------------
 # Applying a plan per group.
+
+
+def test_a_traced_batch_size_is_explored_like_any_value():
+  # One compiled program for every batch size: PBT copies across sizes and
+  # moves a copy's batch size to a neighbour (an ordered choice).
+  hp = _hparams(8, [16, 32] * 4)
+  cfg = PBT(resample_probability=0.0)
+  moved = set()
+  for seed in range(20):
+    plan = _plan(np.arange(8.0), hparams=hp, cfg=cfg, seed=seed, structural=())
+    for i in plan.replaced.tolist():
+      donor, new = hp[plan.donors[i]], plan.hparams[i]
+      assert {donor["batch_size"], new["batch_size"]} == {16, 32}  # the only neighbour
+      moved.add((hp[i]["batch_size"], donor["batch_size"]))
+  assert (16, 32) in moved or (32, 16) in moved  # a copy across batch sizes happened
+

@@ -29,8 +29,9 @@ def _members():
   ]
 
 
-def _make(data, members, seed=0):
-  return hpjax.Population(members, data, seed=seed, candidates={"activation": ACTS, "loss": ("cross_entropy", "mse")})
+def _make(data, members, seed=0, **kw):
+  return hpjax.Population(members, data, seed=seed,
+                          candidates={"activation": ACTS, "loss": ("cross_entropy", "mse")}, **kw)
 
 
 def _leaves(state):
@@ -127,8 +128,12 @@ def test_selected_loss_is_the_one_computed(digits_small):
 def test_structural_hyperparameters_split_groups(digits_small):
   members = [hpjax.Member(**TINY, batch_size=16), hpjax.Member(**TINY, batch_size=32),
              hpjax.Member(**TINY, batch_size=16, learning_rate=0.1)]
-  p = _make(digits_small, members)
+  p = _make(digits_small, members, batch_mode="structural")
   assert sorted(g.members for g in p.groups) == [[0, 2], [1]]
+  # Traced (the default when sizes are multiples): one program for all sizes.
+  assert len(_make(digits_small, members).groups) == 1
+  wide = [hpjax.Member({**TINY, "width": w}) for w in (4, 8, 4)]
+  assert sorted(g.members for g in _make(digits_small, wide).groups) == [[0, 2], [1]]
   m = p.train_epoch()
   assert m["train_loss"].shape == (3,) and np.all(np.isfinite(m["train_loss"]))
   ev = p.evaluate("test")

@@ -92,16 +92,19 @@ def test_valid_config_round_trips_and_stays_hashable():
   assert space["optimizer"] == S.Choice(("sgd", "adam"))
   assert space["depth"] == S.Int(1, 3)
   assert len({hash(d) for d in space.values()}) == 5
-  assert S.is_structural("batch_size") and not S.is_structural("learning_rate")
+  assert S.is_structural("depth") and not S.is_structural("learning_rate")
+  assert not S.is_structural("batch_size")  # traced: one program serves every size
 
 
 def test_structural_dimension_must_fit_the_population():
-  space = {"batch_size": S.Choice((8, 16, 32, 64, 128)), "learning_rate": S.Float(1e-3, 1e-1)}
+  space = {"width": S.Choice((8, 16, 32, 64, 128)), "learning_rate": S.Float(1e-3, 1e-1)}
   with pytest.raises(ValueError) as e:
     S.check_structural_fits(space, 4)
   msg = str(e.value)
-  assert "space.batch_size" in msg and "5 structural values" in msg and "4 members" in msg
-  assert S.check_structural_fits(space, 5) == {"batch_size": 5}
+  assert "space.width" in msg and "5 structural values" in msg and "4 members" in msg
+  assert S.check_structural_fits(space, 5) == {"width": 5}
+  # Batch size is traced (one program for all sizes): any number of them fits.
+  assert S.check_structural_fits({"batch_size": S.Choice((8, 16, 32, 64, 128))}, 2) == {}
   with pytest.raises(ValueError, match="space.width: 113 structural values"):
     S.check_structural_fits({"width": S.Int(16, 128)}, 16)
   assert S.check_structural_fits({"depth": S.Fixed(2)}, 1) == {"depth": 1}

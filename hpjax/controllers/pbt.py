@@ -172,11 +172,11 @@ def quantile_size(population: int, quantile_fraction: float) -> int:
 
 
 def _default_explore(h: dict, space: Mapping[str, Any], cfg: PBT,
-                     rng: np.random.Generator) -> dict:
+                     rng: np.random.Generator, fixed: Sequence[str] = ()) -> dict:
   out = dict(h)
   # Sorted names: the draw order, hence the result, does not depend on dict order.
   for name in sorted(space):
-    if space_lib.is_structural(name, space):
+    if name in fixed or space_lib.is_structural(name, space):
       continue  # the donor's group fixes it
     out[name] = space_lib.perturb(space[name], h[name], rng, tuple(cfg.perturbation_factors),
                                   cfg.resample_probability)
@@ -238,9 +238,9 @@ def exploit_explore(fitness: np.ndarray, hparams: Sequence[Mapping[str, Any]],
   if g.shape != (p,) or (p and not np.issubdtype(g.dtype, np.integer)):
     raise ValueError(f"groups: must be an int array of shape ({p},), got {g.dtype} {g.shape}")
   space = space_lib.validate(space)
-  needed = [k for k in sorted(space) if not space_lib.is_structural(k, space)]
   fixed = tuple(dict.fromkeys(list(structural) + [k for k in space
                                                   if space_lib.is_structural(k, space)]))
+  needed = [k for k in sorted(space) if k not in fixed]
   for i, h in enumerate(hparams):
     if not isinstance(h, Mapping):
       raise ValueError(f"hparams[{i}]: must be a dict name -> value, got {type(h).__name__}")
@@ -268,7 +268,7 @@ def exploit_explore(fitness: np.ndarray, hparams: Sequence[Mapping[str, Any]],
       donor = rest[0]
     source = dict(hparams[donor])
     if explore_fn is None:
-      new = _default_explore(source, space, cfg, rng)
+      new = _default_explore(source, space, cfg, rng, fixed)
     else:
       new = explore_fn(dict(source), rng)
       if not isinstance(new, Mapping):
