@@ -609,9 +609,8 @@ def test_num_classes_allows_absent_classes_and_bounds_labels():
 
 def test_split_lacking_a_class_warns():
   x = _vectors(60)
-  y = np.r_[np.zeros(30), np.ones(29), [2]].astype(
-    np.int64
-  )  # class 2 has one member: one split only
+  # Class 2 has one member: one split only.
+  y = np.r_[np.zeros(30), np.ones(29), [2]].astype(np.int64)
   with pytest.warns(DataWarning) as record:
     ds = dataset_from_arrays("tiny", x, y, seed=0)
   assert ds.num_classes == 3
@@ -738,3 +737,111 @@ def test_error_cifar_single_class(tmp_path):
     "cifar10",
     data_dir=tmp_path,
   )
+
+
+# ---------------------------------------------------------------- a given validation split
+
+
+def _labelled(n, seed, k=3):
+  return _vectors(n, seed), np.arange(n) % k
+
+
+def test_given_val_and_test_splits_are_used_as_they_are():
+  (x, y), (xv, yv), (xt, yt) = _labelled(60, 0), _labelled(12, 1), _labelled(15, 2)
+  ds = dataset_from_arrays("given", x, y, xt, yt, x_val=xv, y_val=yv, val_fraction=0.5)
+  # Nothing is drawn from the training arrays: every example trains, in its order.
+  assert (ds.num_train, ds.num_val, ds.num_test) == (60, 12, 15)
+  np.testing.assert_array_equal(host(ds, "x_train"), x)
+  np.testing.assert_array_equal(host(ds, "y_train"), y)
+  np.testing.assert_array_equal(host(ds, "x_val"), xv)
+  np.testing.assert_array_equal(host(ds, "y_val"), yv)
+  np.testing.assert_array_equal(host(ds, "x_test"), xt)
+  assert host(ds, "y_val").dtype == np.int32 and ds.num_classes == 3
+  # Statistics come from the training split alone.
+  np.testing.assert_allclose(ds.mean, x.mean(axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_given_val_split_and_a_drawn_test_split():
+  (x, y), (xv, yv) = _labelled(60, 0), _labelled(12, 1)
+  ds = dataset_from_arrays("val_only", x, y, x_val=xv, y_val=yv, seed=3)
+  np.testing.assert_array_equal(host(ds, "x_val"), xv)
+  # The test split is test_fraction of the training arrays; the rest trains.
+  assert (ds.num_train, ds.num_val, ds.num_test) == (48, 12, 12)
+  rows = {tuple(r) for r in np.concatenate([host(ds, "x_train"), host(ds, "x_test")])}
+  assert rows == {tuple(r) for r in x}
+  assert sorted(np.bincount(host(ds, "y_test"))) == [4, 4, 4]  # stratified
+  again = dataset_from_arrays("val_only", x, y, x_val=xv, y_val=yv, seed=3, val_fraction=0.5)
+  np.testing.assert_array_equal(host(again, "x_test"), host(ds, "x_test"))  # val_fraction unused
+
+
+def test_given_val_split_dtypes_and_regression_targets():
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (40, 8, 8), dtype=np.uint8)
+  labels = np.arange(40) % 2
+  val = rng.integers(0, 256, (10, 8, 8), dtype=np.uint8)
+  ds = dataset_from_arrays("u8", images, labels, x_val=val, y_val=np.arange(10) % 2)
+  assert ds.x_val.dtype == np.uint8 and ds.x_val.shape == (10, 8, 8, 1)
+  # One stored dtype per dataset: a float split makes every split float32.
+  ds = dataset_from_arrays("mixed", images, labels, x_val=val / 255.0, y_val=np.arange(10) % 2)
+  assert {a.dtype for a in (ds.x_train, ds.x_val, ds.x_test)} == {np.dtype(np.float32)}
+  # Regression: the given targets are standardized with the training split's statistics.
+  x, xv = _vectors(50, 0), _vectors(10, 1)
+  y, yv = rng.normal(5.0, 2.0, 50), rng.normal(5.0, 2.0, 10)
+  ds = dataset_from_arrays("reg", x, y, x_val=xv, y_val=yv)
+  assert ds.task == "regression" and ds.num_val == 10
+  np.testing.assert_allclose(host(ds, "y_val"), (yv - ds.y_mean) / ds.y_std, rtol=1e-5, atol=1e-6)
+
+
+def test_given_val_split_is_checked_like_the_training_arrays():
+  x, y = _labelled(60, 0)
+  xv, yv = _labelled(12, 1)
+
+  def check(match, name, **kwargs):
+    message = raises_one_line(match, dataset_from_arrays, "given", x, y, **kwargs)
+    assert name in message and message.startswith("dataset 'given': ")
+
+  check(r"x_val is given but y_val is not \(give both or neither\)", "x_val", x_val=xv)
+  check(r"y_val is given but x_val is not", "y_val", y_val=yv)
+  check(r"y_test is given but x_test is not", "y_test", y_test=yv)
+  check(
+    r"x_val example shape \(2,\) differs from x_train \(3,\)", "x_val", x_val=xv[:, :2], y_val=yv
+  )
+  check(r"x_val has 12 examples but y_val has 11", "x_val", x_val=xv, y_val=yv[:11])
+  check(r"x_val has unsupported dtype", "x_val", x_val=xv.astype(str), y_val=yv)
+  check(r"x_val is empty", "x_val", x_val=xv[:0], y_val=yv[:0])
+  check(
+    r"x_val contains NaN/inf values \(1 of 36\)",
+    "x_val",
+    x_val=np.where(xv == xv[0, 0], np.nan, xv),
+    y_val=yv,
+  )
+  check(r"y_val must have shape \[N\]", "y_val", x_val=xv, y_val=np.stack([yv, yv], 1))
+  check(
+    r"y_train means classification but y_val means regression",
+    "y_val",
+    x_val=xv,
+    y_val=yv + 0.5,
+  )
+  check(r"y_val: negative label -1", "y_val", x_val=xv, y_val=yv - 1)
+  check(
+    r"y_val: label 5 is out of range for num_classes=3",
+    "y_val",
+    x_val=xv,
+    y_val=np.r_[yv[:-1], 5],
+    num_classes=3,
+  )
+  check(
+    r"y_train/y_val: classes must be 0\.\.K-1 with every class present; missing 3",
+    "y_val",
+    x_val=xv,
+    y_val=np.r_[yv[:-1], 4],
+  )
+
+
+def test_tune_data_dict_takes_a_validation_split():
+  from hpjax import tuner  # pylint: disable=g-import-not-at-top
+
+  (x, y), (xv, yv) = _labelled(60, 0), _labelled(12, 1)
+  ds = tuner._dataset({"x_train": x, "y_train": y, "x_val": xv, "y_val": yv}, seed=0)
+  np.testing.assert_array_equal(host(ds, "x_val"), xv)
+  assert (ds.num_train, ds.num_test) == (48, 12)

@@ -302,6 +302,9 @@ class _Raw:
   num_classes: int
   # DataWarning messages, issued by _assemble (so that they point at the caller).
   notes: list[str] = dataclasses.field(default_factory=list)
+  # A validation split given with the data (dataset_from_arrays), not drawn from x / y.
+  x_val: np.ndarray | None = None
+  y_val: np.ndarray | None = None
 
 
 def _is_int(value: Any) -> bool:
@@ -409,6 +412,8 @@ def _channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _validate(raw: _Raw) -> None:
   where = raw.where
   parts = [("x_train", raw.x, "y_train", raw.y)]
+  if raw.x_val is not None:
+    parts.append(("x_val", raw.x_val, "y_val", raw.y_val))
   if raw.x_test is not None:
     parts.append(("x_test", raw.x_test, "y_test", raw.y_test))
   for x_key, x, y_key, y in parts:
@@ -421,7 +426,7 @@ def _validate(raw: _Raw) -> None:
     if raw.task == "classification":
       _check_label_range(y, raw.num_classes, f"{where}: {y_key}")
   if raw.task == "classification":
-    labels = np.unique(raw.y if raw.y_test is None else np.concatenate([raw.y, raw.y_test]))
+    labels = np.unique(np.concatenate([y for _, _, _, y in parts]))
     if labels.size < 2:
       # Every example in one class: accuracy 1.0 means nothing.
       raise DataError(
@@ -440,7 +445,10 @@ def _assemble(raw: _Raw, *, image_size, val_fraction, test_fraction, seed, max_t
   classification = raw.task == "classification"
   n = raw.x.shape[0]
   labels = raw.y if classification else None
-  if raw.x_test is None:
+  # Each split not given with the data is drawn from it: val_fraction and
+  # test_fraction of its examples.
+  val_given, test_given = raw.x_val is not None, raw.x_test is not None
+  if not val_given and not test_given:
     n_test, n_val = _count(test_fraction, n), _count(val_fraction, n)
     if n - n_test - n_val < 1:
       raise DataError(
@@ -451,13 +459,24 @@ def _assemble(raw: _Raw, *, image_size, val_fraction, test_fraction, seed, max_t
     keep, val_pos = _split(rest.size, n_val, None if labels is None else labels[rest], seed)
     train_idx, val_idx = rest[keep], rest[val_pos]
     x_test, y_test = raw.x[test_idx], raw.y[test_idx]
-  else:
+  elif val_given and not test_given:
+    n_test = _count(test_fraction, n)
+    if n - n_test < 1:
+      raise DataError(
+        f"{where}: {n} training examples, too few to carve test_fraction={test_fraction}"
+      )
+    train_idx, test_idx = _split(n, n_test, labels, seed)
+    x_test, y_test = raw.x[test_idx], raw.y[test_idx]
+  elif test_given and not val_given:
     n_val = _count(val_fraction, n)
     if n - n_val < 1:
       raise DataError(
         f"{where}: {n} training examples, too few to carve val_fraction={val_fraction}"
       )
     train_idx, val_idx = _split(n, n_val, labels, seed)
+    x_test, y_test = raw.x_test, raw.y_test
+  else:  # Both given: every example trains.
+    train_idx = np.arange(n)
     x_test, y_test = raw.x_test, raw.y_test
   if max_train is not None and max_train < train_idx.size:
     keep, _ = _split(
@@ -468,7 +487,10 @@ def _assemble(raw: _Raw, *, image_size, val_fraction, test_fraction, seed, max_t
     )
     train_idx = train_idx[keep]
   x_train, y_train = raw.x[train_idx], raw.y[train_idx]
-  x_val, y_val = raw.x[val_idx], raw.y[val_idx]
+  if val_given:
+    x_val, y_val = raw.x_val, raw.y_val
+  else:
+    x_val, y_val = raw.x[val_idx], raw.y[val_idx]
 
   if image_size is not None:
     # Resize after splitting and capping, so quick runs on big sources

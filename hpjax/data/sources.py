@@ -178,6 +178,8 @@ def dataset_from_arrays(
   x_test: np.ndarray | None = None,
   y_test: np.ndarray | None = None,
   *,
+  x_val: np.ndarray | None = None,
+  y_val: np.ndarray | None = None,
   image_size: int | None = None,
   val_fraction: float = 0.1,
   test_fraction: float = 0.2,
@@ -194,10 +196,21 @@ def dataset_from_arrays(
   the task and class rules are those of :func:`load_dataset` (integer ``y``
   means classification with labels 0..K-1, float ``y`` regression).
 
+  A split that is given is used as it is; one that is not is drawn from the
+  training arrays (seeded, stratified for classification): the validation
+  split is ``val_fraction`` of them, the test split ``test_fraction`` of them.
+  Given splits go through the same checks as the training arrays (dtype,
+  example shape, task, labels, lengths), and the classes are counted over
+  all the splits together.
+
   Args:
     name: Name for the dataset and its error messages.
     x_train, y_train: Training inputs and labels / targets.
     x_test, y_test: Optional test split (both or neither).
+    x_val, y_val: Optional validation split (both or neither); with it, no
+      validation split is drawn from the training arrays and ``val_fraction``
+      is unused. With both ``x_val`` and ``x_test``, every training example
+      trains.
     image_size, val_fraction, test_fraction, seed, max_train, num_classes,
       task: As for :func:`load_dataset`.
 
@@ -208,10 +221,15 @@ def dataset_from_arrays(
     DataError: For any problem with the arguments or the arrays.
   """
   _check_options(image_size, val_fraction, test_fraction, seed, max_train, num_classes, task)
+  where = f"dataset '{name}'"
   arrays = {"x_train": x_train, "y_train": y_train}
-  if x_test is not None or y_test is not None:
-    arrays.update(x_test=x_test, y_test=y_test)
-  raw = _raw_from_arrays(name, f"dataset '{name}'", arrays, num_classes, task)
+  for split, x, y in (("val", x_val, y_val), ("test", x_test, y_test)):
+    if (x is None) != (y is None):
+      have, lack = (f"x_{split}", f"y_{split}") if y is None else (f"y_{split}", f"x_{split}")
+      raise DataError(f"{where}: {have} is given but {lack} is not (give both or neither)")
+    if x is not None:
+      arrays.update({f"x_{split}": x, f"y_{split}": y})
+  raw = _raw_from_arrays(name, where, arrays, num_classes, task)
   return _assemble(
     raw,
     image_size=image_size,
@@ -491,28 +509,35 @@ def _raw_from_arrays(
     task = "classification"  # A class count says what the labels are.
   x = _convert_x(arrays["x_train"], "x_train", where)
   y, y_task = _convert_y(arrays["y_train"], "y_train", where, task)
-  x_test = y_test = None
-  if "x_test" in arrays:
-    x_test = _convert_x(arrays["x_test"], "x_test", where)
-    y_test, test_task = _convert_y(arrays["y_test"], "y_test", where, task)
-    if test_task != y_task:
+  given = {}  # The splits given rather than drawn: "val" / "test" -> (x, y).
+  for split in ("val", "test"):
+    if f"x_{split}" not in arrays:
+      continue
+    x_split = _convert_x(arrays[f"x_{split}"], f"x_{split}", where)
+    y_split, split_task = _convert_y(arrays[f"y_{split}"], f"y_{split}", where, task)
+    if split_task != y_task:
       raise DataError(
-        f"{where}: y_train means {y_task} but y_test means {test_task} (integer vs float labels; "
-        "pass task='classification' or task='regression' to decide)"
+        f"{where}: y_train means {y_task} but y_{split} means {split_task} (integer vs float "
+        "labels; pass task='classification' or task='regression' to decide)"
       )
-    if x_test.shape[1:] != x.shape[1:]:
+    if x_split.shape[1:] != x.shape[1:]:
       raise DataError(
-        f"{where}: x_test example shape {x_test.shape[1:]} differs from x_train {x.shape[1:]}"
+        f"{where}: x_{split} example shape {x_split.shape[1:]} differs from x_train {x.shape[1:]}"
       )
-    if x.dtype != x_test.dtype:
-      # One stored dtype per dataset; uint8 only survives if both are 8-bit.
-      x, x_test = x.astype(np.float32), x_test.astype(np.float32)
+    given[split] = (x_split, y_split)
+  if any(x_split.dtype != x.dtype for x_split, _ in given.values()):
+    # One stored dtype per dataset; uint8 only survives if all are 8-bit.
+    x = x.astype(np.float32)
+    given = {k: (x_split.astype(np.float32), y_split) for k, (x_split, y_split) in given.items()}
+  x_val, y_val = given.get("val", (None, None))
+  x_test, y_test = given.get("test", (None, None))
+  labels = {"y_train": y, **{f"y_{k}": y_split for k, (_, y_split) in given.items()}}
   notes = []
   if y_task == "classification":
-    num_classes = _class_count(y, y_test, num_classes, where)
+    num_classes = _class_count(labels, num_classes, where)
   else:
     num_classes = 1
-    targets = y if y_test is None else np.concatenate([y, y_test])
+    targets = np.concatenate(list(labels.values()))
     if wanted == "auto" and np.all(np.isfinite(targets)) and np.all(targets == np.round(targets)):
       # Class labels saved as floats would otherwise train a regressor
       # without a word; real targets that happen to be whole numbers
@@ -523,26 +548,30 @@ def _raw_from_arrays(
         "task='classification' if these are class labels (or save them as integers), "
         "task='regression' to silence this"
       )
-  return _Raw(name, where, y_task, x, y, x_test, y_test, num_classes, notes)
+  return _Raw(name, where, y_task, x, y, x_test, y_test, num_classes, notes, x_val, y_val)
 
 
-def _class_count(
-  y: np.ndarray, y_test: np.ndarray | None, num_classes: int | None, where: str
-) -> int:
+def _class_count(labels: dict[str, np.ndarray], num_classes: int | None, where: str) -> int:
   """The number of classes of non-negative int labels, after checking them.
 
   Taking max(label) + 1 on trust would turn a dataset whose labels are all 7
   into an 8-way classifier, and one stray label of 100000 into a
   100001-way output; so without an explicit count the classes must be
   exactly 0..K-1.
+
+  Args:
+    labels: ``y_train`` and the given ``y_val`` / ``y_test``, by name.
+    num_classes: the count given, or None.
+    where: the error messages' prefix.
   """
-  labels = y if y_test is None else np.concatenate([y, y_test])
-  keys = "y_train" if y_test is None else "y_train/y_test"
-  present = np.unique(labels)  # A single class is refused later, by _validate, for every source.
+  keys = "/".join(labels)
+  # A single class is refused later, by _validate, for every source.
+  present = np.unique(np.concatenate(list(labels.values())))
   if num_classes is not None:
     if present[-1] >= num_classes:
+      bad = "/".join(k for k, v in labels.items() if v.max() >= num_classes)  # Who holds it.
       raise DataError(
-        f"{where}: {keys}: label {int(present[-1])} is out of range for num_classes={num_classes} "
+        f"{where}: {bad}: label {int(present[-1])} is out of range for num_classes={num_classes} "
         f"(labels must be 0..{num_classes - 1})"
       )
     return num_classes
