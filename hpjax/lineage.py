@@ -34,19 +34,47 @@ from hpjax import hparams as hp_lib
 STRUCTURAL = hp_lib.STRUCTURAL + ("model",)
 
 
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-  """Rows of a JSON-lines file; a torn last line (a killed writer) is skipped."""
-  rows = []
+def read_jsonl(path: str, warnings: list[str] | None = None) -> list[dict[str, Any]]:
+  """The JSON objects of a JSON-lines file, one per line; ``[]`` when the file does not exist.
+
+  The one reader of ``metrics.jsonl`` and ``lineage.jsonl`` (the tuner's resume,
+  :mod:`hpjax.results`, :mod:`hpjax.report`). A line that is not a JSON object is
+  skipped: a torn last line (a writer killed mid-line) or a damaged one.
+
+  Args:
+    path: the file.
+    warnings: when given, one line is appended if lines were skipped:
+      ``"NAME: skipped the truncated last line N"`` or ``"NAME: skipped K
+      unreadable line(s): N, ..."``.
+
+  Raises:
+    OSError: the file exists but cannot be read.
+  """
+  rows: list[dict[str, Any]] = []
   if not os.path.exists(path):
     return rows
+  bad, last = [], 0
   with open(path) as f:
-    for line in f:
+    for i, line in enumerate(f, 1):
       if not line.strip():
         continue
+      last = i
       try:
-        rows.append(json.loads(line))
+        row = json.loads(line)
       except json.JSONDecodeError:
+        bad.append(i)
         continue
+      if isinstance(row, dict):
+        rows.append(row)
+      else:
+        bad.append(i)
+  if warnings is not None and bad:
+    name = os.path.basename(path)
+    if bad == [last]:
+      warnings.append(f"{name}: skipped the truncated last line {last}")
+    else:
+      warnings.append(f"{name}: skipped {len(bad)} unreadable line(s): "
+                      + ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else ""))
   return rows
 
 

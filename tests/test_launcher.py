@@ -305,7 +305,7 @@ def test_unusable_workdir_is_a_clear_error_before_training(tmp_path):
 
 @pytest.mark.parametrize("name", ["mnist_pbt", "fashion_mnist_pbt", "cifar10_pbt"])
 def test_launcher_file_based_configs_on_generated_copies(tmp_path, name):
-  from hpjax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from hpjax.data import testing as data_lib  # pylint: disable=g-import-not-at-top
   if name == "cifar10_pbt":
     data_dir = data_lib.write_fake_cifar10(str(tmp_path / "cifar"), n_per_batch=12)
     extra = ["--config.batch_size=16", "--config.model.convs_per_stage=1"]

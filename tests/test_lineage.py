@@ -87,6 +87,19 @@ def test_read_jsonl_skips_a_torn_last_line(tmp_path):
   assert lineage.read_jsonl(str(tmp_path / "missing.jsonl")) == []
 
 
+def test_read_jsonl_notes_what_it_skips(tmp_path):
+  # The one JSON-lines reader (hpjax.report reads workdirs with it too).
+  p = tmp_path / "m.jsonl"
+  p.write_text('{"a": 1}\n[1, 2]\n\n{"a": 2}\n{"a": ')
+  notes = []
+  assert lineage.read_jsonl(str(p), notes) == [{"a": 1}, {"a": 2}]
+  assert notes == ["m.jsonl: skipped 2 unreadable line(s): 2, 5"]
+  p.write_text('{"a": 1}\n{"a": \n\n')
+  notes = []
+  assert lineage.read_jsonl(str(p), notes) == [{"a": 1}]
+  assert notes == ["m.jsonl: skipped the truncated last line 2"]
+
+
 def _tiny_config(**overrides):
   from experiments.configs import digits_pbt  # pylint: disable=g-import-not-at-top
   c = digits_pbt.get_config().to_dict()
