@@ -1,17 +1,20 @@
-r"""Side by side in one run: throughput, FLOPs, compile time, memory, time to accuracy.
+r"""Side by side in one run: throughput, FLOPs, compile time, memory, devices, time to accuracy.
 
 One absl app, one machine, one set of data; prints markdown tables and, with
-``--out``, writes every number as JSON. The parts (``--parts``):
+``--out``, writes every number as JSON. Every flag is a field of
+:class:`experiments.bench_lib.Options` (``--helpfull`` lists them). The
+parts (``--parts``):
 
 * ``throughput``: member-steps per second of hpjax populations of
   ``--populations`` members (mixed learning rates, activations and
-  optimizers, batch 32) on each workload (``--workloads``):
+  optimizers, batch 32) on each workload (``--workloads``), for each
+  convolution implementation (``--conv_impls``: ``slices``, ``xla``):
 
   - ``digits8``: the bench CNN (conv16-pool-conv32-pool-dense64-dense10, the
     default model of ``experiments/configs/common.py``) on digits at 8x8;
   - ``digits28``: the same on digits resized to 28x28;
-  - ``resnet32``: a ResNet-style model (``ModelConfig(family='resnet')``)
-    on generated CIFAR-shaped 32x32x3 images.
+  - ``resnet32``: a ResNet-style model (``--resnet``, structural
+    hyperparameters) on generated CIFAR-shaped 32x32x3 images.
 
   P=1 is hpjax one member at a time (a jitted single-member epoch, looped
   over ``--alone_members`` members); the same first members are also trained
@@ -19,16 +22,19 @@ One absl app, one machine, one set of data; prints markdown tables and, with
   an Optuna or Ray Tune user runs today, and every row carries its ratio to
   that. Each timed call is one compiled epoch over the first ``steps x batch``
   training examples; the median call is reported (the fastest in the JSON).
-  PyTorch is timed before and after the hpjax rows of each workload (the
-  median over members and both rounds), with the faster of one thread and
-  torch's default by a short probe: on a shared machine torch's default of all
-  cores can collapse (10-50x) when another process takes a core.
+  States come from the group's own init (``hpjax.engine.group_functions``),
+  as ``hpjax.Population`` builds them. PyTorch is timed before and after the
+  hpjax rows of each workload (the median over members and both rounds), with
+  the faster of one thread and torch's default by a short probe: on a shared
+  machine torch's default of all cores can collapse (10-50x) when another
+  process takes a core.
 * ``flops``: FLOPs of one member's training step from XLA's cost analysis,
   against the measured float32 matmul rate (``--matmul_size``, best of
   ``--matmul_reps``): achieved FLOP/s = FLOPs per member-step x
   member-steps/s, as a fraction of the matmul rate.
-* ``compile``: the default config (``--compile_config``) built and trained
-  for two epochs in a fresh process, twice with one new persistent
+* ``compile``: the default config (``--compile_config``) built exactly as a
+  run builds it (``hpjax.tuner.from_config`` and ``build_population``) and
+  trained for two epochs in a fresh process, twice with one new persistent
   compilation cache: cold, then warm (programs cached as
   ``experiments/tune.py`` caches them: those that took at least
   ``$HPJAX_CACHE_MIN_SECS``, default 0: all, to compile). Compile time is
@@ -38,23 +44,35 @@ One absl app, one machine, one set of data; prints markdown tables and, with
   population-state bytes and XLA's temporary buffers (and the device's peak
   memory where the backend reports it).
 * ``devices``: scaling over devices. One process per device count D
-  (``--device_counts``, each measured ``--device_rounds`` times in turn,
-  the best round kept): a population of ``--device_population`` members of
-  ``--device_workload`` split over D devices exactly as the tuner splits it
-  (``hpjax.Population(..., mesh=...)``: ``shard_map`` over a 1-D population
-  mesh, pad members where D does not divide P; D=1 is the plain unsharded
-  engine). Member-steps/s counts real members only; speedup and efficiency
-  (speedup / D) are against D=1 in the same run. On CPU the D devices are
-  simulated (``--xla_force_host_platform_device_count``) and share the
-  machine's cores: no hardware is added, so a speedup there only says that D
-  programs side by side keep the cores busier than one. On GPUs the first D real
-  devices are used; counts above the devices present are skipped with a note.
+  (``--device_counts``, each measured ``--device_rounds`` times in turn, the
+  best round kept): ``--device_population`` members of ``--device_workload``
+  split over D devices as the tuner splits them (``hpjax.Population(...,
+  mesh=...)``: ``shard_map`` over a 1-D population mesh, pad members where D
+  does not divide P; D=1 is the plain unsharded engine). Member-steps/s counts
+  real members only; speedup and efficiency (speedup / D) are against D=1 in
+  the same run. On CPU the D devices are simulated
+  (``--xla_force_host_platform_device_count``) and share the machine's cores:
+  no hardware is added. On GPUs the first D real devices are used; counts
+  above the devices present are skipped with a note.
 * ``tta`` (off by default: 12-15 minutes on 2 cores): time to
   ``--tta_target`` validation accuracy on digits 28x28, hpjax PBT
   (``experiments/configs/digits28_pbt.py``, in a fresh process, cold and
   then warm compilation cache) against Optuna (TPE + median pruner) driving
   PyTorch (``experiments/optuna_torch.py``) with the same search space,
   budget and splits. Both clocks start before the data is loaded.
+* ``levers`` (off by default): the engine's settings that change no result
+  but may change speed, on one population (``--lever_population`` members of
+  ``--lever_workload``), each variant compiled and warmed up, then timed
+  taking turns (``--lever_rounds``): the optimizer family fixed per group
+  (structural) instead of a per-member index, one minibatch order shared by
+  the group, and member chunks (``GroupSpec.member_chunk``).
+* ``programs`` (off by default): the programs around the training step, in
+  a fresh process without a persistent compilation cache. The group's
+  ``init`` and ``evaluate`` compiled with XLA's defaults and with the backend
+  optimisations off (``hpjax.engine.INIT_COMPILER_OPTIONS``, which the init
+  uses), and called; then the validation pass padded to its own length or to
+  the test set's, in member chunks or all at once, and at other eval batch
+  sizes (``--eval_batches``).
 
 Launch::
 
@@ -65,366 +83,108 @@ Launch::
 
 PyTorch and Optuna come with the ``[bench]`` extra and are imported only by
 the parts that need them; ``--torch=off`` skips the PyTorch rows.
+``experiments/bench_engine.py``, ``bench_order.py`` and ``bench_init.py`` are
+this app with other default parts and sizes.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import datetime
-import importlib.util
+import functools
+import itertools
 import json
-import math
 import os
 import platform
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from absl import app
-from absl import flags
+from experiments import bench_lib
+from experiments.bench_lib import ACTS, Options
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PARTS = ("throughput", "flops", "compile", "memory", "devices", "tta")
-DEFAULT_PARTS = ("throughput", "flops", "compile", "memory", "devices")
-ACTS = ("relu", "tanh", "sigmoid")
-OPTS = ("sgd", "rmsprop", "adam")
-# Default training steps per timed call: enough to dwarf the per-call
-# overhead, few enough that P=128 fits the 10-minute budget on 2 cores.
-WORKLOAD_STEPS = {"digits8": 16, "digits28": 4, "resnet32": 1}
-WORKLOADS = tuple(WORKLOAD_STEPS)
-_CHILD_MARK = "BENCHMARK_CHILD_JSON "
-
-
-@dataclasses.dataclass
-class Options:
-  """Everything a benchmark run needs (the flags, as one value).
-
-  Attributes:
-    parts: which of :data:`PARTS` to run.
-    populations: population sizes P timed per workload.
-    workloads: which of :data:`WORKLOADS`.
-    steps: per-workload training steps per timed call (overrides
-      :data:`WORKLOAD_STEPS`).
-    batch_size: minibatch size of every member.
-    min_time: seconds of timed calls per measurement (at least).
-    min_reps: timed calls per measurement (at least, while one call stays
-      under ``max_time / min_reps`` seconds).
-    max_time: seconds of timed calls beyond which fewer than ``min_reps``
-      calls are made.
-    alone_members: members trained one at a time (hpjax P=1 and PyTorch).
-    torch: ``auto`` (when importable), ``on`` or ``off``.
-    torch_steps: timed PyTorch steps per member.
-    torch_device: ``cpu``, ``cuda`` or ``auto``.
-    torch_threads: intra-op threads; 0 measures both one thread and torch's
-      default and keeps the faster (on a shared machine torch's default of all
-      cores can collapse when another process takes one).
-    resnet: ``ModelConfig`` fields of the ``resnet32`` workload.
-    resnet_examples: generated 32x32x3 images (before the val/test split).
-    matmul_size, matmul_reps: the float32 matmul whose rate is the limit.
-    compile_config: the config file whose compile time is measured.
-    compile_overrides: ``field=value`` changes to it (tests shrink it).
-    memory_workload: the workload of the memory part.
-    memory_populations: its population sizes (default: ``populations``).
-    tta_population, tta_epochs, tta_trials, tta_target, tta_seed: the
-      time-to-accuracy scenario (hpjax members / Optuna trials, epochs each).
-    device_counts: device counts D of the ``devices`` part.
-    device_population: members split over the D devices.
-    device_workload: the workload of the ``devices`` part.
-    device_rounds: times every device count is measured, in turn (D=1, 2,
-      4, D=1, 2, 4, ...); each D's best round is reported.
-    cache_dir: persistent compilation cache of this process and the memory
-      children (default: a fresh temporary directory, so compiles are cold).
-    argv: the command line, recorded in the JSON.
-  """
-
-  parts: tuple = DEFAULT_PARTS
-  populations: tuple = (1, 8, 32, 128)
-  workloads: tuple = WORKLOADS
-  steps: dict = dataclasses.field(default_factory=dict)
-  batch_size: int = 32
-  min_time: float = 2.0
-  min_reps: int = 3
-  max_time: float = 15.0
-  alone_members: int = 4
-  torch: str = "auto"
-  torch_steps: int = 20
-  torch_device: str = "cpu"
-  torch_threads: int = 0
-  resnet: dict = dataclasses.field(default_factory=lambda: dict(family="resnet"))
-  resnet_examples: int = 512
-  matmul_size: int = 2048
-  matmul_reps: int = 5
-  compile_config: str = os.path.join(ROOT, "experiments", "configs", "digits_pbt.py")
-  compile_overrides: tuple = ()
-  memory_workload: str = "digits28"
-  memory_populations: tuple | None = None
-  tta_population: int = 32
-  tta_epochs: int = 10
-  tta_trials: int = 32
-  tta_target: float = 0.97
-  tta_seed: int = 0
-  device_counts: tuple = (1, 2, 4)
-  device_population: int = 32
-  device_workload: str = "digits28"
-  device_rounds: int = 2
-  cache_dir: str | None = None
-  argv: tuple = ()
-
-  def steps_for(self, workload: str) -> int:
-    """Training steps per timed call of ``workload``."""
-    return int(self.steps.get(workload, WORKLOAD_STEPS[workload]))
+CHILDREN = ("compile", "memory", "devices", "tta", "programs")
 
 
 # ---------------------------------------------------------------------------
-# Workloads and populations.
-
-
-def _members(n: int, batch_size: int, model=None) -> list:
-  """``n`` members with mixed learning rates, activations and optimizers."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import hpjax  # pylint: disable=g-import-not-at-top
-  model = model or hpjax.ModelConfig()
-  lrs = np.logspace(-3.5, -1.5, n) if n > 1 else [1e-3]
-  return [hpjax.Member(learning_rate=float(lrs[i]), activation=ACTS[i % 3],
-                       optimizer=OPTS[(i // 3) % 3], batch_size=batch_size, model=model)
-          for i in range(n)]
-
-
-def load_workload(name: str, opts: Options):
-  """The dataset and model config of a workload.
-
-  Args:
-    name: one of :data:`WORKLOADS`.
-    opts: options (ResNet config and generated-data size).
-
-  Returns:
-    ``(dataset, model_config, description)``.
-  """
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import hpjax  # pylint: disable=g-import-not-at-top
-  from hpjax import data as data_lib  # pylint: disable=g-import-not-at-top
-  if name == "digits8":
-    return (data_lib.load_dataset("digits", seed=0), hpjax.ModelConfig(),
-            "bench CNN, digits 8x8")
-  if name == "digits28":
-    return (data_lib.load_dataset("digits", image_size=28, seed=0), hpjax.ModelConfig(),
-            "bench CNN, digits 28x28")
-  if name == "resnet32":
-    rng = np.random.default_rng(0)
-    n = opts.resnet_examples
-    x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-    y = rng.integers(0, 10, n).astype(np.int32)
-    model = hpjax.ModelConfig(**opts.resnet).validate()
-    desc = (f"ResNet depth {model.depth} width {model.width} x{model.convs_per_stage} blocks"
-            f"{' BN' if model.batch_norm else ''}, random 32x32x3")
-    return data_lib.dataset_from_arrays("random32x32x3", x, y, seed=0), model, desc
-  raise ValueError(f"--workloads: unknown value {name!r}; allowed: {', '.join(WORKLOADS)}")
-
-
-def _tree_bytes(tree) -> int:
-  import jax  # pylint: disable=g-import-not-at-top
-  return int(sum(a.nbytes for a in jax.tree.leaves(tree)))
+# Throughput and FLOPs.
 
 
 @dataclasses.dataclass
-class _Compiled:
-  """One workload's population of P members, compiled for a timed call."""
+class Prepared:
+  """P members of a workload with their epoch compiled: what one throughput row times.
+
+  Attributes:
+    population: P.
+    steps: training steps per call.
+    compiled: the compiled epoch.
+    states: one P-member state, or (P=1) one state per member trained alone.
+    x, y: the training slice every call trains on.
+  """
+
   population: int
   steps: int
-  executable: Any
+  compiled: bench_lib.Compiled
   states: list
   x: Any
   y: Any
-  compile_s: float
-  flops: float | None
-  temp_bytes: int | None
-  state_bytes: int
+
+  def call(self) -> Callable[[], Any]:
+    """One timed call per invocation; the states train in turn (P=1: one at a time)."""
+    turn = itertools.count()
+
+    def one():
+      j = next(turn) % len(self.states)
+      self.states[j], metrics = self.compiled.executable(self.states[j], self.x, self.y)
+      return self.states[j], metrics
+
+    return one
 
 
-def single_member_population(data, model, opts: Options):
-  """A one-member ``hpjax.Population`` of a workload: its group functions serve every P.
-
-  The group spec (model, batch size, candidates, schedule) does not depend on
-  P, so the jitted init is compiled once, for one member.
-  """
-  import hpjax  # pylint: disable=g-import-not-at-top
-  return hpjax.Population(_members(1, opts.batch_size, model), data, activations=ACTS)
-
-
-def member_states(pop, members: Sequence[Any]):
-  """Each member's one-member state, as ``hpjax.Population`` initialises member ``i``.
-
-  Member ``i``'s state depends only on (seed 0, ``i``) and its own
-  hyperparameters, so one compiled init serves every P. A generator.
-  """
-  from hpjax import population as pop_lib  # pylint: disable=g-import-not-at-top
-  fns = pop.groups[0].fns
-  hp = pop.hparam_arrays(members)
-  for i in range(len(members)):
-    yield fns.init(pop_lib.member_keys(0, [i]), {k: v[i:i + 1] for k, v in hp.items()})
-
-
-def population_state(pop, members: Sequence[Any]):
-  """The state of a population of ``members``, exactly as ``hpjax.Population`` builds it.
-
-  Built one member at a time into host buffers, then placed on the device:
-  no vmapped init to compile for each P, and at most one state and one
-  member in memory besides (tests/test_benchmark.py checks it equals the
-  population's own state).
-  """
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  bufs, treedef = None, None
-  for i, state in enumerate(member_states(pop, members)):
-    if len(members) == 1:
-      return state
-    leaves, treedef = jax.tree.flatten(state)
-    if bufs is None:
-      bufs = [np.empty((len(members),) + l.shape[1:], l.dtype) for l in leaves]
-    for buf, leaf in zip(bufs, leaves):
-      buf[i] = np.asarray(leaf)[0]
-    del state, leaves
-  return jax.device_put(jax.tree.unflatten(treedef, bufs))
-
-
-def _training_slice(data, steps: int, batch_size: int):
-  """The first ``steps x batch_size`` training examples: what one timed call trains on."""
-  n = steps * batch_size
-  if n > data.num_train:
-    raise ValueError(f"--steps: {steps} steps of {batch_size} need {n} training examples, "
-                     f"{data.name} has {data.num_train}")
-  return data.x_train[:n], data.y_train[:n]
-
-
-def _compile_population(data, model, p: int, opts: Options, steps: int,
-                        pop=None) -> _Compiled:
-  """Prepares P members and compiles one epoch over ``steps`` batches.
-
-  For P=1 the states of ``opts.alone_members`` members are prepared, to be
-  trained in turn by the same compiled single-member epoch.
+def prepare(pop, structural: dict, p: int, opts: Options, steps: int) -> Prepared:
+  """States of P members (P=1: ``opts.alone_members`` states) and their compiled epoch.
 
   Args:
-    data, model: the workload.
+    pop: the workload's :func:`bench_lib.one_member_population`.
+    structural: the members' structural hyperparameters.
     p: population size.
     opts: options (batch size, alone members).
     steps: training steps per call.
-    pop: the workload's :func:`single_member_population` (built if None).
   """
   b = opts.batch_size
-  x, y = _training_slice(data, steps, b)
-  pop = pop or single_member_population(data, model, opts)
-  fns = pop.groups[0].fns
-  if p == 1:
-    states = list(member_states(pop, _members(max(1, opts.alone_members), b, model)))
-  else:
-    states = [population_state(pop, _members(p, b, model))]
-  start = time.perf_counter()
-  executable = fns.train_epoch.lower(states[0], x, y).compile()
-  compile_s = time.perf_counter() - start
-  cost = executable.cost_analysis()
-  if isinstance(cost, (list, tuple)):  # older jax: one dict per program
-    cost = cost[0] if cost else {}
-  try:
-    temp = int(executable.memory_analysis().temp_size_in_bytes)
-  except Exception:  # pylint: disable=broad-except
-    temp = None  # not every backend reports it
-  return _Compiled(p, steps, executable, states, x, y, compile_s,
-                   float(cost["flops"]) if cost and "flops" in cost else None, temp,
-                   _tree_bytes(states[0]))
+  x, y = bench_lib.training_slice(pop.data, steps, b)
+  n = max(1, opts.alone_members) if p == 1 else p
+  states = list(bench_lib.init_states(pop, bench_lib.members(n, b, structural), p))
+  compiled = bench_lib.compile_epoch(pop.groups[0].fns.train_epoch, states[0], x, y)
+  return Prepared(p, steps, compiled, states, x, y)
 
 
-def _reps(first_s: float, opts: Options) -> int:
-  """How many timed calls after a first one that took ``first_s`` seconds."""
-  first_s = max(first_s, 1e-6)
-  return max(math.ceil(opts.min_time / first_s),
-             min(opts.min_reps, max(1, math.floor(opts.max_time / first_s))))
-
-
-def time_calls(c: _Compiled, opts: Options) -> dict[str, Any]:
-  """Times the compiled epoch; states are trained round-robin (P=1: one at a time).
-
-  Returns:
-    ``member_steps_per_s`` (from the median call), ``best_member_steps_per_s``
-    (the fastest call), ``call_s`` (all timed calls) and ``first_call_s``.
-  """
-  import jax  # pylint: disable=g-import-not-at-top
-
-  def call(i: int) -> float:
-    j = i % len(c.states)
-    start = time.perf_counter()
-    c.states[j], m = c.executable(c.states[j], c.x, c.y)
-    jax.block_until_ready((c.states[j], m))
-    return time.perf_counter() - start
-
-  first = call(0)
-  # A long first call is a fair sample (no compile: the executable is ready);
-  # a short one may carry one-off allocation costs.
-  times = [first] if first >= 5.0 else []
-  reps = _reps(first, opts)
-  i = 1
-  while len(times) < reps:
-    times.append(call(i))
-    i += 1
-  work = c.population * c.steps
-  return {"member_steps_per_s": work / statistics.median(times),
-          "best_member_steps_per_s": work / min(times), "call_s": times, "first_call_s": first}
-
-
-def flops_per_member_step(data, model, compiled_p1: _Compiled, opts: Options,
-                          pop=None) -> dict[str, Any]:
+def flops_per_member_step(pop, p1: Prepared, opts: Options) -> dict[str, Any]:
   """FLOPs of one member's training step, from XLA's cost analysis.
 
-  XLA's analysis of a loop body may count it once (this jax: yes) or times
+  XLA's analysis of a loop body may count it once (jax 0.10: yes) or times
   its trip count; lowering the same epoch for 1 and 2 steps tells which, and
   the compiled P=1 figure is divided accordingly.
   """
-  g_steps = compiled_p1.steps
-  pop = pop or single_member_population(data, model, opts)
   g = pop.groups[0]
   b = opts.batch_size
 
   def lowered_flops(s):
-    cost = g.fns.train_epoch.lower(g.state, data.x_train[:s * b], data.y_train[:s * b]
-                                   ).cost_analysis()
-    if isinstance(cost, (list, tuple)):
-      cost = cost[0] if cost else {}
-    return float((cost or {}).get("flops", float("nan")))
+    lowered = g.fns.train_epoch.lower(g.state, pop.data.x_train[:s * b], pop.data.y_train[:s * b])
+    return float(bench_lib.cost(lowered).get("flops", float("nan")))
 
   one, two = lowered_flops(1), lowered_flops(2)
   counts_trips = bool(two > 1.5 * one)
-  total = compiled_p1.flops
-  per_step = None if total is None else (total / g_steps if counts_trips else total)
+  total = p1.compiled.flops
+  steps = p1.steps
+  per_step = None if total is None else (total / steps if counts_trips else total)
   return {"flops_per_member_step": per_step, "compiled_epoch_flops": total,
-          "steps_in_epoch": g_steps, "loop_counted_per_trip": counts_trips,
+          "steps_in_epoch": steps, "loop_counted_per_trip": counts_trips,
           "lowered_1_step_flops": one, "lowered_2_step_flops": two}
-
-
-def matmul_rate(size: int, reps: int) -> dict[str, Any]:
-  """The machine's float32 matmul rate through XLA (best of ``reps``)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  ka, kb = jax.random.split(jax.random.key(0))
-  a = jax.random.normal(ka, (size, size), jnp.float32)
-  bm = jax.random.normal(kb, (size, size), jnp.float32)
-  f = jax.jit(jnp.dot)
-  jax.block_until_ready(f(a, bm))
-  best = math.inf
-  for _ in range(reps):
-    start = time.perf_counter()
-    jax.block_until_ready(f(a, bm))
-    best = min(best, time.perf_counter() - start)
-  return {"size": size, "reps": reps, "best_s": best, "flops_per_s": 2.0 * size ** 3 / best}
-
-
-# ---------------------------------------------------------------------------
-# PyTorch one at a time.
 
 
 def _torch_available() -> bool:
@@ -439,34 +199,31 @@ class TorchBaseline:
   """PyTorch training the first ``alone_members`` members one after another.
 
   The thread count is chosen once by a short probe (with ``torch_threads ==
-  0``, one thread against torch's default: on a shared machine the default
-  of all cores can collapse when another process takes one). :meth:`measure`
-  then times every member for ``torch_steps`` steps; it is called before and
-  after the hpjax rows of a workload so that a drifting machine load weighs
-  on both sides alike.
+  0``, one thread against torch's default). :meth:`measure` then times every
+  member for ``torch_steps`` steps; it is called before and after the hpjax
+  rows of a workload so that a drifting machine load weighs on both sides
+  alike.
   """
 
-  def __init__(self, data, model, opts: Options):
+  def __init__(self, workload: bench_lib.Workload, opts: Options):
     import numpy as np  # pylint: disable=g-import-not-at-top
     import torch  # pylint: disable=g-import-not-at-top
     from experiments import torch_baseline  # pylint: disable=g-import-not-at-top
     self._tb = torch_baseline
     self._torch = torch
     self.opts = opts
-    members = _members(opts.alone_members, opts.batch_size, model)
     self.members = [dict(activation=m.activation, optimizer=m.optimizer, lr=m.learning_rate,
-                         batch_size=m.batch_size, model=dataclasses.asdict(m.model))
-                    for m in members]
-    self.x = np.asarray(data.x_train)
-    self.y = np.asarray(data.y_train)
+                         batch_size=m.batch_size, model=dict(workload.structural))
+                    for m in bench_lib.members(opts.alone_members, opts.batch_size)]
+    self.x = np.asarray(workload.data.x_train)
+    self.y = np.asarray(workload.data.y_train)
     self.device = torch_baseline.resolve_device(opts.torch_device)
     self.default_threads = torch.get_num_threads()
-    self.probe = {}
+    self.probe: dict[int, float] = {}
     if opts.torch_threads:
       self.threads = opts.torch_threads
     else:
-      self.threads = probe_torch_threads(self.x, self.y, self.members[0], self.device)
-      self.probe = dict(probe_torch_threads.last)
+      self.threads, self.probe = probe_torch_threads(self.x, self.y, self.members[0], self.device)
     self.rates: list[float] = []
     self.rounds: list[float] = []
 
@@ -496,10 +253,11 @@ class TorchBaseline:
 
 
 def probe_torch_threads(x, y, member: dict[str, Any], device: str = "cpu",
-                        steps: int = 8) -> int:
+                        steps: int = 8) -> tuple[int, dict[int, float]]:
   """The faster torch thread count, 1 or torch's default, by a short probe.
 
-  The rates probed are kept in ``probe_torch_threads.last``.
+  Returns:
+    ``(threads, {threads: member-steps/s probed})``.
   """
   import torch  # pylint: disable=g-import-not-at-top
   from experiments import torch_baseline  # pylint: disable=g-import-not-at-top
@@ -513,110 +271,255 @@ def probe_torch_threads(x, y, member: dict[str, Any], device: str = "cpu",
       rates[t] = r["steps"] / r["seconds"]
   finally:
     torch.set_num_threads(default)
-  probe_torch_threads.last = rates
-  return max(rates, key=rates.get)
+  return max(rates, key=rates.get), rates
 
 
-probe_torch_threads.last = {}
+def throughput_part(name: str, opts: Options, log: Callable[[str], None]) -> list[dict[str, Any]]:
+  """Throughput and FLOPs of one workload at every P, one entry per ``--conv_impls``."""
+  w = bench_lib.load_workload(name, opts)
+  steps = opts.steps_for(name)
+  use_torch = "throughput" in opts.parts and (
+      opts.torch == "on" or (opts.torch == "auto" and _torch_available()))
+  baseline = None
+  if use_torch:
+    baseline = TorchBaseline(w, opts)
+    log(f"{name} PyTorch one at a time: {baseline.measure():.1f} member-steps/s "
+        f"({baseline.threads} thread(s); probe {_rates_text(baseline.probe)})")
+  pops = sorted(set(opts.populations) | ({1} if "flops" in opts.parts else set()))
+  if "throughput" not in opts.parts:
+    pops = [1]
+  entries = []
+  for impl in opts.conv_impls:
+    structural = {**w.structural, "conv_impl": impl}
+    entry: dict[str, Any] = {"name": name, "conv_impl": impl, "description": w.description,
+                             "batch_size": opts.batch_size, "steps_per_call": steps,
+                             "model": structural, "input_shape": list(w.data.input_shape),
+                             "rows": []}
+    if "throughput" in opts.parts and not use_torch:
+      entry["torch_note"] = ("PyTorch rows skipped (--torch=off)" if opts.torch == "off" else
+                             "PyTorch not installed (pip install -e '.[bench]'): rows skipped")
+    pop = bench_lib.one_member_population(w.data, structural, opts.batch_size)
+    p1 = None
+    for p in pops:
+      c = prepare(pop, structural, p, opts, steps)
+      row = {"population": p, "compile_s": c.compiled.compile_s,
+             "state_bytes": bench_lib.tree_bytes(c.states[0]),
+             "xla_temp_bytes": c.compiled.temp_bytes, "epoch_flops": c.compiled.flops}
+      if "throughput" in opts.parts:
+        row.update(bench_lib.time_calls(c.call(), p * steps, opts))
+        log(f"{name} ({impl}) P={p}: {row['member_steps_per_s']:.1f} member-steps/s "
+            f"(compile {c.compiled.compile_s:.1f} s, {len(row['call_s'])} calls)")
+      if p == 1:
+        p1 = c
+      if p in opts.populations or p != 1:
+        entry["rows"].append(row)
+      del c
+    if "flops" in opts.parts:
+      entry["flops"] = flops_per_member_step(pop, p1, opts)
+      per = entry["flops"]["flops_per_member_step"]
+      log(f"{name} ({impl}): {per / 1e6:.1f} MFLOP per member-step")
+    entries.append(entry)
+  if baseline is not None:
+    log(f"{name} PyTorch one at a time, again: {baseline.measure():.1f} member-steps/s")
+    torch_result = baseline.result()
+    for entry in entries:
+      entry["torch"] = torch_result
+      for row in entry["rows"]:
+        if "member_steps_per_s" in row:
+          row["vs_torch"] = row["member_steps_per_s"] / torch_result["member_steps_per_s"]
+  return entries
+
+
+def _rates_text(rates: dict) -> str:
+  return ", ".join(f"{k} thread(s) {v:.1f}/s" for k, v in rates.items()) or "none"
+
+
+def _add_fractions(w: dict[str, Any], matmul: dict[str, Any]) -> None:
+  """Achieved FLOP/s and the fraction of the matmul rate, for every timed row."""
+  per = (w.get("flops") or {}).get("flops_per_member_step")
+  if not per:
+    return
+  w["flops"]["limit_member_steps_per_s"] = matmul["flops_per_s"] / per
+  for row in w["rows"]:
+    if "member_steps_per_s" in row:
+      row["achieved_flops_per_s"] = per * row["member_steps_per_s"]
+      row["fraction_of_matmul"] = row["achieved_flops_per_s"] / matmul["flops_per_s"]
 
 
 # ---------------------------------------------------------------------------
-# Child processes: compile time and memory.
+# Levers (in this process) and programs (in a child): engine settings side by side.
 
 
-def _events():
-  """Sums JAX's compile-related duration events and counts cache hits."""
+def levers_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
+  """The engine's speed levers on one population, each variant timed in turn.
+
+  Every variant is the workload's group spec with some fields replaced
+  (:class:`hpjax.engine.GroupSpec`), its state built by its own init; the
+  optimizer family fixed per group trains every member with adam (a
+  structural family serves one family).
+  """
   import jax  # pylint: disable=g-import-not-at-top
-  sums = {"trace_s": 0.0, "lower_s": 0.0, "backend_compile_s": 0.0, "cache_hits": 0,
-          "cache_retrieval_s": 0.0}
-  names = {"/jax/core/compile/jaxpr_trace_duration": "trace_s",
-           "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower_s",
-           "/jax/core/compile/backend_compile_duration": "backend_compile_s",
-           "/jax/compilation_cache/cache_retrieval_time_sec": "cache_retrieval_s"}
+  from hpjax import engine  # pylint: disable=g-import-not-at-top
+  w = bench_lib.load_workload(opts.lever_workload, opts)
+  structural = {**w.structural, "conv_impl": opts.conv_impls[0]}
+  b, p, steps = opts.batch_size, opts.lever_population, opts.steps_for(w.name)
+  pop = bench_lib.one_member_population(w.data, structural, b)
+  spec = pop.groups[0].fns.spec
+  x, y = bench_lib.training_slice(w.data, steps, b)
+  mixed = bench_lib.members(p, b, structural)
+  all_adam = [m.replace(optimizer="adam") for m in mixed]
+  variants = {
+      "default (own order, member_chunk=None)": ({}, mixed),
+      "optimizer_family=adam (structural; members all adam)": ({"optimizer_family": "adam"},
+                                                                 all_adam),
+      "shared_order=True": ({"shared_order": True}, mixed),
+      "member_chunk=0 (all members at once)": ({"member_chunk": 0}, mixed),
+      "shared_order=True, member_chunk=0": ({"shared_order": True, "member_chunk": 0}, mixed),
+  }
+  calls, rows = {}, {}
+  for name, (changes, group_members) in variants.items():
+    variant_spec = dataclasses.replace(spec, **changes)
+    (state,) = bench_lib.init_states(pop, group_members, p, spec=variant_spec)
+    fns = engine.group_functions(variant_spec)
+    prep = Prepared(p, steps, bench_lib.compile_epoch(fns.train_epoch, state, x, y), [state],
+                    x, y)
+    calls[name] = prep.call()
+    first = bench_lib.seconds(calls[name])  # warm-up: allocations, caches
+    rows[name] = {"variant": name, "spec_changes": changes, "compile_s": prep.compiled.compile_s,
+                  "first_call_s": first}
+    log(f"levers: {name} compiled in {prep.compiled.compile_s:.1f} s")
+  times = bench_lib.in_turn(calls, opts.lever_rounds)
+  for name, ts in times.items():
+    rates = [p * steps / t for t in ts]
+    rows[name].update(call_s=ts, member_steps_per_s=max(rates), rounds_member_steps_per_s=rates)
+  base = rows[next(iter(rows))]["member_steps_per_s"]
+  for r in rows.values():
+    r["vs_default"] = r["member_steps_per_s"] / base
+    log(f"levers: {r['variant']}: {r['member_steps_per_s']:.1f} member-steps/s (best of "
+        f"{len(r['call_s'])})")
+  return {"workload": w.name, "description": w.description, "population": p,
+          "steps_per_call": steps, "batch_size": b, "backend": jax.default_backend(),
+          "rows": list(rows.values())}
 
-  def on_duration(event, duration, **kw):
-    del kw
-    if event in names:
-      sums[names[event]] += duration
 
-  def on_event(event, **kw):
-    del kw
-    if event == "/jax/compilation_cache/cache_hits":
-      sums["cache_hits"] += 1
+def child_programs(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
+  """In a fresh process: compile and call times of init and evaluate, validation variants.
 
-  jax.monitoring.register_event_duration_secs_listener(on_duration)
-  jax.monitoring.register_event_listener(on_event)
-  return sums
+  The group's ``init`` and ``evaluate`` are compiled with XLA's defaults and
+  with :data:`hpjax.engine.INIT_COMPILER_OPTIONS`, alternating, and called
+  in turn; then the validation pass at several paddings, member chunks and
+  eval batch sizes. The process runs without a persistent compilation cache (JAX decides once
+  per process whether to use one) and JAX's in-memory caches are cleared
+  before every compile: nothing compiled earlier may answer one.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import hpjax  # pylint: disable=g-import-not-at-top
+  from hpjax import engine  # pylint: disable=g-import-not-at-top
+  w = bench_lib.load_workload(opts.programs_workload, opts)
+  structural = {**w.structural, "conv_impl": opts.conv_impls[0]}
+  p = opts.programs_population
+  pop = hpjax.Population(bench_lib.members(p, opts.batch_size, structural), w.data,
+                         candidates={"activation": ACTS}, mesh=None)
+  (group,) = pop.groups
+  fns, state, data = group.fns, group.state, w.data
+  keys = engine.member_keys(pop.seed, range(p))
+  hp = pop.hparam_arrays(pop.members)
+  e = pop.eval_batch_size
+  own = engine.pad_eval(data.x_val, data.y_val, e)
+  programs = {"init": (fns.init, (keys, hp)),
+              "evaluate (validation set)": (fns.evaluate, (state, *own))}
+  settings = {"XLA default": {}, "backend optimisations off": dict(engine.INIT_COMPILER_OPTIONS)}
+  out: dict[str, Any] = {"workload": w.name, "description": w.description, "population": p,
+                         "backend": jax.default_backend(),
+                         "persistent_cache": jax.config.jax_enable_compilation_cache,
+                         "compiles": []}
+  for name, (fn, args) in programs.items():
+    raw = fn.__wrapped__  # the pure function under the group's jit
+    compile_s: dict[str, list[float]] = {k: [] for k in settings}
+    executables = {}
+    for _ in range(opts.programs_rounds):
+      for key, options in settings.items():
+        jax.clear_caches()  # no in-memory executable either
+        lowered = jax.jit(raw, compiler_options=options or None).trace(*args).lower()
+        start = time.perf_counter()
+        executables[key] = lowered.compile()
+        compile_s[key].append(time.perf_counter() - start)
+    results = {k: jax.block_until_ready(ex(*args)) for k, ex in executables.items()}
+    times = bench_lib.in_turn({k: functools.partial(ex, *args)
+                               for k, ex in executables.items()}, opts.programs_reps)
+    a, b = (jax.tree.leaves(results[k]) for k in settings)
+    diff = max((float(np.max(np.abs(np.asarray(u, np.float64) - np.asarray(v, np.float64))))
+                for u, v in zip(a, b) if np.issubdtype(np.asarray(u).dtype, np.floating)),
+               default=0.0)
+    for key in settings:
+      out["compiles"].append({"program": name, "setting": key, "compile_s": min(compile_s[key]),
+                              "compiles_s": compile_s[key],
+                              "call_s": statistics.median(times[key]), "calls_s": times[key],
+                              "max_difference": diff})
+      log(f"programs: {name}, {key}: compile {min(compile_s[key]):.2f} s, call "
+          f"{1e3 * statistics.median(times[key]):.1f} ms")
 
-
-def _load_config(path: str, overrides: Sequence[str]):
-  """``get_config()`` of a config file, with ``field=value`` overrides applied."""
-  spec = importlib.util.spec_from_file_location("benchmark_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  cfg = module.get_config()
-  for item in overrides:
-    field, _, text = item.partition("=")
-    try:
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = text
-    node = cfg
-    *parents, leaf = field.split(".")
-    for name in parents:
-      node = node[name]
-    node[leaf] = value
-  return cfg
-
-
-def _rss() -> dict[str, int]:
-  """Current and peak resident memory of this process, in bytes."""
-  out = {"maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
-  try:
-    with open("/proc/self/status") as f:
-      for line in f:
-        if line.startswith(("VmRSS:", "VmHWM:")):
-          key = "rss_bytes" if line.startswith("VmRSS") else "hwm_bytes"
-          out[key] = int(line.split()[1]) * 1024
-  except OSError:
-    pass
+  # The validation pass: padded to its own length (what a population does)
+  # or to the test set's (one program for both splits), in the engine's
+  # member chunks or all members at once; then other eval batch sizes.
+  at_once = engine.group_functions(dataclasses.replace(fns.spec, member_chunk=0)).evaluate
+  longer = engine.pad_eval(data.x_val, data.y_val, e, max(data.num_val, data.num_test))
+  variants = {
+      "own length, member_chunk=None (the engine's)": (fns.evaluate, own),
+      "own length, all members at once": (at_once, own),
+      "test set's length, all members at once": (at_once, longer),
+  }
+  out["validation"] = _evaluate_in_turn(variants, state, opts.programs_reps,
+                                        ref=list(variants)[-1])
+  by_size = {}
+  for size in opts.eval_batches:
+    spec = dataclasses.replace(fns.spec, eval_batch_size=size)
+    by_size[str(size)] = (engine.group_functions(spec).evaluate,
+                          engine.pad_eval(data.x_val, data.y_val, size))
+  out["eval_batches"] = _evaluate_in_turn(by_size, state, opts.programs_reps,
+                                          ref_loss=out["validation"][-1]["loss"])
+  out.update(eval_batch_size=e, num_val=data.num_val, num_test=data.num_test)
   return out
 
 
-def _device_peak() -> int | None:
+def _evaluate_in_turn(variants, state, reps: int, ref: str | None = None,
+                      ref_loss=None) -> list[dict[str, Any]]:
+  """Calls each ``(evaluate, padded split)`` in turn; the loss difference is to ``ref``'s."""
   import jax  # pylint: disable=g-import-not-at-top
-  stats = jax.devices()[0].memory_stats() or {}
-  v = stats.get("peak_bytes_in_use")
-  return int(v) if v is not None else None
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  results = {k: jax.block_until_ready(f(state, *a)) for k, (f, a) in variants.items()}
+  times = bench_lib.in_turn({k: functools.partial(f, state, *a)
+                             for k, (f, a) in variants.items()}, reps)
+  ref_loss = np.asarray(results[ref]["loss"] if ref_loss is None else ref_loss)
+  rows = []
+  for key, (_, a) in variants.items():
+    loss = np.asarray(results[key]["loss"])
+    rows.append({"variant": key, "rows_per_member": int(a[0].shape[0]),
+                 "call_s": statistics.median(times[key]), "calls_s": times[key],
+                 "loss": loss.tolist(),
+                 "max_loss_difference": float(np.max(np.abs(loss - ref_loss)))})
+  return rows
+
+
+# ---------------------------------------------------------------------------
+# Child processes: compile time, memory, devices, time to accuracy.
 
 
 def child_compile(opts: Options) -> dict[str, Any]:
-  """In a fresh process: build the config's population, train two epochs, time them.
+  """In a fresh process: build the config's population as a run does, train two epochs.
 
-  Mirrors what ``hpjax.tuner.run`` builds (members, groups, schedule,
-  candidates), without its logging and checkpoints.
+  ``hpjax.tuner.from_config`` (validation, data, members) then
+  ``hpjax.tuner.build_population``: the population a run trains, without
+  its logging and checkpoints.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  sums = _events()
-  from hpjax import optim  # pylint: disable=g-import-not-at-top
-  from hpjax import space as space_lib  # pylint: disable=g-import-not-at-top
   from hpjax import tuner  # pylint: disable=g-import-not-at-top
-  from hpjax.models import ACTIVATIONS  # pylint: disable=g-import-not-at-top
-  from hpjax.population import Population  # pylint: disable=g-import-not-at-top
-  cfg = _load_config(opts.compile_config, opts.compile_overrides).to_dict()
-  data = tuner.config_dataset(cfg)
-  jax.block_until_ready(data.x_train)
+  sums = bench_lib.compile_events()
+  exp = tuner.from_config(bench_lib.load_config(opts.compile_config, opts.compile_overrides))
+  jax.block_until_ready(exp.data.x_train)
   t0 = time.perf_counter()
-  members, space = tuner.build_members(cfg, data.task)
-  s = cfg.get("schedule", {})
-  schedule = optim.EpochSchedule(s.get("kind", "constant"), float(s.get("warmup_epochs", 0.0)),
-                                 float(cfg["epochs"]), float(s.get("alpha", 0.0)))
-  activations = space_lib.candidates(space, "activation", sorted(
-      {m.activation for m in members}, key=list(ACTIVATIONS).index))
-  losses = space_lib.candidates(space, "loss", list(dict.fromkeys(m.loss for m in members)))
-  pop = Population(members, data, seed=int(cfg["seed"]), activations=activations,
-                   losses=losses, schedule=schedule,
-                   eval_batch_size=int(cfg.get("eval_batch_size", 256)))
+  pop = tuner.build_population(exp)
   jax.block_until_ready([g.state for g in pop.groups])
   t1 = time.perf_counter()
   pop.train_epoch()
@@ -626,20 +529,20 @@ def child_compile(opts: Options) -> dict[str, Any]:
   pop.evaluate("val")
   t3 = time.perf_counter()
   build, first, steady = t1 - t0, t2 - t1, t3 - t2
-  return {"config": os.path.relpath(opts.compile_config, ROOT),
+  return {"config": os.path.relpath(opts.compile_config, bench_lib.ROOT),
           "overrides": list(opts.compile_overrides), "members": pop.size,
           "groups": len(pop.groups), "build_s": build, "first_epoch_s": first,
           "steady_epoch_s": steady, "compile_s": build + first - steady,
-          "jax_events": dict(sums), **_rss(), "device_peak_bytes": _device_peak()}
+          "jax_events": dict(sums), **bench_lib.rss(), "device_peak_bytes": bench_lib.device_peak()}
 
 
 def child_devices(opts: Options, d: int) -> dict[str, Any]:
   """In a fresh process: the device-scaling population split over ``d`` devices, timed.
 
-  Builds ``hpjax.Population`` as the tuner does (``mesh=None`` for one
-  device, a population mesh over the first ``d`` devices otherwise), then
-  compiles and times its group's epoch over the workload's first
-  ``steps x batch`` examples, as the throughput part does.
+  Builds ``hpjax.Population`` as the tuner does (no mesh for one device, a
+  population mesh over the first ``d`` devices otherwise), then compiles and
+  times its group's epoch over the workload's first ``steps x batch``
+  examples, as the throughput part does.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import hpjax  # pylint: disable=g-import-not-at-top
@@ -648,37 +551,26 @@ def child_devices(opts: Options, d: int) -> dict[str, Any]:
   if d < 1 or d > len(devices):
     raise ValueError(f"--child_devices: {d} devices asked for, {len(devices)} present "
                      f"({devices[0].platform})")
-  data, model, desc = load_workload(opts.device_workload, opts)
-  steps, b, p = opts.steps_for(opts.device_workload), opts.batch_size, opts.device_population
-  x, y = _training_slice(data, steps, b)
+  w = bench_lib.load_workload(opts.device_workload, opts)
+  structural = {**w.structural, "conv_impl": opts.conv_impls[0]}
+  steps, b, p = opts.steps_for(w.name), opts.batch_size, opts.device_population
+  x, y = bench_lib.training_slice(w.data, steps, b)
   mesh = distributed.population_mesh(devices[:d]) if d > 1 else None
   start = time.perf_counter()
-  pop = hpjax.Population(_members(p, b, model), data, activations=ACTS, mesh=mesh)
+  pop = hpjax.Population(bench_lib.members(p, b, structural), w.data,
+                         candidates={"activation": ACTS}, mesh=mesh)
   (group,) = pop.groups
   state = jax.block_until_ready(group.state)
   build_s = time.perf_counter() - start
   if mesh is not None:
     x, y = distributed.put((x, y), distributed.replicated(mesh))
-  start = time.perf_counter()
-  executable = group.fns.train_epoch.lower(state, x, y).compile()
-  compile_s = time.perf_counter() - start
+  compiled = bench_lib.compile_epoch(group.fns.train_epoch, state, x, y)
   per_device = jax.tree.leaves(state)[0].shape[0] // d
-  c = _Compiled(p, steps, executable, [state], x, y, compile_s, None, None, _tree_bytes(state))
-  row = time_calls(c, opts)
+  row = bench_lib.time_calls(Prepared(p, steps, compiled, [state], x, y).call(), p * steps, opts)
   return {"devices": d, "platform": devices[0].platform, "device_kind": devices[0].device_kind,
-          "workload": opts.device_workload, "description": desc, "population": p,
+          "workload": w.name, "description": w.description, "population": p,
           "padded_population": per_device * d, "members_per_device": per_device,
-          "steps_per_call": steps, "build_s": build_s, "compile_s": compile_s, **row}
-
-
-def _reset_peak_rss() -> bool:
-  """Resets this process's peak RSS (Linux ``clear_refs``); False where unsupported."""
-  try:
-    with open("/proc/self/clear_refs", "w") as f:
-      f.write("5")
-  except OSError:
-    return False
-  return True
+          "steps_per_call": steps, "build_s": build_s, "compile_s": compiled.compile_s, **row}
 
 
 def child_memory(opts: Options, p: int) -> dict[str, Any]:
@@ -690,68 +582,29 @@ def child_memory(opts: Options, p: int) -> dict[str, Any]:
   """
   import gc  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  sums = _events()
-  data, model, desc = load_workload(opts.memory_workload, opts)
-  jax.block_until_ready(data.x_train)
-  before = _rss()
-  c = _compile_population(data, model, p, dataclasses.replace(opts, alone_members=1),
-                          opts.steps_for(opts.memory_workload))
+  sums = bench_lib.compile_events()
+  w = bench_lib.load_workload(opts.memory_workload, opts)
+  structural = {**w.structural, "conv_impl": opts.conv_impls[0]}
+  jax.block_until_ready(w.data.x_train)
+  before = bench_lib.rss()
+  pop = bench_lib.one_member_population(w.data, structural, opts.batch_size)
+  c = prepare(pop, structural, p, dataclasses.replace(opts, alone_members=1),
+              opts.steps_for(w.name))
   jax.block_until_ready(c.states)
   gc.collect()
-  resident = _rss()
-  reset = _reset_peak_rss()
-  c.states[0], m = c.executable(c.states[0], c.x, c.y)
-  jax.block_until_ready((c.states[0], m))
-  after = _rss()
-  return {"workload": opts.memory_workload, "description": desc, "population": p,
-          "state_bytes": c.state_bytes, "xla_temp_bytes": c.temp_bytes,
+  resident = bench_lib.rss()
+  reset = bench_lib.reset_peak_rss()
+  bench_lib.seconds(c.call())
+  after = bench_lib.rss()
+  return {"workload": w.name, "description": w.description, "population": p,
+          "state_bytes": bench_lib.tree_bytes(c.states[0]), "xla_temp_bytes": c.compiled.temp_bytes,
           "rss_before_bytes": before.get("rss_bytes", before["maxrss_bytes"]),
           "rss_resident_bytes": resident.get("rss_bytes", resident["maxrss_bytes"]),
           "peak_rss_bytes": after.get("hwm_bytes", after["maxrss_bytes"]),
           "peak_is_training_only": reset,
           "rss_after_bytes": after.get("rss_bytes", after["maxrss_bytes"]),
-          "maxrss_bytes": after["maxrss_bytes"], "device_peak_bytes": _device_peak(),
+          "maxrss_bytes": after["maxrss_bytes"], "device_peak_bytes": bench_lib.device_peak(),
           "backend_compile_s": sums["backend_compile_s"], "cache_hits": sums["cache_hits"]}
-
-
-def _child_flags(opts: Options) -> list[str]:
-  out = [f"--workloads={','.join(opts.workloads)}", f"--batch_size={opts.batch_size}",
-         f"--memory_workload={opts.memory_workload}",
-         f"--steps={','.join(f'{k}={v}' for k, v in opts.steps.items())}",
-         f"--compile_config={opts.compile_config}",
-         f"--resnet={json.dumps(opts.resnet)}", f"--resnet_examples={opts.resnet_examples}"]
-  out += [f"--compile_override={o}" for o in opts.compile_overrides]
-  out += [f"--device_population={opts.device_population}",
-          f"--device_workload={opts.device_workload}", f"--min_time={opts.min_time}",
-          f"--min_reps={opts.min_reps}", f"--max_time={opts.max_time}"]
-  out += [f"--tta_population={opts.tta_population}", f"--tta_epochs={opts.tta_epochs}",
-          f"--tta_target={opts.tta_target}", f"--tta_seed={opts.tta_seed}"]
-  return out
-
-
-def run_child(kind: str, opts: Options, cache_dir: str, extra: Sequence[str] = (),
-              timeout: float = 900, env: dict[str, str] | None = None) -> dict[str, Any]:
-  """Runs ``python -m experiments.benchmark --child=KIND`` and returns its JSON.
-
-  ``env`` adds to (or replaces in) this process's environment.
-  """
-  cmd = [sys.executable, "-m", "experiments.benchmark", f"--child={kind}",
-         f"--cache_dir={cache_dir}", *_child_flags(opts), *extra]
-  start = time.perf_counter()
-  r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                     env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})), check=False)
-  wall = time.perf_counter() - start
-  lines = [l for l in r.stdout.splitlines() if l.startswith(_CHILD_MARK)]
-  if r.returncode != 0 or not lines:
-    raise RuntimeError(f"benchmark child {kind!r} failed (exit {r.returncode}):\n"
-                       + r.stderr[-3000:])
-  out = json.loads(lines[-1][len(_CHILD_MARK):])
-  out["process_wall_s"] = wall
-  return out
-
-
-# ---------------------------------------------------------------------------
-# Time to accuracy.
 
 
 def tta_hpjax(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -785,7 +638,7 @@ def tta_hpjax(opts: Options, log: Callable[[str], None] = print) -> dict[str, An
   finally:
     shutil.rmtree(workdir, ignore_errors=True)
   hits = sorted(r["epoch"] for r in rows if r.get("val_accuracy", 0.0) >= opts.tta_target)
-  curve = {}
+  curve: dict[int, float] = {}
   for r in rows:
     curve[r["epoch"]] = max(curve.get(r["epoch"], 0.0), r["val_accuracy"])
   return {
@@ -803,190 +656,45 @@ def tta_hpjax(opts: Options, log: Callable[[str], None] = print) -> dict[str, An
   }
 
 
-# ---------------------------------------------------------------------------
-# The run.
-
-
-def _meta(opts: Options) -> dict[str, Any]:
-  import jax  # pylint: disable=g-import-not-at-top
-  device = jax.devices()[0]
-  return {"date": datetime.datetime.now().isoformat(timespec="seconds"),
-          "host": platform.node(), "machine": platform.machine(),
-          "processor": _cpu_name(), "cpu_count": os.cpu_count(),
-          "python": platform.python_version(), "jax": jax.__version__,
-          "backend": jax.default_backend(), "device": device.device_kind,
-          "devices": jax.device_count(), "load_avg_start": list(os.getloadavg()),
-          "command": "python -m experiments.benchmark " + " ".join(opts.argv)}
-
-
-def _cpu_name() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
-def run(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
-  """Runs the chosen parts; returns every result as one JSON-able dict.
-
-  Args:
-    opts: what to run and at which sizes.
-    log: progress lines.
-
-  Returns:
-    ``meta``, then one entry per part run (``matmul``, ``workloads``,
-    ``compile``, ``memory``, ``tta``), and ``targets``.
-  """
-  bad = set(opts.parts) - set(PARTS)
-  if bad:
-    raise ValueError(f"--parts: unknown {sorted(bad)}; allowed: {', '.join(PARTS)}")
-  import jax  # pylint: disable=g-import-not-at-top
-  own_cache = opts.cache_dir is None
-  cache_dir = opts.cache_dir or tempfile.mkdtemp(prefix="hpjax_bench_cache_")
-  saved = {k: getattr(jax.config, k) for k in
-           ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")}
-  # Every compile goes to this cache, so the memory children reuse the
-  # programs compiled here (their compile time is not what they measure).
-  # (A process that already compiled with another cache keeps that one: JAX
-  # fixes the cache at its first compile; pass that one as cache_dir.)
-  jax.config.update("jax_compilation_cache_dir", cache_dir)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  result: dict[str, Any] = {"meta": _meta(opts), "options": _jsonable(dataclasses.asdict(opts))}
-  start = time.perf_counter()
-  try:
-    if "flops" in opts.parts:
-      result["matmul"] = matmul_rate(opts.matmul_size, opts.matmul_reps)
-      log(f"matmul {opts.matmul_size}^2 float32: "
-          f"{result['matmul']['flops_per_s'] / 1e9:.1f} GFLOP/s")
-    if {"throughput", "flops"} & set(opts.parts):
-      result["workloads"] = [_workload(name, opts, log) for name in opts.workloads]
-    if "flops" in opts.parts:
-      # The machine's load drifts: the rate is the best of two measurements,
-      # before and after the throughput part.
-      again = matmul_rate(opts.matmul_size, opts.matmul_reps)
-      log(f"matmul again: {again['flops_per_s'] / 1e9:.1f} GFLOP/s")
-      mm = result["matmul"]
-      mm["flops_per_s_start"], mm["flops_per_s_end"] = mm["flops_per_s"], again["flops_per_s"]
-      mm["flops_per_s"] = max(mm["flops_per_s"], again["flops_per_s"])
-      for w in result.get("workloads", []):
-        _add_fractions(w, mm)
-    if "compile" in opts.parts:
-      result["compile"] = _compile_part(opts, log)
-    if "memory" in opts.parts:
-      result["memory"] = _memory_part(opts, cache_dir, log)
-    if "devices" in opts.parts:
-      result["devices"] = _devices_part(opts, cache_dir, log)
-    if "tta" in opts.parts:
-      result["tta"] = _tta_part(opts, log)
-  finally:
-    for k, v in saved.items():
-      jax.config.update(k, v)
-    if own_cache:
-      shutil.rmtree(cache_dir, ignore_errors=True)
-  result["meta"]["load_avg_end"] = list(os.getloadavg())
-  result["meta"]["wall_s"] = time.perf_counter() - start
-  result["targets"] = targets(result)
-  return result
-
-
-def _workload(name: str, opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
-  """Throughput and FLOPs of one workload at every P."""
-  data, model, desc = load_workload(name, opts)
-  steps = opts.steps_for(name)
-  out: dict[str, Any] = {"name": name, "description": desc, "batch_size": opts.batch_size,
-                         "steps_per_call": steps, "model": dataclasses.asdict(model),
-                         "input_shape": list(data.input_shape), "rows": []}
-  use_torch = "throughput" in opts.parts and (
-      opts.torch == "on" or (opts.torch == "auto" and _torch_available()))
-  if "throughput" in opts.parts and not use_torch:
-    out["torch_note"] = ("PyTorch rows skipped (--torch=off)" if opts.torch == "off" else
-                         "PyTorch not installed (pip install -e '.[bench]'): rows skipped")
-  baseline = None
-  if use_torch:
-    baseline = TorchBaseline(data, model, opts)
-    log(f"{name} PyTorch one at a time: {baseline.measure():.1f} member-steps/s "
-        f"({baseline.threads} thread(s); probe {_rates_text(baseline.probe)})")
-  pops = sorted(set(opts.populations) | ({1} if "flops" in opts.parts else set()))
-  if "throughput" not in opts.parts:
-    pops = [1]
-  p1 = None
-  pop = single_member_population(data, model, opts)
-  for p in pops:
-    c = _compile_population(data, model, p, opts, steps, pop)
-    row = {"population": p, "compile_s": c.compile_s, "state_bytes": c.state_bytes,
-           "xla_temp_bytes": c.temp_bytes, "epoch_flops": c.flops}
-    if "throughput" in opts.parts:
-      row.update(time_calls(c, opts))
-      log(f"{name} P={p}: {row['member_steps_per_s']:.1f} member-steps/s "
-          f"(compile {c.compile_s:.1f} s, {len(row['call_s'])} calls)")
-    if p == 1:
-      p1 = c
-    if p in opts.populations or p != 1:
-      out["rows"].append(row)
-    del c
-  if "flops" in opts.parts:
-    out["flops"] = flops_per_member_step(data, model, p1, opts, pop)
-    per = out["flops"]["flops_per_member_step"]
-    log(f"{name}: {per / 1e6:.1f} MFLOP per member-step")
-  if baseline is not None:
-    log(f"{name} PyTorch one at a time, again: {baseline.measure():.1f} member-steps/s")
-    out["torch"] = baseline.result()
-    t = out["torch"]["member_steps_per_s"]
-    for row in out["rows"]:
-      if "member_steps_per_s" in row:
-        row["vs_torch"] = row["member_steps_per_s"] / t
+def programs_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
+  """The programs child (a fresh process without a persistent compilation cache)."""
+  out = bench_lib.run_child("programs", opts)
+  for r in out["compiles"]:
+    log(f"programs: {r['program']}, {r['setting']}: compile {r['compile_s']:.2f} s, call "
+        f"{1e3 * r['call_s']:.1f} ms")
   return out
 
 
-def _rates_text(rates: dict) -> str:
-  return ", ".join(f"{k} thread(s) {v:.1f}/s" for k, v in rates.items()) or "none"
-
-
-def _add_fractions(w: dict[str, Any], matmul: dict[str, Any]) -> None:
-  """Achieved FLOP/s and the fraction of the matmul rate, for every timed row."""
-  per = (w.get("flops") or {}).get("flops_per_member_step")
-  if not per:
-    return
-  w["flops"]["limit_member_steps_per_s"] = matmul["flops_per_s"] / per
-  for row in w["rows"]:
-    if "member_steps_per_s" in row:
-      row["achieved_flops_per_s"] = per * row["member_steps_per_s"]
-      row["fraction_of_matmul"] = row["achieved_flops_per_s"] / matmul["flops_per_s"]
-
-
-def _compile_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
+def compile_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
+  """Two compile children sharing one new persistent cache: cold, then warm."""
   cache = tempfile.mkdtemp(prefix="hpjax_compile_cache_")
   try:
-    cold = run_child("compile", opts, cache)
+    child_opts = dataclasses.replace(opts, cache_dir=cache)
+    cold = bench_lib.run_child("compile", child_opts)
     log(f"compile cold: {cold['compile_s']:.1f} s")
-    warm = run_child("compile", opts, cache)
+    warm = bench_lib.run_child("compile", child_opts)
     log(f"compile warm: {warm['compile_s']:.1f} s")
   finally:
     shutil.rmtree(cache, ignore_errors=True)
   return {"cold": cold, "warm": warm}
 
 
-def _memory_part(opts: Options, cache_dir: str, log: Callable[[str], None]) -> dict[str, Any]:
+def memory_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
+  """One memory child per P; line fits of the bytes in P."""
   rows = []
   for p in sorted(set(opts.memory_populations or opts.populations)):
-    r = run_child("memory", opts, cache_dir, [f"--child_population={p}"])
+    r = bench_lib.run_child("memory", opts, [f"--child_population={p}"])
     rows.append(r)
     log(f"memory P={p}: state {r['state_bytes'] / 2**20:.2f} MiB, peak RSS "
         f"{r['peak_rss_bytes'] / 2**20:.0f} MiB")
-  return {"workload": opts.memory_workload, "rows": rows, "linearity": _linearity(rows)}
+  return {"workload": opts.memory_workload, "rows": rows, "linearity": linearity(rows)}
 
 
-def _devices_part(opts: Options, cache_dir: str, log: Callable[[str], None]) -> dict[str, Any]:
-  """One child per device count; speedup and efficiency against one device."""
+def devices_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
+  """One child per device count and round; speedup and efficiency against one device."""
   import jax  # pylint: disable=g-import-not-at-top
   backend = jax.default_backend()
   counts = sorted(set(opts.device_counts))
-  if not counts or counts[0] < 1:
-    raise ValueError(f"--device_counts: must be positive integers, got {list(opts.device_counts)}")
   out: dict[str, Any] = {"workload": opts.device_workload, "population": opts.device_population,
                          "backend": backend, "rows": []}
   if backend == "cpu":
@@ -1002,16 +710,16 @@ def _devices_part(opts: Options, cache_dir: str, log: Callable[[str], None]) -> 
     if skipped:
       out["note"] = f"{len(skipped)} device count(s) {skipped} skipped: {present} present"
   rounds: dict[int, list[dict[str, Any]]] = {d: [] for d in counts}
-  for k in range(max(1, opts.device_rounds)):
+  for k in range(opts.device_rounds):
     # In turn, so that a drift in the machine's load touches every D alike.
     for d in counts:
       env = None
       if backend == "cpu":
-        flags_env = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+        xla_flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
                              if not f.startswith("--xla_force_host_platform_device_count"))
-        env = {"XLA_FLAGS": f"{flags_env} --xla_force_host_platform_device_count={d}".strip(),
+        env = {"XLA_FLAGS": f"{xla_flags} --xla_force_host_platform_device_count={d}".strip(),
                "JAX_NUM_CPU_DEVICES": str(d)}
-      r = run_child("devices", opts, cache_dir, [f"--child_devices={d}"], env=env)
+      r = bench_lib.run_child("devices", opts, [f"--child_devices={d}"], env=env)
       rounds[d].append(r)
       log(f"devices D={d} (round {k + 1}): {r['member_steps_per_s']:.1f} member-steps/s "
           f"({r['members_per_device']} members per device, compile {r['compile_s']:.1f} s)")
@@ -1030,7 +738,7 @@ def _devices_part(opts: Options, cache_dir: str, log: Callable[[str], None]) -> 
   return out
 
 
-def _linearity(rows: Sequence[dict]) -> dict[str, Any]:
+def linearity(rows: Sequence[dict]) -> dict[str, Any]:
   """How far state bytes and peak RSS are from a straight line in P."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   if len(rows) < 2:
@@ -1050,15 +758,14 @@ def _linearity(rows: Sequence[dict]) -> dict[str, Any]:
   return out
 
 
-def _tta_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
-  # hpjax runs twice in fresh processes sharing one new persistent cache:
-  # a user's first run (cold), then any later run (experiments/tune.py
-  # keeps a persistent cache by default).
+def tta_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
+  """hpjax cold and warm (two children, one new cache), then Optuna + PyTorch here."""
   cache = tempfile.mkdtemp(prefix="hpjax_tta_cache_")
   out = {}
   try:
     for key in ("hpjax", "hpjax_warm"):
-      out[key] = run_child("tta", opts, cache, timeout=3600)
+      out[key] = bench_lib.run_child("tta", dataclasses.replace(opts, cache_dir=cache),
+                                     timeout=3600)
       h = out[key]
       log(f"{key}: {h['target']} after {_fmt_s(h['time_to_target_s'])}; best "
           f"{h['best_val_accuracy']:.4f}; {h['wall_s']:.1f} s in all")
@@ -1069,9 +776,14 @@ def _tta_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
     out["optuna_note"] = "Optuna + PyTorch skipped (--torch=off or not installed)"
     return out
   from experiments import optuna_torch  # pylint: disable=g-import-not-at-top
-  threads = opts.torch_threads or None
-  if threads is None:
-    threads = _probe_torch_threads(opts)
+  from experiments import torch_baseline  # pylint: disable=g-import-not-at-top
+  threads = opts.torch_threads
+  if not threads:
+    d = optuna_torch.load_arrays(28, opts.tta_seed)
+    threads, _ = probe_torch_threads(
+        d["x_train"], d["y_train"], dict(activation="relu", optimizer="adam", lr=1e-3,
+                                         batch_size=16),
+        torch_baseline.resolve_device(opts.torch_device), steps=20)
   out["optuna"] = optuna_torch.run_study(
       trials=opts.tta_trials, epochs=opts.tta_epochs, target=opts.tta_target,
       seed=opts.tta_seed, device=opts.torch_device, threads=threads, log=log)
@@ -1081,14 +793,104 @@ def _tta_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
   return out
 
 
-def _probe_torch_threads(opts: Options) -> int:
-  """The faster torch thread count (1 or torch's default) on the 28x28 bench CNN."""
-  from experiments import optuna_torch  # pylint: disable=g-import-not-at-top
-  from experiments import torch_baseline  # pylint: disable=g-import-not-at-top
-  d = optuna_torch.load_arrays(28, opts.tta_seed)
-  return probe_torch_threads(d["x_train"], d["y_train"],
-                             dict(activation="relu", optimizer="adam", lr=1e-3, batch_size=16),
-                             torch_baseline.resolve_device(opts.torch_device), steps=20)
+# ---------------------------------------------------------------------------
+# The run.
+
+
+def _meta(opts: Options, prog: str) -> dict[str, Any]:
+  import jax  # pylint: disable=g-import-not-at-top
+  device = jax.devices()[0]
+  return {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+          "host": platform.node(), "machine": platform.machine(),
+          "processor": _cpu_name(), "cpu_count": os.cpu_count(),
+          "python": platform.python_version(), "jax": jax.__version__,
+          "backend": jax.default_backend(), "device": device.device_kind,
+          "devices": jax.device_count(), "load_avg_start": list(os.getloadavg()),
+          "command": f"python -m {prog} " + " ".join(opts.argv)}
+
+
+def _cpu_name() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def run(opts: Options, log: Callable[[str], None] = print,
+        prog: str = "experiments.benchmark") -> dict[str, Any]:
+  """Runs the chosen parts; returns every result as one JSON-able dict.
+
+  Args:
+    opts: what to run and at which sizes.
+    log: progress lines.
+    prog: the module that was launched (recorded in the command line).
+
+  Returns:
+    ``meta``, ``options``, then one entry per part run (``matmul``,
+    ``workloads``, ``levers``, ``programs``, ``compile``, ``memory``,
+    ``devices``, ``tta``), and ``targets``.
+  """
+  opts.validate()
+  import jax  # pylint: disable=g-import-not-at-top
+  own_cache = opts.cache_dir is None
+  cache_dir = opts.cache_dir or tempfile.mkdtemp(prefix="hpjax_bench_cache_")
+  opts = dataclasses.replace(opts, cache_dir=cache_dir)
+  saved = {k: getattr(jax.config, k) for k in
+           ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")}
+  # Every compile goes to this cache, so the memory and devices children
+  # reuse the programs compiled here (their compile time is not what they
+  # measure). (A process that already compiled with another cache keeps
+  # that one: JAX fixes the cache at its first compile; pass that one as
+  # cache_dir.)
+  jax.config.update("jax_compilation_cache_dir", cache_dir)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  result: dict[str, Any] = {"meta": _meta(opts, prog),
+                            "options": _jsonable(dataclasses.asdict(opts))}
+  parts = set(opts.parts)
+  start = time.perf_counter()
+  try:
+    if "flops" in parts:
+      result["matmul"] = bench_lib.matmul_rate(opts.matmul_size, opts.matmul_reps)
+      log(f"matmul {opts.matmul_size}^2 float32: "
+          f"{result['matmul']['flops_per_s'] / 1e9:.1f} GFLOP/s")
+    if {"throughput", "flops"} & parts:
+      result["workloads"] = [e for name in opts.workloads
+                             for e in throughput_part(name, opts, log)]
+    if "flops" in parts:
+      # The machine's load drifts: the rate is the best of two measurements,
+      # before and after the throughput part.
+      again = bench_lib.matmul_rate(opts.matmul_size, opts.matmul_reps)
+      log(f"matmul again: {again['flops_per_s'] / 1e9:.1f} GFLOP/s")
+      mm = result["matmul"]
+      mm["flops_per_s_start"], mm["flops_per_s_end"] = mm["flops_per_s"], again["flops_per_s"]
+      mm["flops_per_s"] = max(mm["flops_per_s"], again["flops_per_s"])
+      for w in result.get("workloads", []):
+        _add_fractions(w, mm)
+    if "levers" in parts:
+      result["levers"] = levers_part(opts, log)
+    if "programs" in parts:
+      result["programs"] = programs_part(opts, log)
+    if "compile" in parts:
+      result["compile"] = compile_part(opts, log)
+    if "memory" in parts:
+      result["memory"] = memory_part(opts, log)
+    if "devices" in parts:
+      result["devices"] = devices_part(opts, log)
+    if "tta" in parts:
+      result["tta"] = tta_part(opts, log)
+  finally:
+    for k, v in saved.items():
+      jax.config.update(k, v)
+    if own_cache:
+      shutil.rmtree(cache_dir, ignore_errors=True)
+  result["meta"]["load_avg_end"] = list(os.getloadavg())
+  result["meta"]["wall_s"] = time.perf_counter() - start
+  result["targets"] = targets(result)
+  return result
 
 
 # ---------------------------------------------------------------------------
@@ -1105,13 +907,15 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
   for w in result.get("workloads", []):
     if w["name"] != "digits28":
       continue
+    impl = "" if w.get("conv_impl", "slices") == "slices" else f", conv_impl={w['conv_impl']}"
     rows = {r["population"]: r for r in w["rows"]}
     if 32 in rows and "vs_torch" in rows[32]:
       v = rows[32]["vs_torch"]
-      add("P=32 at 28x28 vs PyTorch one at a time", v, ">= 3x", v >= 3.0, "x")
+      add(f"P=32 at 28x28 vs PyTorch one at a time{impl}", v, ">= 3x", v >= 3.0, "x")
     fr = [r["fraction_of_matmul"] for r in w["rows"] if "fraction_of_matmul" in r]
     if fr:
-      add("fraction of the matmul rate (28x28, best P)", max(fr), ">= 0.25", max(fr) >= 0.25)
+      add(f"fraction of the matmul rate (28x28, best P{impl})", max(fr), ">= 0.25",
+          max(fr) >= 0.25)
   c = result.get("compile")
   if c:
     add("compile of the default config, cold cache", c["cold"]["compile_s"], "<= 15 s",
@@ -1142,6 +946,104 @@ def _fmt_bytes(v: float | None) -> str:
   return "n/a" if v is None else f"{v / 2**20:.1f} MiB"
 
 
+def _fmt_s(v: float | None) -> str:
+  return "not reached" if v is None else f"{v:.1f} s"
+
+
+def _device_name(platform_name: str, kind: str) -> str:
+  return platform_name if kind.lower() == platform_name.lower() else f"{platform_name} {kind}"
+
+
+def _jsonable(v):
+  if isinstance(v, dict):
+    return {str(k): _jsonable(x) for k, x in v.items()}
+  if isinstance(v, (list, tuple)):
+    return [_jsonable(x) for x in v]
+  return v
+
+
+def _workload_lines(w: dict[str, Any], mm: dict[str, Any] | None) -> list[str]:
+  t = w.get("torch")
+  f = w.get("flops") or {}
+  per = f.get("flops_per_member_step")
+  head = (f"**{w['description']}**, conv_impl {w.get('conv_impl', 'slices')}, batch "
+          f"{w['batch_size']}, {w['steps_per_call']} steps per call")
+  if per:
+    head += f"; {per / 1e6:.1f} MFLOP per member-step"
+    if f.get("limit_member_steps_per_s"):
+      head += f" (arithmetic limit {f['limit_member_steps_per_s']:.0f} member-steps/s)"
+  lines = [head, "", "| variant | P | member-steps/s | vs PyTorch | GFLOP/s | of matmul "
+           "| state | compile |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for r in w["rows"]:
+    if "member_steps_per_s" not in r:
+      continue
+    name = "hpjax one at a time (jitted epoch)" if r["population"] == 1 else "hpjax population"
+    vs = f"{r['vs_torch']:.2f}x" if "vs_torch" in r else "n/a"
+    gf = f"{r['achieved_flops_per_s'] / 1e9:.1f}" if "achieved_flops_per_s" in r else "n/a"
+    fr = f"{100 * r['fraction_of_matmul']:.1f}%" if "fraction_of_matmul" in r else "n/a"
+    lines.append(f"| {name} | {r['population']} | {r['member_steps_per_s']:.1f} | {vs} | {gf} "
+                 f"| {fr} | {_fmt_bytes(r['state_bytes'])} | {r['compile_s']:.1f} s |")
+  if t:
+    gf = f"{per * t['member_steps_per_s'] / 1e9:.1f}" if per else "n/a"
+    fr = (f"{100 * per * t['member_steps_per_s'] / mm['flops_per_s']:.1f}%"
+          if per and mm else "n/a")
+    lines.append(f"| PyTorch {t['version']} one at a time ({t['device']}, {t['threads']} "
+                 f"thread{'s' if t['threads'] != 1 else ''}) | 1 "
+                 f"| {t['member_steps_per_s']:.1f} | 1.00x | {gf} | {fr} | | |")
+  timed = [r for r in w["rows"] if "member_steps_per_s" in r]
+  if timed and timed[-1]["population"] > 1:
+    big = timed[-1]
+    p, steps = big["population"], w["steps_per_call"]
+    one = next((r for r in timed if r["population"] == 1), None)
+    parts = [f"together {p * steps / big['member_steps_per_s']:.2f} s"]
+    if one:
+      parts.append(f"hpjax one at a time {p * steps / one['member_steps_per_s']:.2f} s")
+    if t:
+      parts.append(f"PyTorch one at a time {p * steps / t['member_steps_per_s']:.2f} s")
+    lines += ["", f"{p} members x {steps} steps: " + ", ".join(parts)]
+  if w.get("torch_note"):
+    lines += ["", w["torch_note"]]
+  return lines + [""]
+
+
+def _levers_lines(lev: dict[str, Any]) -> list[str]:
+  lines = [f"**Levers** ({lev['description']}, {lev['population']} members, batch "
+           f"{lev['batch_size']}, {lev['steps_per_call']} steps per call, {lev['backend']}; "
+           "variants timed in turn, best call)", "",
+           "| variant | member-steps/s | vs default | every call | compile |",
+           "| --- | --- | --- | --- | --- |"]
+  for r in lev["rows"]:
+    each = ", ".join(f"{v:.0f}" for v in r["rounds_member_steps_per_s"])
+    lines.append(f"| {r['variant']} | {r['member_steps_per_s']:.1f} | {r['vs_default']:.2f}x "
+                 f"| {each} | {r['compile_s']:.1f} s |")
+  return lines + [""]
+
+
+def _programs_lines(prog: dict[str, Any]) -> list[str]:
+  lines = [f"**Programs around the step** ({prog['description']}, {prog['population']} members, "
+           f"{prog['backend']}; no compilation cache)", "",
+           "| program | setting | compile | call (median) |", "| --- | --- | --- | --- |"]
+  for r in prog["compiles"]:
+    lines.append(f"| {r['program']} | {r['setting']} | {r['compile_s']:.2f} s "
+                 f"| {1e3 * r['call_s']:.1f} ms |")
+  seen = []
+  for r in prog["compiles"]:
+    if r["program"] not in seen:
+      seen.append(r["program"])
+      lines.append(f"| {r['program']} | largest difference between the two results "
+                   f"| {r['max_difference']:.2g} | |")
+  for title, key in (("validation pass", "validation"), ("eval batch", "eval_batches")):
+    lines += ["", f"| {title} | rows per member | call (median) | largest loss difference |",
+              "| --- | --- | --- | --- |"]
+    for r in prog[key]:
+      lines.append(f"| {r['variant']} | {r['rows_per_member']} | {1e3 * r['call_s']:.1f} ms "
+                   f"| {r['max_loss_difference']:.2g} |")
+  lines.insert(2, f"Validation set {prog['num_val']} examples, test set {prog['num_test']}, "
+               f"eval batch {prog['eval_batch_size']}.")
+  lines.insert(3, "")
+  return lines + [""]
+
+
 def markdown(result: dict[str, Any]) -> str:
   """The tables of a result, as markdown."""
   m = result["meta"]
@@ -1158,46 +1060,11 @@ def markdown(result: dict[str, Any]) -> str:
                f"{mm['flops_per_s_end'] / 1e9:.1f} after the throughput part)")
     lines += [text, ""]
   for w in result.get("workloads", []):
-    t = w.get("torch")
-    f = w.get("flops") or {}
-    per = f.get("flops_per_member_step")
-    head = f"**{w['description']}**, batch {w['batch_size']}, {w['steps_per_call']} steps per call"
-    if per:
-      head += f"; {per / 1e6:.1f} MFLOP per member-step"
-      if f.get("limit_member_steps_per_s"):
-        head += f" (arithmetic limit {f['limit_member_steps_per_s']:.0f} member-steps/s)"
-    lines += [head, "", "| variant | P | member-steps/s | vs PyTorch | GFLOP/s | of matmul "
-              "| state | compile |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in w["rows"]:
-      if "member_steps_per_s" not in r:
-        continue
-      name = "hpjax one at a time (jitted epoch)" if r["population"] == 1 else "hpjax population"
-      vs = f"{r['vs_torch']:.2f}x" if "vs_torch" in r else "n/a"
-      gf = f"{r['achieved_flops_per_s'] / 1e9:.1f}" if "achieved_flops_per_s" in r else "n/a"
-      fr = f"{100 * r['fraction_of_matmul']:.1f}%" if "fraction_of_matmul" in r else "n/a"
-      lines.append(f"| {name} | {r['population']} | {r['member_steps_per_s']:.1f} | {vs} | {gf} "
-                   f"| {fr} | {_fmt_bytes(r['state_bytes'])} | {r['compile_s']:.1f} s |")
-    if t:
-      gf = f"{per * t['member_steps_per_s'] / 1e9:.1f}" if per else "n/a"
-      fr = (f"{100 * per * t['member_steps_per_s'] / mm['flops_per_s']:.1f}%"
-            if per and mm else "n/a")
-      lines.append(f"| PyTorch {t['version']} one at a time ({t['device']}, {t['threads']} "
-                   f"thread{'s' if t['threads'] != 1 else ''}) | 1 "
-                   f"| {t['member_steps_per_s']:.1f} | 1.00x | {gf} | {fr} | | |")
-    timed = [r for r in w["rows"] if "member_steps_per_s" in r]
-    if timed and timed[-1]["population"] > 1:
-      big = timed[-1]
-      p, steps = big["population"], w["steps_per_call"]
-      one = next((r for r in timed if r["population"] == 1), None)
-      parts = [f"together {p * steps / big['member_steps_per_s']:.2f} s"]
-      if one:
-        parts.append(f"hpjax one at a time {p * steps / one['member_steps_per_s']:.2f} s")
-      if t:
-        parts.append(f"PyTorch one at a time {p * steps / t['member_steps_per_s']:.2f} s")
-      lines += ["", f"{p} members x {steps} steps: " + ", ".join(parts)]
-    if w.get("torch_note"):
-      lines += ["", w["torch_note"]]
-    lines.append("")
+    lines += _workload_lines(w, mm)
+  if result.get("levers"):
+    lines += _levers_lines(result["levers"])
+  if result.get("programs"):
+    lines += _programs_lines(result["programs"])
   c = result.get("compile")
   if c:
     lines += [f"**Compile of `{c['cold']['config']}`** ({c['cold']['members']} members, "
@@ -1257,6 +1124,8 @@ def markdown(result: dict[str, Any]) -> str:
                    f"{r['member_steps_per_s']:.1f} | {each} | {sp} | {ef} "
                    f"| {r['compile_s']:.1f} s |")
     lines.append("")
+  elif dev and dev.get("note"):
+    lines += [f"**Scaling over devices**: {dev['note']}.", ""]
   tta = result.get("tta")
   if tta:
     lines += ["**Time to accuracy** (digits 28x28, same splits, same search space and budget)", "",
@@ -1291,148 +1160,75 @@ def markdown(result: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def _device_name(platform_name: str, kind: str) -> str:
-  return platform_name if kind.lower() == platform_name.lower() else f"{platform_name} {kind}"
-
-
-def _fmt_s(v: float | None) -> str:
-  return "not reached" if v is None else f"{v:.1f} s"
-
-
-def _jsonable(v):
-  if isinstance(v, dict):
-    return {str(k): _jsonable(x) for k, x in v.items()}
-  if isinstance(v, (list, tuple)):
-    return [_jsonable(x) for x in v]
-  return v
-
-
 # ---------------------------------------------------------------------------
-# Flags.
-
-_PARTS = flags.DEFINE_list("parts", list(DEFAULT_PARTS), f"Parts to run, of {', '.join(PARTS)}.")
-_POPS = flags.DEFINE_list("populations", ["1", "8", "32", "128"], "Population sizes P.")
-_WORKLOADS = flags.DEFINE_list("workloads", list(WORKLOADS), f"Of {', '.join(WORKLOADS)}.")
-_STEPS = flags.DEFINE_list(
-    "steps", [], "Training steps per timed call: N for every workload, or WORKLOAD=N items "
-    f"(defaults: {', '.join(f'{k}={v}' for k, v in WORKLOAD_STEPS.items())}).")
-_BATCH = flags.DEFINE_integer("batch_size", 32, "Minibatch size of every member.")
-_MIN_TIME = flags.DEFINE_float("min_time", 2.0, "Seconds of timed calls per measurement.")
-_MIN_REPS = flags.DEFINE_integer("min_reps", 3, "Timed calls per measurement (at least).")
-_MAX_TIME = flags.DEFINE_float("max_time", 15.0, "Fewer than --min_reps calls beyond this.")
-_ALONE = flags.DEFINE_integer("alone_members", 4, "Members trained one at a time.")
-_TORCH = flags.DEFINE_enum("torch", "auto", ["auto", "on", "off"], "PyTorch baselines.")
-_TORCH_STEPS = flags.DEFINE_integer("torch_steps", 20, "Timed PyTorch steps per member.")
-_TORCH_DEVICE = flags.DEFINE_string("torch_device", "cpu", "cpu, cuda or auto.")
-_TORCH_THREADS = flags.DEFINE_integer(
-    "torch_threads", 0, "PyTorch intra-op threads; 0: the faster of 1 and torch's default.")
-_RESNET = flags.DEFINE_string("resnet", '{"family": "resnet"}',
-                              "ModelConfig fields (JSON) of the resnet32 workload.")
-_RESNET_N = flags.DEFINE_integer("resnet_examples", 512, "Generated 32x32x3 images.")
-_MM_SIZE = flags.DEFINE_integer("matmul_size", 2048, "Side of the timed float32 matmul.")
-_MM_REPS = flags.DEFINE_integer("matmul_reps", 5, "Timed matmuls (best is kept).")
-_COMPILE_CONFIG = flags.DEFINE_string(
-    "compile_config", os.path.join(ROOT, "experiments", "configs", "digits_pbt.py"),
-    "Config file whose compile time is measured.")
-_COMPILE_OVERRIDE = flags.DEFINE_multi_string(
-    "compile_override", [], "FIELD=VALUE changes to --compile_config (repeatable).")
-_MEM_WORKLOAD = flags.DEFINE_string("memory_workload", "digits28", "Workload of the memory part.")
-_MEM_POPS = flags.DEFINE_list("memory_populations", None,
-                              "Population sizes of the memory part (default: --populations).")
-_TTA_POP = flags.DEFINE_integer("tta_population", 32, "hpjax members in the time-to-accuracy run.")
-_TTA_EPOCHS = flags.DEFINE_integer("tta_epochs", 10, "Epochs (hpjax and each Optuna trial).")
-_TTA_TRIALS = flags.DEFINE_integer("tta_trials", 32, "Optuna trials.")
-_TTA_TARGET = flags.DEFINE_float("tta_target", 0.97, "Validation accuracy to reach.")
-_TTA_SEED = flags.DEFINE_integer("tta_seed", 0, "Seed of both tuners and of the splits.")
-_DEV_COUNTS = flags.DEFINE_list("device_counts", ["1", "2", "4"],
-                                "Device counts D of the devices part.")
-_DEV_POP = flags.DEFINE_integer("device_population", 32, "Members split over the devices.")
-_DEV_WORKLOAD = flags.DEFINE_string("device_workload", "digits28",
-                                    "Workload of the devices part.")
-_DEV_ROUNDS = flags.DEFINE_integer("device_rounds", 2,
-                                   "Times each device count is measured, in turn (best kept).")
-_CACHE = flags.DEFINE_string("cache_dir", None,
-                             "Persistent compilation cache (default: a fresh temporary one).")
-_OUT = flags.DEFINE_string("out", None, "Write the results as JSON here.")
-_CHILD = flags.DEFINE_enum("child", None, ["compile", "memory", "devices", "tta"],
-                           "Internal: run one child part.")
-_CHILD_POP = flags.DEFINE_integer("child_population", 1, "Internal: P of a memory child.")
-_CHILD_DEVICES = flags.DEFINE_integer("child_devices", 1, "Internal: D of a devices child.")
+# The command line.
 
 
-def options_from_flags(argv: Sequence[str] = ()) -> Options:
-  """The :class:`Options` the command-line flags describe."""
-  steps: dict[str, int] = {}
-  workloads = tuple(_WORKLOADS.value)
-  for item in _STEPS.value:
-    if "=" in item:
-      k, v = item.split("=", 1)
-      steps[k] = int(v)
-    else:
-      steps.update({w: int(item) for w in WORKLOADS})
-  for flag, names in (("workloads", workloads), ("memory_workload", [_MEM_WORKLOAD.value]),
-                      ("device_workload", [_DEV_WORKLOAD.value])):
-    for w in names:
-      if w not in WORKLOADS:
-        raise app.UsageError(f"--{flag}: unknown value {w!r}; allowed: {', '.join(WORKLOADS)}")
-  try:
-    counts = tuple(int(d) for d in _DEV_COUNTS.value)
-  except ValueError:
-    counts = ()
-  if not counts or min(counts) < 1:
-    raise app.UsageError(f"--device_counts: must be positive integers, got "
-                         f"{','.join(_DEV_COUNTS.value)}")
-  return Options(
-      parts=tuple(_PARTS.value), populations=tuple(int(p) for p in _POPS.value),
-      workloads=workloads, steps=steps, batch_size=_BATCH.value, min_time=_MIN_TIME.value,
-      min_reps=_MIN_REPS.value, max_time=_MAX_TIME.value, alone_members=_ALONE.value,
-      torch=_TORCH.value, torch_steps=_TORCH_STEPS.value, torch_device=_TORCH_DEVICE.value,
-      torch_threads=_TORCH_THREADS.value, resnet=json.loads(_RESNET.value),
-      resnet_examples=_RESNET_N.value, matmul_size=_MM_SIZE.value, matmul_reps=_MM_REPS.value,
-      compile_config=_COMPILE_CONFIG.value, compile_overrides=tuple(_COMPILE_OVERRIDE.value),
-      memory_workload=_MEM_WORKLOAD.value,
-      memory_populations=(tuple(int(p) for p in _MEM_POPS.value) if _MEM_POPS.value else None),
-      tta_population=_TTA_POP.value,
-      tta_epochs=_TTA_EPOCHS.value, tta_trials=_TTA_TRIALS.value, tta_target=_TTA_TARGET.value,
-      tta_seed=_TTA_SEED.value, device_counts=counts, device_population=_DEV_POP.value,
-      device_workload=_DEV_WORKLOAD.value, device_rounds=_DEV_ROUNDS.value,
-      cache_dir=_CACHE.value, argv=tuple(argv))
+def run_child_part(kind: str, opts: Options, population: int = 1, devices: int = 1) -> dict:
+  """What a child process (``--child=KIND``) computes, with its compilation cache set."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if kind == "programs":  # measures compiles: no cache may answer one
+    jax.config.update("jax_enable_compilation_cache", False)
+    return child_programs(opts, log=lambda line: print(line, flush=True))
+  jax.config.update("jax_compilation_cache_dir", opts.cache_dir)
+  # Memory and devices children reuse every program the parent compiled; the
+  # compile and time-to-accuracy children cache what experiments/tune.py caches.
+  min_secs = (0.0 if kind in ("memory", "devices")
+              else float(os.environ.get("HPJAX_CACHE_MIN_SECS", "0")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", min_secs)
+  if kind == "compile":
+    return child_compile(opts)
+  if kind == "memory":
+    return child_memory(opts, population)
+  if kind == "devices":
+    return child_devices(opts, devices)
+  return tta_hpjax(opts, log=lambda line: print(line, flush=True))
 
 
-def main(argv):
+def main(argv: Sequence[str], prog: str = "experiments.benchmark") -> int:
+  """Runs the parts the flags name (or one child part); prints the tables."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  opts = options_from_flags(sys.argv[1:])
-  if _CHILD.value:
-    import jax  # pylint: disable=g-import-not-at-top
-    jax.config.update("jax_compilation_cache_dir", opts.cache_dir)
-    # Memory children reuse every program the parent compiled; the compile
-    # and time-to-accuracy children cache what experiments/tune.py caches.
-    min_secs = (0.0 if _CHILD.value in ("memory", "devices")
-                else float(os.environ.get("HPJAX_CACHE_MIN_SECS", "0")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_secs)
-    if _CHILD.value == "compile":
-      out = child_compile(opts)
-    elif _CHILD.value == "memory":
-      out = child_memory(opts, _CHILD_POP.value)
-    elif _CHILD.value == "devices":
-      out = child_devices(opts, _CHILD_DEVICES.value)
-    else:
-      out = tta_hpjax(opts, log=lambda line: print(line, flush=True))
-    print(_CHILD_MARK + json.dumps(out), flush=True)
+  try:
+    opts = bench_lib.options_from_flags(argv=sys.argv[1:])
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  f = flags.FLAGS
+  if f.child:
+    out = run_child_part(f.child, opts, f.child_population, f.child_devices)
+    print(bench_lib.CHILD_MARK + json.dumps(out), flush=True)
     return 0
-  from absl import logging  # pylint: disable=g-import-not-at-top
-  if not flags.FLAGS["verbosity"].present:
+  if not f["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   start = time.perf_counter()
   result = run(opts, log=lambda line: print(f"[{time.perf_counter() - start:6.1f} s] {line}",
-                                            flush=True))
+                                            flush=True), prog=prog)
   print("\n" + markdown(result))
-  if _OUT.value:
-    with open(_OUT.value, "w") as f:
-      json.dump(result, f, indent=2)
+  if f.out:
+    with open(f.out, "w") as fh:
+      json.dump(result, fh, indent=2)
   return 0
 
 
+def cli(prog: str = "experiments.benchmark", **defaults: Any) -> None:
+  """Defines the flags (every :class:`Options` field, ``defaults`` replacing its defaults), runs.
+
+  Args:
+    prog: the module launched, for the recorded command line.
+    **defaults: a thin main's own defaults (``parts=("levers",)``, ...).
+  """
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  bench_lib.define_flags(**defaults)
+  flags.DEFINE_string("out", None, "Write the results as JSON here.")
+  flags.DEFINE_enum("child", None, list(CHILDREN), "Internal: run one child part.")
+  flags.DEFINE_integer("child_population", 1, "Internal: P of a memory child.")
+  flags.DEFINE_integer("child_devices", 1, "Internal: D of a devices child.")
+  app.run(functools.partial(main, prog=prog))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  cli()

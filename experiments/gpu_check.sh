@@ -1,51 +1,172 @@
 #!/usr/bin/env bash
-# One prepared benchmark for a machine with an NVIDIA GPU (about 5-8 minutes).
+# One prepared benchmark for a machine with an NVIDIA GPU (about 6-8 minutes),
+# runnable as it is on a machine that reaches no package registry.
 #
-# Installs hpjax with CUDA 12 JAX and the benchmark extra (PyTorch, Optuna),
-# names the GPU, then runs experiments/benchmark.py at GPU sizes: the bench
-# CNN on digits 28x28 and the ResNet-style model on CIFAR-shaped data, at
-# P = 1, 8 and 64, against PyTorch training the same members one at a time on
-# the same GPU; the FLOP count against the measured matmul rate; compile time
-# (cold and warm cache) of the default config; and device memory per P. The
-# markdown tables go to stdout, every number to $BENCH_JSON.
+# hpjax runs from this source tree (PYTHONPATH=$PWD): nothing is installed
+# from a package index. The machine's own JAX (with its CUDA plugin), Flax,
+# optax, orbax, chex, absl-py, scikit-learn and PyTorch are used. The two
+# pure-Python packages such a machine may lack, ml_collections (the config
+# files) and tensorboardX (a run's event files), come as wheels carried with
+# the tree; download them once where PyPI is reached:
 #
-#   bash experiments/gpu_check.sh                 # from the repository root
-#   BENCH_JSON=/tmp/gpu.json bash experiments/gpu_check.sh
-#   SKIP_INSTALL=1 bash experiments/gpu_check.sh  # the environment is ready
-set -euo pipefail
+#   pip download ml_collections tensorboardX --no-deps -d .whl
+#
+# (.whl/ is ignored by git: carry it with the working tree, or point
+# HPJAX_WHEELS at another folder of wheels.) When either import fails, the
+# wheels are installed with `pip install --no-index --no-deps --target`
+# into a folder of the script's own (HPJAX_SITE) put first on PYTHONPATH:
+# nothing is written into the machine's Python.
+#
+# Steps, each a separate `python -m experiments.benchmark` with its own time
+# limit (480 s in all) and JSON in $BENCH_DIR (STEP.json), every line also in
+# $BENCH_DIR/gpu_check.log; a step that fails or runs out of time is reported
+# and the next one still runs, and the exit status says whether any failed:
+#   throughput_slices, throughput_xla
+#               the bench CNN on digits 28x28 and the ResNet-style model on
+#               CIFAR-shaped data at P = 1, 8 and 64, once per convolution
+#               implementation (conv_impl slices, then xla: which is faster on
+#               a GPU is not known), against PyTorch training the same members
+#               one at a time on the same GPU; FLOPs per member-step against
+#               the measured matmul rate;
+#   compile     compile time (cold and warm cache) of the default config;
+#   memory      device memory and state per P;
+#   devices     64 members split over 1, 2, 4 and 8 GPUs where present
+#               (counts above the GPUs present are skipped and noted).
+#
+#   bash experiments/gpu_check.sh                     # from anywhere
+#   BENCH_DIR=/tmp/gpu bash experiments/gpu_check.sh  # where the results go
+#   bash experiments/gpu_check.sh --dry-run           # rehearsal on a CPU (below)
+#
+# --dry-run (or DRY_RUN=1) rehearses every step on the CPU (JAX_PLATFORMS=cpu)
+# with tiny sizes and the same flags otherwise: the wheel check, the version
+# lines and the five benchmark steps (3-4 minutes on 2 busy cores).
+# FORCE_WHEELS=1 installs the wheels even where the imports work, to
+# rehearse that step too. PYTHON names the interpreter (default python3).
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
+DRY_RUN="${DRY_RUN:-}"
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) DRY_RUN=1 ;;
+    *) echo "gpu_check.sh: unknown argument $arg (allowed: --dry-run)" >&2; exit 2 ;;
+  esac
+done
+
 PYTHON="${PYTHON:-python3}"
-BENCH_JSON="${BENCH_JSON:-${TMPDIR:-/tmp}/hpjax_gpu_benchmark.json}"
-
-nvidia-smi --query-gpu=name --format=csv
-if [[ -z "${SKIP_INSTALL:-}" ]]; then
-  "$PYTHON" -m pip install -q -e ".[cuda12,bench]"
-fi
-"$PYTHON" -c "import jax; print('jax', jax.__version__, jax.devices())"
-"$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-
+BENCH_DIR="${BENCH_DIR:-${TMPDIR:-/tmp}/hpjax_gpu_check}"
+HPJAX_WHEELS="${HPJAX_WHEELS:-$PWD/.whl}"
+HPJAX_SITE="${HPJAX_SITE:-${TMPDIR:-/tmp}/hpjax_site}"
+mkdir -p "$BENCH_DIR"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 # JAX and PyTorch share the GPU in one process: no 75% preallocation by JAX,
 # and each memory child's figure is what it uses.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 export PYTHONUNBUFFERED=1
 
-# Sizes: whole digits epochs (39 steps of 32) and 32 ResNet steps per timed
-# call, so that kernels, not launches, are what is timed; P=64 against P=1
-# (the "64 members x N steps" line compares together, hpjax one at a time and
-# PyTorch one at a time). The devices part splits 64 members over 1, 2, 4 and
-# 8 GPUs where that many are present (counts above are skipped and noted).
-timeout 450 "$PYTHON" -m experiments.benchmark \
-  --parts=throughput,flops,compile,memory,devices \
-  --workloads=digits28,resnet32 \
-  --populations=1,8,64 \
-  --steps=digits28=39,resnet32=32 \
-  --resnet_examples=2048 \
-  --alone_members=4 \
-  --torch_device=auto --torch_steps=39 --torch_threads=4 \
-  --matmul_size=8192 --matmul_reps=10 \
-  --memory_populations=1,8,64 \
-  --min_time=1.0 --min_reps=5 \
-  --device_counts=1,2,4,8 --device_population=64 --device_rounds=1 \
-  --out="$BENCH_JSON"
-echo "results: $BENCH_JSON"
+# Sizes. GPU: whole digits epochs (39 steps of 32) and 32 ResNet steps per
+# timed call, so that kernels, not launches, are what is timed; P=64 against
+# P=1 (the "64 members x N steps" line compares together, hpjax one at a
+# time and PyTorch one at a time). Dry run: the same steps at sizes a CPU
+# runs in seconds.
+declare -A LIMIT  # seconds per step
+if [[ -n "$DRY_RUN" ]]; then
+  SIZES=(--populations=1,2 --steps=digits28=2,resnet32=1 --resnet_examples=256
+         --alone_members=2 --torch_device=cpu --torch_steps=4 --torch_threads=1
+         --matmul_size=256 --matmul_reps=2 --min_time=0 --min_reps=2)
+  COMPILE=(--compile_overrides=population=4 --compile_overrides=model.width=4
+           --compile_overrides=model.dense=8 --compile_overrides=data.max_train=256)
+  MEMORY=(--memory_populations=1,2)
+  DEVICES=(--device_counts=1,2 --device_population=4 --device_rounds=1)
+  LIMIT=([throughput_slices]=300 [throughput_xla]=300 [compile]=300 [memory]=300 [devices]=300)
+else
+  SIZES=(--populations=1,8,64 --steps=digits28=39,resnet32=32 --resnet_examples=2048
+         --alone_members=4 --torch_device=auto --torch_steps=39 --torch_threads=4
+         --matmul_size=8192 --matmul_reps=10 --min_time=1.0 --min_reps=5)
+  COMPILE=()
+  MEMORY=(--memory_populations=1,8,64)
+  DEVICES=(--device_counts=1,2,4,8 --device_population=64 --device_rounds=1)
+  LIMIT=([throughput_slices]=150 [throughput_xla]=120 [compile]=90 [memory]=75 [devices]=45)
+fi
+# One new persistent compilation cache for the steps (removed at the end):
+# the memory and devices children load the programs the throughput steps
+# compiled (the compile step measures cold and warm caches of its own).
+CACHE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/hpjax_gpu_check_cache.XXXXXX")"
+trap 'rm -rf "$CACHE_DIR"' EXIT
+CACHE=(--cache_dir="$CACHE_DIR")
+
+packages() {  # ml_collections and tensorboardX importable, from the wheels if need be
+  if [[ -n "${FORCE_WHEELS:-}" ]] || ! "$PYTHON" -c "import ml_collections, tensorboardX" \
+      2>/dev/null; then
+    shopt -s nullglob
+    local wheels=("$HPJAX_WHEELS"/*.whl)
+    shopt -u nullglob
+    if (( ${#wheels[@]} == 0 )); then
+      echo "ml_collections or tensorboardX is missing and $HPJAX_WHEELS holds no wheels;" \
+           "where PyPI is reached: pip download ml_collections tensorboardX --no-deps -d .whl"
+      return 1
+    fi
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --upgrade \
+      --target "$HPJAX_SITE" "${wheels[@]}" || return 1
+    export PYTHONPATH="$HPJAX_SITE:$PYTHONPATH"
+    echo "installed into $HPJAX_SITE: ${wheels[*]##*/}"
+  fi
+  "$PYTHON" -c "import ml_collections, tensorboardX
+print('ml_collections', ml_collections.__file__)
+print('tensorboardX', tensorboardX.__version__, tensorboardX.__file__)"
+}
+
+failed=()
+step() {  # step NAME FLAGS...: one benchmark invocation within LIMIT[NAME] s, its JSON kept
+  local name="$1" limit="${LIMIT[$1]}"
+  shift
+  echo "== $name (at most ${limit} s)"
+  timeout --kill-after=10 "$limit" "$PYTHON" -m experiments.benchmark "$@" \
+    --out="$BENCH_DIR/$name.json"
+  local rc=$?
+  if (( rc != 0 )); then
+    failed+=("$name (exit $rc$( (( rc == 124 )) && echo ": out of time"))")
+  fi
+}
+
+check() {  # every step; the output also goes to $BENCH_DIR/gpu_check.log
+  echo "== machine"
+  if [[ -n "$DRY_RUN" ]]; then
+    export JAX_PLATFORMS=cpu
+    echo "dry run: on the CPU with tiny sizes"
+  else
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || return 1
+  fi
+  echo "== python packages"
+  packages || return 1
+  "$PYTHON" -c "import jax, hpjax
+print('jax', jax.__version__, jax.devices(), '| hpjax', hpjax.__version__, hpjax.__file__)" \
+    || return 1
+  local torch=(--torch=off)
+  if "$PYTHON" -c "import torch
+print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" 2>/dev/null; then
+    torch=(--torch=on)
+  else
+    echo "no PyTorch: its rows are skipped"
+  fi
+
+  for impl in slices xla; do
+    step "throughput_$impl" --parts=throughput,flops --workloads=digits28,resnet32 \
+      --conv_impls="$impl" "${SIZES[@]}" "${torch[@]}" "${CACHE[@]}"
+  done
+  step compile --parts=compile "${COMPILE[@]}" "${CACHE[@]}"
+  step memory --parts=memory --memory_workload=digits28 "${SIZES[@]}" "${MEMORY[@]}" \
+    "${CACHE[@]}"
+  step devices --parts=devices --device_workload=digits28 "${SIZES[@]}" "${DEVICES[@]}" \
+    "${CACHE[@]}"
+
+  echo "== results in $BENCH_DIR"
+  if (( ${#failed[@]} )); then
+    echo "failed: ${failed[*]}"
+    return 1
+  fi
+  echo "every step ran"
+}
+
+check 2>&1 | tee "$BENCH_DIR/gpu_check.log"
+exit "${PIPESTATUS[0]}"

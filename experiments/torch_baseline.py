@@ -7,8 +7,8 @@ extra); the hpjax library itself never imports torch.
 The models are twins of hpjax's: :func:`bench_cnn` of ``hpjax.models.VGG``
 (conv-act-pool stages, a dense head) and :func:`resnet` of
 ``hpjax.models.ResNet`` (a stem, stages of basic residual blocks, global
-average pooling). :func:`build_model` picks one from the fields of an
-``hpjax.ModelConfig`` given as a dict.
+average pooling). :func:`build_model` picks one from a built-in model's
+structural hyperparameters (a dict).
 """
 
 from __future__ import annotations
@@ -106,10 +106,11 @@ def resnet(input_shape: Sequence[int], num_classes: int, activation: str, depth:
 
 def build_model(model: Mapping[str, Any] | None, input_shape: Sequence[int], num_classes: int,
                 activation: str):
-  """The twin of an ``hpjax.ModelConfig`` given as a dict (``None``: the bench CNN).
+  """The twin of a built-in model, from its structural hyperparameters (None: the bench CNN).
 
   Args:
-    model: ``dataclasses.asdict(ModelConfig(...))`` or a subset of its fields;
+    model: structural hyperparameters of :func:`hpjax.models.builtin` (``family``,
+      ``depth``, ``width``, ...; others are ignored), any subset;
       ``family`` ``vgg`` (default) or ``resnet``.
     input_shape: ``(H, W, C)``.
     num_classes: outputs.
@@ -191,7 +192,7 @@ def train_member(x: np.ndarray, y: np.ndarray, *, activation: str, optimizer: st
     max_steps: stop after this many steps (timing runs).
     x_val, y_val: optional validation split for an accuracy after each epoch.
     x_test, y_test: optional test split, scored after the last epoch.
-    model: ``ModelConfig`` fields as a dict (see :func:`build_model`).
+    model: structural hyperparameters as a dict (see :func:`build_model`).
     device: torch device (``cpu``, ``cuda``, or ``auto``).
     on_epoch: called as ``on_epoch(epoch, val_accuracy)`` (epochs from 1)
       after each epoch when a validation split is given; an exception it
@@ -246,7 +247,7 @@ def member_steps_per_second(x: np.ndarray, y: np.ndarray, members: Sequence[dict
   Args:
     x, y: training data.
     members: dicts with ``activation``, ``optimizer``, ``lr``, ``batch_size``
-      and optionally ``model`` (``ModelConfig`` fields, see :func:`build_model`).
+      and optionally ``model`` (structural hyperparameters, see :func:`build_model`).
     steps_per_member: timed steps per member (one warm-up member runs first).
     threads: torch intra-op threads (default: torch's choice, all cores).
     device: torch device (``cpu``, ``cuda``, or ``auto``).

@@ -1,33 +1,94 @@
-"""Smoke test of experiments/benchmark.py: its hpjax-only parts at tiny sizes.
+"""Smoke tests of experiments/benchmark.py: every part at tiny sizes, real children included.
 
-Runs in-process (one compiled epoch per P, at 8x8), with the memory part's
-child processes sharing the suite's compilation cache; needs neither PyTorch
-nor Optuna.
+The in-process parts run at 8x8 with a couple of steps per call; the
+memory, compile and devices children are real processes sharing the suite's
+compilation cache. Needs neither PyTorch nor Optuna.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
+import re
+import shlex
+import subprocess
 
 import jax
 import pytest
+from absl import flags
 
+from experiments import bench_lib
 from experiments import benchmark
 
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The smallest config that still takes the tuner's path (compiles dominate).
+_TINY_CONFIG = ("population=2", "model.width=4", "model.depth=1", "model.dense=8",
+                "data.max_train=200", "space.batch_size.values=(32,)",
+                "space.activation.values=('relu',)", "space.optimizer.values=('sgd',)")
 
-def _tiny(**changes) -> benchmark.Options:
+
+def _tiny(**changes) -> bench_lib.Options:
   base = dict(populations=(1, 2), workloads=("digits8",), steps={"digits8": 2}, min_time=0.0,
               min_reps=2, alone_members=2, torch="off", matmul_size=256, matmul_reps=2,
-              memory_workload="digits8",
+              memory_workload="digits8", lever_workload="digits8", lever_population=2,
+              lever_rounds=2, programs_population=2, programs_rounds=1, programs_reps=2,
+              eval_batches=(64,),
               # JAX fixes its persistent cache at the first compile; the
               # children must use the one this process has.
               cache_dir=jax.config.jax_compilation_cache_dir)
   base.update(changes)
-  return benchmark.Options(**base)
+  return bench_lib.Options(**base)
 
 
-def test_benchmark_hpjax_parts_give_sane_numbers(tmp_path):
+def _parse(argv, **defaults) -> bench_lib.Options:
+  fv = flags.FlagValues()
+  bench_lib.define_flags(fv, **defaults)
+  fv(["prog", *argv])
+  return bench_lib.options_from_flags(fv, argv=argv)
+
+
+def test_options_flags_and_child_argv_round_trip():
+  # Flags and a child's arguments are generated from the dataclass: every
+  # field survives the trip, a comma inside a repeatable value included.
+  opts = _tiny(parts=("throughput", "levers"), conv_impls=("slices", "xla"),
+               steps={"digits8": 3, "resnet32": 1}, resnet={"family": "resnet", "width": 8},
+               compile_overrides=_TINY_CONFIG, memory_populations=(1, 4), min_time=0.25,
+               cache_dir="/tmp/x")
+  argv = bench_lib.to_argv(opts)
+  assert {a.split("=", 1)[0][2:] for a in argv} == set(bench_lib.flag_names())
+  assert _parse(argv) == dataclasses.replace(opts, argv=tuple(argv))
+  # No flag at all: the dataclass's defaults; a thin main's defaults replace them.
+  assert _parse([]) == bench_lib.Options()
+  assert _parse([], parts=("programs",)).parts == ("programs",)
+  assert _parse(["--steps=5"]).steps == {w: 5 for w in bench_lib.WORKLOADS}
+  with pytest.raises(ValueError, match="--conv_impls: unknown value 'cudnn'; allowed: slices, xla"):
+    _parse(["--conv_impls=slices,cudnn"])
+  with pytest.raises(ValueError, match="--populations: cannot read 'one'"):
+    _parse(["--populations=one"])
+  with pytest.raises(ValueError, match="--device_counts: must be positive integers"):
+    _parse(["--device_counts=0,2"])
+
+
+def test_gpu_check_flags_are_the_benchmarks():
+  # Every flag the GPU script passes to the benchmark is an option, and each
+  # set of sizes (the GPU's and the dry run's) parses and validates.
+  path = os.path.join(_ROOT, "experiments", "gpu_check.sh")
+  subprocess.run(["bash", "-n", path], check=True)
+  text = open(path).read()
+  arrays = re.findall(r"\b(?:SIZES|COMPILE|MEMORY|DEVICES|torch)=\((.*?)\)", text, re.S)
+  steps = re.findall(r"\n +step (\S+)((?:[^\n]*\\\n)*[^\n]*)", text)
+  assert [name for name, _ in steps] == ["\"throughput_$impl\"", "compile", "memory", "devices"]
+  assert "for impl in slices xla; do" in text and '--conv_impls="$impl"' in steps[0][1]
+  assert len(arrays) == 10  # SIZES, COMPILE, MEMORY, DEVICES twice; torch off / on
+  used = set(re.findall(r"--([a-z_]+)=", " ".join(arrays + [flags for _, flags in steps])))
+  assert used <= set(bench_lib.flag_names())
+  for argv in arrays:
+    _parse(shlex.split(argv))
+
+
+def test_throughput_flops_memory_give_sane_numbers(tmp_path):
   # One memory child (P=2): a process start costs more than all the rest.
   result = benchmark.run(_tiny(parts=("throughput", "flops", "memory"), memory_populations=(2,)),
                          log=lambda _: None)
@@ -37,7 +98,8 @@ def test_benchmark_hpjax_parts_give_sane_numbers(tmp_path):
 
   assert result["matmul"]["flops_per_s"] > 0
   (w,) = result["workloads"]
-  assert w["name"] == "digits8" and "torch" not in w and "torch_note" in w
+  assert w["name"] == "digits8" and w["conv_impl"] == "slices"
+  assert "torch" not in w and "torch_note" in w
   flops = w["flops"]["flops_per_member_step"]
   # The bench CNN at 8x8, batch 32: about 20 MFLOP per training step.
   assert 1e6 < flops < 1e9
@@ -58,10 +120,51 @@ def test_benchmark_hpjax_parts_give_sane_numbers(tmp_path):
   assert "| hpjax population | 2 |" in table and "**Memory**" in table
 
 
+def test_throughput_times_each_conv_impl():
+  # The xla convolution is a structural hyperparameter: its own group and
+  # program, its own table; the states are the engine's init either way.
+  result = benchmark.run(_tiny(parts=("throughput",), populations=(2,), conv_impls=("xla",)),
+                         log=lambda _: None)
+  (w,) = result["workloads"]
+  assert w["conv_impl"] == "xla" and w["model"] == {"conv_impl": "xla"}
+  (row,) = w["rows"]
+  assert row["population"] == 2 and row["member_steps_per_s"] > 0
+  assert "conv_impl xla" in benchmark.markdown(result)
+
+
+def test_levers_and_programs_parts():
+  result = benchmark.run(_tiny(parts=("levers", "programs")), log=lambda _: None)
+  lev = result["levers"]
+  assert [r["variant"] for r in lev["rows"]][0].startswith("default")
+  assert {json.dumps(r["spec_changes"], sort_keys=True) for r in lev["rows"]} >= {
+      "{}", '{"optimizer_family": "adam"}', '{"shared_order": true}', '{"member_chunk": 0}'}
+  for r in lev["rows"]:
+    assert r["member_steps_per_s"] > 0 and len(r["call_s"]) == 2
+  assert lev["rows"][0]["vs_default"] == 1.0
+
+  prog = result["programs"]
+  assert [(r["program"], r["setting"]) for r in prog["compiles"]] == [
+      ("init", "XLA default"), ("init", "backend optimisations off"),
+      ("evaluate (validation set)", "XLA default"),
+      ("evaluate (validation set)", "backend optimisations off")]
+  for r in prog["compiles"]:
+    assert r["compile_s"] > 0 and r["call_s"] > 0 and r["max_difference"] < 1e-5
+  own, at_once, longer = prog["validation"]
+  assert own["rows_per_member"] == at_once["rows_per_member"] == 256
+  assert longer["rows_per_member"] == 512  # digits: 180 validation, 359 test examples
+  # Padding rows carry no weight: the same losses whatever the padding.
+  assert longer["max_loss_difference"] == 0.0 and own["max_loss_difference"] < 1e-5
+  (e64,) = prog["eval_batches"]
+  assert e64["variant"] == "64" and e64["rows_per_member"] == 192
+  assert e64["max_loss_difference"] < 1e-5
+  table = benchmark.markdown(result)
+  assert "**Levers**" in table and "**Programs around the step**" in table
+
+
 def test_linearity_and_targets():
   rows = [{"population": p, "state_bytes": 1000 * p, "peak_rss_bytes": 10**6 + 2000 * p,
            "rss_after_bytes": 3000 * p + 10, "rss_before_bytes": 10} for p in (1, 8, 32)]
-  lin = benchmark._linearity(rows)  # pylint: disable=protected-access
+  lin = benchmark.linearity(rows)
   assert abs(lin["state_bytes"]["bytes_per_member"] - 1000) < 1e-6
   assert lin["state_bytes"]["max_relative_residual"] < 1e-9
   assert abs(lin["peak_rss_bytes"]["intercept_bytes"] - 10**6) < 1e-3
@@ -73,33 +176,17 @@ def test_linearity_and_targets():
                  "population state linear in P (max relative residual of a line fit)": True}
 
 
-def test_benchmark_compile_child_in_process():
-  # The smallest config that still takes the tuner's path (compiles dominate).
-  out = benchmark.child_compile(_tiny(compile_overrides=(
-      "population=2", "model.width=4", "model.depth=1", "model.dense=8", "data.max_train=200",
-      "space.batch_size.values=(32,)", "space.activation.values=('relu',)",
-      "space.optimizer.values=('sgd',)")))
+def test_compile_child_builds_the_tuners_population():
+  # A real child process: the config through hpjax.tuner.from_config and
+  # build_population, as a run builds it.
+  out = bench_lib.run_child("compile", _tiny(compile_overrides=_TINY_CONFIG))
   assert out["members"] == 2 and out["groups"] == 1
   assert out["build_s"] > 0 and out["first_epoch_s"] > 0 and out["steady_epoch_s"] > 0
-  assert out["maxrss_bytes"] > 0
+  assert out["maxrss_bytes"] > 0 and out["config"] == "experiments/configs/digits_pbt.py"
   assert set(out["jax_events"]) >= {"trace_s", "backend_compile_s", "cache_hits"}
 
 
-def test_stacked_member_states_are_the_population_state(digits):
-  # The benchmark builds a P-member state from one-member inits (one compiled
-  # init for every P); it must be the state hpjax.Population builds.
-  import chex  # pylint: disable=g-import-not-at-top
-  import hpjax  # pylint: disable=g-import-not-at-top
-  opts = _tiny()
-  members = benchmark._members(2, opts.batch_size)  # pylint: disable=protected-access
-  single = benchmark.single_member_population(digits, dict(), opts)
-  stacked = benchmark.population_state(single, members)
-  real = hpjax.Population(members, digits, candidates={"activation": benchmark.ACTS}).groups[0].state
-  chex.assert_trees_all_equal_shapes_and_dtypes(stacked, real)
-  chex.assert_trees_all_close(stacked, real, rtol=1e-6, atol=1e-7)
-
-
-def test_benchmark_devices_part_scales_over_simulated_devices():
+def test_devices_part_scales_over_simulated_devices():
   # Two children: the plain engine on one device, and 3 members split over
   # 2 simulated CPU devices (padded to 4, two per device).
   result = benchmark.run(_tiny(parts=("devices",), device_counts=(2, 1), device_population=3,
@@ -121,6 +208,6 @@ def test_benchmark_devices_part_scales_over_simulated_devices():
   assert "**Scaling over devices**" in benchmark.markdown(result)
 
 
-def test_benchmark_devices_child_refuses_more_devices_than_present():
+def test_devices_child_refuses_more_devices_than_present():
   with pytest.raises(ValueError, match="--child_devices: 2 devices asked for, 1 present"):
     benchmark.child_devices(_tiny(device_workload="digits8", device_population=2), 2)
