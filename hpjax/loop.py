@@ -9,6 +9,7 @@ so a resumed run continues exactly where the checkpoint left it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import signal
 import time
@@ -86,6 +87,7 @@ class Run:
     stop: an object whose ``requested`` turns true on SIGINT/SIGTERM.
     progress: the counters, restored when resuming.
     hparam_schedule: per epoch, the hyperparameters of a replayed schedule.
+    phases: where the loop's seconds go (:class:`hpjax.timing.Phases`), or None.
   """
 
   pop: Population
@@ -100,6 +102,11 @@ class Run:
   stop: Any
   progress: Progress
   hparam_schedule: Sequence[Mapping[str, Any]] | None = None
+  phases: Any = None
+
+  def phase(self, name: str):
+    """Accounts a block of the loop to ``name`` (nothing when not timed)."""
+    return self.phases.phase(name) if self.phases is not None else contextlib.nullcontext()
 
 
 def decide(run: Run, epoch: int, fitness: np.ndarray, hparams: Sequence[Mapping[str, Any]]
@@ -138,37 +145,44 @@ def train(run: Run) -> None:
   if 0 < p.epoch < run.epochs and not p.decided and run.controller.acts_at(p.epoch):
     # The run being extended stopped at its then-last epoch, where no
     # decision is made; make it now, as an uninterrupted run would have.
-    decide(run, p.epoch, pop.evaluate("val")[run.fitness], pop.hparams())
+    with run.phase("controller"):
+      decide(run, p.epoch, pop.evaluate("val")[run.fitness], pop.hparams())
   for epoch in range(p.epoch + 1, run.epochs + 1):
     sched = run.hparam_schedule
     if sched is not None and epoch > 1 and sched[epoch - 1] != sched[epoch - 2]:
       pop.set_member_hparams([sched[epoch - 1]])
     t0 = time.perf_counter()
-    train_metrics = pop.train_epoch()
-    val = pop.evaluate("val")
+    with run.phase("train"):
+      train_metrics = pop.train_epoch()
+    with run.phase("evaluate"):
+      val = pop.evaluate("val")
     seconds = time.perf_counter() - t0
     steps = pop.steps_per_epoch()
     p.member_steps += steps
-    hparams = pop.hparams()  # what each position trained with this epoch
+    with run.phase("hparams"):
+      hparams = pop.hparams()  # what each position trained with this epoch
     ids = [int(i) for i in pop.ids]  # before a decision renumbers them
     fit = val[run.fitness]
     acts = run.controller.acts_at(epoch)
     # No decision after the last epoch: nothing would train on it.
-    note = decide(run, epoch, fit, hparams) if acts and epoch < run.epochs else ""
+    with run.phase("controller"):
+      note = decide(run, epoch, fit, hparams) if acts and epoch < run.epochs else ""
     p.epoch, p.decided = epoch, not (acts and epoch == run.epochs)
     record = EpochRecord(
         epoch=epoch, epochs=run.epochs, ids=ids, train=train_metrics, val=val,
         hparams=hparams, fitness_name=run.fitness, mode=run.mode,
-        generation=p.generation if run.controller.name == "pbt" else None,
+        generation=p.generation if run.controller.counts_generations else None,
         seconds=seconds, member_steps=steps, wall_s=time.perf_counter() - start, note=note)
-    for w in run.writers:
-      w.epoch(record)
+    with run.phase("write"):
+      for w in run.writers:
+        w.epoch(record)
     stop_now = distributed.any_process(run.stop.requested)  # all processes stop together
     final = epoch == run.epochs or stop_now
     if ckpt.should_save(epoch) or final:
       p.elapsed = time.perf_counter() - start
-      ckpt.save(epoch, pop.checkpoint_states(), p.extra(pop.ids),
-                metric=float(fit[record.best_position]), force=final)
+      with run.phase("checkpoint"):
+        ckpt.save(epoch, pop.checkpoint_states(), p.extra(pop.ids),
+                  metric=float(fit[record.best_position]), force=final)
     if stop_now and epoch < run.epochs:
       ckpt.wait()
       raise Interrupted(f"stopped by {run.stop.signal_name or 'a signal to another process'} "

@@ -36,6 +36,7 @@ from hpjax import lineage
 from hpjax import loop
 from hpjax import optim
 from hpjax import space as space_lib
+from hpjax import timing
 from hpjax import writers as writers_lib
 from hpjax.controllers import Controller, Halving, PBT, Sweep
 from hpjax.controllers import lr_range
@@ -247,7 +248,10 @@ def run(config: Any, workdir: str, *, log: Callable[[str], None] = print) -> dic
   Returns:
     The summary dict also written to ``summary.json``.
   """
-  return execute(from_config(config), workdir, log=log).summary
+  with timing.Phases() as phases:
+    with phases.phase("config_and_data"):
+      exp = from_config(config)
+    return execute(exp, workdir, log=log, phases=phases).summary
 
 
 # ---------------------------------------------------------------------------
@@ -382,21 +386,36 @@ def _writers(exp: Experiment, workdir: str, start_epoch: int,
   return out
 
 
-def execute(exp: Experiment, workdir: str, *, log: Callable[[str], None] = print) -> Outcome:
+def execute(exp: Experiment, workdir: str, *, log: Callable[[str], None] = print,
+            phases: timing.Phases | None = None) -> Outcome:
   """Trains ``exp`` in ``workdir`` (resuming it when it holds a checkpoint).
 
   Several processes (:mod:`hpjax.distributed`) all run this in step; only
-  process 0 prints and writes logs and reports.
+  process 0 prints and writes logs and reports. ``summary.json['timings']``
+  says where the run's seconds went (``phases``: a :class:`hpjax.timing.Phases`
+  already counting, e.g. since the data was loaded; default: a new one).
 
   Raises:
     ValueError: an incompatible or unusable workdir (before anything is written).
     hpjax.loop.Interrupted: SIGINT/SIGTERM stopped the run after a checkpoint.
   """
+  owned = phases is None
+  phases = phases or timing.Phases().__enter__()
+  try:
+    return _execute(exp, workdir, log, phases)
+  finally:
+    if owned:
+      phases.__exit__(None, None, None)
+
+
+def _execute(exp: Experiment, workdir: str, log: Callable[[str], None],
+             phases: timing.Phases) -> Outcome:
   main = distributed.is_main_process()
   if not main:
     log = lambda text: None
   log(exp.data.summary())
-  pop = build_population(exp)
+  with phases.phase("build"):
+    pop = build_population(exp)
   log(f"population: {pop.size} members in {len(pop.groups)} compiled group(s)"
       + (f", split over {pop.mesh.size} devices" if pop.mesh is not None else ""))
   check_workdir(workdir, exp.config)
@@ -405,7 +424,8 @@ def execute(exp: Experiment, workdir: str, *, log: Callable[[str], None] = print
   with (checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=exp.checkpoint_keep,
                                 every=exp.checkpoint_every, best_mode=exp.mode) as ckpt,
         loop.StopOnSignal() as stop):
-    progress = _start(exp, pop, ckpt, workdir, main, log)
+    with phases.phase("start"):
+      progress = _start(exp, pop, ckpt, workdir, main, log)
     start_epoch = progress.epoch
     if start_epoch >= exp.epochs:
       log(f"the run in {workdir} already trained {start_epoch} epochs (epochs={exp.epochs}); "
@@ -414,19 +434,27 @@ def execute(exp: Experiment, workdir: str, *, log: Callable[[str], None] = print
     run_ = loop.Run(pop=pop, controller=exp.controller, fitness=exp.fitness, mode=exp.mode,
                     epochs=exp.epochs, seed=exp.seed, space=exp.space, writers=sinks,
                     checkpointer=ckpt, stop=stop, progress=progress,
-                    hparam_schedule=exp.hparam_schedule)
+                    hparam_schedule=exp.hparam_schedule, phases=phases)
     try:
       loop.train(run_)
-      val = pop.evaluate("val")
-      if start_epoch < exp.epochs:
-        hparams = pop.hparams()
-        for w in sinks:
-          w.finish([int(i) for i in pop.ids], hparams, val)
+      with phases.phase("final"):
+        val = pop.evaluate("val")
+        if start_epoch < exp.epochs:
+          hparams = pop.hparams()
+          for w in sinks:
+            w.finish([int(i) for i in pop.ids], hparams, val)
     finally:
-      for w in sinks:
-        w.close()
-  summary = _summary(exp, pop, val, progress, workdir, main, log)
-  _report(exp, workdir, main, log)
+      with phases.phase("close"):
+        for w in sinks:
+          w.close()
+  with phases.phase("summary_and_export"):
+    summary = _summary(exp, pop, val, progress, workdir, main, log)
+  with phases.phase("report"):
+    _report(exp, workdir, main, log)
+  summary["timings"] = phases.summary()
+  if main:  # the timings include the report, written after it
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=2, default=writers_lib._jsonable)  # pylint: disable=protected-access
   return Outcome(summary, pop, workdir)
 
 
@@ -698,10 +726,12 @@ def tune(model: Callable | None = None, data: Any = "digits",
     :class:`hpjax.Results`.
   """
   from hpjax.results import Results  # pylint: disable=g-import-not-at-top
-  exp = _experiment(**{k: v for k, v in locals().items() if k not in ("workdir", "log",
-                                                                       "Results")})
-  workdir = workdir or tempfile.mkdtemp(prefix="hpjax-")
-  outcome = execute(exp, workdir, log=log)
+  args = {k: v for k, v in locals().items() if k not in ("workdir", "log", "Results")}
+  with timing.Phases() as phases:
+    with phases.phase("config_and_data"):
+      exp = _experiment(**args)
+    workdir = workdir or tempfile.mkdtemp(prefix="hpjax-")
+    outcome = execute(exp, workdir, log=log, phases=phases)
   return Results(workdir, outcome.summary, outcome.population, model=model)
 
 

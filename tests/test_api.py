@@ -122,6 +122,12 @@ def test_tune_a_users_model_end_to_end(tmp_path_factory):
   again = hpjax.Results.load(str(workdir), model=StockCNN)
   np.testing.assert_allclose(again.predict(x), direct, rtol=1e-5, atol=1e-5)
   assert again.best == best
+  # Every second of the run accounted to a phase, JAX's compile time measured.
+  t = results.summary["timings"]
+  assert {"config_and_data", "build", "train", "evaluate", "controller", "write",
+          "checkpoint", "summary_and_export"} <= set(t["phases_s"])
+  assert t["counts"]["train"] == 3 and t["accounted_s"] >= 0.95 * t["total_s"]
+  assert t["jax_compile_s"] > 0 and t["programs_compiled"] > 0
 
 
 def _stats(workdir):

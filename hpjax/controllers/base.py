@@ -96,6 +96,8 @@ class Controller(abc.ABC):
   """
 
   name: str = "controller"
+  # Whether its decisions are generations worth numbering in the progress table.
+  counts_generations: bool = False
 
   @property
   def interval(self) -> int:

@@ -60,6 +60,7 @@ class PBT(base.Controller):
   """
 
   name = "pbt"
+  counts_generations = True
   interval: int = 1
   burn_in: int = 0
   quantile_fraction: float = 0.25
