@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hpjax import losses as losses_lib
+from hpjax import models
 from hpjax import optim
 from hpjax.models.layers import ACTIVATIONS
 
@@ -183,7 +184,7 @@ _ENTRIES = (
     # the sizes are not all multiples of the smallest.
     HParam("batch_size", "int", False, 32, "train", 1, None, doc="training minibatch size"),
     # The built-in model families' structural hyperparameters (hpjax.models).
-    HParam("family", "choice", True, "vgg", choices=("vgg", "resnet", "inception", "mlp"),
+    HParam("family", "choice", True, "vgg", choices=tuple(models.FAMILIES),
            doc="built-in model family"),
     _size("depth", 2, "stages / blocks / hidden layers"),
     _size("width", 16, "channels of the first stage / hidden units"),

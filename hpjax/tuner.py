@@ -67,6 +67,8 @@ class Experiment:
     tensorboard, report, progress: what the run shows and leaves.
     lr_range_test: analyse the run as a learning-rate range test.
     hparam_schedule: per epoch, the hyperparameters of a replayed schedule.
+    writers: more sinks for the run's results (:class:`hpjax.writers.Writer`),
+      besides the workdir's files and the console.
   """
 
   data: Dataset
@@ -94,6 +96,7 @@ class Experiment:
   progress: bool | None = None
   lr_range_test: bool = False
   hparam_schedule: list | None = None
+  writers: tuple = ()
 
 
 # ---------------------------------------------------------------------------
@@ -383,7 +386,7 @@ def _writers(exp: Experiment, workdir: str, start_epoch: int,
                              shown=[k for k in exp.space], log=log, progress=exp.progress)]
   if exp.tensorboard:
     out.append(writers_lib.TensorBoard(os.path.join(workdir, "tensorboard"), start_epoch))
-  return out
+  return out + list(exp.writers)
 
 
 def execute(exp: Experiment, workdir: str, *, log: Callable[[str], None] = print,
@@ -666,7 +669,8 @@ def tune(model: Callable | None = None, data: Any = "digits",
          schedule: optim.EpochSchedule | str = "constant", workdir: str | None = None,
          eval_batch_size: int = 256, checkpoint_every: int = 1, checkpoint_keep: int = 3,
          tensorboard: bool = False, report: bool = False, progress: bool | None = None,
-         shard: bool = True, log: Callable[[str], None] = print):
+         shard: bool = True, writers: Sequence[writers_lib.Writer] = (),
+         log: Callable[[str], None] = print):
   """Tunes the hyperparameters of ``model`` on ``data`` by training a population at once.
 
   Example::
@@ -720,6 +724,8 @@ def tune(model: Callable | None = None, data: Any = "digits",
       temporary directory); relaunching on it resumes.
     eval_batch_size, checkpoint_every, checkpoint_keep, tensorboard,
       report, progress, shard: as the launcher's config fields.
+    writers: more sinks for every epoch's results and the controller's
+      changes (:class:`hpjax.writers.Writer`).
     log: where progress lines go.
 
   Returns:
@@ -738,7 +744,7 @@ def tune(model: Callable | None = None, data: Any = "digits",
 def _experiment(*, model, data, space, population, epochs, controller, metric, fitness, loss,
                 val_loss, members, seed, init, batch_size, schedule, eval_batch_size,
                 checkpoint_every, checkpoint_keep, tensorboard, report, progress,
-                shard) -> Experiment:
+                shard, writers) -> Experiment:
   """:func:`tune`'s arguments as an :class:`Experiment`, every one checked."""
   space = space_lib.from_config(space) if space and all(
       isinstance(v, Mapping) for v in space.values()) else space_lib.validate(space or {})
@@ -783,4 +789,4 @@ def _experiment(*, model, data, space, population, epochs, controller, metric, f
       model=model, loss=loss, metric=metric, val_loss=val_loss, schedule=schedule,
       eval_batch_size=eval_batch_size, shard=shard, checkpoint_every=checkpoint_every,
       checkpoint_keep=checkpoint_keep, tensorboard=tensorboard, report=report,
-      progress=progress)
+      progress=progress, writers=tuple(writers))

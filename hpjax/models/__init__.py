@@ -18,7 +18,39 @@ from hpjax.models.layers import ACTIVATIONS
 from hpjax.models.mlp import MLP
 from hpjax.models.vgg import VGG
 
-FAMILIES = ("vgg", "resnet", "inception", "mlp")
+def _vgg(kw, *, kernel_size, convs_per_stage, dense, conv_impl):
+  return VGG(kernel_size=kernel_size, convs_per_stage=convs_per_stage, dense=dense,
+             conv_impl=conv_impl, **kw)
+
+
+def _resnet(kw, *, kernel_size, convs_per_stage, dense, conv_impl):
+  del dense
+  from hpjax.models.resnet import ResNet  # pylint: disable=g-import-not-at-top
+  return ResNet(kernel_size=kernel_size, blocks_per_stage=convs_per_stage, conv_impl=conv_impl,
+                **kw)
+
+
+def _inception(kw, *, kernel_size, convs_per_stage, dense, conv_impl):
+  del kernel_size, convs_per_stage, dense
+  from hpjax.models.inception import Inception  # pylint: disable=g-import-not-at-top
+  return Inception(conv_impl=conv_impl, **kw)
+
+
+def _mlp(kw, *, kernel_size, convs_per_stage, dense, conv_impl):
+  del kernel_size, convs_per_stage, dense, conv_impl
+  return MLP(**kw)
+
+
+# The built-in families by name: (builder, needs image inputs). A builder takes
+# the common arguments (input_shape, num_outputs, depth, width, batch_norm,
+# rngs) as a dict and the family-specific ones as keywords. Adding a family is
+# one entry here plus its module (docs/architecture.md).
+FAMILIES: dict[str, tuple] = {
+    "vgg": (_vgg, True),
+    "resnet": (_resnet, True),
+    "inception": (_inception, True),
+    "mlp": (_mlp, False),
+}
 
 
 def builtin(*, family: str = "vgg", depth: int = 2, width: int = 16, kernel_size: int = 3,
@@ -34,7 +66,8 @@ def builtin(*, family: str = "vgg", depth: int = 2, width: int = 16, kernel_size
   ``num_outputs``, and the model is called as ``model(x, hp)``.
 
   Args:
-    family: ``vgg``, ``resnet``, ``inception`` or ``mlp``.
+    family: a name of :data:`FAMILIES` (``vgg``, ``resnet``, ``inception``,
+      ``mlp``).
     depth: VGG stages / ResNet stages / Inception blocks / MLP hidden layers.
     width: channels of the first stage (CNNs) or hidden units (MLP).
     kernel_size: convolution kernel size (VGG, ResNet).
@@ -50,26 +83,18 @@ def builtin(*, family: str = "vgg", depth: int = 2, width: int = 16, kernel_size
     The ``nnx.Module``.
 
   Raises:
-    ValueError: a CNN family on vector inputs.
+    ValueError: an unknown family, or a CNN family on vector inputs.
   """
   if family not in FAMILIES:
     raise ValueError(f"family: unknown value {family!r}; allowed: {', '.join(FAMILIES)}")
-  if family != "mlp" and len(input_shape) != 3:
+  build, images = FAMILIES[family]
+  if images and len(input_shape) != 3:
     raise ValueError(f"family: {family!r} needs image inputs (H, W, C), got shape "
                      f"{tuple(input_shape)}; use 'mlp' for vector data")
   kw = dict(input_shape=tuple(input_shape), num_outputs=num_outputs, depth=depth, width=width,
             batch_norm=batch_norm, rngs=rngs)
-  if family == "vgg":
-    return VGG(kernel_size=kernel_size, convs_per_stage=convs_per_stage, dense=dense,
-               conv_impl=conv_impl, **kw)
-  if family == "mlp":
-    return MLP(**kw)
-  if family == "resnet":
-    from hpjax.models.resnet import ResNet  # pylint: disable=g-import-not-at-top
-    return ResNet(kernel_size=kernel_size, blocks_per_stage=convs_per_stage,
-                  conv_impl=conv_impl, **kw)
-  from hpjax.models.inception import Inception  # pylint: disable=g-import-not-at-top
-  return Inception(conv_impl=conv_impl, **kw)
+  return build(kw, kernel_size=kernel_size, convs_per_stage=convs_per_stage, dense=dense,
+               conv_impl=conv_impl)
 
 
 __all__ = ["ACTIVATIONS", "FAMILIES", "builtin", "layers"]
