@@ -1,70 +1,29 @@
-r"""Report on a tuning run from its workdir: plots, ``report.json`` and a table.
+r"""Report on a tuning run from its workdir (``hpjax-report`` from a checkout).
 
   python -m experiments.report --workdir=runs/digits_pbt
-  hpjax-report runs/digits_pbt            # same, installed; the workdir as argument
+  python -m experiments.report runs/digits_pbt
 
-Nothing is retrained: everything is rebuilt from the files the tuner wrote
-(``config.json``, ``metrics.jsonl``, ``lineage.jsonl``, ``summary.json``), so a
-run still going or killed half way can be reported on too (marked partial).
-The PNGs go to ``WORKDIR/plots/`` and the summary to ``WORKDIR/report.json``
-(see :mod:`hpjax.report` for which plots are drawn when); the table and the
-list of plot files are printed. A workdir that cannot be read ends with one
-``error: ...`` line on stderr and exit status 1.
+A thin main: the flags and the report are :mod:`hpjax.cli.report`'s
+(``--help`` lists them). This module only makes a Ctrl-C during its imports
+one line instead of a traceback.
 """
 
-from __future__ import annotations
-
-import os
+import signal
 import sys
 
-from absl import app
-from absl import flags
-from absl import logging
 
-_WORKDIR = flags.DEFINE_string("workdir", None,
-                               "The tuning run's workdir (or give it as the only argument).")
-_TOP = flags.DEFINE_integer("top", 10, "Ranked members shown in the table.")
-
-
-def main(argv: list[str]) -> int:
-  """Builds the report of one workdir; returns the exit status."""
-  args = argv[1:]
-  if len(args) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(args[1:])}")
-  workdir = _WORKDIR.value
-  if args:
-    if workdir is not None and os.path.abspath(args[0]) != os.path.abspath(workdir):
-      print(f"error: two workdirs given: --workdir={workdir} and {args[0]}", file=sys.stderr)
-      return 1
-    workdir = args[0]
-  if not workdir:
-    print("error: no workdir: give it as --workdir=DIR or as the only argument",
-          file=sys.stderr)
-    return 1
-  if not flags.FLAGS["verbosity"].present:
-    # Keep stdout to the table: absl's INFO chatter (matplotlib's font cache,
-    # JAX backend probing) would bury it. --verbosity=0 brings it back.
-    logging.set_verbosity(logging.WARNING)
-  from hpjax import report  # pylint: disable=g-import-not-at-top
-  try:
-    result = report.build_report(workdir)
-  except report.ReportError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  lines = [report.format_table(result["summary"], top=_TOP.value), "",
-           f"report: {result['report_json']}", "plots:" if result["plots"] else "plots: none"]
-  lines += [f"  {path}" for path in result["plots"]]
-  try:
-    print("\n".join(lines), flush=True)
-  except BrokenPipeError:  # e.g. `hpjax-report DIR | head`: not an error
-    sys.stdout = open(os.devnull, "w")  # pylint: disable=consider-using-with
-  return 0
+def _stopped_while_starting(signum, frame):
+  del frame
+  print(f"{signal.Signals(signum).name}: stopped while starting; nothing was written",
+        file=sys.stderr, flush=True)
+  raise SystemExit(128 + signum)
 
 
-def run() -> None:
-  """Console entry point (``hpjax-report``)."""
-  app.run(main)
+# Before any heavy import: `import hpjax` imports JAX.
+signal.signal(signal.SIGINT, _stopped_while_starting)
+signal.signal(signal.SIGTERM, _stopped_while_starting)
 
+from hpjax.cli.report import main, run  # pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
 
 if __name__ == "__main__":
   run()

@@ -9,7 +9,9 @@ before anything is built or written and fills in missing fields:
 * every value has a type and bounds (a number must be finite; an integer
   field refuses ``2.5``, ``True`` and ``"two"``);
 * every error is one line naming the field (``config.data.val_fraction``)
-  and what is allowed.
+  and what is allowed;
+* a config whose arrays certainly cannot fit in memory is refused with the
+  numbers (:func:`check_memory`).
 
 The search space (``space``) and the controller's settings are checked by
 their own modules (:mod:`hpjax.space`, :mod:`hpjax.controllers`).
@@ -21,6 +23,7 @@ import copy
 import difflib
 import math
 import numbers
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -223,7 +226,112 @@ def validate(config: Any) -> dict[str, Any]:
   _flag(cfg, "progress", optional=True)
   _int(cfg, "checkpoint.every", 1)
   _int(cfg, "checkpoint.keep", 1)
+  check_memory(cfg)
   return cfg
+
+
+# The sources whose images are known without reading a file: (examples or
+# None, height, width, channels). Images are uint8, one byte per value.
+_IMAGES = {"digits": (1797, 8, 8, 1), "mnist": (None, 28, 28, 1),
+           "fashion_mnist": (None, 28, 28, 1), "cifar10": (None, 32, 32, 3)}
+
+
+def memory_limit() -> int | None:
+  """Bytes of memory this process can have: physical memory, or a lower cgroup limit.
+
+  None when neither can be read.
+  """
+  limits = []
+  try:
+    limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+  except (AttributeError, OSError, ValueError):
+    pass
+  for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    try:
+      with open(path) as f:
+        text = f.read().strip()
+    except OSError:
+      continue
+    if text.isdigit() and int(text) > 0:
+      limits.append(int(text))
+  limits = [v for v in limits if v > 0]
+  return min(limits) if limits else None
+
+
+def _bytes(n: float) -> str:
+  for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+    if n < 1024 or unit == "PiB":
+      return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+    n /= 1024
+  return f"{n:.1f} PiB"
+
+
+def check_memory(cfg: Mapping[str, Any], limit: int | None = None) -> None:
+  """Refuses a config whose arrays certainly cannot fit in this machine's memory.
+
+  The rule: before anything is loaded, a lower bound of the bytes two kinds
+  of arrays take is compared with the memory limit (:func:`memory_limit`:
+  physical memory, or the cgroup limit when it is lower; the arrays are
+  built on the host first):
+
+  * the dataset after ``data.image_size`` resizing: examples x size x size x
+    channels bytes (uint8). The examples are the digits' 1797 (split and
+    capped as configured); for every other source at least one batch, one
+    validation and one test example, since their counts are not known
+    before the files are read;
+  * the evaluation splits, each padded to a whole number of
+    ``eval_batch_size`` chunks: at least ``eval_batch_size`` examples each,
+    of input bytes plus 8 (label and weight).
+
+  Being lower bounds, the estimates never refuse a config that fits. What
+  they cannot see (the population's parameters and optimizer states, an
+  unusually large file) still fails when it is allocated; the launcher
+  reports that as one ``out of memory`` line too.
+
+  Args:
+    cfg: a config with every field (as :func:`validate` returns it).
+    limit: bytes available (default: :func:`memory_limit`; no check when
+      that cannot be read).
+
+  Raises:
+    ValueError: one line naming the field, the bytes it needs and the limit.
+  """
+  limit = memory_limit() if limit is None else limit
+  if not limit:
+    return
+  d = cfg["data"]
+  source = str(d["source"]).strip().lower().replace("-", "_")
+  known = _IMAGES.get(source.split(":", 1)[0])
+  size, batch, evals = int(d["image_size"]), int(cfg["batch_size"]), int(cfg["eval_batch_size"])
+  channels = known[3] if known else 1
+  if size:
+    per_example = size * size * channels
+  else:
+    per_example = known[1] * known[2] * known[3] if known else 0
+  count = known[0] if known and known[0] else None
+  if count:
+    held_out = max(2, math.floor((d["val_fraction"] + d["test_fraction"]) * count) - 2)
+    train = count - held_out
+    if d["max_train"]:
+      train = min(train, int(d["max_train"]))
+    train = max(train, batch)
+  else:
+    held_out, train = 2, batch
+  # Validation and test are each padded to at least one eval chunk; labels
+  # take 4 bytes per example, the padding weights 4 per padded example.
+  rows = train + max(held_out, 2 * evals)
+  total = rows * (per_example + 4) + 2 * evals * 4
+  if total <= limit:
+    return
+  have = f"more than this machine's memory ({_bytes(limit)})"
+  native = known[1] * known[2] * known[3] if known else 0
+  if size and rows * (native + 4) + 2 * evals * 4 <= limit:
+    raise error("data.image_size", f"{size} makes each image {_bytes(per_example)} ({size} x "
+                f"{size} x {channels} bytes), and the dataset and the evaluation splits padded to "
+                f"eval_batch_size hold at least {rows} images: {_bytes(total)}, {have}")
+  raise error("eval_batch_size", f"{evals} pads the validation and test splits to at least "
+              f"{evals} examples each (2 x {evals} x {per_example + 8} bytes): "
+              f"{_bytes(2 * evals * (per_example + 8))}, {have}")
 
 
 def diff(old: Mapping[str, Any], new: Mapping[str, Any], ignore=RESUME_FREE) -> list[str]:

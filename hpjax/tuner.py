@@ -286,7 +286,7 @@ def build_population(exp: Experiment) -> Population:
 
 def _read_json(path: str) -> Any:
   """A workdir's JSON file, or None when absent; a damaged one is an error naming it."""
-  if not os.path.exists(path):
+  if not os.path.lexists(path):
     return None
   try:
     with open(path) as f:
@@ -331,12 +331,31 @@ def check_workdir(workdir: str, config: Mapping[str, Any]) -> None:
 
 
 def _make_workdir(workdir: str) -> None:
+  """Creates ``workdir`` (or checks it) so that nothing fails once a run starts writing.
+
+  Raises:
+    ValueError: one line naming the directory or file and why it cannot be
+      written: a path that is not a directory, a directory that cannot be
+      created or written, or a run's log that is not a writable file.
+  """
+  if os.path.lexists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"--workdir: {workdir!r} exists and is not a directory")
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
     raise ValueError(f"--workdir: cannot create {workdir!r}: {e.strerror}") from None
   if not os.access(workdir, os.W_OK):
     raise ValueError(f"--workdir: {workdir!r} is not writable")
+  for name in ("config.json", "metrics.jsonl", "lineage.jsonl"):
+    path = os.path.join(workdir, name)
+    if not os.path.lexists(path):
+      continue
+    try:
+      with open(path, "r" if name == "config.json" else "r+"):  # nothing truncated
+        pass
+    except OSError as e:
+      raise ValueError(f"{path}: cannot be {'read' if name == 'config.json' else 'written'} "
+                       f"({e.strerror}); fix it or use a new --workdir") from None
 
 
 def _start(exp: Experiment, pop: Population, ckpt: checkpoint.Checkpointer, workdir: str,
@@ -370,8 +389,12 @@ def _start(exp: Experiment, pop: Population, ckpt: checkpoint.Checkpointer, work
   pop.load_checkpoint_states(states)  # on any device count
   progress = loop.Progress.from_extra(extra)
   if main:
-    writers_lib.resume_jsonl(metrics, progress.epoch)
-    writers_lib.resume_jsonl(lineage_path, progress.epoch)
+    # Both logs are read and checked before either is rewritten: a damaged
+    # one leaves the workdir as it was.
+    kept = [(path, writers_lib.resumable_lines(path, progress.epoch))
+            for path in (metrics, lineage_path)]
+    for path, lines in kept:
+      writers_lib.resume_jsonl(path, progress.epoch, lines)
   log(f"resuming from the checkpoint of epoch {progress.epoch} in {workdir}")
   return progress
 

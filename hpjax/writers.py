@@ -109,73 +109,108 @@ def dumps(row: Mapping[str, Any]) -> str:
   return json.dumps(row, default=_jsonable)
 
 
-def resume_jsonl(path: str, last_epoch: int) -> None:
-  """Drops the rows of epochs after ``last_epoch`` (those of a run cut short).
+def resumable_lines(path: str, last_epoch: int) -> list[str] | None:
+  """The lines of a run's JSON-lines file that a resume at ``last_epoch`` keeps.
 
-  A torn last line (a writer killed mid-line) is dropped too: it is beyond
-  the last checkpoint anyway.
+  Rows of later epochs (those of a run cut short) are dropped, and so is a
+  torn last line (a writer killed mid-line): it is beyond the last checkpoint
+  anyway. Nothing is written.
+
+  Returns:
+    The kept lines (each ending in a newline), or None when ``path`` is absent.
 
   Raises:
     ValueError: a bad line before the last one, naming the file and line, or
-      a file that cannot be rewritten (naming it and why).
+      a file that cannot be read and rewritten (naming it and why).
   """
-  if not os.path.exists(path):
+  if not os.path.lexists(path):
+    return None
+  try:
+    with open(path, "r+") as f:  # readable and writable, nothing truncated
+      lines = f.readlines()
+  except (OSError, UnicodeDecodeError) as e:
+    why = getattr(e, "strerror", None) or f"not UTF-8 text: {e}"
+    raise ValueError(f"{path}: cannot be read and rewritten to resume ({why})") from None
+  rows = []
+  for n, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+      epoch = int(row.get("epoch", 0))
+    except (ValueError, TypeError, AttributeError):
+      if n == len(lines):
+        break  # torn by a kill during the write
+      raise ValueError(f"{path}: line {n} is not a JSON record of an epoch; the run's log "
+                       "is damaged (restore it, or use a new --workdir)") from None
+    if epoch <= last_epoch:
+      rows.append(line if line.endswith("\n") else line + "\n")
+  return rows
+
+
+def resume_jsonl(path: str, last_epoch: int, lines: list[str] | None = None) -> None:
+  """Drops the rows of epochs after ``last_epoch`` (see :func:`resumable_lines`).
+
+  Args:
+    path: the file (nothing happens when it is absent).
+    last_epoch: the epoch of the checkpoint resumed from.
+    lines: what :func:`resumable_lines` returned for it, when already read.
+
+  Raises:
+    ValueError: as :func:`resumable_lines`, or a file that cannot be
+      rewritten (naming it and why).
+  """
+  if lines is None:
+    lines = resumable_lines(path, last_epoch)
+  if lines is None:
     return
   try:
-    with open(path) as f:
-      lines = f.readlines()
-    rows = []
-    for n, line in enumerate(lines, 1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-        epoch = int(row.get("epoch", 0))
-      except (ValueError, TypeError, AttributeError):
-        if n == len(lines):
-          break  # torn by a kill during the write
-        raise ValueError(f"{path}: line {n} is not a JSON record of an epoch; the run's log "
-                         "is damaged (restore it, or use a new --workdir)") from None
-      if epoch <= last_epoch:
-        rows.append(line if line.endswith("\n") else line + "\n")
     with open(path, "w") as f:
-      f.writelines(rows)
+      f.writelines(lines)
   except OSError as e:
     raise ValueError(f"{path}: cannot be rewritten to resume ({e.strerror})") from None
 
 
-class MetricsFile(Writer):
+class _JsonLines(Writer):
+  """An append-only JSON-lines file; a failed write names the file."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self._f = open(path, "a")
+
+  def _write(self, rows: Sequence[Mapping[str, Any]]) -> None:
+    try:
+      self._f.write("".join(dumps(row) + "\n" for row in rows))
+      self._f.flush()
+    except OSError as e:  # e.g. a full disk: the error of a write names no file
+      raise OSError(e.errno, e.strerror, self.path) from e
+
+  def close(self) -> None:
+    try:
+      self._f.close()
+    except OSError:
+      pass  # what could not be flushed was reported by the write that failed
+
+
+class MetricsFile(_JsonLines):
   """``metrics.jsonl``: per member per epoch, its metrics and the hyperparameters it trained with."""
 
-  def __init__(self, path: str):
-    self._f = open(path, "a")
-
   def epoch(self, record: EpochRecord) -> None:
+    rows = []
     for i, member in enumerate(record.ids):
-      row = {"epoch": record.epoch, "member": int(member),
-             **{k: float(v[i]) for k, v in record.train.items()},
-             **{f"val_{k}": float(v[i]) for k, v in record.val.items()},
-             "hparams": record.hparams[i], "wall_s": record.wall_s}
-      self._f.write(dumps(row) + "\n")
-    self._f.flush()
-
-  def close(self) -> None:
-    self._f.close()
+      rows.append({"epoch": record.epoch, "member": int(member),
+                   **{k: float(v[i]) for k, v in record.train.items()},
+                   **{f"val_{k}": float(v[i]) for k, v in record.val.items()},
+                   "hparams": record.hparams[i], "wall_s": record.wall_s})
+    self._write(rows)
 
 
-class LineageFile(Writer):
+class LineageFile(_JsonLines):
   """``lineage.jsonl``: every copy (PBT's exploit and explore) and every pruning."""
 
-  def __init__(self, path: str):
-    self._f = open(path, "a")
-
   def events(self, epoch: int, events: Sequence[Mapping[str, Any]]) -> None:
-    for event in events:
-      self._f.write(dumps({"epoch": epoch, **event}) + "\n")
-    self._f.flush()
-
-  def close(self) -> None:
-    self._f.close()
+    if events:
+      self._write([{"epoch": epoch, **event} for event in events])
 
 
 class TensorBoard(Writer):
