@@ -30,7 +30,7 @@ _EXPORTS = {
     "Halving": "hpjax.controllers", "PBT": "hpjax.controllers", "Sweep": "hpjax.controllers",
     "Member": "hpjax.population", "Population": "hpjax.population",
     "Metric": "hpjax.fitness",
-    "Results": "hpjax.results",
+    "Results": "hpjax.results", "load_results": "hpjax.results",
     "tune": "hpjax.tuner",
 }
 

@@ -107,7 +107,8 @@ class GroupSpec:
       ``state.hparams``, with the candidate values of a choice among strings
       (``()`` for numbers); optimizer hyperparameters are not listed.
     loss: ``(outputs, y, hp) -> [B]`` training loss per example.
-    metric: the validation (and training) metric (:class:`hpjax.fitness.Metric`).
+    metrics: the validation (and training) metrics (:class:`hpjax.fitness.Metric`),
+      each per example (``[B]``) or per batch (a scalar).
     val_loss: ``(outputs, y) -> [B]``: the validation loss, one objective for
       every member.
     schedule: learning-rate schedule shape, in epochs.
@@ -136,7 +137,7 @@ class GroupSpec:
   task: str
   traced: tuple
   loss: Callable
-  metric: fitness_lib.Metric
+  metrics: tuple
   val_loss: Callable
   schedule: optim.EpochSchedule = optim.EpochSchedule()
   mean: tuple = (0.0,)
@@ -273,75 +274,96 @@ def group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None = None) -> G
 
 @functools.lru_cache(maxsize=None)
 def _group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None) -> GroupFunctions:
-  t = _template(spec)
-  # The update reads its values from state.hyperparams, not from here.
-  opt = optim.make_optimizer(spec.optimizer_family)
-  candidates = dict(spec.traced)
-  micro = "batch_size" in candidates  # batch size traced: micro-batches
-  structural = dict(spec.structural)
+  g = _Group(spec)
+  if mesh is None:
+    jitted = (jax.jit(g.init, compiler_options=INIT_COMPILER_OPTIONS),
+              jax.jit(g.train_epoch, donate_argnums=0), jax.jit(g.evaluate), jax.jit(g.predict))
+  else:
+    # Per device, the very functions above on its share of the members.
+    jitted = distributed.shard_functions(mesh, g.init, g.train_epoch, g.evaluate, g.predict,
+                                         init_compiler_options=INIT_COMPILER_OPTIONS)
+  return GroupFunctions(*jitted, spec, g.t.key_impls, g.reads)
 
-  def merge(graphdef, params, rest):
-    # Pure dicts <-> nnx.State: both flatten in sorted-key order.
-    p = jax.tree.unflatten(t.params_def, jax.tree.leaves(params))
+
+def _metric_sum(metric: fitness_lib.Metric, out: jax.Array, y: jax.Array, w: jax.Array):
+  """A metric summed over a chunk: per-example values weighted, or a per-batch value x count."""
+  v = metric.fn(out, y)
+  return v * jnp.sum(w) if jnp.ndim(v) == 0 else jnp.sum(v * w)
+
+
+class _Group:
+  """The pure functions of one group, before ``jit`` (see :func:`group_functions`).
+
+  Every method but :meth:`reads` is traced: one member's functions are
+  written for one member and ``vmap``ped over the member axis.
+  """
+
+  def __init__(self, spec: GroupSpec):
+    self.spec = spec
+    self.t = _template(spec)
+    # The update reads its values from state.hyperparams, not from here.
+    self.opt = optim.make_optimizer(spec.optimizer_family)
+    self.candidates = dict(spec.traced)
+    self.micro = "batch_size" in self.candidates  # batch size traced: micro-batches
+    self.structural = dict(spec.structural)
+
+  # -- one member ---------------------------------------------------------------
+
+  def merge(self, graphdef, params, rest) -> nnx.Module:
+    """Pure dicts -> the member's NNX module (both flatten in sorted-key order)."""
+    p = jax.tree.unflatten(self.t.params_def, jax.tree.leaves(params))
     leaves = [jax.random.wrap_key_data(a, impl=impl) if impl is not None else a
-              for a, impl in zip(jax.tree.leaves(rest), t.key_impls)]
-    return nnx.merge(graphdef, p, jax.tree.unflatten(t.rest_def, leaves))
+              for a, impl in zip(jax.tree.leaves(rest), self.t.key_impls)]
+    return nnx.merge(graphdef, p, jax.tree.unflatten(self.t.rest_def, leaves))
 
-  def hp_view(opt_hp, hp, train, key, reads=None):
-    values = {**structural, **{k: v for k, v in opt_hp.items() if k in optim.HPARAMS}}
+  def hp_view(self, opt_hp, hp, train, key, reads=None) -> hp_lib.HParams:
+    """The member's hyperparameters as its model and loss receive them."""
+    values = {**self.structural, **{k: v for k, v in opt_hp.items() if k in optim.HPARAMS}}
     for name, value in hp.items():
-      cands = candidates.get(name, ())
+      cands = self.candidates.get(name, ())
       values[name] = hp_lib.TracedChoice(value, cands) if cands else value
     values["optimizer"] = hp_lib.TracedChoice(opt_hp["optimizer"].astype(jnp.int32),
                                               optim.FAMILIES)
     return hp_lib.HParams(values, train=train, key=key, reads=reads)
 
-  def call(model, x, hp):
-    return model(normalize(x, spec.mean, spec.std), hp) if t.calls_hp else model(
-        normalize(x, spec.mean, spec.std))
+  def call(self, model, x, hp):
+    x = normalize(x, self.spec.mean, self.spec.std)
+    return model(x, hp) if self.t.calls_hp else model(x)
 
-  def init_member(key, hp):
-    model = build(spec, nnx.Rngs(jax.random.fold_in(key, 1), params=key))
+  def init_member(self, key, hp):
+    model = build(self.spec, nnx.Rngs(jax.random.fold_in(key, 1), params=key))
     params, rest = _split_state(model)
-    opt_hp = {k: hp[k] for k in optim.HPARAMS}
-    opt_state = optim.make_optimizer(**opt_hp).init(params)
+    opt_state = optim.make_optimizer(**{k: hp[k] for k in optim.HPARAMS}).init(params)
     return params, rest, opt_state
 
-  def init(keys: jax.Array, hparams: Mapping[str, jax.Array]) -> PopulationState:
-    """keys: uint32 ``[P, 2]``; hparams: name -> ``[P]`` (optimizer's and ``spec.traced``)."""
-    typed = jax.random.wrap_key_data(keys)
-    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(typed)
-    params, rest, opt_state = jax.vmap(init_member)(init_keys, hparams)
-    return PopulationState(
-        params=params, model_state=rest, opt_state=opt_state,
-        hparams={k: hparams[k] for k in candidates},
-        key=jax.random.key_data(jax.vmap(lambda k: jax.random.fold_in(k, 1))(typed)),
-        epoch=jnp.zeros(keys.shape[0], jnp.int32))
+  def member_grads(self, params, rest, opt_state, hp, x, y, key, reads=None):
+    """One member's loss, gradients, new model state and metrics on one batch."""
+    spec = self.spec
 
-  def member_grads(params, rest, opt_state, hp, x, y, key, reads=None):
-    """One member's loss, gradients, new model state and metric on one batch."""
     def loss_fn(p):
-      model = merge(t.train_def, p, rest)
-      view = hp_view(opt_state.hyperparams, hp, True, key, reads)
-      out = call(model, x, view)
-      l = jnp.mean(spec.loss(out, y, view))
+      model = self.merge(self.t.train_def, p, rest)
+      view = self.hp_view(opt_state.hyperparams, hp, True, key, reads)
+      out = self.call(model, x, view)
       _, new_rest = _split_state(model)
-      return l, (new_rest, out)
-    (l, (new_rest, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    return l, grads, new_rest, jnp.mean(spec.metric.fn(out, y))
+      return jnp.mean(spec.loss(out, y, view)), (new_rest, out)
 
-  def apply(params, opt_state, grads, factor):
+    (l, (new_rest, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    scores = tuple(jnp.mean(m.fn(out, y)) for m in spec.metrics)
+    return l, grads, new_rest, scores
+
+  def apply(self, params, opt_state, grads, factor):
     """One optimizer update at the schedule's ``factor``."""
     opt_state = optim.with_lr_scale(opt_state, factor)
-    updates, opt_state = opt.update(grads, opt_state, params)
+    updates, opt_state = self.opt.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
-  def member_step(params, rest, opt_state, hp, x, y, key, progress, reads=None):
-    l, grads, new_rest, score = member_grads(params, rest, opt_state, hp, x, y, key, reads)
-    params, opt_state = apply(params, opt_state, grads, spec.schedule.factor(progress))
-    return params, new_rest, opt_state, l, score
+  def member_step(self, params, rest, opt_state, hp, x, y, key, progress):
+    """One batch and one update of a member (batch size structural)."""
+    l, grads, new_rest, scores = self.member_grads(params, rest, opt_state, hp, x, y, key)
+    params, opt_state = self.apply(params, opt_state, grads, self.spec.schedule.factor(progress))
+    return params, new_rest, opt_state, l, scores
 
-  def member_micro_step(carry, hp, x, y, key, t, updates_per_epoch, epoch):
+  def member_micro_step(self, carry, hp, x, y, key, t, updates_per_epoch, epoch):
     """One micro-batch of a member whose batch size is ``hp['batch_size']``.
 
     Gradients accumulate over ``k = batch_size / micro`` micro-batches, then
@@ -351,181 +373,193 @@ def _group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None) -> GroupFu
     member's last whole batch of the epoch change nothing.
     """
     params, rest, opt_state, acc = carry
-    k = hp["batch_size"] // spec.batch_size
+    k = hp["batch_size"] // self.spec.batch_size
     valid = t < updates_per_epoch * k
-    l, grads, new_rest, score = member_grads(params, rest, opt_state, hp, x, y, key)
+    l, grads, new_rest, scores = self.member_grads(params, rest, opt_state, hp, x, y, key)
     acc = jax.tree.map(lambda a, g: a + jnp.where(valid, g, 0.0), acc, grads)
     boundary = valid & ((t + 1) % k == 0)
     progress = epoch + (t // k) / updates_per_epoch
     mean = jax.tree.map(lambda a: a / k.astype(a.dtype), acc)
-    new_params, new_opt = apply(params, opt_state, mean, spec.schedule.factor(progress))
+    new_params, new_opt = self.apply(params, opt_state, mean, self.spec.schedule.factor(progress))
     pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(boundary, a, b), new, old)
     params, opt_state = pick(new_params, params), pick(new_opt, opt_state)
     rest = jax.tree.map(lambda a, b: jnp.where(valid, a, b), new_rest, rest)
     acc = jax.tree.map(lambda a: jnp.where(boundary, jnp.zeros_like(a), a), acc)
-    return (params, rest, opt_state, acc), (jnp.where(valid, l, 0.0), jnp.where(valid, score, 0.0))
+    masked = tuple(jnp.where(valid, s, 0.0) for s in (l,) + scores)
+    return (params, rest, opt_state, acc), masked
 
-  def train_epoch(state: PopulationState, x: jax.Array, y: jax.Array):
-    """One epoch over ``x, y`` (device arrays shared by all members)."""
-    n = x.shape[0]
-    b = spec.batch_size
+  # -- a population (traced under jit) ---------------------------------------
+
+  def init(self, keys: jax.Array, hparams: Mapping[str, jax.Array]) -> PopulationState:
+    """keys: uint32 ``[P, 2]``; hparams: name -> ``[P]`` (optimizer's and ``spec.traced``)."""
+    typed = jax.random.wrap_key_data(keys)
+    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(typed)
+    params, rest, opt_state = jax.vmap(self.init_member)(init_keys, hparams)
+    return PopulationState(
+        params=params, model_state=rest, opt_state=opt_state,
+        hparams={k: hparams[k] for k in self.candidates},
+        key=jax.random.key_data(jax.vmap(lambda k: jax.random.fold_in(k, 1))(typed)),
+        epoch=jnp.zeros(keys.shape[0], jnp.int32))
+
+  def orders(self, state: PopulationState, n: int):
+    """The epoch's minibatch orders and the members' next / dropout keys.
+
+    A per-member permutation truncated to whole (micro-)batches,
+    ``[P, steps, B]``; with ``shared_order`` one for the whole group,
+    ``[steps, B]``.
+    """
+    b = self.spec.batch_size
     steps = n // b
     if steps < 1:
       raise ValueError(f"batch_size: {b} exceeds the {n} training examples")
-    keys = jax.random.wrap_key_data(state.key)
-    split = jax.vmap(lambda k: jax.random.split(k, 3))(keys)
+    split = jax.vmap(lambda k: jax.random.split(k, 3))(jax.random.wrap_key_data(state.key))
     next_key, perm_key, drop_key = split[:, 0], split[:, 1], split[:, 2]
-    # A per-member permutation, truncated to whole (micro-)batches, [P, steps, B];
-    # with shared_order one for the whole group, [steps, B].
-    if spec.shared_order:
+    if self.spec.shared_order:
       # Every member (on every device) has trained the same number of epochs.
-      order_key = jax.random.fold_in(jax.random.key(spec.order_seed), state.epoch[0])
+      order_key = jax.random.fold_in(jax.random.key(self.spec.order_seed), state.epoch[0])
       perms = jax.random.permutation(order_key, n)[:steps * b].reshape(steps, b)
     else:
       perms = jax.vmap(
           lambda k: jax.random.permutation(k, n)[:steps * b].reshape(steps, b))(perm_key)
+    return perms, next_key, drop_key
+
+  def run_epoch(self, x, y, params, rest, opt_state, hp, perms, drop_key, epoch):
+    """The epoch of some members (a leading member axis on every state argument)."""
+    shared = self.spec.shared_order
+    order = perms if shared else jnp.swapaxes(perms, 0, 1)
+    steps = order.shape[0]
     # A shared batch is unbatched under vmap: one gather, one set of patches.
-    batch_axis = None if spec.shared_order else 0
+    batch_axis = None if shared else 0
 
-    def run_epoch(params, rest, opt_state, hp, perms, drop_key, epoch):
-      """The epoch of some members (a leading member axis on every argument)."""
-      order = perms if spec.shared_order else jnp.swapaxes(perms, 0, 1)
-      if micro:
-        upe = n // hp["batch_size"]  # each member's updates per epoch
-        acc = jax.tree.map(jnp.zeros_like, params)
+    def keys(i):
+      return jax.vmap(lambda k: jax.random.fold_in(k, i))(drop_key)
 
-        def body(carry, inp):
-          idx, i = inp
-          step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(drop_key)
-          return jax.vmap(member_micro_step,
-                          in_axes=(0, 0, batch_axis, batch_axis, 0, None, 0, 0))(
-                              carry, hp, x[idx], y[idx], step_keys, i, upe, epoch)
-
-        (params, rest, opt_state, _), (ls, scores) = jax.lax.scan(
-            body, (params, rest, opt_state, acc), (order, jnp.arange(steps)))
-        valid = (upe * (hp["batch_size"] // b)).astype(jnp.float32)
-        return params, rest, opt_state, ls.sum(0) / valid, scores.sum(0) / valid
+    if self.micro:
+      upe = x.shape[0] // hp["batch_size"]  # each member's updates per epoch
 
       def body(carry, inp):
-        params, rest, opt_state = carry
         idx, i = inp
-        step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(drop_key)
-        progress = epoch + i / steps
-        params, rest, opt_state, l, score = jax.vmap(
-            member_step, in_axes=(0, 0, 0, 0, batch_axis, batch_axis, 0, 0))(
-                params, rest, opt_state, hp, x[idx], y[idx], step_keys, progress)
-        return (params, rest, opt_state), (l, score)
+        return jax.vmap(self.member_micro_step,
+                        in_axes=(0, 0, batch_axis, batch_axis, 0, None, 0, 0))(
+                            carry, hp, x[idx], y[idx], keys(i), i, upe, epoch)
 
-      (params, rest, opt_state), (ls, scores) = jax.lax.scan(
-          body, (params, rest, opt_state), (order, jnp.arange(steps)))
-      return params, rest, opt_state, ls.mean(0), scores.mean(0)
+      acc = jax.tree.map(jnp.zeros_like, params)
+      (params, rest, opt_state, _), sums = jax.lax.scan(
+          body, (params, rest, opt_state, acc), (order, jnp.arange(steps)))
+      valid = (upe * (hp["batch_size"] // self.spec.batch_size)).astype(jnp.float32)
+      return (params, rest, opt_state) + tuple(s.sum(0) / valid for s in sums)
 
+    def body(carry, inp):
+      idx, i = inp
+      params, rest, opt_state, l, scores = jax.vmap(
+          self.member_step, in_axes=(0, 0, 0, 0, batch_axis, batch_axis, 0, 0))(
+              *carry, hp, x[idx], y[idx], keys(i), epoch + i / steps)
+      return (params, rest, opt_state), (l,) + scores
+
+    (params, rest, opt_state), values = jax.lax.scan(
+        body, (params, rest, opt_state), (order, jnp.arange(steps)))
+    return (params, rest, opt_state) + tuple(v.mean(0) for v in values)
+
+  def train_epoch(self, state: PopulationState, x: jax.Array, y: jax.Array):
+    """One epoch over ``x, y`` (device arrays shared by all members)."""
+    perms, next_key, drop_key = self.orders(state, x.shape[0])
     epoch = state.epoch.astype(jnp.float32)
+    run = functools.partial(self.run_epoch, x, y)
     args = (state.params, state.model_state, state.opt_state, state.hparams, perms, drop_key,
             epoch)
-    p = state.epoch.shape[0]
-    c = _member_chunk(spec, p)
-    if c:
-      # Chunks of c members train their whole epoch one chunk after another:
-      # each chunk's working set stays in cache (measured faster on CPU).
-      if spec.shared_order:  # one order for all chunks: not split by member
-        chunked = jax.tree.map(lambda a: a.reshape((p // c, c) + a.shape[1:]),
-                               args[:4] + args[5:])
-        out = jax.lax.map(lambda a: run_epoch(*a[:4], perms, *a[4:]), chunked)
-      else:
-        chunked = jax.tree.map(lambda a: a.reshape((p // c, c) + a.shape[1:]), args)
-        out = jax.lax.map(lambda a: run_epoch(*a), chunked)
-      out = jax.tree.map(lambda a: a.reshape((p,) + a.shape[2:]), out)
-    else:
-      out = run_epoch(*args)
-    params, rest, opt_state, train_loss, train_score = out
+    if self.spec.shared_order:  # one order for every member: not split by member
+      run = lambda *a: self.run_epoch(x, y, *a[:4], perms, *a[4:])  # pylint: disable=unnecessary-lambda-assignment
+      args = args[:4] + args[5:]
+    out = _by_chunks(self.spec, state.epoch.shape[0], run, args)
+    params, rest, opt_state, train_loss = out[:4]
     new_state = state.replace(params=params, model_state=rest, opt_state=opt_state,
                               key=jax.random.key_data(next_key), epoch=state.epoch + 1)
-    return new_state, {"train_loss": train_loss, f"train_{spec.metric.name}": train_score}
+    metrics = {f"train_{m.name}": v for m, v in zip(self.spec.metrics, out[4:])}
+    return new_state, {"train_loss": train_loss, **metrics}
 
-  def forward_eval(params, rest, opt_hp, hp, x):
-    return call(merge(t.eval_def, params, rest), x, hp_view(opt_hp, hp, False, None))
+  def forward_eval(self, params, rest, opt_hp, hp, x):
+    return self.call(self.merge(self.t.eval_def, params, rest), x,
+                     self.hp_view(opt_hp, hp, False, None))
 
-  def evaluate(state: PopulationState, x: jax.Array, y: jax.Array, weights: jax.Array):
-    """Validation loss and metric per member over ``x`` in fixed-size chunks.
+  def evaluate(self, state: PopulationState, x: jax.Array, y: jax.Array, weights: jax.Array):
+    """Validation loss and metrics per member over ``x`` in fixed-size chunks.
 
     ``x`` must hold a whole number of ``eval_batch_size`` chunks; ``weights``
     (1 for real examples, 0 for padding) keeps padding out of the means.
     """
+    spec = self.spec
     e = spec.eval_batch_size
     chunks = x.shape[0] // e
-    xs = x.reshape((chunks, e) + x.shape[1:])
-    ys = y.reshape((chunks, e) + y.shape[1:])
-    ws = weights.reshape(chunks, e)
+    data = (x.reshape((chunks, e) + x.shape[1:]), y.reshape((chunks, e) + y.shape[1:]),
+            weights.reshape(chunks, e))
 
     def member_eval(params, rest, opt_hp, hp, xc, yc, wc):
-      out = forward_eval(params, rest, opt_hp, hp, xc)
+      out = self.forward_eval(params, rest, opt_hp, hp, xc)
       # One objective for every member, whatever it trains with, so that
       # validation losses rank members fairly.
-      per = spec.val_loss(out, yc)
-      score = spec.metric.fn(out, yc)
-      return jnp.sum(per * wc), jnp.sum(score * wc)
+      return (jnp.sum(spec.val_loss(out, yc) * wc),) + tuple(
+          _metric_sum(m, out, yc, wc) for m in spec.metrics)
 
     def eval_members(params, rest, opt_hp, hp):
-      """Summed loss and score of some members over every chunk of ``x``."""
-      n = jax.tree.leaves(hp)[0].shape[0]
+      """Summed loss and metrics of some members over every chunk of ``x``."""
+      zeros = tuple(jnp.zeros(jax.tree.leaves(hp)[0].shape[0]) for _ in range(
+          1 + len(spec.metrics)))
 
       def body(acc, chunk):
-        xc, yc, wc = chunk
-        l, s = jax.vmap(member_eval, in_axes=(0, 0, 0, 0, None, None, None))(
-            params, rest, opt_hp, hp, xc, yc, wc)
-        return (acc[0] + l, acc[1] + s), None
+        sums = jax.vmap(member_eval, in_axes=(0, 0, 0, 0, None, None, None))(
+            params, rest, opt_hp, hp, *chunk)
+        return tuple(a + s for a, s in zip(acc, sums)), None
 
-      (l, s), _ = jax.lax.scan(body, (jnp.zeros(n), jnp.zeros(n)), (xs, ys, ws))
-      return l, s
+      return jax.lax.scan(body, zeros, data)[0]
 
-    p = state.epoch.shape[0]
-    c = _member_chunk(spec, p)
-    args = (state.params, state.model_state, state.opt_state.hyperparams, state.hparams)
-    if c:
-      # As in training: chunks of c members, one after another, each over
-      # the whole split (1.7x faster at P=32, 28x28 on the 2-core CPU:
-      # experiments/bench_init.py, docs/benchmarks.md).
-      chunked = jax.tree.map(lambda a: a.reshape((p // c, c) + a.shape[1:]), args)
-      l, s = jax.tree.map(lambda a: a.reshape(p), jax.lax.map(lambda a: eval_members(*a), chunked))
-    else:
-      l, s = eval_members(*args)
+    # As in training: chunks of members, one after another, each over the
+    # whole split (1.7x faster at P=32, 28x28 on the 2-core CPU; docs/benchmarks.md).
+    sums = _by_chunks(spec, state.epoch.shape[0], eval_members,
+                      (state.params, state.model_state, state.opt_state.hyperparams,
+                       state.hparams))
     total = jnp.maximum(jnp.sum(weights), 1.0)
-    loss = l / total
+    loss = sums[0] / total
     # A diverged member (non-finite loss) has no meaningful score: NaN, so
     # that every ranking puts it last whatever the metric.
-    return {"loss": loss, spec.metric.name: jnp.where(jnp.isfinite(loss), s / total, jnp.nan)}
+    return {"loss": loss, **{m.name: jnp.where(jnp.isfinite(loss), s / total, jnp.nan)
+                             for m, s in zip(spec.metrics, sums[1:])}}
 
-  def predict(state: PopulationState, x: jax.Array) -> jax.Array:
+  def predict(self, state: PopulationState, x: jax.Array) -> jax.Array:
     """Every member's outputs (eval mode) on ``x``: ``[P, N, outputs]``."""
-    return jax.vmap(lambda p, r, o, h: forward_eval(p, r, o, h, x))(
+    return jax.vmap(lambda p, r, o, h: self.forward_eval(p, r, o, h, x))(
         state.params, state.model_state, state.opt_state.hyperparams, state.hparams)
 
-  def reads(state: PopulationState, x: jax.Array, y: jax.Array) -> frozenset:
+  def reads(self, state: PopulationState, x: jax.Array, y: jax.Array) -> frozenset:
     """The hyperparameter names a training step of the model and loss reads.
 
     Traced abstractly (``jax.eval_shape``, nothing runs or compiles) on the
     first member and the first examples of ``x``, ``y``.
     """
     names: set = set()
+    b = self.spec.batch_size
 
-    def one(a, lead=1):  # the abstract value of one member / one batch
-      shape = (spec.batch_size,) + tuple(a.shape[1:]) if lead == "batch" else a.shape[1:]
-      return jax.ShapeDtypeStruct(shape, a.dtype)
+    def one(a, batch=False):  # the abstract value of one member / one batch
+      return jax.ShapeDtypeStruct(((b,) if batch else ()) + tuple(a.shape[1:]), a.dtype)
 
     first = jax.tree.map(one, (state.params, state.model_state, state.opt_state, state.hparams))
-    jax.eval_shape(lambda s, xb, yb: member_grads(*s, xb, yb, jax.random.key(0), names),
-                   first, one(x, "batch"), one(y, "batch"))
+    jax.eval_shape(lambda s, xb, yb: self.member_grads(*s, xb, yb, jax.random.key(0), names),
+                   first, one(x, True), one(y, True))
     return frozenset(names)
 
-  if mesh is None:
-    jitted = (jax.jit(init, compiler_options=INIT_COMPILER_OPTIONS),
-              jax.jit(train_epoch, donate_argnums=0), jax.jit(evaluate), jax.jit(predict))
-  else:
-    # Per device, the very functions above on its share of the members.
-    jitted = distributed.shard_functions(mesh, init, train_epoch, evaluate, predict,
-                                         init_compiler_options=INIT_COMPILER_OPTIONS)
-  return GroupFunctions(*jitted, spec, t.key_impls, reads)
+
+def _by_chunks(spec: GroupSpec, p: int, fn, args):
+  """``fn(*args)`` over all ``p`` members, in chunks of members one after another.
+
+  Chunks of ``c`` members (:func:`_member_chunk`) run their whole work one
+  chunk after another: each chunk's working set stays in cache (measured
+  faster on CPU). Every leaf of ``args`` and of the result has the member axis.
+  """
+  c = _member_chunk(spec, p)
+  if not c:
+    return fn(*args)
+  chunked = jax.tree.map(lambda a: a.reshape((p // c, c) + a.shape[1:]), args)
+  out = jax.lax.map(lambda a: fn(*a), chunked)
+  return jax.tree.map(lambda a: a.reshape((p,) + a.shape[2:]), out)
 
 
 def model_of(spec: GroupSpec, state: PopulationState, member: int) -> nnx.Module:

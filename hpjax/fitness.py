@@ -76,6 +76,35 @@ MSE = Metric("mse", _squared_error, "min")
 TASK_METRIC = {"classification": ACCURACY, "regression": MSE}
 
 
+def as_metrics(metric: Any, task: str) -> tuple[Metric, ...]:
+  """A run's metrics: ``metric`` as a tuple (None: the task's built-in one).
+
+  Args:
+    metric: None, a :class:`Metric`, a built-in name (``accuracy``, ``mse``),
+      or a sequence of those; the first is the default fitness.
+    task: ``classification`` or ``regression``.
+
+  Raises:
+    ValueError: an unknown name, a non-Metric, or two metrics with one name.
+  """
+  if metric is None:
+    return (TASK_METRIC[task],)
+  items = list(metric) if isinstance(metric, (list, tuple)) else [metric]
+  builtin = {m.name: m for m in TASK_METRIC.values()}
+  out = []
+  for m in items:
+    if isinstance(m, str) and m in builtin:
+      m = builtin[m]
+    if not isinstance(m, Metric):
+      raise ValueError(f"metric: {m!r} is not a metric; allowed: accuracy, mse, or an "
+                       "hpjax.Metric(name, fn, mode)")
+    out.append(m)
+  names = [m.name for m in out]
+  if not out or len(set(names)) != len(names):
+    raise ValueError(f"metric: needs one or more metrics with distinct names, got {names}")
+  return tuple(out)
+
+
 def direction(metric: str) -> str:
   """``max`` or ``min``: which way ``metric`` improves.
 
@@ -87,14 +116,14 @@ def direction(metric: str) -> str:
   return DIRECTIONS[metric]
 
 
-def check(fitness: Any, metric: "Metric | str", field: str = "config.fitness") -> str:
-  """Validates a fitness name against the run's metric and returns its direction.
+def check(fitness: Any, metric: Any, field: str = "config.fitness") -> str:
+  """Validates a fitness name against the run's metrics and returns its direction.
 
   Args:
-    fitness: the ranked name: the metric's name, or ``loss`` (the validation
+    fitness: the ranked name: a metric's name, or ``loss`` (the validation
       loss, minimised).
-    metric: the run's :class:`Metric`, or a task (``classification`` /
-      ``regression``) for its built-in metric.
+    metric: the run's :class:`Metric` (or a sequence of them), or a task
+      (``classification`` / ``regression``) for its built-in metric.
     field: the name used in the error message.
 
   Returns:
@@ -104,13 +133,13 @@ def check(fitness: Any, metric: "Metric | str", field: str = "config.fitness") -
     ValueError: one line naming ``field`` and the allowed names.
   """
   task = metric if isinstance(metric, str) else None
-  if task is not None:
-    metric = TASK_METRIC[task]
-  allowed = (metric.name, "loss")
+  metrics = as_metrics(None if task else metric, task or "classification")
+  allowed = {m.name: m.mode for m in metrics}
+  allowed["loss"] = "min"
   if fitness not in allowed:
     where = f" for {task}" if task else ""
     raise ValueError(f"{field}: unknown value {fitness!r}{where}; allowed: " + ", ".join(allowed))
-  return "min" if fitness == "loss" else metric.mode
+  return allowed[fitness]
 
 
 def resolve_mode(mode: Any, want: str, fitness: str, field: str) -> str:

@@ -116,8 +116,8 @@ class Population:
     loss: ``(outputs, y, hp) -> [B]`` per-example training loss; default
       :func:`hpjax.losses.builtin` (the member's ``loss`` and
       ``label_smoothing``).
-    metric: a :class:`hpjax.fitness.Metric` (default: accuracy, or MSE for
-      regression).
+    metric: a :class:`hpjax.fitness.Metric`, or several (the first is the
+      default fitness); default: accuracy, or MSE for regression.
     val_loss: ``(outputs, y) -> [B]``, the validation loss, one objective for
       every member (default :func:`hpjax.losses.validation`).
     space: the search space; declares the user's own hyperparameter names
@@ -147,7 +147,8 @@ class Population:
 
   def __init__(self, members: Sequence[Mapping[str, Any]], data, *,
                model: Callable[..., nnx.Module] | None = None, loss: Callable | None = None,
-               metric: fitness_lib.Metric | None = None, val_loss: Callable | None = None,
+               metric: fitness_lib.Metric | Sequence[fitness_lib.Metric] | None = None,
+               val_loss: Callable | None = None,
                space: Mapping[str, Any] | None = None,
                candidates: Mapping[str, Sequence[Any]] | None = None, seed: int = 0,
                schedule: optim.EpochSchedule = optim.EpochSchedule(),
@@ -161,7 +162,8 @@ class Population:
     self.space = dict(space or {})
     self.model = model or models.builtin
     self.loss = loss or losses_lib.builtin
-    self.metric = metric or fitness_lib.TASK_METRIC[data.task]
+    self.metrics = fitness_lib.as_metrics(metric, data.task)
+    self.metric = self.metrics[0]
     self.val_loss = val_loss or losses_lib.validation
     raw = [dict(m) for m in members]
     self.traced = self._traced_names(raw)
@@ -331,7 +333,7 @@ class Population:
         num_outputs=self.data.num_classes if self.data.task == "classification" else 1,
         task=self.data.task,
         traced=tuple((n, self.candidates.get(n, ())) for n in self.traced),
-        loss=self.loss, metric=self.metric, val_loss=self.val_loss, schedule=self.schedule,
+        loss=self.loss, metrics=self.metrics, val_loss=self.val_loss, schedule=self.schedule,
         mean=tuple(float(v) for v in np.ravel(self.data.mean)),
         std=tuple(float(v) for v in np.ravel(self.data.std)),
         eval_batch_size=self.eval_batch_size, order_seed=int(self.seed), **self._static)

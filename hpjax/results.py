@@ -1,7 +1,8 @@
 """What a tuning run returns: the best member, every member-epoch, the best model.
 
-:func:`hpjax.tune` returns a :class:`Results`; :meth:`Results.load` reads one
-back from any finished workdir (the launcher's too)::
+The launcher writes the same workdir. :func:`hpjax.tune` returns a
+:class:`Results`; :func:`load_results` opens any workdir, finished, running or
+killed::
 
   results = hpjax.tune(MyCNN, (x, y), space, controller=hpjax.PBT())
   results.best.hparams, results.best.val, results.best.test
@@ -9,6 +10,7 @@ back from any finished workdir (the launcher's too)::
   model = results.best_model()   # an NNX module, ready to call
   results.predict(x_new)         # the best model's outputs on raw inputs
   results.plot()                 # PNGs in WORKDIR/plots
+  results.lineage(), results.schedule()
 """
 
 from __future__ import annotations
@@ -70,25 +72,65 @@ class Results:
 
   @classmethod
   def load(cls, workdir: str, model: Callable[..., nnx.Module] | None = None) -> "Results":
-    """The results of a finished run in ``workdir``.
+    """The results of the run in ``workdir``: finished, still running or killed.
+
+    A finished run is read from ``summary.json``; an unfinished one from its
+    logs (the best member at the last complete epoch; no test metrics and
+    no exported model yet).
+
+    Args:
+      workdir: the run's directory.
+      model: the model factory, to rebuild a user's model from disk.
 
     Raises:
-      ValueError: the workdir holds no finished run (no ``summary.json``).
+      ValueError: the workdir holds no run (no readable logs).
     """
     path = os.path.join(workdir, "summary.json")
+    if os.path.exists(path):
+      try:
+        with open(path) as f:
+          return cls(workdir, json.load(f), model=model)
+      except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot be read ({e})") from None
+    from hpjax import report  # pylint: disable=g-import-not-at-top
     try:
-      with open(path) as f:
-        summary = json.load(f)
-    except (OSError, ValueError) as e:
-      raise ValueError(f"{path}: no finished run to load ({e})") from None
+      partial = report.summarize(report.load_run(workdir))
+    except (report.ReportError, KeyError, ValueError) as e:
+      raise ValueError(f"{workdir}: no run to load ({e})") from None
+    summary = {"status": "partial", "best_member": partial["best_member"],
+               "hyperparameters": partial["hyperparameters"] or {}, "val": partial["val"],
+               "test": {}, "fitness": partial["fitness"], "mode": partial["mode"],
+               "epochs": partial["epochs_done"],
+               "ranking": [r["member"] for r in partial["ranking"]]}
     return cls(workdir, summary, model=model)
+
+  @property
+  def finished(self) -> bool:
+    """Whether the run reached its last epoch (and exported its best model)."""
+    return self.summary.get("status") != "partial"
+
+  def lineage(self) -> list[dict]:
+    """Every copy (PBT's exploit and explore) and pruning, in order (``lineage.jsonl``)."""
+    return lineage.read_jsonl(os.path.join(self.workdir, "lineage.jsonl"))
+
+  def schedule(self) -> dict:
+    """The best member's hyperparameters epoch by epoch (``best/schedule.json``), for replay."""
+    path = os.path.join(self.workdir, "best", "schedule.json")
+    if not os.path.exists(path):
+      raise ValueError(f"{path}: no schedule ({self._unfinished()})")
+    with open(path) as f:
+      return json.load(f)
+
+  def _unfinished(self) -> str:
+    return ("the run has not finished: its best model and schedule are exported at the end; "
+            "resume it to finish" if not self.finished else "not exported")
 
   @property
   def best(self) -> Best:
     """The best member at the end of the run (by the run's fitness and direction)."""
     s = self.summary
     return Best(member=int(s["best_member"]), hparams=dict(s["hyperparameters"]),
-                val=dict(s["val"]), test=dict(s["test"]), fitness=s["fitness"],
+                val=dict(s["val"]), test=dict(s.get("test") or {}), fitness=s["fitness"],
                 mode=s.get("mode", "max"))
 
   def dataframe(self):
@@ -120,6 +162,8 @@ class Results:
       pop = self.population
       position = int(self.summary["ranking_positions"][0])
       return pop.member_model(position)
+    if not self.finished:
+      raise ValueError(f"{self.workdir}: {self._unfinished()}")
     return self._load_model()[0]
 
   def _load_model(self):
@@ -131,7 +175,7 @@ class Results:
     spec = engine.GroupSpec(model=factory, structural=structural, batch_size=1,
                             input_shape=tuple(meta["input_shape"]),
                             num_outputs=int(meta["num_outputs"]), task=meta["task"], traced=(),
-                            loss=None, metric=None, val_loss=None)
+                            loss=None, metrics=(), val_loss=None)
     lead = jax.tree.map(lambda a: np.asarray(a)[None], {"params": params, "state": state})
     host = engine.PopulationState(params=lead["params"], model_state=lead["state"],
                                   opt_state=None, hparams={}, key=None, epoch=None)
@@ -149,6 +193,8 @@ class Results:
       g = next(g for g in pop.groups if position in g.members)
       out = g.fns.predict(g.state, x)
       return np.asarray(out[g.members.index(position)])
+    if not self.finished:
+      raise ValueError(f"{self.workdir}: {self._unfinished()}")
     model, meta = self._load_model()
     return np.asarray(_call(model, normalize(x, meta["mean"], meta["std"]), meta))
 
@@ -177,3 +223,8 @@ def _call(model: nnx.Module, x, meta: Mapping[str, Any]):
   if engine._takes_hparams(model):  # pylint: disable=protected-access
     return model(x, hp_lib.HParams(values, train=False))
   return model(x)
+
+
+def load_results(workdir: str, model: Callable[..., nnx.Module] | None = None) -> Results:
+  """The results of the run in ``workdir``, finished, running or killed (:meth:`Results.load`)."""
+  return Results.load(workdir, model=model)

@@ -34,6 +34,7 @@ from hpjax import fitness as fitness_lib
 from hpjax import hparams as hp_lib
 from hpjax import lineage
 from hpjax import loop
+from hpjax import losses as losses_lib
 from hpjax import optim
 from hpjax import space as space_lib
 from hpjax import timing
@@ -82,7 +83,7 @@ class Experiment:
   config: dict
   model: Callable | None = None
   loss: Callable | None = None
-  metric: fitness_lib.Metric | None = None
+  metric: Any = None
   val_loss: Callable | None = None
   schedule: optim.EpochSchedule = optim.EpochSchedule()
   candidates: dict | None = None
@@ -656,6 +657,8 @@ def _qualname(obj: Any) -> str | None:
     return None
   if isinstance(obj, fitness_lib.Metric):
     return f"{obj.name} ({obj.mode}): {_qualname(obj.fn)}"
+  if isinstance(obj, tuple):
+    return ", ".join(_qualname(o) for o in obj)
   name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
   return f"{getattr(obj, '__module__', '?')}.{name}"
 
@@ -669,18 +672,6 @@ def _controller(controller: Any) -> Controller:
     raise ValueError(f"controller: an hpjax.PBT(), hpjax.Halving(), hpjax.Sweep() or one of "
                      f"'pbt', 'halving', 'none'; got {controller!r}")
   return controller.validate()
-
-
-def _metric(metric: Any, task: str) -> fitness_lib.Metric:
-  if metric is None:
-    return fitness_lib.TASK_METRIC[task]
-  if isinstance(metric, fitness_lib.Metric):
-    return metric
-  builtin = {m.name: m for m in fitness_lib.TASK_METRIC.values()}
-  if metric not in builtin:
-    raise ValueError(f"metric: unknown value {metric!r}; allowed: accuracy, mse, or an "
-                     "hpjax.Metric(name, fn, mode)")
-  return builtin[metric]
 
 
 def tune(model: Callable | None = None, data: Any = "digits",
@@ -730,11 +721,14 @@ def tune(model: Callable | None = None, data: Any = "digits",
     controller: :class:`hpjax.PBT`, :class:`hpjax.Halving`,
       :class:`hpjax.Sweep` (default) or their names.
     metric: ``'accuracy'`` (classification default), ``'mse'`` (regression
-      default) or an :class:`hpjax.Metric`.
-    fitness: what ranks members: the metric's name (default) or ``'loss'``
-      (the validation loss).
-    loss: ``(outputs, y, hp) -> [B]`` per-example training loss (default:
-      the built-in loss, chosen per member by ``hp['loss']``).
+      default), an :class:`hpjax.Metric` (per-example or per-batch values),
+      or a list of them: all are logged, the first is the default fitness.
+    fitness: what ranks members: a metric's name (default: the first) or
+      ``'loss'`` (the validation loss).
+    loss: a built-in loss name (``'cross_entropy'``, ``'mse'``, ``'huber'``)
+      for every member, or your ``(outputs, y, hp) -> [B]`` per-example
+      training loss (default: the built-in loss, chosen per member by
+      ``hp['loss']``, which the space may search).
     val_loss: ``(outputs, y) -> [B]`` validation loss, one objective for all
       members (default: cross-entropy, or squared error for regression).
     members: explicit initial members (dicts) instead of ``population`` draws.
@@ -776,8 +770,8 @@ def _experiment(*, model, data, space, population, epochs, controller, metric, f
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
   data = _dataset(data, seed)
-  metric = _metric(metric, data.task)
-  fitness = fitness or metric.name
+  metric = fitness_lib.as_metrics(metric, data.task)
+  fitness = fitness or metric[0].name
   mode = fitness_lib.check(fitness, metric, "fitness")
   controller = _controller(controller)
   if isinstance(schedule, str):
@@ -791,6 +785,9 @@ def _experiment(*, model, data, space, population, epochs, controller, metric, f
     schedule_config = {"kind": schedule.kind, "warmup_epochs": schedule.warmup_epochs,
                        "alpha": schedule.alpha, "decay_epochs": schedule.total_epochs}
   base = {"batch_size": batch_size}
+  if isinstance(loss, str):  # a built-in loss for every member
+    losses_lib.check_losses([loss], data.task)
+    base["loss"], loss = loss, None
   if members is None:
     members = draw_members(space, population, seed, init, base)
   else:
@@ -801,7 +798,7 @@ def _experiment(*, model, data, space, population, epochs, controller, metric, f
                      "val": data.num_val, "test": data.num_test,
                      "input_shape": list(data.input_shape), "digest": _digest(data)},
             "space": space_lib.to_config(space), "members": members, "population": len(members),
-            "epochs": epochs, "seed": seed, "init": init, "fitness": fitness,
+            "epochs": epochs, "seed": seed, "init": init, "fitness": fitness, "mode": mode,
             "controller": controller.settings(), "schedule": schedule_config,
             "eval_batch_size": eval_batch_size, "shard": shard, "report": report,
             "progress": progress, "tensorboard": tensorboard,

@@ -171,3 +171,88 @@ def test_bad_data_and_metric_are_one_clear_line(tmp_path):
   with pytest.raises(ValueError, match="fitness: unknown value 'f1'; allowed: accuracy, loss"):
     hpjax.tune(StockCNN, "digits", SPACE, fitness="f1", workdir=str(tmp_path / "b"))
   assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_users_traced_name_changes_without_a_recompile_and_structural_forms_groups(one_batch):
+  from jax._src import dispatch  # pylint: disable=g-import-not-at-top
+  members = [{"width": w, "scale": s, "learning_rate": 0.01, "batch_size": 64}
+             for w, s in ((4, 1.0), (6, 1.0), (4, 0.7))]
+  pop = hpjax.Population(members, one_batch, model=StockCNN, space=SPACE, seed=0, mesh=None)
+  assert sorted(g.members for g in pop.groups) == [[0, 2], [1]]  # width: a group per value
+  assert [dict(g.fns.spec.structural)["width"] for g in pop.groups] == [4, 6]
+  events = []
+
+  def listener(name, *args, **kwargs):
+    del args, kwargs
+    if name in (dispatch.JAXPR_TRACE_EVENT, dispatch.BACKEND_COMPILE_EVENT):
+      events.append(name)
+
+  def generation(scales):
+    pop.train_epoch()
+    pop.evaluate("val")
+    pop.set_member_hparams([dict(h, scale=s) for h, s in zip(pop.hparams(), scales)],
+                           donors=[2, 1, 2])
+
+  generation([1.1, 1.0, 0.9])  # the first generation compiles everything
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    generation([1.3, 0.8, 1.2])  # PBT-style: new traced values, a copy
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert events == [], f"{len(events)} traces/compiles after changing a user's traced value"
+  assert [h["scale"] for h in pop.hparams()] == pytest.approx([1.3, 0.8, 1.2])
+
+
+def _squared(outputs, y, hp):
+  """A user's loss: MSE on one-hot targets (it reads no hyperparameter)."""
+  del hp
+  return jnp.mean(jnp.square(jax.nn.softmax(outputs) - jax.nn.one_hot(y, 10)), axis=-1)
+
+
+def _error(outputs, y):
+  return (jnp.argmax(outputs, -1) != y).astype(jnp.float32)
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_users_loss_and_metric_rank_in_the_metrics_direction(tmp_path, mode):
+  metric = (hpjax.Metric("acc", lambda o, y: 1.0 - _error(o, y), "max") if mode == "max"
+            else hpjax.Metric("error", _error, "min"))
+  results = _tune(tmp_path / "run", loss=_squared, metric=[metric, hpjax.Metric("top2", _top2,
+                                                                                "max")],
+                  controller=hpjax.Halving(grace_period=1, reduction_factor=2), epochs=2)
+  assert results.best.fitness == metric.name and results.best.mode == mode
+  df = results.dataframe()
+  assert {f"val_{metric.name}", "val_top2", f"train_{metric.name}"} <= set(df.columns)
+  first = df[df.epoch == 1].set_index("member")[f"val_{metric.name}"]
+  survivors = set(df[df.epoch == 2].member)
+  best_two = set((first.nlargest(2) if mode == "max" else first.nsmallest(2)).index)
+  assert survivors == best_two  # halving kept the best by the metric's own direction
+  assert results.summary["fitness"] == metric.name
+
+
+class _StopAfter(hpjax.writers.Writer):
+  """Stands in for a kill: the process dies after ``epoch`` was checkpointed."""
+
+  def __init__(self, epoch):
+    self.stop_epoch = epoch
+
+  def epoch(self, record):
+    if record.epoch == self.stop_epoch + 1:
+      raise KeyboardInterrupt
+
+
+def test_load_results_opens_a_killed_run(tmp_path):
+  workdir = tmp_path / "run"
+  with pytest.raises(KeyboardInterrupt):
+    _tune(workdir, writers=[_StopAfter(1)])
+  assert not (workdir / "summary.json").exists()
+  results = hpjax.load_results(str(workdir))
+  assert not results.finished and results.summary["epochs"] >= 1
+  df = results.dataframe()
+  last = df[df.epoch == df.epoch.max()].set_index("member")["val_top2"]
+  assert results.best.member == int(last.idxmax()) and results.best.test == {}
+  assert isinstance(results.lineage(), list)
+  with pytest.raises(ValueError, match="has not finished.*resume it to finish"):
+    results.best_model()
+  finished = _tune(workdir)  # the same call resumes and finishes
+  assert hpjax.load_results(str(workdir)).finished and finished.best.test

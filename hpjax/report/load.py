@@ -65,6 +65,11 @@ class Run:
   @property
   def mode(self) -> str:
     """``max`` or ``min``: the fitness's direction (:mod:`hpjax.fitness`)."""
+    # A user's metric records its direction (summary.json, and config.json of
+    # a run started by hpjax.tune); a built-in one is known by its name.
+    for source in (self.summary or {}, self.config):
+      if source.get("mode") in fitness_lib.MODES and source.get("fitness") == self.fitness:
+        return source["mode"]
     try:
       return fitness_lib.direction(self.fitness)
     except ValueError as e:
