@@ -28,6 +28,7 @@ _EXPORTS = {
     "group_functions": "hpjax.engine",
     "HParams": "hpjax.hparams", "TracedChoice": "hpjax.hparams",
     "Halving": "hpjax.controllers", "PBT": "hpjax.controllers", "Sweep": "hpjax.controllers",
+    "PBTHalving": "hpjax.controllers",
     "Member": "hpjax.population", "Population": "hpjax.population",
     "Metric": "hpjax.fitness",
     "Results": "hpjax.results", "load_results": "hpjax.results",

@@ -30,7 +30,7 @@ from typing import Any
 from hpjax import hparams as hp_lib
 from hpjax import optim
 
-CONTROLLERS = ("none", "pbt", "halving")
+CONTROLLERS = ("none", "pbt", "halving", "pbt_halving")
 INITS = ("random", "grid", "quasi_random")
 TASKS = ("auto", "classification", "regression")
 

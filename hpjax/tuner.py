@@ -39,7 +39,7 @@ from hpjax import optim
 from hpjax import space as space_lib
 from hpjax import timing
 from hpjax import writers as writers_lib
-from hpjax.controllers import Controller, Halving, PBT, Sweep
+from hpjax.controllers import Controller, Halving, PBT, PBTHalving, Sweep
 from hpjax.controllers import lr_range
 from hpjax.data import Dataset, dataset_from_arrays, load_dataset
 from hpjax.loop import Interrupted  # pylint: disable=unused-import (re-exported)
@@ -156,6 +156,15 @@ def controller_from_config(cfg: Mapping[str, Any], fitness: str, mode: str) -> C
     if c:
       raise config_lib.error("controller", f"unknown fields {sorted(c)} for a sweep (name none)")
     return Sweep()
+  if name == "pbt_halving":
+    unknown = set(c) - {"pbt", "halving"}
+    if unknown:
+      raise config_lib.error("controller", f"unknown fields {sorted(unknown)}; allowed: name, "
+                             "pbt, halving")
+    parts = {key: controller_from_config(
+        {"controller": {**dict(c.get(key) or {}), "name": key}}, fitness, mode)
+             for key in ("pbt", "halving")}
+    return PBTHalving(**parts).validate()
   cls = PBT if name == "pbt" else Halving
   fields = {f.name for f in dataclasses.fields(cls)}
   unknown = set(c) - fields
@@ -666,11 +675,12 @@ def _qualname(obj: Any) -> str | None:
 def _controller(controller: Any) -> Controller:
   if controller is None or controller == "none":
     return Sweep()
-  if controller in ("pbt", "halving"):
-    return PBT() if controller == "pbt" else Halving()
+  if controller in ("pbt", "halving", "pbt_halving"):
+    return {"pbt": PBT, "halving": Halving, "pbt_halving": PBTHalving}[controller]()
   if not isinstance(controller, Controller):
-    raise ValueError(f"controller: an hpjax.PBT(), hpjax.Halving(), hpjax.Sweep() or one of "
-                     f"'pbt', 'halving', 'none'; got {controller!r}")
+    raise ValueError(f"controller: an hpjax.PBT(), hpjax.Halving(), hpjax.PBTHalving(), "
+                     f"hpjax.Sweep() or one of 'pbt', 'halving', 'pbt_halving', 'none'; got "
+                     f"{controller!r}")
   return controller.validate()
 
 

@@ -4,13 +4,15 @@ Every controller follows one small protocol (:mod:`hpjax.controllers.base`):
 ``acts_at(epoch)`` and ``decide(view) -> Decision``; the run loop applies the
 decision without knowing which controller made it. :class:`Sweep` never acts,
 :class:`PBT` copies and perturbs (:mod:`hpjax.controllers.pbt`),
-:class:`Halving` drops the weakest at rungs (:mod:`hpjax.controllers.halving`).
+:class:`Halving` drops the weakest at rungs (:mod:`hpjax.controllers.halving`),
+:class:`PBTHalving` does both (:mod:`hpjax.controllers.hybrid`).
 The learning-rate range test is an analysis of a sweep's curves
 (:mod:`hpjax.controllers.lr_range`).
 """
 
 from hpjax.controllers.base import Controller, Decision, Sweep, View
 from hpjax.controllers.halving import Halving
+from hpjax.controllers.hybrid import PBTHalving
 from hpjax.controllers.pbt import PBT
 
-__all__ = ["Controller", "Decision", "Halving", "PBT", "Sweep", "View"]
+__all__ = ["Controller", "Decision", "Halving", "PBT", "PBTHalving", "Sweep", "View"]
