@@ -3,6 +3,7 @@ determinism, no recompiles, and a real accuracy check."""
 
 import dataclasses
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,8 +43,7 @@ def test_state_has_leading_population_axis(digits_small):
   p = _make(digits_small, _members())
   assert len(p.groups) == 1
   state = p.groups[0].state
-  for leaf in jax.tree.leaves(state):
-    assert leaf.shape[0] == 4
+  chex.assert_tree_shape_prefix(state, (4,))  # every leaf has the member axis
   hp = engine.get_hparams(state)
   np.testing.assert_array_equal(hp["optimizer"], [4, 0, 3, 2])
   np.testing.assert_array_equal(hp["activation"], [0, 1, 2, 0])
