@@ -381,7 +381,7 @@ def one_member_population(data, structural: Mapping[str, Any], batch_size: int):
   """
   import hpjax  # pylint: disable=g-import-not-at-top
   return hpjax.Population(members(1, batch_size, structural), data,
-                          candidates={"activation": ACTS}, mesh=None)
+                          candidates={"activation": ACTS, "optimizer": OPTS}, mesh=None)
 
 
 def init_states(pop, group_members: Sequence[Any], size: int, spec=None) -> Iterator[Any]:

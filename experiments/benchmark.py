@@ -364,13 +364,13 @@ def levers_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
   structural = {**w.structural, "conv_impl": opts.conv_impls[0]}
   b, p, steps = opts.batch_size, opts.lever_population, opts.steps_for(w.name)
   pop = bench_lib.one_member_population(w.data, structural, b)
-  spec = pop.groups[0].fns.spec
   x, y = bench_lib.training_slice(w.data, steps, b)
   mixed = bench_lib.members(p, b, structural)
+  spec = pop.groups[0].fns.spec  # the members' families compiled in
   all_adam = [m.replace(optimizer="adam") for m in mixed]
   variants = {
       "default (own order, member_chunk=None)": ({}, mixed),
-      "optimizer_family=adam (structural; members all adam)": ({"optimizer_family": "adam"},
+      "optimizer_families=adam (structural; members all adam)": ({"optimizer_families": ("adam",)},
                                                                  all_adam),
       "shared_order=True": ({"shared_order": True}, mixed),
       "member_chunk=0 (all members at once)": ({"member_chunk": 0}, mixed),

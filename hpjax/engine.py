@@ -114,8 +114,9 @@ class GroupSpec:
     schedule: learning-rate schedule shape, in epochs.
     mean, std: per-channel normalisation of the stored inputs.
     eval_batch_size: examples per evaluation chunk.
-    optimizer_family: ``None`` (the family is a per-member traced index, the
-      default) or a family name fixed for the whole group (structural).
+    optimizer_families: the optimizer families compiled in (each member's
+      family is a traced index among them); a single family drops the others'
+      arithmetic from the program.
     member_chunk: members trained (and evaluated) together. ``0``: all P
       vmapped at once; ``c``: chunks of ``c`` members run their epochs one
       after another (smaller working sets). ``None``: by backend, 2 (or 1 for
@@ -143,7 +144,7 @@ class GroupSpec:
   mean: tuple = (0.0,)
   std: tuple = (1.0,)
   eval_batch_size: int = 256
-  optimizer_family: str | None = None
+  optimizer_families: tuple = optim.FAMILIES
   member_chunk: int | None = None
   shared_order: bool = False
   order_seed: int = 0
@@ -302,7 +303,7 @@ class _Group:
     self.spec = spec
     self.t = _template(spec)
     # The update reads its values from state.hyperparams, not from here.
-    self.opt = optim.make_optimizer(spec.optimizer_family)
+    self.opt = optim.make_optimizer(spec.optimizer_families)
     self.candidates = dict(spec.traced)
     self.micro = "batch_size" in self.candidates  # batch size traced: micro-batches
     self.structural = dict(spec.structural)
@@ -333,7 +334,8 @@ class _Group:
   def init_member(self, key, hp):
     model = build(self.spec, nnx.Rngs(jax.random.fold_in(key, 1), params=key))
     params, rest = _split_state(model)
-    opt_state = optim.make_optimizer(**{k: hp[k] for k in optim.HPARAMS}).init(params)
+    opt_state = optim.make_optimizer(self.spec.optimizer_families,
+                                     **{k: hp[k] for k in optim.HPARAMS}).init(params)
     return params, rest, opt_state
 
   def member_grads(self, params, rest, opt_state, hp, x, y, key, reads=None):

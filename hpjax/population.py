@@ -168,6 +168,7 @@ class Population:
     raw = [dict(m) for m in members]
     self.traced = self._traced_names(raw)
     self.candidates = self._candidates(raw, candidates or {})
+    self.families = self._families(raw, candidates or {})
     self._batch_mode(raw, candidates or {}, batch_mode)
     self.members = [self.resolve(m) for m in raw]
     for m in self.members:
@@ -200,6 +201,16 @@ class Population:
     self._check_read()
 
   # -- hyperparameters ------------------------------------------------------
+
+  def _families(self, raw, candidates: Mapping[str, Sequence[Any]]) -> tuple[str, ...]:
+    """The optimizer families compiled in: the candidates', else the space's, else the members'."""
+    dim = self.space.get("optimizer")
+    names = (candidates.get("optimizer") or getattr(dim, "values", None)
+             or ((dim.value,) if hasattr(dim, "value") else None)
+             or [m.get("optimizer", hp_lib.BUILTIN["optimizer"].default) for m in raw])
+    for n in names:
+      hp_lib.BUILTIN["optimizer"].check(n)
+    return tuple(f for f in optim.FAMILIES if f in set(names))
 
   def _batch_mode(self, raw, candidates: Mapping[str, Sequence[Any]], mode: str) -> None:
     """Decides whether batch size is traced (one program) or structural (a group per size)."""
@@ -302,6 +313,10 @@ class Population:
         raise ValueError(f"batch_size: {value} is not a multiple of {self.micro}, the "
                          "micro-batch compiled for this population (give every batch size a "
                          "controller may choose among the candidates)")
+      if name == "optimizer" and value not in self.families:
+        raise ValueError(f"optimizer: {value!r} is not among the families compiled for this "
+                         f"population {self.families} (give every family a controller may "
+                         "choose among the candidates)")
       if name in self.candidates and not any(
           hp_lib.encode(h, value, self.candidates[name]) == i
           for i in range(len(self.candidates[name]))):
@@ -336,7 +351,8 @@ class Population:
         loss=self.loss, metrics=self.metrics, val_loss=self.val_loss, schedule=self.schedule,
         mean=tuple(float(v) for v in np.ravel(self.data.mean)),
         std=tuple(float(v) for v in np.ravel(self.data.std)),
-        eval_batch_size=self.eval_batch_size, order_seed=int(self.seed), **self._static)
+        eval_batch_size=self.eval_batch_size, optimizer_families=self.families,
+        order_seed=int(self.seed), **self._static)
 
   def _new_group(self, key: tuple, ids: list[int]) -> Group:
     spec = self._spec(key)
@@ -492,6 +508,9 @@ class Population:
                                f"fixed by its group at {member[name]!r})")
             continue
           member[name] = h.check(value)
+          if name == "optimizer" and member[name] not in self.families:
+            raise ValueError(f"optimizer: {member[name]!r} is not among the families compiled "
+                             f"for this population {self.families}")
           if name == "batch_size" and member[name] % self.micro:
             raise ValueError(f"batch_size: {member[name]} is not a multiple of {self.micro}, "
                              "the micro-batch compiled for this population")

@@ -215,7 +215,7 @@ def from_config(config: Any) -> Experiment:
     members = [{**base, **sched[0]}]
     # Every value the schedule switches to is compiled in from the start.
     candidates = {name: tuple(dict.fromkeys(h[name] for h in [members[0], *sched] if name in h))
-                  for name in ("activation", "loss") if name in members[0]}
+                  for name in ("activation", "loss", "optimizer") if name in members[0]}
   else:
     members = draw_members(space, int(cfg["population"]), int(cfg["seed"]), cfg["init"], base)
   return Experiment(

@@ -137,7 +137,7 @@ def test_levers_and_programs_parts():
   lev = result["levers"]
   assert [r["variant"] for r in lev["rows"]][0].startswith("default")
   assert {json.dumps(r["spec_changes"], sort_keys=True) for r in lev["rows"]} >= {
-      "{}", '{"optimizer_family": "adam"}', '{"shared_order": true}', '{"member_chunk": 0}'}
+      "{}", '{"optimizer_families": ["adam"]}', '{"shared_order": true}', '{"member_chunk": 0}'}
   for r in lev["rows"]:
     assert r["member_steps_per_s"] > 0 and len(r["call_s"]) == 2
   assert lev["rows"][0]["vs_default"] == 1.0
