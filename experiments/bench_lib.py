@@ -142,6 +142,9 @@ class Options:
   device_population: int = option(32, "Members split over the devices.")
   device_workload: str = option("digits28", "Workload of the devices part.", choices=WORKLOADS)
   device_rounds: int = option(2, "Times each device count is measured, in turn (best kept).")
+  tta_config: str = option("experiments/configs/digits28_pbt.py",
+                           "hpjax's config of the time-to-accuracy run (the same space as "
+                           "Optuna's; e.g. experiments/configs/digits28_budget.py).")
   tta_population: int = option(32, "hpjax members in the time-to-accuracy run.")
   tta_epochs: int = option(10, "Epochs (hpjax and each Optuna trial).")
   tta_trials: int = option(32, "Optuna trials.")
@@ -601,6 +604,19 @@ def device_peak() -> int | None:
   stats = jax.devices()[0].memory_stats() or {}
   v = stats.get("peak_bytes_in_use")
   return int(v) if v is not None else None
+
+
+def whole_process(cmd: Sequence[str], timeout: float = 3600,
+                  env: Mapping[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess]:
+  """Runs a command from the repository root; returns (wall seconds, the completed process).
+
+  The wall time is the whole process's: interpreter start, imports, data,
+  compiles and the end included, what a user waits for.
+  """
+  start = time.perf_counter()
+  r = subprocess.run(list(cmd), cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                     env=dict(os.environ, PYTHONUNBUFFERED="1", **dict(env or {})), check=False)
+  return time.perf_counter() - start, r
 
 
 def run_child(kind: str, opts: Options, extra: Sequence[str] = (), timeout: float = 900,

@@ -129,10 +129,13 @@ def main(argv: list[str]) -> int:
   logging.info("config:\n%s", config)
   workdir = _WORKDIR.value
   _RUN.update(workdir=workdir, created=not os.path.lexists(workdir) and _PROCESS_ID.value == 0)
+  from hpjax import timing  # pylint: disable=g-import-not-at-top
   try:
-    exp = tuner.from_config(config)  # every field checked; the data loaded
-    tuner.check_workdir(workdir, exp.config)  # before anything is compiled
-    tuner.execute(exp, workdir)
+    with timing.Phases() as phases:
+      with phases.phase("config_and_data"):
+        exp = tuner.from_config(config)  # every field checked; the data loaded
+        tuner.check_workdir(workdir, exp.config)  # before anything is compiled
+      tuner.execute(exp, workdir, phases=phases)
   except tuner.Interrupted as e:  # the first signal: the epoch finished, a checkpoint saved
     print(str(e), file=sys.stderr)
     return e.exit_code
