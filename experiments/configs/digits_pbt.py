@@ -2,8 +2,8 @@ r"""Digits (8x8, embedded in scikit-learn): population-based training, the defau
 
 16 members of the bench CNN over learning rate (1e-4..1e-1, log), optimizer
 (sgd / rmsprop / adam), activation (relu / tanh / sigmoid) and batch size
-(16 / 32), 10 epochs; after every epoch the worst quarter copies a member of
-the best quarter (within its batch-size group) and perturbs its
+(16 / 32, both in one compiled program), 10 epochs; after every epoch the
+worst quarter copies a member of the best quarter and perturbs its
 hyperparameters. About a minute on 2 CPU cores.
 
 Launch::
