@@ -217,7 +217,8 @@ def _config_model(cfg: Mapping[str, Any]) -> tuple[Callable | None, dict[str, An
   value = cfg["model"]["factory"]
   factory = _imported(value, "model.factory", callable,
                       "an nnx.Module class or a function returning one")
-  accepted = engine._accepted(factory)  # pylint: disable=protected-access (None: **kwargs)
+  # The names the engine will pass it (None: it takes **kwargs).
+  accepted = engine._accepted(factory)  # pylint: disable=protected-access
   out = {}
   for name, v in section.items():
     named = accepted is not None and name in accepted
