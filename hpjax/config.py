@@ -15,15 +15,41 @@ before anything is built or written and fills in missing fields:
 
 The search space (``space``) and the controller's settings are checked by
 their own modules (:mod:`hpjax.space`, :mod:`hpjax.controllers`).
+
+**A user's code** plugs in through import strings, ``"module.path:name"``
+(:func:`import_object`; they run the user's own code, docs/security.md):
+
+* ``model.factory``: ``""`` (the built-in families, whose structural
+  hyperparameters are ``model``'s other fields) or the user's NNX module
+  class or factory (the contract of ``hpjax.tune(model=...)``); the other
+  fields of ``model`` are then its structural constructor arguments, any
+  identifier with a number, string or boolean value (built-in names the
+  factory does not take are ignored while they hold their defaults);
+* ``data.source``: a built-in source, or a function of no arguments
+  returning ``(x, y)``, ``(x, y, x_test, y_test)``, a dict of those arrays
+  (``x_val``/``y_val`` too) or an ``hpjax.Dataset``; the ``data`` options
+  (fractions, ``max_train``, ``image_size``, ``task``, ``num_classes``)
+  apply to arrays, a Dataset is used as it is;
+* ``loss``: ``""`` (the built-in loss each member's ``hp["loss"]`` picks), a
+  built-in loss for every member, or ``(outputs, y, hp) -> [B]``;
+* ``metric``: ``""`` (the task's), a built-in metric name, or an
+  ``hpjax.Metric`` (or a list of them); ``fitness`` names one of them or
+  ``loss``.
+
+:func:`validate` checks only their form; :func:`hpjax.tuner.from_config`
+imports them.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import importlib
 import math
 import numbers
 import os
+import sys
+import traceback
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +57,10 @@ from hpjax import hparams as hp_lib
 from hpjax import optim
 
 CONTROLLERS = ("none", "pbt", "halving", "pbt_halving")
+METRICS = ("accuracy", "mse")  # the built-in metrics (hpjax.fitness.TASK_METRIC)
+# Built-in data sources written with a colon ("npz:PATH", "tfds:NAME"): not import strings.
+_SOURCE_PREFIXES = ("npz", "tfds")
+_SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10", "npz", "diabetes")
 INITS = ("random", "grid", "quasi_random")
 TASKS = ("auto", "classification", "regression")
 
@@ -40,10 +70,15 @@ _DEFAULTS = {
     "epochs": 10,
     "batch_size": 32,
     "eval_batch_size": 256,
-    "fitness": "",  # "": the task's metric (accuracy, or mse for regression)
+    "fitness": "",  # "": the first metric (the task's: accuracy, or mse for regression)
     "data": {"source": "digits", "data_dir": "", "image_size": 0, "val_fraction": 0.1,
              "test_fraction": 0.2, "max_train": 0, "num_classes": 0, "task": "auto"},
-    "model": {name: hp_lib.BUILTIN[name].default for name in hp_lib.MODEL_STRUCTURAL},
+    # factory "": the built-in families, whose structural values follow;
+    # "module:Name": a user's model, whose own structural values follow.
+    "model": {"factory": "",
+              **{name: hp_lib.BUILTIN[name].default for name in hp_lib.MODEL_STRUCTURAL}},
+    "loss": "",  # "": the built-in loss hp["loss"] picks; a built-in name; "module:function"
+    "metric": "",  # "": the task's (accuracy, mse); a built-in name; "module:object"
     # decay_epochs: length of a cosine decay; 0 means config.epochs (a run
     # whose schedule follows its length cannot be extended).
     "schedule": {"kind": "constant", "warmup_epochs": 0.0, "alpha": 0.0, "decay_epochs": 0.0},
@@ -153,8 +188,11 @@ def _plain(cfg: Any) -> Any:
   return cfg
 
 
-def _fill(cfg: Any, default: Mapping, prefix: str) -> dict:
-  """``cfg`` with missing keys from ``default``; unknown keys are errors with a hint."""
+def _fill(cfg: Any, default: Mapping, prefix: str, open_: tuple = _OPEN) -> dict:
+  """``cfg`` with missing keys from ``default``; unknown keys are errors with a hint.
+
+  Sections named in ``open_`` are taken as they are (their own checks follow).
+  """
   if not isinstance(cfg, Mapping):
     raise ValueError(f"{prefix or 'config'}: must be a dict of fields, got "
                      f"{type(cfg).__name__} {cfg!r}"[:200])
@@ -165,7 +203,7 @@ def _fill(cfg: Any, default: Mapping, prefix: str) -> dict:
       close = difflib.get_close_matches(str(key), list(default), n=1)
       hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(default)}"
       raise ValueError(f"config.{name}: unknown field{hint}")
-    if isinstance(default[key], dict) and key not in _OPEN:
+    if isinstance(default[key], dict) and key not in open_:
       value = _fill(value, default[key], name)
     out[key] = value
   for key, value in default.items():
@@ -187,14 +225,17 @@ def validate(config: Any) -> dict[str, Any]:
   Raises:
     ValueError: one line naming the field and what is allowed.
   """
-  cfg = _fill(_plain(config), _DEFAULTS, "")
+  raw = _plain(config)
+  # A user's model: the section holds its own structural arguments, so no
+  # built-in name is filled in and any identifier is allowed.
+  user_model = (isinstance(raw, Mapping) and isinstance(raw.get("model"), Mapping)
+                and raw["model"].get("factory", "") != "")
+  cfg = _fill(raw, _DEFAULTS, "", _OPEN + (("model",) if user_model else ()))
   _int(cfg, "seed", 0)
   _int(cfg, "population", 1)
   _int(cfg, "epochs", 1)
   _int(cfg, "batch_size", 1)
   _int(cfg, "eval_batch_size", 1)
-  _string(cfg, "fitness")
-  _string(cfg, "data.source")
   if not isinstance(cfg["data"]["data_dir"], str):
     raise error("data.data_dir", f"must be a path string, got {cfg['data']['data_dir']!r}")
   image_size = _int(cfg, "data.image_size", 0)
@@ -208,8 +249,33 @@ def validate(config: Any) -> dict[str, Any]:
   _int(cfg, "data.max_train", 0)
   _int(cfg, "data.num_classes", 0)
   _choice(cfg, "data.task", TASKS)
+  _string(cfg, "fitness")
+  if _string(cfg, "model.factory"):
+    check_import_string(cfg["model"]["factory"], "model.factory")
   for name, value in cfg["model"].items():
-    hp_lib.BUILTIN[name].check(value, f"config.model.{name}")
+    if name == "factory":
+      continue
+    if not isinstance(name, str) or not name.isidentifier():
+      raise error("model", f"field names must be identifiers (the factory's arguments), got "
+                  f"{name!r}")
+    if name in hp_lib.BUILTIN:
+      hp_lib.BUILTIN[name].check(value, f"config.model.{name}")
+    elif not isinstance(value, (numbers.Real, str)):  # a bool is a Real
+      raise error(f"model.{name}", f"must be a number, a string or true/false (a structural "
+                  f"argument of the model factory), got {value!r}")
+  source = _string(cfg, "data.source")
+  if is_import_string(source):
+    check_import_string(source, "data.source")
+  elif ":" not in source and source.strip().lower().replace("-", "_") not in _SOURCES:
+    raise error("data.source", f"unknown value {source!r}; allowed: {', '.join(_SOURCES)}, "
+                "npz:PATH, tfds:NAME, or an import string 'module.path:function'")
+  for field, builtin in (("loss", hp_lib.BUILTIN["loss"].choices), ("metric", METRICS)):
+    value = _string(cfg, field)
+    if value and not is_import_string(value) and value not in builtin:
+      raise error(field, f"unknown value {value!r}; allowed: \"\" (the default), "
+                  f"{', '.join(builtin)}, or an import string 'module.path:name'")
+    if is_import_string(value):
+      check_import_string(value, field)
   _choice(cfg, "schedule.kind", optim.SCHEDULES)
   _float(cfg, "schedule.warmup_epochs", 0.0)
   _float(cfg, "schedule.alpha", 0.0, 1.0)
@@ -228,6 +294,105 @@ def validate(config: Any) -> dict[str, Any]:
   _int(cfg, "checkpoint.keep", 1)
   check_memory(cfg)
   return cfg
+
+
+# ---------------------------------------------------------------------------
+# Import strings: a user's code named by the config.
+
+
+def is_import_string(value: Any) -> bool:
+  """Whether a config string names the user's code (``"module.path:name"``).
+
+  ``npz:PATH`` and ``tfds:NAME`` are built-in data sources, not import strings.
+  """
+  return (isinstance(value, str) and ":" in value
+          and value.split(":", 1)[0].strip().lower() not in _SOURCE_PREFIXES)
+
+
+def check_import_string(value: str, field: str) -> tuple[str, str]:
+  """The module and attribute path of an import string; one line naming ``field`` if malformed.
+
+  Nothing is imported here.
+  """
+  example = "e.g. 'my_models:CNN'" if field == "model.factory" else "e.g. 'my_code:my_function'"
+  if ":" not in value:
+    raise error(field, f"{value!r} is not an import string; write 'module.path:name' ({example})")
+  module, _, attr = value.partition(":")
+  if not all(p.isidentifier() for p in module.split(".")) or not all(
+      p.isidentifier() for p in attr.split(".")):
+    raise error(field, f"{value!r} is not an import string: the module path and the name must "
+                f"be dotted Python identifiers, 'module.path:name' ({example})")
+  return module, attr
+
+
+def exception_line(e: BaseException) -> str:
+  """``Type: first line of the message (FILE, line N)``: a user's exception on one line.
+
+  The place is the innermost frame outside Python's import machinery (for a
+  syntax error, the offending line).
+  """
+  text = e.msg if isinstance(e, SyntaxError) and e.msg else str(e)
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  out = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+  if isinstance(e, SyntaxError) and e.filename:
+    return f"{out} ({e.filename}, line {e.lineno})"
+  frames = [f for f in traceback.extract_tb(e.__traceback__)
+            if not f.filename.startswith("<frozen") and "importlib" not in f.filename]
+  return f"{out} ({frames[-1].filename}, line {frames[-1].lineno})" if frames else out
+
+
+def import_object(value: str, field: str) -> Any:
+  """Imports what the import string ``value`` of config field ``field`` names.
+
+  The module is imported as Python imports any module (from the current
+  directory, ``PYTHONPATH`` and installed packages): this runs the user's
+  own code, as a Python config file does (docs/security.md).
+
+  Args:
+    value: ``"module.path:name"`` (``name`` may be dotted: ``Class.attr``).
+    field: the config field, for messages (``model.factory``).
+
+  Returns:
+    The object.
+
+  Raises:
+    ValueError: one line naming ``config.FIELD``: a malformed string, a
+      module that does not exist, a module that exists but raised while it
+      was imported (its exception, file and line), or a missing attribute
+      (with the closest name).
+  """
+  module_name, attr = check_import_string(value, field)
+  try:
+    module = importlib.import_module(module_name)
+  except ModuleNotFoundError as e:
+    missing = e.name or ""
+    if missing and (module_name == missing or module_name.startswith(missing + ".")):
+      raise error(field, f"{value!r}: no module named {missing!r} on the Python path (the "
+                  "current directory, PYTHONPATH, installed packages)") from None
+    # The module was found; something it imports was not.
+    raise error(field, f"{value!r}: module {module_name!r} was found but importing it failed: "
+                f"{exception_line(e)}") from None
+  except Exception as e:  # pylint: disable=broad-except
+    # The user's module ran and raised: its own error, where it happened.
+    raise error(field, f"{value!r}: module {module_name!r} was found but importing it failed: "
+                f"{exception_line(e)}") from None
+  obj, path = module, module_name
+  for part in attr.split("."):
+    try:
+      obj = getattr(obj, part)
+    except AttributeError:
+      names = [n for n in dir(obj) if not n.startswith("_")]
+      close = difflib.get_close_matches(part, names, n=1)
+      hint = f"; did you mean {close[0]!r}?" if close else ""
+      raise error(field, f"{value!r}: {path!r} has no attribute {part!r}{hint}") from None
+    path = f"{path}.{part}"
+  return obj
+
+
+def describe(obj: Any) -> str:
+  """What an imported object is, for messages (``a module``, ``an int``)."""
+  name = "module" if isinstance(obj, type(sys)) else type(obj).__name__
+  return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 # The sources whose images are known without reading a file: (examples or
@@ -332,6 +497,20 @@ def check_memory(cfg: Mapping[str, Any], limit: int | None = None) -> None:
   raise error("eval_batch_size", f"{evals} pads the validation and test splits to at least "
               f"{evals} examples each (2 x {evals} x {per_example + 8} bytes): "
               f"{_bytes(2 * evals * (per_example + 8))}, {have}")
+
+
+def with_new_fields(old: Mapping[str, Any]) -> dict[str, Any]:
+  """A ``config.json`` written before the import strings, with their defaults added.
+
+  A workdir started by an older hpjax resumes: its config lacks
+  ``model.factory``, ``loss`` and ``metric``, which then meant their defaults.
+  """
+  out = copy.deepcopy(dict(old))
+  for key in ("loss", "metric"):
+    out.setdefault(key, "")
+  if isinstance(out.get("model"), dict):
+    out["model"].setdefault("factory", "")
+  return out
 
 
 def diff(old: Mapping[str, Any], new: Mapping[str, Any], ignore=RESUME_FREE) -> list[str]:

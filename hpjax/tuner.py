@@ -30,6 +30,7 @@ import numpy as np
 from hpjax import checkpoint
 from hpjax import config as config_lib
 from hpjax import distributed
+from hpjax import engine
 from hpjax import fitness as fitness_lib
 from hpjax import hparams as hp_lib
 from hpjax import lineage
@@ -133,23 +134,22 @@ def draw_members(space: Mapping[str, Any], n: int, seed: int, init: str = "rando
   return [{**dict(base or {}), **d} for d in draws]
 
 
-def config_dataset(cfg: Mapping[str, Any]) -> Dataset:
-  """The dataset a validated config describes (``data`` fields, split by ``seed``)."""
+def _data_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
+  """How a config's ``data`` section loads and splits its source (:func:`_dataset`'s options)."""
   d = cfg["data"]
-  return load_dataset(d["source"], data_dir=d["data_dir"] or None,
-                      image_size=d["image_size"] or None, val_fraction=d["val_fraction"],
-                      test_fraction=d["test_fraction"], seed=int(cfg["seed"]),
-                      max_train=d["max_train"] or None, num_classes=d["num_classes"] or None,
-                      task=d["task"])
+  return dict(data_dir=d["data_dir"] or None, image_size=d["image_size"] or None,
+              val_fraction=d["val_fraction"], test_fraction=d["test_fraction"],
+              max_train=d["max_train"] or None, num_classes=d["num_classes"] or None,
+              task=d["task"])
 
 
-def controller_from_config(cfg: Mapping[str, Any], fitness: str, mode: str) -> Controller:
+def _controller_section(section: Mapping[str, Any], fitness: str, mode: str) -> Controller:
   """The controller a config's ``controller`` section names.
 
   A ``mode`` there must agree with the fitness's direction (it is derived
   from the fitness; the field is accepted only for older configs).
   """
-  c = dict(cfg["controller"])
+  c = dict(section)
   name = c.pop("name", "none")
   fitness_lib.resolve_mode(c.pop("mode", None), mode, fitness, "config.controller.mode")
   if name == "none":
@@ -161,8 +161,7 @@ def controller_from_config(cfg: Mapping[str, Any], fitness: str, mode: str) -> C
     if unknown:
       raise config_lib.error("controller", f"unknown fields {sorted(unknown)}; allowed: name, "
                              "pbt, halving")
-    parts = {key: controller_from_config(
-        {"controller": {**dict(c.get(key) or {}), "name": key}}, fitness, mode)
+    parts = {key: _controller_section({**dict(c.get(key) or {}), "name": key}, fitness, mode)
              for key in ("pbt", "halving")}
     return PBTHalving(**parts).validate()
   cls = PBT if name == "pbt" else Halving
@@ -175,6 +174,11 @@ def controller_from_config(cfg: Mapping[str, Any], fitness: str, mode: str) -> C
     return cls(**c).validate()
   except (TypeError, ValueError) as e:
     raise config_lib.error("controller", str(e)) from None
+
+
+def controller_from_config(cfg: Mapping[str, Any], fitness: str, mode: str) -> Controller:
+  """The controller a config's ``controller`` section names (see :func:`_controller_section`)."""
+  return _controller_section(cfg["controller"], fitness, mode)
 
 
 def epoch_schedule(cfg: Mapping[str, Any]) -> optim.EpochSchedule:
@@ -193,57 +197,112 @@ def epoch_schedule(cfg: Mapping[str, Any]) -> optim.EpochSchedule:
     raise ValueError(f"config.{e}") from None
 
 
+def _imported(value: str, field: str, check: Callable[[Any], bool], what: str) -> Any:
+  """The object an import string of config field ``field`` names, if ``check`` accepts it."""
+  obj = config_lib.import_object(value, field)
+  if not check(obj):
+    raise config_lib.error(field, f"{value!r} is {config_lib.describe(obj)}, not {what}")
+  return obj
+
+
+def _is_metrics(obj: Any) -> bool:
+  items = obj if isinstance(obj, (list, tuple)) else [obj]
+  return bool(items) and all(isinstance(m, fitness_lib.Metric) for m in items)
+
+
+def _config_model(cfg: Mapping[str, Any]) -> tuple[Callable | None, dict[str, Any]]:
+  """The model factory ``model.factory`` names (None: built in) and its structural values.
+
+  With a factory, ``config.model``'s other fields are its constructor
+  arguments. A built-in field (``family``, ``depth``, ...) still at its
+  default is left out unless the factory's signature names it: a config made
+  from the defaults (or a resumed ``config.json`` filled by ``from_json.py``)
+  works unchanged. Any other field the factory does not take is an error.
+  """
+  section = {k: v for k, v in cfg["model"].items() if k != "factory"}
+  if not cfg["model"]["factory"]:
+    return None, section
+  value = cfg["model"]["factory"]
+  factory = _imported(value, "model.factory", callable,
+                      "an nnx.Module class or a function returning one")
+  # The names the engine will pass it (None: it takes **kwargs).
+  accepted = engine._accepted(factory)  # pylint: disable=protected-access
+  out = {}
+  for name, v in section.items():
+    named = accepted is not None and name in accepted
+    default = hp_lib.BUILTIN[name].default if name in hp_lib.MODEL_STRUCTURAL else None
+    if (name in hp_lib.MODEL_STRUCTURAL and not named and v == default
+        and isinstance(v, bool) == isinstance(default, bool)):
+      continue
+    if accepted is not None and not named:
+      takes = ", ".join(sorted(accepted - {"self", "rngs", "input_shape", "num_outputs"}))
+      raise config_lib.error(
+          f"model.{name}", f"{value} takes no argument {name!r} (it takes: {takes or 'none'}); "
+          "with model.factory, config.model holds the factory's structural arguments only")
+    out[name] = v
+  return factory, out
+
+
 def from_config(config: Any) -> Experiment:
   """Validates a launcher config completely and builds its :class:`Experiment`.
 
-  Every error (a typo, a value out of range, a fitness the task does not
-  report, a bad space or controller) is one line naming the field, raised
-  before anything is compiled or written.
+  The config's import strings (``model.factory``, ``data.source``, ``loss``,
+  ``metric``) are imported here, from this config only (a workdir's
+  ``config.json`` is only compared with it); the experiment is then built by
+  the same code as :func:`tune`'s.
+
+  Every error (a typo, a value out of range, a bad import string, a fitness
+  the run does not report, a bad space or controller) is one line naming
+  the field, raised before anything is compiled or written.
   """
   cfg = config_lib.validate(config)
-  space = space_lib.from_config(cfg["space"])
-  data = config_dataset(cfg)
-  fitness = cfg["fitness"] or fitness_lib.TASK_METRIC[data.task].name
-  mode = fitness_lib.check(fitness, data.task)
-  controller = controller_from_config(cfg, fitness, mode)
-  epochs = int(cfg["epochs"])
-  base = {**cfg["model"], "batch_size": cfg["batch_size"],
-          "loss": hp_lib.default_loss(data.task)}
-  candidates, sched = None, None
-  if cfg["hparam_schedule"]:
-    sched = _check_replay(cfg, controller, space, epochs)
-    members = [{**base, **sched[0]}]
-    # Every value the schedule switches to is compiled in from the start.
-    candidates = {name: tuple(dict.fromkeys(h[name] for h in [members[0], *sched] if name in h))
-                  for name in ("activation", "loss", "optimizer") if name in members[0]}
-  else:
-    members = draw_members(space, int(cfg["population"]), int(cfg["seed"]), cfg["init"], base)
-  return Experiment(
-      data=data, members=members, space=space, controller=controller, fitness=fitness,
-      mode=mode, epochs=epochs, seed=int(cfg["seed"]), config=cfg,
-      schedule=epoch_schedule(cfg), candidates=candidates,
-      eval_batch_size=int(cfg["eval_batch_size"]), shard=cfg["shard"],
-      shared_order=cfg["shared_order"], checkpoint_every=int(cfg["checkpoint"]["every"]),
+  model, structural = _config_model(cfg)
+  loss = cfg["loss"] or None
+  if config_lib.is_import_string(loss):
+    loss = _imported(loss, "loss", callable, "a function (outputs, y, hp) -> [B] losses")
+  metric = cfg["metric"] or None
+  if config_lib.is_import_string(metric):
+    metric = _imported(metric, "metric", _is_metrics, "an hpjax.Metric (or a list of them); "
+                       "wrap a function: hpjax.Metric('name', fn, 'max')")
+  source = cfg["data"]["source"]
+  if config_lib.is_import_string(source):
+    source = _imported(source, "data.source", callable, "a function of no arguments")
+  return _experiment(
+      model=model, data=source, space=cfg["space"], population=int(cfg["population"]),
+      epochs=int(cfg["epochs"]), controller=cfg["controller"], metric=metric,
+      fitness=cfg["fitness"] or None, loss=loss, val_loss=None, members=None,
+      seed=int(cfg["seed"]), init=cfg["init"], batch_size=int(cfg["batch_size"]),
+      schedule=epoch_schedule(cfg), eval_batch_size=int(cfg["eval_batch_size"]),
+      checkpoint_every=int(cfg["checkpoint"]["every"]),
       checkpoint_keep=int(cfg["checkpoint"]["keep"]), tensorboard=cfg["tensorboard"],
-      report=cfg["report"], progress=cfg["progress"], lr_range_test=cfg["lr_range_test"],
-      hparam_schedule=sched)
+      report=cfg["report"], progress=cfg["progress"], shard=cfg["shard"], writers=(),
+      data_options=_data_options(cfg), structural=structural,
+      hparam_schedule=cfg["hparam_schedule"], lr_range_test=cfg["lr_range_test"],
+      shared_order=cfg["shared_order"], config=cfg)
 
 
-def _check_replay(cfg, controller, space, epochs) -> list[dict[str, Any]]:
-  """A replayed schedule: one fresh model trained on given per-epoch hyperparameters."""
-  sched = lineage.check_schedule(cfg["hparam_schedule"], epochs)
+def _check_replay(schedule: Any, epochs: int, controller: Controller, population: int,
+                  space: Mapping[str, Any]) -> list[dict[str, Any]]:
+  """A replayed schedule: one fresh model trained on given per-epoch hyperparameters.
+
+  The space may only declare a user's own names (their kind, and whether
+  they are structural); the schedule gives every value.
+  """
+  sched = lineage.check_schedule(schedule, epochs)
   if not isinstance(controller, Sweep):
     raise config_lib.error("controller.name", "must be 'none' when replaying an hparam_schedule")
-  if int(cfg["population"]) != 1:
+  if population != 1:
     raise config_lib.error("population", "must be 1 when replaying an hparam_schedule, got "
-                           f"{cfg['population']}")
-  if space:
+                           f"{population}")
+  builtin = [name for name in space if name in hp_lib.BUILTIN]
+  if builtin:
     raise config_lib.error("space", "must be empty when replaying an hparam_schedule (the "
-                           "schedule gives every hyperparameter)")
+                           "schedule gives every hyperparameter; only your model's own names "
+                           f"may be declared), got {builtin[0]!r}")
   for k, hp in enumerate(sched):
     for name, value in hp.items():
       try:
-        hp_lib.lookup(name).check(value)
+        hp_lib.lookup(name, space).check(value)
       except ValueError as e:
         raise config_lib.error(f"hparam_schedule[{k}]", str(e)) from None
   return sched
@@ -323,6 +382,8 @@ def check_workdir(workdir: str, config: Mapping[str, Any]) -> None:
                        "nothing says what they were trained with; restore config.json or use "
                        "a new --workdir")
     return
+  if isinstance(old, dict) and "api" not in old and "api" not in config:
+    old = config_lib.with_new_fields(old)  # a launcher run of an older hpjax
   diffs = config_lib.diff(old, config)
   if diffs:
     raise ValueError(f"--workdir: {workdir!r} holds a run with another config ("
@@ -554,8 +615,9 @@ def export_best(workdir: str, exp: Experiment, pop: Population, position: int,
     :func:`hpjax.checkpoint.load_model`;
   * ``schedule.json``: the hyperparameters its weights were trained with,
     epoch by epoch, traced back through PBT's copies (:mod:`hpjax.lineage`);
-  * ``config.json`` (config-file runs of built-in models): a config that
-    retrains one fresh model on that schedule.
+  * ``config.json`` (launcher runs, a user's model named by its import
+    string included): a config that retrains one fresh model on that
+    schedule.
 
   Returns:
     ``{"model": ..., "schedule": ..., "config": ..., "retrain": command}``.
@@ -587,9 +649,12 @@ def export_best(workdir: str, exp: Experiment, pop: Population, position: int,
     return result
   result["schedule"] = os.path.join(out_dir, "schedule.json")
   if exp.config.get("api") == "python":
-    return result  # a user's model: no launcher config can rebuild it
+    return result  # hpjax.tune's objects: no launcher config names them
   retrain = json.loads(json.dumps(exp.config, default=str))
-  retrain.update(population=1, init="random", space={}, controller={"name": "none"},
+  # A user's own names stay declared (their kind, whether structural); the
+  # schedule gives every value.
+  space = {k: v for k, v in (retrain.get("space") or {}).items() if k not in hp_lib.BUILTIN}
+  retrain.update(population=1, init="random", space=space, controller={"name": "none"},
                  lr_range_test=False, epochs=doc["epochs"],
                  hparam_schedule=[{"epoch": e["epoch"], "hparams": e["hparams"]}
                                   for e in doc["schedule"]])
@@ -632,22 +697,46 @@ def _lr_range(metrics_path: str, initial_loss: Sequence[float] | None, pop: Popu
 # The Python entry point.
 
 
-def _dataset(data: Any, seed: int) -> Dataset:
-  """A :class:`Dataset` from a source name, a Dataset, ``(x, y[, x_test, y_test])`` or a dict."""
+def _dataset(data: Any, seed: int, *, field: str = "data", **options: Any) -> Dataset:
+  """A :class:`Dataset` from what :func:`tune`'s ``data`` (or ``config.data.source``) gives.
+
+  Args:
+    data: a source name, a Dataset, ``(x, y[, x_test, y_test])``, a dict of
+      those arrays (``x_val``/``y_val`` too), or a function of no arguments
+      returning arrays, a dict or a Dataset.
+    seed: seeds the splits.
+    field: how messages name ``data``.
+    **options: :func:`hpjax.data.load_dataset`'s loading and splitting
+      options (``data_dir`` only for a source name); a Dataset is used as it is.
+  """
+  name = "arrays"
+  if callable(data) and not isinstance(data, Dataset):
+    name = f"{getattr(data, '__module__', '?')}:{getattr(data, '__qualname__', data)}"
+    try:
+      data = data()
+    except Exception as e:  # pylint: disable=broad-except
+      # The user's own function failed: what, and where, on one line.
+      raise ValueError(f"{field}: {name!r} raised {config_lib.exception_line(e)}") from None
+    if not isinstance(data, (Dataset, Mapping, tuple, list)):
+      raise ValueError(f"{field}: {name!r} returned {config_lib.describe(data)}; it must return "
+                       "(x, y), (x, y, x_test, y_test), a dict of arrays or an hpjax.Dataset")
   if isinstance(data, Dataset):
     return data
   if isinstance(data, str):
-    return load_dataset(data, seed=seed)
+    return load_dataset(data, seed=seed, **options)
+  options.pop("data_dir", None)
   if isinstance(data, Mapping):
     unknown = set(data) - {"x_train", "y_train", "x_val", "y_val", "x_test", "y_test"}
     if unknown:
-      raise ValueError(f"data: unknown keys {sorted(unknown)}; allowed: x_train, y_train, "
+      raise ValueError(f"{field}: unknown keys {sorted(unknown)}; allowed: x_train, y_train, "
                        "x_val, y_val, x_test, y_test")
-    return dataset_from_arrays("arrays", **dict(data), seed=seed)
+    return dataset_from_arrays(name, **dict(data), seed=seed, **options)
   if isinstance(data, (tuple, list)) and len(data) in (2, 4):
-    return dataset_from_arrays("arrays", *data, seed=seed)
-  raise ValueError("data: a source name ('digits', 'mnist', ...), an hpjax.Dataset, (x, y), "
-                   f"(x, y, x_test, y_test) or a dict of arrays; got {type(data).__name__}")
+    return dataset_from_arrays(name, *data, seed=seed, **options)
+  raise ValueError(f"{field}: a source name ('digits', 'mnist', ...), an hpjax.Dataset, (x, y), "
+                   f"(x, y, x_test, y_test), a dict of arrays or a function returning one; got "
+                   + (f"a {type(data).__name__} of {len(data)} items"
+                      if isinstance(data, (tuple, list)) else type(data).__name__))
 
 
 def _digest(data: Dataset) -> str:
@@ -672,7 +761,10 @@ def _qualname(obj: Any) -> str | None:
   return f"{getattr(obj, '__module__', '?')}.{name}"
 
 
-def _controller(controller: Any) -> Controller:
+def _controller(controller: Any, fitness: str, mode: str) -> Controller:
+  """A controller from :func:`tune`'s argument, or from a config's ``controller`` section."""
+  if isinstance(controller, Mapping):
+    return _controller_section(controller, fitness, mode)
   if controller is None or controller == "none":
     return Sweep()
   if controller in ("pbt", "halving", "pbt_halving"):
@@ -720,8 +812,9 @@ def tune(model: Callable | None = None, data: Any = "digits",
       ``num_outputs`` when it takes them), then as ``model(x, hp)`` with its
       traced ones (or ``model(x)``). Default: the built-in CNN families.
     data: a source name (``'digits'``, ``'mnist'``, ...), an
-      :class:`hpjax.Dataset`, ``(x, y)``, ``(x, y, x_test, y_test)`` or a dict
-      of those arrays (validation split seeded and stratified).
+      :class:`hpjax.Dataset`, ``(x, y)``, ``(x, y, x_test, y_test)``, a dict
+      of those arrays (validation split seeded and stratified), or a function
+      of no arguments returning one of these (but a name).
     space: hyperparameter name -> :class:`hpjax.Float` / ``Int`` /
       ``Choice`` / ``Fixed``. Built-in names (``learning_rate``,
       ``optimizer``, ``activation``, ``batch_size``, ...) or your own: those
@@ -771,19 +864,42 @@ def tune(model: Callable | None = None, data: Any = "digits",
 def _experiment(*, model, data, space, population, epochs, controller, metric, fitness, loss,
                 val_loss, members, seed, init, batch_size, schedule, eval_batch_size,
                 checkpoint_every, checkpoint_keep, tensorboard, report, progress,
-                shard, writers) -> Experiment:
-  """:func:`tune`'s arguments as an :class:`Experiment`, every one checked."""
+                shard, writers, data_options=None, structural=None, hparam_schedule=None,
+                lr_range_test=False, shared_order=False, config=None) -> Experiment:
+  """An :class:`Experiment`, every argument checked: what :func:`tune` and :func:`from_config` build.
+
+  Args:
+    model, data, ..., writers: as :func:`tune`'s (``controller`` may also be
+      a config's ``controller`` section, ``schedule`` an EpochSchedule).
+    data_options: how ``data`` is loaded and split (``config.data``).
+    structural: the model's structural values every member starts from
+      (``config.model``); a user's own name among them that the space does
+      not declare becomes a structural constant of the space.
+    hparam_schedule: a replayed schedule (``config.hparam_schedule``).
+    lr_range_test, shared_order: as the launcher's config fields.
+    config: the launcher's validated config, recorded in ``config.json``
+      (None: a description of this call is recorded). It also names the
+      fields in messages (``config.fitness`` rather than ``fitness``).
+  """
+  prefix = "config." if config is not None else ""
   space = space_lib.from_config(space) if space and all(
       isinstance(v, Mapping) for v in space.values()) else space_lib.validate(space or {})
   for name, value in (("population", population), ("epochs", epochs), ("batch_size", batch_size),
                       ("eval_batch_size", eval_batch_size)):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
-  data = _dataset(data, seed)
+  structural = dict(structural or {})
+  # A user's structural constant is declared like any of the user's names.
+  space.update({name: space_lib.Fixed(value, structural=True) for name, value in structural.items()
+                if name not in hp_lib.BUILTIN and name not in space})
+  data = _dataset(data, seed, field=f"{prefix}data.source" if prefix else "data",
+                  **(data_options or {}))
   metric = fitness_lib.as_metrics(metric, data.task)
   fitness = fitness or metric[0].name
-  mode = fitness_lib.check(fitness, metric, "fitness")
-  controller = _controller(controller)
+  # The built-in metric alone: the message names the task ("... for regression").
+  mode = fitness_lib.check(fitness, data.task if len(metric) == 1 and metric[0] is
+                           fitness_lib.TASK_METRIC[data.task] else metric, f"{prefix}fitness")
+  controller = _controller(controller, fitness, mode)
   if isinstance(schedule, str):
     if schedule not in optim.SCHEDULES:
       raise ValueError(f"schedule: unknown value {schedule!r}; allowed: "
@@ -794,29 +910,42 @@ def _experiment(*, model, data, space, population, epochs, controller, metric, f
   else:
     schedule_config = {"kind": schedule.kind, "warmup_epochs": schedule.warmup_epochs,
                        "alpha": schedule.alpha, "decay_epochs": schedule.total_epochs}
-  base = {"batch_size": batch_size}
+  base = {**structural, "batch_size": batch_size}
   if isinstance(loss, str):  # a built-in loss for every member
-    losses_lib.check_losses([loss], data.task)
+    try:
+      losses_lib.check_losses([loss], data.task)
+    except ValueError as e:
+      raise ValueError(f"{prefix}{e}") from None
     base["loss"], loss = loss, None
-  if members is None:
+  candidates, sched = None, None
+  if hparam_schedule:
+    sched = _check_replay(hparam_schedule, epochs, controller, population, space)
+    members = [{**base, **sched[0]}]
+    # Every value the schedule switches to is compiled in from the start.
+    candidates = {name: tuple(dict.fromkeys(h[name] for h in [members[0], *sched] if name in h))
+                  for name in ("activation", "loss", "optimizer") if name in members[0]}
+  elif members is None:
     members = draw_members(space, population, seed, init, base)
   else:
     members = [{**base, **dict(m)} for m in members]
-  config = {"api": "python", "model": _qualname(model), "loss": _qualname(loss),
-            "metric": _qualname(metric), "val_loss": _qualname(val_loss),
-            "data": {"name": data.name, "task": data.task, "train": data.num_train,
-                     "val": data.num_val, "test": data.num_test,
-                     "input_shape": list(data.input_shape), "digest": _digest(data)},
-            "space": space_lib.to_config(space), "members": members, "population": len(members),
-            "epochs": epochs, "seed": seed, "init": init, "fitness": fitness, "mode": mode,
-            "controller": controller.settings(), "schedule": schedule_config,
-            "eval_batch_size": eval_batch_size, "shard": shard, "report": report,
-            "progress": progress, "tensorboard": tensorboard,
-            "checkpoint": {"every": checkpoint_every, "keep": checkpoint_keep}}
+  if config is None:
+    config = {"api": "python", "model": _qualname(model), "loss": _qualname(loss),
+              "metric": _qualname(metric), "val_loss": _qualname(val_loss),
+              "data": {"name": data.name, "task": data.task, "train": data.num_train,
+                       "val": data.num_val, "test": data.num_test,
+                       "input_shape": list(data.input_shape), "digest": _digest(data)},
+              "space": space_lib.to_config(space), "members": members,
+              "population": len(members), "epochs": epochs, "seed": seed, "init": init,
+              "fitness": fitness, "mode": mode, "controller": controller.settings(),
+              "schedule": schedule_config, "eval_batch_size": eval_batch_size, "shard": shard,
+              "report": report, "progress": progress, "tensorboard": tensorboard,
+              "checkpoint": {"every": checkpoint_every, "keep": checkpoint_keep}}
+    config = json.loads(json.dumps(config, default=str))
   return Experiment(
       data=data, members=members, space=dict(space), controller=controller, fitness=fitness,
-      mode=mode, epochs=epochs, seed=seed, config=json.loads(json.dumps(config, default=str)),
-      model=model, loss=loss, metric=metric, val_loss=val_loss, schedule=schedule,
-      eval_batch_size=eval_batch_size, shard=shard, checkpoint_every=checkpoint_every,
-      checkpoint_keep=checkpoint_keep, tensorboard=tensorboard, report=report,
-      progress=progress, writers=tuple(writers))
+      mode=mode, epochs=epochs, seed=seed, config=config, model=model, loss=loss,
+      metric=metric, val_loss=val_loss, schedule=schedule, candidates=candidates,
+      eval_batch_size=eval_batch_size, shard=shard, shared_order=shared_order,
+      checkpoint_every=checkpoint_every, checkpoint_keep=checkpoint_keep,
+      tensorboard=tensorboard, report=report, progress=progress, lr_range_test=lr_range_test,
+      hparam_schedule=sched, writers=tuple(writers))

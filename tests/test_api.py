@@ -168,7 +168,8 @@ def test_bad_data_and_metric_are_one_clear_line(tmp_path):
     hpjax.tune(StockCNN, (x, np.zeros(9, np.int32)), SPACE, workdir=str(tmp_path / "a"))
   with pytest.raises(ValueError, match="metric.name: must be an identifier other than 'loss'"):
     hpjax.Metric("loss", _top2, "max")
-  with pytest.raises(ValueError, match="fitness: unknown value 'f1'; allowed: accuracy, loss"):
+  with pytest.raises(ValueError, match="fitness: unknown value 'f1' for classification; "
+                     "allowed: accuracy, loss"):
     hpjax.tune(StockCNN, "digits", SPACE, fitness="f1", workdir=str(tmp_path / "b"))
   assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 

@@ -26,10 +26,16 @@ _OPEN = ("space", "controller", "hparam_schedule")
 
 
 def _with_defaults(values: dict, defaults: dict) -> dict:
-  """``values`` over ``defaults``, group by group; None defaults are left out."""
+  """``values`` over ``defaults``, group by group; None defaults are left out.
+
+  A ``model`` section naming a factory is taken as it is: its fields are
+  that model's arguments, and a built-in default added to them could change it.
+  """
   out = {k: v for k, v in defaults.items() if v is not None}
   for key, value in values.items():
-    if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in _OPEN:
+    user_model = key == "model" and isinstance(value, dict) and value.get("factory")
+    if (isinstance(value, dict) and isinstance(out.get(key), dict) and key not in _OPEN
+        and not user_model):
       value = _with_defaults(value, out[key])
     out[key] = value
   return out

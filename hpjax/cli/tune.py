@@ -8,11 +8,21 @@ passes it an argument: ``from_json.py:FILE.json``); any field can be
 overridden, e.g. ``--config.population=64 --config.epochs=5``. The config file
 is Python, run as your own code; data files never run code (docs/security.md).
 
+Your own code plugs in by import string (``"module.path:name"``, imported
+from the current directory, PYTHONPATH or installed packages):
+``config.model.factory`` (an NNX module class or factory; its structural
+arguments in ``config.model``), ``config.data.source`` (a function of no
+arguments returning arrays or an ``hpjax.Dataset``), ``config.loss`` and
+``config.metric`` (an ``hpjax.Metric`` or a list); ``experiments/examples/``
+is a worked example. Import strings are taken only from the config given
+here, never from a workdir's files.
+
 Bad input ends with one ``error:`` line naming the field or file and what is
 wrong, exit status 1 and no traceback, before anything is trained or written
 (docs/bad_inputs.md lists the cases): a config file that is missing or not
 valid Python, a flag or field that does not exist (with the closest name), a
-value out of its bounds, arrays that cannot fit in memory, a workdir that
+value out of its bounds, an import string that cannot be imported (a missing
+module told apart from one that fails while importing), arrays that cannot fit in memory, a workdir that
 holds another run or damaged files. An operating-system error during a run
 (a file that cannot be written, a full disk) is one line naming the file and
 the system's reason (``--verbosity=1`` logs the traceback too).
@@ -129,11 +139,16 @@ def main(argv: list[str]) -> int:
   logging.info("config:\n%s", config)
   workdir = _WORKDIR.value
   _RUN.update(workdir=workdir, created=not os.path.lexists(workdir) and _PROCESS_ID.value == 0)
+  # Import strings (config.model.factory, ...) resolve as under `python -m`:
+  # from the current directory too, which a console script leaves off sys.path.
+  if "" not in sys.path and os.getcwd() not in sys.path:
+    sys.path.append(os.getcwd())
   from hpjax import timing  # pylint: disable=g-import-not-at-top
   try:
     with timing.Phases() as phases:
       with phases.phase("config_and_data"):
-        exp = tuner.from_config(config)  # every field checked; the data loaded
+        # Every field checked; import strings imported; the data loaded.
+        exp = tuner.from_config(config)
         tuner.check_workdir(workdir, exp.config)  # before anything is compiled
       tuner.execute(exp, workdir, phases=phases)
   except tuner.Interrupted as e:  # the first signal: the epoch finished, a checkpoint saved
