@@ -191,6 +191,11 @@ def epoch_schedule(cfg: Mapping[str, Any]) -> optim.EpochSchedule:
   schedule = optim.EpochSchedule(s["kind"], float(s["warmup_epochs"]),
                                  float(s["decay_epochs"]) or float(cfg["epochs"]),
                                  float(s["alpha"]))
+  if (schedule.kind in ("cosine", "warmup_cosine") and not float(s["decay_epochs"])
+      and schedule.total_epochs <= schedule.warmup_epochs):
+    raise config_lib.error("epochs", f"a {schedule.kind} schedule decays after its warm-up "
+                           f"(schedule.warmup_epochs={s['warmup_epochs']:g}), so it needs more "
+                           f"epochs than that, got {cfg['epochs']}")
   try:
     return schedule.validate()
   except ValueError as e:

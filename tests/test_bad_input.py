@@ -392,8 +392,8 @@ def test_ctrl_c_during_imports_is_one_line(tmp_path):
 
 def test_second_ctrl_c_stops_at_once_with_the_checkpoint_intact(tmp_path):
   workdir = tmp_path / "run"
-  # Epochs of a few seconds: the second signal lands inside epoch 2, after
-  # the checkpoint of epoch 1 is complete (waited for, below).
+  # Epochs of a few seconds: both signals land inside epoch 2, after the
+  # checkpoint of epoch 1 is complete (waited for, below).
   args = [f"--workdir={workdir}", "--config.population=6", "--config.epochs=3",
           "--config.data.image_size=32", "--config.model.width=8", "--config.model.depth=1",
           "--config.model.dense=16", "--config.batch_size=16", "--config.report=False",
@@ -403,13 +403,17 @@ def test_second_ctrl_c_stops_at_once_with_the_checkpoint_intact(tmp_path):
                           stderr=subprocess.PIPE, text=True)
   for line in proc.stdout:
     if line.startswith("epoch   1/3"):
-      proc.send_signal(signal.SIGINT)  # the first: finish the epoch, then save
-    if "finishing the current epoch" in line:
       break
+  # The first signal lands in epoch 2, once epoch 1's checkpoint is complete
+  # (a signal before the loop's check after epoch 1 would stop after epoch 1).
   deadline = time.time() + 60
   while not (workdir / "checkpoints" / "1").is_dir() and time.time() < deadline:
     time.sleep(0.01)
-  proc.send_signal(signal.SIGINT)  # the second: at once
+  proc.send_signal(signal.SIGINT)  # the first: finish the epoch, then save
+  for line in proc.stdout:
+    if "finishing the current epoch" in line:
+      break
+  proc.send_signal(signal.SIGINT)  # the second, inside epoch 2: at once
   _, err = proc.communicate(timeout=300)
   assert proc.returncode == 130, err[-3000:]
   assert err.splitlines() == [f"SIGINT: stopped at once; the checkpoint of epoch 1 in {workdir} "

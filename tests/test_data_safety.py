@@ -143,7 +143,7 @@ def test_launcher_refuses_crafted_batch_and_runs_nothing(tmp_path):
       # through (or out of) training quickly.
       "--config.report=False",
       "--config.population=2",
-      "--config.epochs=1",
+      "--config.epochs=2",
       "--config.batch_size=16",
       "--config.model.width=4",
       "--config.model.depth=1",

@@ -91,6 +91,16 @@ def stop_at_once() -> None:
   install(_raise_stopped)
 
 
+def ignore_signals_while_exiting() -> None:
+  """SIGINT/SIGTERM are ignored from now on: the launcher is already exiting.
+
+  A signal that lands after the run has ended (its status decided, the
+  interpreter running its exit handlers) has nothing left to stop; raising
+  then would only print a traceback from inside those handlers.
+  """
+  install(signal.SIG_IGN)
+
+
 def error(message: str) -> None:
   """Prints ``error: message`` (one line) to stderr."""
   print(f"error: {message}", file=sys.stderr, flush=True)

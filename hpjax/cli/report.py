@@ -79,6 +79,8 @@ def run() -> None:
   except common.Stopped as e:
     print(f"{e.name}: stopped at once", file=sys.stderr, flush=True)
     sys.exit(e.code)
+  finally:
+    common.ignore_signals_while_exiting()
 
 
 if __name__ == "__main__":

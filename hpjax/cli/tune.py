@@ -195,6 +195,8 @@ def run() -> None:
   except common.Stopped as e:
     print(_stopped_line(e), file=sys.stderr, flush=True)
     sys.exit(e.code)
+  finally:
+    common.ignore_signals_while_exiting()
 
 
 if __name__ == "__main__":
