@@ -41,7 +41,7 @@ from hpjax import timing
 from hpjax import writers as writers_lib
 from hpjax.controllers import Controller, Halving, PBT, Sweep
 from hpjax.controllers import lr_range
-from hpjax.data import Dataset, dataset_from_arrays, load_dataset
+from hpjax.data import Dataset, Stream, dataset_from_arrays, load_dataset
 from hpjax.loop import Interrupted  # pylint: disable=unused-import (re-exported)
 from hpjax.population import Population
 
@@ -623,9 +623,12 @@ def _lr_range(metrics_path: str, initial_loss: Sequence[float] | None, pop: Popu
 # The Python entry point.
 
 
-def _dataset(data: Any, seed: int) -> Dataset:
-  """A :class:`Dataset` from a source name, a Dataset, ``(x, y[, x_test, y_test])`` or a dict."""
-  if isinstance(data, Dataset):
+def _dataset(data: Any, seed: int) -> Dataset | Stream:
+  """A :class:`Dataset` from a source name, a Dataset, ``(x, y[, x_test, y_test])`` or a dict.
+
+  A :class:`hpjax.data.Stream` is used as it is.
+  """
+  if isinstance(data, (Dataset, Stream)):
     return data
   if isinstance(data, str):
     return load_dataset(data, seed=seed)
@@ -637,12 +640,15 @@ def _dataset(data: Any, seed: int) -> Dataset:
     return dataset_from_arrays("arrays", **dict(data), seed=seed)
   if isinstance(data, (tuple, list)) and len(data) in (2, 4):
     return dataset_from_arrays("arrays", *data, seed=seed)
-  raise ValueError("data: a source name ('digits', 'mnist', ...), an hpjax.Dataset, (x, y), "
-                   f"(x, y, x_test, y_test) or a dict of arrays; got {type(data).__name__}")
+  raise ValueError("data: a source name ('digits', 'mnist', ...), an hpjax.Dataset, an "
+                   "hpjax.data.Stream, (x, y), (x, y, x_test, y_test) or a dict of arrays; got "
+                   f"{type(data).__name__}")
 
 
-def _digest(data: Dataset) -> str:
+def _digest(data: Dataset | Stream) -> str:
   """A fingerprint of a dataset's arrays: a resume on other data is refused."""
+  if isinstance(data, Stream):
+    return data.fingerprint()
   import hashlib  # pylint: disable=g-import-not-at-top
   h = hashlib.sha256()
   for split in ("train", "val", "test"):
@@ -679,7 +685,7 @@ def tune(model: Callable | None = None, data: Any = "digits",
          controller: Controller | str | None = None, metric: Any = None,
          fitness: str | None = None, loss: Callable | None = None,
          val_loss: Callable | None = None, members: list | None = None, seed: int = 0,
-         init: str = "random", batch_size: int = 32,
+         init: str = "random", batch_size: int | None = None,
          schedule: optim.EpochSchedule | str = "constant", workdir: str | None = None,
          eval_batch_size: int = 256, checkpoint_every: int = 1, checkpoint_keep: int = 3,
          tensorboard: bool = False, report: bool = False, progress: bool | None = None,
@@ -711,7 +717,9 @@ def tune(model: Callable | None = None, data: Any = "digits",
       traced ones (or ``model(x)``). Default: the built-in CNN families.
     data: a source name (``'digits'``, ``'mnist'``, ...), an
       :class:`hpjax.Dataset`, ``(x, y)``, ``(x, y, x_test, y_test)`` or a dict
-      of those arrays (validation split seeded and stratified).
+      of those arrays (validation split seeded and stratified); or an
+      :class:`hpjax.data.Stream` for training data larger than the device
+      (every member trains on its batches, in its order).
     space: hyperparameter name -> :class:`hpjax.Float` / ``Int`` /
       ``Choice`` / ``Fixed``. Built-in names (``learning_rate``,
       ``optimizer``, ``activation``, ``batch_size``, ...) or your own: those
@@ -734,7 +742,8 @@ def tune(model: Callable | None = None, data: Any = "digits",
     members: explicit initial members (dicts) instead of ``population`` draws.
     seed: everything random derives from it.
     init: ``random``, ``grid`` or ``quasi_random`` draws from the space.
-    batch_size: the batch size of members whose space does not set one.
+    batch_size: the batch size of members whose space does not set one
+      (default 32; a Stream's: its batches are every member's).
     schedule: ``'constant'``, ``'cosine'`` (over ``epochs``), or an
       :class:`hpjax.optim.EpochSchedule`.
     workdir: where logs, checkpoints and the best model go (default: a new
@@ -767,9 +776,12 @@ def _experiment(*, model, data, space, population, epochs, controller, metric, f
       isinstance(v, Mapping) for v in space.values()) else space_lib.validate(space or {})
   for name, value in (("population", population), ("epochs", epochs), ("batch_size", batch_size),
                       ("eval_batch_size", eval_batch_size)):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if (name != "batch_size" or value is not None) and (
+        isinstance(value, bool) or not isinstance(value, int) or value < 1):
       raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
   data = _dataset(data, seed)
+  if batch_size is None:
+    batch_size = data.batch_size if isinstance(data, Stream) else 32
   metric = fitness_lib.as_metrics(metric, data.task)
   fitness = fitness or metric[0].name
   mode = fitness_lib.check(fitness, metric, "fitness")
