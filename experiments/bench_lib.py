@@ -37,7 +37,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PARTS = ("throughput", "flops", "compile", "memory", "devices", "tta", "levers", "programs")
+PARTS = ("throughput", "flops", "compile", "memory", "devices", "tta", "levers", "programs",
+         "stream")
 DEFAULT_PARTS = ("throughput", "flops", "compile", "memory", "devices")
 ACTS = ("relu", "tanh", "sigmoid")
 OPTS = ("sgd", "rmsprop", "adam")
@@ -158,6 +159,12 @@ class Options:
   programs_rounds: int = option(2, "Compiles per program and setting, alternating (best kept).")
   programs_reps: int = option(5, "Timed calls per program (median reported).")
   eval_batches: tuple[int, ...] = option((256, 64, 32), "Eval batch sizes of the programs part.")
+  stream_workload: str = option("digits28", "Workload of the stream part.", choices=WORKLOADS)
+  stream_population: int = option(32, "Members of the stream part.")
+  stream_rounds: int = option(3, "Epochs per variant of the stream part, taking turns (best "
+                              "kept).")
+  stream_calls: tuple[int, ...] = option((1, 4, 8, 39), "Batches per jitted call "
+                                         "(Stream.steps_per_call) timed by the stream part.")
   cache_dir: str | None = option(None, "Persistent compilation cache of this process and the "
                                  "children (default: a fresh temporary one, so compiles are "
                                  "cold).")
@@ -180,7 +187,7 @@ class Options:
         for v in (value if isinstance(value, tuple) else (value,)):
           if v not in choices:
             raise ValueError(f"--{f.name}: unknown value {v!r}; allowed: {', '.join(choices)}")
-    for name in ("populations", "device_counts", "eval_batches"):
+    for name in ("populations", "device_counts", "eval_batches", "stream_calls"):
       values = getattr(self, name)
       if not values or min(values) < 1:
         raise ValueError(f"--{name}: must be positive integers, got {list(values)}")
@@ -191,7 +198,8 @@ class Options:
     for name in ("batch_size", "min_reps", "alone_members", "torch_steps", "resnet_examples",
                  "matmul_size", "matmul_reps", "device_population", "device_rounds",
                  "tta_population", "tta_epochs", "tta_trials", "lever_population",
-                 "lever_rounds", "programs_population", "programs_rounds", "programs_reps"):
+                 "lever_rounds", "programs_population", "programs_rounds", "programs_reps",
+                 "stream_population", "stream_rounds"):
       if getattr(self, name) < 1:
         raise ValueError(f"--{name}: must be >= 1, got {getattr(self, name)}")
     if not self.conv_impls:

@@ -73,6 +73,19 @@ parts (``--parts``):
   uses), and called; then the validation pass padded to its own length or to
   the test set's, in member chunks or all at once, and at other eval batch
   sizes (``--eval_batches``).
+* ``stream`` (off by default): training data streamed from the host
+  (``hpjax.data.Stream``) against the same data in memory, on one population
+  (``--stream_population`` members of ``--stream_workload``, a whole epoch
+  per call), both with the shared minibatch order: the in-memory epoch (one
+  ``lax.scan`` gathering its batches on the device) and the stream's host
+  loop for each ``--stream_calls`` (batches per jitted call). The stream is
+  a Python generator over a host copy of the training split in a numpy
+  permutation per epoch, what a user's pipeline yields. Every variant is
+  built as ``hpjax.Population`` builds it and warmed up (its compiles), then
+  the variants take turns for ``--stream_rounds`` epochs each; the best
+  epoch's member-steps/s and the median process CPU seconds per epoch (all
+  threads) are reported, and per stream variant its host side alone (the
+  generator, the checks, the stacking and the transfers, no training).
 
 Launch::
 
@@ -399,6 +412,77 @@ def levers_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
         f"{len(r['call_s'])})")
   return {"workload": w.name, "description": w.description, "population": p,
           "steps_per_call": steps, "batch_size": b, "backend": jax.default_backend(),
+          "rows": list(rows.values())}
+
+
+def stream_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
+  """A streamed epoch against the in-memory one, same members, data and shared order."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import hpjax  # pylint: disable=g-import-not-at-top
+  w = bench_lib.load_workload(opts.stream_workload, opts)
+  structural = {**w.structural, "conv_impl": opts.conv_impls[0]}
+  b, p, data = opts.batch_size, opts.stream_population, w.data
+  x, y = np.asarray(data.x_train), np.asarray(data.y_train)
+  steps = x.shape[0] // b
+  members = bench_lib.members(p, b, structural)
+
+  def train(epoch):
+    # A user's host pipeline: a new order every epoch, batches gathered on the host.
+    perm = np.random.default_rng(epoch).permutation(x.shape[0])
+    for i in range(steps):
+      idx = perm[i * b:(i + 1) * b]
+      yield x[idx], y[idx]
+
+  def stream(k):
+    return hpjax.data.Stream(train, val=(data.x_val, data.y_val), test=(data.x_test, data.y_test),
+                             steps_per_epoch=steps, batch_size=b, mean=data.mean, std=data.std,
+                             steps_per_call=k, name=w.name)
+
+  kw = dict(candidates={"activation": ACTS}, mesh=None)
+  variants = {"in memory (shared_order=True)": (None, lambda: hpjax.Population(
+      members, data, shared_order=True, **kw))}
+  for k in opts.stream_calls:
+    if k <= steps:
+      variants[f"stream, steps_per_call={k}"] = (k, functools.partial(
+          lambda k: hpjax.Population(members, stream(k), **kw), k))
+  pops, rows = {}, {}
+  for name, (k, build) in variants.items():
+    start = time.perf_counter()
+    pops[name] = build()
+    pops[name].train_epoch()  # compiles; first allocations
+    rows[name] = {"variant": name, "steps_per_call": k,
+                  "calls_per_epoch": 1 if k is None else -(-steps // k),
+                  "build_and_first_epoch_s": time.perf_counter() - start, "epoch_s": [],
+                  "cpu_s": []}
+    log(f"stream: {name} built and warmed up in {rows[name]['build_and_first_epoch_s']:.1f} s")
+  for _ in range(opts.stream_rounds):
+    for name, pop in pops.items():
+      wall, cpu = time.perf_counter(), time.process_time()
+      pop.train_epoch()  # returns host metrics: the epoch has finished
+      rows[name]["epoch_s"].append(time.perf_counter() - wall)
+      rows[name]["cpu_s"].append(time.process_time() - cpu)
+  for r in rows.values():
+    r["rounds_member_steps_per_s"] = [p * steps / t for t in r["epoch_s"]]
+    r["member_steps_per_s"] = max(r["rounds_member_steps_per_s"])
+    r["cpu_s_per_epoch"] = statistics.median(r["cpu_s"])
+  base = rows[next(iter(rows))]
+  for r in rows.values():
+    r["vs_in_memory"] = r["member_steps_per_s"] / base["member_steps_per_s"]
+    log(f"stream: {r['variant']}: {r['member_steps_per_s']:.1f} member-steps/s (best of "
+        f"{len(r['epoch_s'])}), {r['cpu_s_per_epoch']:.1f} CPU s per epoch")
+  for r in rows.values():
+    if r["steps_per_call"] is None:
+      continue
+    host = []
+    for _ in range(opts.stream_rounds):
+      start = time.perf_counter()
+      for _, _, xs, ys in stream(r["steps_per_call"]).device_calls(0):
+        jax.block_until_ready((xs, ys))
+      host.append(time.perf_counter() - start)
+    r["host_side_epoch_s"] = min(host)
+  return {"workload": w.name, "description": w.description, "population": p,
+          "steps_per_epoch": steps, "batch_size": b, "backend": jax.default_backend(),
           "rows": list(rows.values())}
 
 
@@ -848,8 +932,8 @@ def run(opts: Options, log: Callable[[str], None] = print,
 
   Returns:
     ``meta``, ``options``, then one entry per part run (``matmul``,
-    ``workloads``, ``levers``, ``programs``, ``compile``, ``memory``,
-    ``devices``, ``tta``), and ``targets``.
+    ``workloads``, ``levers``, ``programs``, ``stream``, ``compile``,
+    ``memory``, ``devices``, ``tta``), and ``targets``.
   """
   opts.validate()
   import jax  # pylint: disable=g-import-not-at-top
@@ -891,6 +975,8 @@ def run(opts: Options, log: Callable[[str], None] = print,
       result["levers"] = levers_part(opts, log)
     if "programs" in parts:
       result["programs"] = programs_part(opts, log)
+    if "stream" in parts:
+      result["stream"] = stream_part(opts, log)
     if "compile" in parts:
       result["compile"] = compile_part(opts, log)
     if "memory" in parts:
@@ -1035,6 +1121,24 @@ def _levers_lines(lev: dict[str, Any]) -> list[str]:
   return lines + [""]
 
 
+def _stream_lines(st: dict[str, Any]) -> list[str]:
+  lines = [f"**Streamed from the host vs in memory** ({st['description']}, {st['population']} "
+           f"members, batch {st['batch_size']}, {st['steps_per_epoch']} steps per epoch, shared "
+           f"order in both, {st['backend']}; variants take turns, best epoch)", "",
+           "| variant | calls per epoch | member-steps/s | vs in memory | every epoch "
+           "| CPU s per epoch (median) | host side alone | build + first epoch |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for r in st["rows"]:
+    each = ", ".join(f"{v:.0f}" for v in r["rounds_member_steps_per_s"])
+    host = f"{1e3 * r['host_side_epoch_s']:.0f} ms" if "host_side_epoch_s" in r else "-"
+    lines.append(f"| {r['variant']} | {r['calls_per_epoch']} | {r['member_steps_per_s']:.1f} "
+                 f"| {r['vs_in_memory']:.2f}x | {each} | {r['cpu_s_per_epoch']:.1f} | {host} "
+                 f"| {r['build_and_first_epoch_s']:.1f} s |")
+  lines += ["", "Host side alone: an epoch of the stream's batches (the generator, the checks, "
+            "the stacking, the transfers) without training."]
+  return lines + [""]
+
+
 def _programs_lines(prog: dict[str, Any]) -> list[str]:
   lines = [f"**Programs around the step** ({prog['description']}, {prog['population']} members, "
            f"{prog['backend']}; no compilation cache)", "",
@@ -1093,6 +1197,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines += _levers_lines(result["levers"])
   if result.get("programs"):
     lines += _programs_lines(result["programs"])
+  if result.get("stream"):
+    lines += _stream_lines(result["stream"])
   c = result.get("compile")
   if c:
     lines += [f"**Compile of `{c['cold']['config']}`** ({c['cold']['members']} members, "

@@ -28,7 +28,11 @@ switch with it).
 
 One epoch is one ``lax.scan`` inside ``jit``: each member draws its own
 permutation of the (device-resident) training set, minibatches are gathered
-on the device, and nothing returns to the host until the epoch ends.
+on the device, and nothing returns to the host until the epoch ends. Data
+larger than the device (:class:`hpjax.data.Stream`) trains instead from a
+host loop: each call of ``fns.train_steps`` loops over a few batches shared
+by every member, with the same step, keys and schedule, and
+``fns.end_epoch`` closes the epoch.
 """
 
 from __future__ import annotations
@@ -156,6 +160,9 @@ class GroupFunctions(NamedTuple):
   ``key_impls``: per leaf of ``state.model_state``, the PRNG implementation
   of an NNX RNG-stream key (stored as key data), else None. ``reads(state,
   x, y)``: the hyperparameter names one training step reads (not jitted).
+  ``train_steps`` and ``end_epoch``: an epoch streamed batch by batch
+  (:meth:`_Group.train_steps`, :meth:`_Group.end_epoch`; both donate their
+  state argument).
   """
   init: Any
   train_epoch: Any
@@ -164,6 +171,8 @@ class GroupFunctions(NamedTuple):
   spec: GroupSpec
   key_impls: tuple
   reads: Any
+  train_steps: Any = None
+  end_epoch: Any = None
 
 
 def build(spec: GroupSpec, rngs: nnx.Rngs) -> nnx.Module:
@@ -279,11 +288,19 @@ def _group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None) -> GroupFu
   if mesh is None:
     jitted = (jax.jit(g.init, compiler_options=INIT_COMPILER_OPTIONS),
               jax.jit(g.train_epoch, donate_argnums=0), jax.jit(g.evaluate), jax.jit(g.predict))
+    stream = (jax.jit(g.train_steps, donate_argnums=0), jax.jit(g.end_epoch, donate_argnums=0))
   else:
     # Per device, the very functions above on its share of the members.
     jitted = distributed.shard_functions(mesh, g.init, g.train_epoch, g.evaluate, g.predict,
                                          init_compiler_options=INIT_COMPILER_OPTIONS)
-  return GroupFunctions(*jitted, spec, g.t.key_impls, g.reads)
+    m, r = jax.sharding.PartitionSpec(distributed.AXIS), jax.sharding.PartitionSpec()
+    # As distributed.shard_functions wraps train_epoch: members split, the
+    # shared batches and step counters replicated.
+    stream = tuple(jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=(m, m),
+                                         check_vma=False), donate_argnums=0)
+                   for fn, specs in ((g.train_steps, (m, r, r, r, r, r)),
+                                     (g.end_epoch, (m, m, r))))
+  return GroupFunctions(*jitted, spec, g.t.key_impls, g.reads, *stream)
 
 
 def _metric_sum(metric: fitness_lib.Metric, out: jax.Array, y: jax.Array, w: jax.Array):
@@ -403,6 +420,28 @@ class _Group:
         key=jax.random.key_data(jax.vmap(lambda k: jax.random.fold_in(k, 1))(typed)),
         epoch=jnp.zeros(keys.shape[0], jnp.int32))
 
+  def epoch_keys(self, state: PopulationState):
+    """The members' keys for the epoch ``state`` is at: (next epoch's, order, dropout)."""
+    split = jax.vmap(lambda k: jax.random.split(k, 3))(jax.random.wrap_key_data(state.key))
+    return split[:, 0], split[:, 1], split[:, 2]
+
+  @staticmethod
+  def step_keys(drop_key, i):
+    """The members' dropout keys at step ``i`` of their epoch."""
+    return jax.vmap(lambda k: jax.random.fold_in(k, i))(drop_key)
+
+  def members_step(self, carry, hp, x, y, keys, progress, batch_axis):
+    """One step of some members (a leading member axis on ``carry``, ``hp``, ``keys``).
+
+    ``batch_axis`` 0: each member its own batch (``x``: ``[P, B, ...]``);
+    None: one batch shared by every member, unbatched under ``vmap`` (one
+    gather, one set of patches).
+    """
+    params, rest, opt_state, l, scores = jax.vmap(
+        self.member_step, in_axes=(0, 0, 0, 0, batch_axis, batch_axis, 0, 0))(
+            *carry, hp, x, y, keys, progress)
+    return (params, rest, opt_state), (l,) + scores
+
   def orders(self, state: PopulationState, n: int):
     """The epoch's minibatch orders and the members' next / dropout keys.
 
@@ -414,8 +453,7 @@ class _Group:
     steps = n // b
     if steps < 1:
       raise ValueError(f"batch_size: {b} exceeds the {n} training examples")
-    split = jax.vmap(lambda k: jax.random.split(k, 3))(jax.random.wrap_key_data(state.key))
-    next_key, perm_key, drop_key = split[:, 0], split[:, 1], split[:, 2]
+    next_key, perm_key, drop_key = self.epoch_keys(state)
     if self.spec.shared_order:
       # Every member (on every device) has trained the same number of epochs.
       order_key = jax.random.fold_in(jax.random.key(self.spec.order_seed), state.epoch[0])
@@ -434,7 +472,7 @@ class _Group:
     batch_axis = None if shared else 0
 
     def keys(i):
-      return jax.vmap(lambda k: jax.random.fold_in(k, i))(drop_key)
+      return self.step_keys(drop_key, i)
 
     if self.micro:
       upe = x.shape[0] // hp["batch_size"]  # each member's updates per epoch
@@ -453,10 +491,8 @@ class _Group:
 
     def body(carry, inp):
       idx, i = inp
-      params, rest, opt_state, l, scores = jax.vmap(
-          self.member_step, in_axes=(0, 0, 0, 0, batch_axis, batch_axis, 0, 0))(
-              *carry, hp, x[idx], y[idx], keys(i), epoch + i / steps)
-      return (params, rest, opt_state), (l,) + scores
+      return self.members_step(carry, hp, x[idx], y[idx], keys(i), epoch + i / steps,
+                               batch_axis)
 
     (params, rest, opt_state), values = jax.lax.scan(
         body, (params, rest, opt_state), (order, jnp.arange(steps)))
@@ -476,8 +512,75 @@ class _Group:
     params, rest, opt_state, train_loss = out[:4]
     new_state = state.replace(params=params, model_state=rest, opt_state=opt_state,
                               key=jax.random.key_data(next_key), epoch=state.epoch + 1)
-    metrics = {f"train_{m.name}": v for m, v in zip(self.spec.metrics, out[4:])}
-    return new_state, {"train_loss": train_loss, **metrics}
+    return new_state, self.train_metrics(train_loss, out[4:])
+
+  def train_metrics(self, loss, scores) -> dict:
+    """An epoch's per-member means by name: ``train_loss``, ``train_<metric>``."""
+    return {"train_loss": loss,
+            **{f"train_{m.name}": v for m, v in zip(self.spec.metrics, scores)}}
+
+  # -- an epoch streamed from the host (hpjax.data.Stream) ---------------------
+
+  def run_steps(self, xs, ys, params, rest, opt_state, hp, drop_key, epoch, start, count, steps):
+    """Steps ``start ..`` of some members' epoch, one shared batch per step; sums per member."""
+
+    def body(j, carry):
+      carry, sums = carry
+      i = start + j
+      carry, values = self.members_step(carry, hp, xs[j], ys[j], self.step_keys(drop_key, i),
+                                        epoch + i / steps, None)
+      return carry, tuple(a + v for a, v in zip(sums, values))
+
+    zeros = tuple(jnp.zeros(epoch.shape, jnp.float32) for _ in range(1 + len(self.spec.metrics)))
+    # A trip count only known at run time: one program for every call of an
+    # epoch, the last one's shorter stack included. (XLA also removes a loop
+    # of one known trip and compiles that step about 2x slower on CPU;
+    # docs/benchmarks.md.)
+    (params, rest, opt_state), sums = jax.lax.fori_loop(
+        0, count, body, ((params, rest, opt_state), zeros))
+    return (params, rest, opt_state) + sums
+
+  def train_steps(self, state: PopulationState, xs: jax.Array, ys: jax.Array, start, count,
+                  steps):
+    """Steps ``start .. start + count - 1`` of an epoch of ``steps``, on shared batches.
+
+    The epoch of a stream (:class:`hpjax.data.Stream`), called from a host
+    loop: every member of the group trains on the same batch ``xs[j]``,
+    ``ys[j]`` at step ``start + j``, with the conventions of
+    :meth:`train_epoch` (the schedule's progress ``epoch + step / steps``,
+    step ``i``'s dropout keys folded from the epoch's). The batch size is
+    structural: the batches'. The state's key and epoch stay until
+    :meth:`end_epoch`.
+
+    Args:
+      state: the group's state (donated).
+      xs, ys: ``[k, B, *input_shape]`` and ``[k, B]``; only the first
+        ``count`` batches are read (an epoch's last call pads its stack).
+      start: the epoch's step of ``xs[0]`` (an int32 scalar).
+      count: the batches to train on, ``1 .. k`` (an int32 scalar).
+      steps: the epoch's steps (an int32 scalar).
+
+    Returns:
+      ``(state, sums)``: ``sums`` per member, the training loss and each
+      metric summed over the ``count`` steps (a tuple of ``[P]``).
+    """
+    if self.micro:
+      raise ValueError("batch_size: a streamed epoch trains every member on the stream's "
+                       "batches; the batch size cannot be a traced hyperparameter")
+    _, _, drop_key = self.epoch_keys(state)
+    run = lambda *a: self.run_steps(xs, ys, *a, start, count, steps)  # pylint: disable=unnecessary-lambda-assignment
+    out = _by_chunks(self.spec, state.epoch.shape[0], run,
+                     (state.params, state.model_state, state.opt_state, state.hparams, drop_key,
+                      state.epoch.astype(jnp.float32)))
+    params, rest, opt_state = out[:3]
+    return state.replace(params=params, model_state=rest, opt_state=opt_state), out[3:]
+
+  def end_epoch(self, state: PopulationState, sums, steps):
+    """Closes a streamed epoch: next keys, one more epoch, the means of ``sums`` over ``steps``."""
+    next_key, _, _ = self.epoch_keys(state)
+    new_state = state.replace(key=jax.random.key_data(next_key), epoch=state.epoch + 1)
+    means = tuple(s / steps for s in sums)
+    return new_state, self.train_metrics(means[0], means[1:])
 
   def forward_eval(self, params, rest, opt_hp, hp, x):
     return self.call(self.merge(self.t.eval_def, params, rest), x,

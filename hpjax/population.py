@@ -17,12 +17,15 @@ With one device nothing changes.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import difflib
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -33,6 +36,7 @@ from hpjax import hparams as hp_lib
 from hpjax import losses as losses_lib
 from hpjax import models
 from hpjax import optim
+from hpjax.data.stream import Stream
 from hpjax.engine import GroupFunctions, PopulationState, pad_eval  # pylint: disable=unused-import
 
 
@@ -108,7 +112,9 @@ class Population:
 
   Args:
     members: the members' hyperparameters (:class:`Member` or dicts).
-    data: a :class:`hpjax.data.Dataset`.
+    data: a :class:`hpjax.data.Dataset`, or a :class:`hpjax.data.Stream`
+      (training batches streamed from the host; every member trains on the
+      stream's batches, in the stream's order, at its batch size).
     model: the model factory (an ``nnx.Module`` class or function; see
       :mod:`hpjax.engine` for the contract); default: the built-in families
       (:func:`hpjax.models.builtin`), whose structural hyperparameters
@@ -158,6 +164,7 @@ class Population:
     if not members:
       raise ValueError("members: a population needs at least one member")
     self.data = data
+    self.stream = isinstance(data, Stream)
     self.seed = seed
     self.space = dict(space or {})
     self.model = model or models.builtin
@@ -186,14 +193,16 @@ class Population:
         "val": pad_eval(data.x_val, data.y_val, eval_batch_size),
         "test": pad_eval(data.x_test, data.y_test, eval_batch_size),
     }
-    self._train = (data.x_train, data.y_train)
+    self._train = None if self.stream else (data.x_train, data.y_train)
     self.mesh = distributed.resolve_mesh(mesh)
     if self.mesh is not None:
       # Every device holds the whole dataset, placed once.
       rep = distributed.replicated(self.mesh)
-      self._train = distributed.put(self._train, rep)
+      if self._train is not None:
+        self._train = distributed.put(self._train, rep)
       self._eval = {k: distributed.put(v, rep) for k, v in self._eval.items()}
-    self._static = dict(shared_order=bool(shared_order), member_chunk=member_chunk)
+    # A stream's batches are shared by every member of a group.
+    self._static = dict(shared_order=bool(shared_order) or self.stream, member_chunk=member_chunk)
     by_key: dict[tuple, list[int]] = {}
     for i, m in enumerate(self.members):
       by_key.setdefault(self.group_key(m), []).append(i)
@@ -216,6 +225,12 @@ class Population:
     """Decides whether batch size is traced (one program) or structural (a group per size)."""
     if mode not in ("auto", "traced", "structural"):
       raise ValueError(f"batch_mode: unknown value {mode!r}; allowed: auto, traced, structural")
+    if self.stream:  # one batch size, the stream's (members are checked against it)
+      if mode == "traced":
+        raise ValueError("batch_mode: 'traced' needs batch sizes of the members' own; a "
+                         "Stream's batches are every member's")
+      self.micro, self.batch_traced = self.data.batch_size, False
+      return
     dim = self.space.get("batch_size")
     sizes = (candidates.get("batch_size") or getattr(dim, "values", None)
              or ((dim.value,) if hasattr(dim, "value") else None)
@@ -275,6 +290,8 @@ class Population:
     return optim.FAMILIES if name == "optimizer" else self.candidates.get(name, ())
 
   def _default(self, h: hp_lib.HParam) -> Any:
+    if h.name == "batch_size" and self.stream:
+      return self.data.batch_size
     return hp_lib.default_loss(self.data.task) if h.name == "loss" else h.default
 
   def _structural_names(self, m: Mapping[str, Any]) -> list[str]:
@@ -377,7 +394,8 @@ class Population:
     user = [n for n in self.traced if n not in hp_lib.BUILTIN]
     if not user:
       return
-    x, y = self._train
+    # A stream's training batches have the validation split's shapes and dtypes.
+    x, y = self._train or (self.data.x_val, self.data.y_val)
     read = set().union(*(g.fns.reads(g.state, x, y) for g in self.groups))
     for name in user:
       if name not in read:
@@ -401,10 +419,45 @@ class Population:
 
   def train_epoch(self) -> dict[str, np.ndarray]:
     """Trains every member for one epoch; returns per-member train metrics."""
+    if self.stream:
+      return self._train_streamed()
     results = []
     x, y = self._train
     for g in self.groups:  # groups are dispatched asynchronously, synced below
       g.state, metrics = g.fns.train_epoch(g.state, x, y)
+      results.append(metrics)
+    return self._gather(results)
+
+  def _train_streamed(self) -> dict[str, np.ndarray]:
+    """One epoch of a :class:`hpjax.data.Stream`: a host loop over its batches.
+
+    The stream is asked for the epoch the members are at (every member has
+    trained as many epochs), so a resumed run re-reads its checkpoint's
+    next epoch from the start. Each call trains every group on the same
+    stacked batches (:meth:`hpjax.engine._Group.train_steps`), dispatched
+    asynchronously; the host then fetches and puts the next batches while
+    it runs. At most ``prefetch`` calls run ahead of the host: their
+    batches are all the device holds of the stream.
+    """
+    d: Stream = self.data
+    epoch = int(self._host(self.groups[0].state.epoch)[0])
+    put = jax.device_put
+    if self.mesh is not None:  # every device trains its members on the whole batch
+      put = functools.partial(distributed.put, sharding=distributed.replicated(self.mesh))
+    sums: list[Any] = [None] * len(self.groups)
+    running: collections.deque = collections.deque()
+    for start, count, xs, ys in d.device_calls(epoch, put):
+      outs = []
+      for j, g in enumerate(self.groups):
+        g.state, s = g.fns.train_steps(g.state, xs, ys, start, count, d.steps_per_epoch)
+        sums[j] = s if sums[j] is None else tuple(jnp.add(a, b) for a, b in zip(sums[j], s))
+        outs.append(s)
+      running.append(outs)
+      if len(running) > d.prefetch:
+        jax.block_until_ready(running.popleft())
+    results = []
+    for j, g in enumerate(self.groups):
+      g.state, metrics = g.fns.end_epoch(g.state, sums[j], d.steps_per_epoch)
       results.append(metrics)
     return self._gather(results)
 

@@ -42,7 +42,7 @@ from hpjax import timing
 from hpjax import writers as writers_lib
 from hpjax.controllers import Controller, Halving, PBT, PBTHalving, Sweep
 from hpjax.controllers import lr_range
-from hpjax.data import Dataset, dataset_from_arrays, load_dataset
+from hpjax.data import Dataset, Stream, dataset_from_arrays, load_dataset
 from hpjax.loop import Interrupted  # pylint: disable=unused-import (re-exported)
 from hpjax.population import Population
 
@@ -702,8 +702,11 @@ def _lr_range(metrics_path: str, initial_loss: Sequence[float] | None, pop: Popu
 # The Python entry point.
 
 
-def _dataset(data: Any, seed: int, *, field: str = "data", **options: Any) -> Dataset:
+def _dataset(data: Any, seed: int, *, field: str = "data", **options: Any) -> Dataset | Stream:
   """A :class:`Dataset` from what :func:`tune`'s ``data`` (or ``config.data.source``) gives.
+
+  A :class:`hpjax.data.Stream` (training data larger than the device) is used
+  as it is.
 
   Args:
     data: a source name, a Dataset, ``(x, y[, x_test, y_test])``, a dict of
@@ -715,17 +718,17 @@ def _dataset(data: Any, seed: int, *, field: str = "data", **options: Any) -> Da
       options (``data_dir`` only for a source name); a Dataset is used as it is.
   """
   name = "arrays"
-  if callable(data) and not isinstance(data, Dataset):
+  if callable(data) and not isinstance(data, (Dataset, Stream)):
     name = f"{getattr(data, '__module__', '?')}:{getattr(data, '__qualname__', data)}"
     try:
       data = data()
     except Exception as e:  # pylint: disable=broad-except
       # The user's own function failed: what, and where, on one line.
       raise ValueError(f"{field}: {name!r} raised {config_lib.exception_line(e)}") from None
-    if not isinstance(data, (Dataset, Mapping, tuple, list)):
+    if not isinstance(data, (Dataset, Stream, Mapping, tuple, list)):
       raise ValueError(f"{field}: {name!r} returned {config_lib.describe(data)}; it must return "
                        "(x, y), (x, y, x_test, y_test), a dict of arrays or an hpjax.Dataset")
-  if isinstance(data, Dataset):
+  if isinstance(data, (Dataset, Stream)):
     return data
   if isinstance(data, str):
     return load_dataset(data, seed=seed, **options)
@@ -738,14 +741,17 @@ def _dataset(data: Any, seed: int, *, field: str = "data", **options: Any) -> Da
     return dataset_from_arrays(name, **dict(data), seed=seed, **options)
   if isinstance(data, (tuple, list)) and len(data) in (2, 4):
     return dataset_from_arrays(name, *data, seed=seed, **options)
-  raise ValueError(f"{field}: a source name ('digits', 'mnist', ...), an hpjax.Dataset, (x, y), "
-                   f"(x, y, x_test, y_test), a dict of arrays or a function returning one; got "
+  raise ValueError(f"{field}: a source name ('digits', 'mnist', ...), an hpjax.Dataset, an "
+                   f"hpjax.data.Stream, (x, y), (x, y, x_test, y_test), a dict of arrays or a "
+                   f"function returning one; got "
                    + (f"a {type(data).__name__} of {len(data)} items"
                       if isinstance(data, (tuple, list)) else type(data).__name__))
 
 
-def _digest(data: Dataset) -> str:
+def _digest(data: Dataset | Stream) -> str:
   """A fingerprint of a dataset's arrays: a resume on other data is refused."""
+  if isinstance(data, Stream):
+    return data.fingerprint()
   import hashlib  # pylint: disable=g-import-not-at-top
   h = hashlib.sha256()
   for split in ("train", "val", "test"):
@@ -786,7 +792,7 @@ def tune(model: Callable | None = None, data: Any = "digits",
          controller: Controller | str | None = None, metric: Any = None,
          fitness: str | None = None, loss: Callable | None = None,
          val_loss: Callable | None = None, members: list | None = None, seed: int = 0,
-         init: str = "random", batch_size: int = 32,
+         init: str = "random", batch_size: int | None = None,
          schedule: optim.EpochSchedule | str = "constant", workdir: str | None = None,
          eval_batch_size: int = 256, checkpoint_every: int = 1, checkpoint_keep: int = 3,
          tensorboard: bool = False, report: bool = False, progress: bool | None = None,
@@ -818,8 +824,10 @@ def tune(model: Callable | None = None, data: Any = "digits",
       traced ones (or ``model(x)``). Default: the built-in CNN families.
     data: a source name (``'digits'``, ``'mnist'``, ...), an
       :class:`hpjax.Dataset`, ``(x, y)``, ``(x, y, x_test, y_test)``, a dict
-      of those arrays (validation split seeded and stratified), or a function
-      of no arguments returning one of these (but a name).
+      of those arrays (validation split seeded and stratified), a function of
+      no arguments returning one of these (but a name), or an
+      :class:`hpjax.data.Stream` for training data larger than the device
+      (every member trains on its batches, in its order).
     space: hyperparameter name -> :class:`hpjax.Float` / ``Int`` /
       ``Choice`` / ``Fixed``. Built-in names (``learning_rate``,
       ``optimizer``, ``activation``, ``batch_size``, ...) or your own: those
@@ -842,7 +850,8 @@ def tune(model: Callable | None = None, data: Any = "digits",
     members: explicit initial members (dicts) instead of ``population`` draws.
     seed: everything random derives from it.
     init: ``random``, ``grid`` or ``quasi_random`` draws from the space.
-    batch_size: the batch size of members whose space does not set one.
+    batch_size: the batch size of members whose space does not set one
+      (default 32; a Stream's: its batches are every member's).
     schedule: ``'constant'``, ``'cosine'`` (over ``epochs``), or an
       :class:`hpjax.optim.EpochSchedule`.
     workdir: where logs, checkpoints and the best model go (default: a new
@@ -891,7 +900,8 @@ def _experiment(*, model, data, space, population, epochs, controller, metric, f
       isinstance(v, Mapping) for v in space.values()) else space_lib.validate(space or {})
   for name, value in (("population", population), ("epochs", epochs), ("batch_size", batch_size),
                       ("eval_batch_size", eval_batch_size)):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if (name != "batch_size" or value is not None) and (
+        isinstance(value, bool) or not isinstance(value, int) or value < 1):
       raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
   structural = dict(structural or {})
   # A user's structural constant is declared like any of the user's names.
@@ -899,6 +909,8 @@ def _experiment(*, model, data, space, population, epochs, controller, metric, f
                 if name not in hp_lib.BUILTIN and name not in space})
   data = _dataset(data, seed, field=f"{prefix}data.source" if prefix else "data",
                   **(data_options or {}))
+  if batch_size is None:
+    batch_size = data.batch_size if isinstance(data, Stream) else 32
   metric = fitness_lib.as_metrics(metric, data.task)
   fitness = fitness or metric[0].name
   # The built-in metric alone: the message names the task ("... for regression").

@@ -34,7 +34,8 @@ def _tiny(**changes) -> bench_lib.Options:
               min_reps=2, alone_members=2, torch="off", matmul_size=256, matmul_reps=2,
               memory_workload="digits8", lever_workload="digits8", lever_population=2,
               lever_rounds=2, programs_population=2, programs_rounds=1, programs_reps=2,
-              eval_batches=(64,),
+              eval_batches=(64,), stream_workload="digits8", stream_population=2,
+              stream_rounds=2, stream_calls=(1, 39, 100),
               # JAX fixes its persistent cache at the first compile; the
               # children must use the one this process has.
               cache_dir=jax.config.jax_compilation_cache_dir)
@@ -159,6 +160,21 @@ def test_levers_and_programs_parts():
   assert e64["max_loss_difference"] < 1e-5
   table = benchmark.markdown(result)
   assert "**Levers**" in table and "**Programs around the step**" in table
+
+
+def test_stream_part_times_the_stream_against_memory():
+  result = benchmark.run(_tiny(parts=("stream",)), log=lambda _: None)
+  st = result["stream"]
+  assert st["steps_per_epoch"] == 39 and st["population"] == 2
+  # A call of more batches than an epoch holds is not timed.
+  assert [(r["variant"], r["calls_per_epoch"]) for r in st["rows"]] == [
+      ("in memory (shared_order=True)", 1), ("stream, steps_per_call=1", 39),
+      ("stream, steps_per_call=39", 1)]
+  for r in st["rows"]:
+    assert r["member_steps_per_s"] > 0 and len(r["epoch_s"]) == 2 and r["cpu_s_per_epoch"] > 0
+  assert st["rows"][0]["vs_in_memory"] == 1.0 and "host_side_epoch_s" not in st["rows"][0]
+  assert all(r["host_side_epoch_s"] > 0 for r in st["rows"][1:])
+  assert "**Streamed from the host vs in memory**" in benchmark.markdown(result)
 
 
 def test_linearity_and_targets():

@@ -13,6 +13,10 @@ Everything a population-based tuning run needs from its data lives here:
   :meth:`Dataset.normalize` can run inside ``jax.jit``; :class:`DataError`
   (one line naming the file or source) and :class:`DataWarning` report bad
   or doubtful input (:mod:`hpjax.data.dataset`).
+* :class:`Stream` is training data larger than the device: an iterable of
+  host batches per epoch (a tf.data or grain pipeline, a generator), put on
+  the device ahead of the step that trains on them, with the validation and
+  test splits in memory (:mod:`hpjax.data.stream`).
 * :func:`read_idx`, :func:`write_idx`, :func:`read_cifar_batch` and
   :func:`write_cifar_batch` read and write the real on-disk formats
   (:mod:`hpjax.data.formats`); :mod:`hpjax.data.testing` writes tiny fake
@@ -27,12 +31,14 @@ files are parsed byte by byte. (``tfds:NAME`` is left to TensorFlow Datasets.)
 from hpjax.data.dataset import DataError, DataWarning, Dataset, normalize, resize_images
 from hpjax.data.formats import read_cifar_batch, read_idx, write_cifar_batch, write_idx
 from hpjax.data.sources import SOURCES, dataset_from_arrays, load_dataset
+from hpjax.data.stream import Stream
 
 __all__ = [
   "SOURCES",
   "DataError",
   "DataWarning",
   "Dataset",
+  "Stream",
   "load_dataset",
   "dataset_from_arrays",
   "normalize",
