@@ -19,7 +19,9 @@ reported:
 * ``cnn``: a train step of conv16-pool-conv32-pool-dense64-dense10 on
   28x28x1, batch 32, SGD, vmapped over ``--members`` members, built with
   ``nnx.Conv`` or ``hpjax.nn.Conv`` (everything else identical; pooling is
-  ``hpjax.models.layers.max_pool``): ``--steps`` steps in a ``lax.scan``,
+  ``hpjax.models.layers.max_pool``), and for reference with hpjax's own
+  model layer ``hpjax.models.layers.Conv`` (im2col by slices, what
+  ``hpjax.models`` run): ``--steps`` steps in a ``lax.scan``,
   members with one shared minibatch or their own, all members at once or in
   chunks of 2 (``lax.map`` over chunks, the engine's default on CPU); and
   one jitted step of all members without a loop around it, which separates
@@ -240,10 +242,15 @@ def _part_cnn(p: int, b: int, steps: int, rounds: int) -> str:
 
     return _compile(run, params, xs, ys)
 
+  # hpjax's own model layer (im2col by slices, what hpjax.models run) for
+  # reference: same shapes and kernel init, a differently drawn bias (zeros).
+  slices_conv = lambda cin, cout, ks, rngs: layers.Conv(cin, cout, ks[0], rngs=rngs)
+  convs = {"`nnx.Conv`": nnx.Conv, "`hpjax.nn.Conv`": hpjax.nn.Conv,
+           "`hpjax.models.layers.Conv` (slices)": slices_conv}
   fns = {}
   for shared in (True, False):
     for chunk, scan in ((0, False), (0, True), (2, True)):
-      for name, cls in (("`nnx.Conv`", nnx.Conv), ("`hpjax.nn.Conv`", hpjax.nn.Conv)):
+      for name, cls in convs.items():
         fns[(shared, chunk, scan, name)] = program(cls, shared, chunk, scan)
   best = _best_times(fns, rounds)
   rows = []

@@ -117,6 +117,30 @@ def test_vmap_over_members(kshape, strides, padding, in_axes, impl):
   _close(grad_of_vmap(ours), grad_of_vmap(stock))
 
 
+@pytest.mark.parametrize("channels", [16, 1])
+def test_paths_chosen_by_input_channels(channels):
+  # 16 channels (3x3x16 = 144 patch features): the kernel gradient of a shared
+  # input takes the im2col path (patches once, one matmul over members).
+  # 1 channel: the forward of per-member kernels is an im2col.
+  rng = np.random.default_rng(5)
+  xs = jnp.asarray(rng.normal(size=(P, B, 5, 5, channels)), jnp.float32)
+  ks = jnp.asarray(rng.normal(size=(2, P, 3, 3, channels, O)) * 0.2, jnp.float32)
+  ours = _loss(lambda a, b: conv(a, b, 2, "SAME"))
+  stock = _loss(lambda a, b: _ref(a, b, 2, "SAME"))
+  for x_axis in (None, 0):
+    x = xs if x_axis == 0 else xs[0]
+    run = lambda f, x=x, x_axis=x_axis: jax.jit(
+        jax.vmap(jax.value_and_grad(f, (0, 1)), in_axes=(x_axis, 0)))(x, ks[0])
+    _close(run(ours), run(stock))
+    total = lambda f, x=x, x_axis=x_axis: jax.jit(jax.grad(
+        lambda a, b: jax.vmap(f, in_axes=(x_axis, 0))(a, b).sum(), (0, 1)))(x, ks[0])
+    _close(total(ours), total(stock))
+    # Nested: an outer vmap over the kernels only.
+    nested = lambda f, x=x, x_axis=x_axis: jax.jit(jax.vmap(
+        jax.vmap(jax.value_and_grad(f, (0, 1)), in_axes=(x_axis, 0)), in_axes=(None, 0)))(x, ks)
+    _close(nested(ours), nested(stock))
+
+
 def _group_counts(fn, *args) -> list[int]:
   """feature/batch group counts of every convolution in ``jit(fn)``'s StableHLO."""
   text = jax.jit(fn).lower(*args).as_text()
@@ -402,3 +426,17 @@ def test_nnx_model_vmapped_over_members(shared_batch):
   for u, v in zip(jax.tree.leaves(p_ours), jax.tree.leaves(p_stock), strict=True):
     np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
   _close(got, want)
+
+
+def test_documented_autodiff_limits():
+  x, k = _data()
+  x, k = x[0], k[0] * 0.1
+  f = lambda impl: (lambda k: jnp.sum(jnp.sin(conv(x, k, impl=impl))))
+  with pytest.raises(TypeError, match="forward-mode"):
+    jax.jvp(f("auto"), (k,), (k,))
+  with pytest.raises(ValueError, match="Linearization failed"):
+    jax.grad(lambda k: jnp.sum(jax.grad(f("auto"))(k) ** 2))(k)
+  # impl='xla' is plain lax: second derivatives and forward mode work.
+  second = lambda fn: jax.grad(lambda k: jnp.sum(jax.grad(fn)(k) ** 2))(k)
+  _close(second(f("xla")), second(lambda k: jnp.sum(jnp.sin(_ref(x, k)))))
+  jax.jvp(f("xla"), (k,), (k,))
