@@ -7,7 +7,7 @@ reported:
 * ``layer``: one convolution, forward and backward (gradients of the input
   and the kernel), ``--members`` members vmapped, each with its own input
   (28x28x16 -> 32, batch 32, kernel 3, 'SAME'): the stock convolution
-  (grouped under vmap), ``hpjax.models.layers.conv2d(impl='slices')``,
+  (grouped under vmap), ``hpjax.nn.conv(impl='slices')`` (the im2col the built-in models used before),
   ``hpjax.nn.conv`` with ``impl='auto'`` and ``impl='slices'`` (the latter
   also with its input gradient written without col2im). Then the members
   sharing one input (the first layer of a population fed one minibatch:
@@ -19,8 +19,8 @@ reported:
 * ``cnn``: a train step of conv16-pool-conv32-pool-dense64-dense10 on
   28x28x1, batch 32, SGD, vmapped over ``--members`` members, built with
   ``nnx.Conv`` or ``hpjax.nn.Conv`` (everything else identical; pooling is
-  ``hpjax.models.layers.max_pool``), and for reference with hpjax's own
-  model layer ``hpjax.models.layers.Conv`` (im2col by slices, what
+  ``hpjax.nn.max_pool``), and for reference with
+  ``hpjax.nn.Conv(impl='slices')`` (im2col by slices, what
   ``hpjax.models`` run): ``--steps`` steps in a ``lax.scan``,
   members with one shared minibatch or their own, all members at once or in
   chunks of 2 (``lax.map`` over chunks, the engine's default on CPU); and
@@ -96,7 +96,7 @@ def _part_layer(p: int, b: int, rounds: int) -> str:
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jax import lax  # pylint: disable=g-import-not-at-top
-  from hpjax.models import layers  # pylint: disable=g-import-not-at-top
+  from hpjax import nn  # pylint: disable=g-import-not-at-top
   from hpjax.nn import conv  # pylint: disable=g-import-not-at-top
 
   rng = np.random.default_rng(0)
@@ -107,7 +107,7 @@ def _part_layer(p: int, b: int, rounds: int) -> str:
                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
   variants = {
       "stock `lax.conv_general_dilated` (grouped under vmap)": stock,
-      "`hpjax.models.layers.conv2d(impl='slices')`": lambda x, k: layers.conv2d(x, k, 1, "slices"),
+      "`hpjax.nn.conv(impl='slices')`": lambda x, k: nn.conv(x, k, 1, "SAME", impl="slices"),
       "`hpjax.nn.conv` (`impl='auto'`)": conv,
       "`hpjax.nn.conv(impl='slices')`": lambda x, k: conv(x, k, impl="slices"),
   }
@@ -179,7 +179,7 @@ def _part_cnn(p: int, b: int, steps: int, rounds: int) -> str:
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from jax import lax  # pylint: disable=g-import-not-at-top
   import hpjax.nn  # pylint: disable=g-import-not-at-top
-  from hpjax.models import layers  # pylint: disable=g-import-not-at-top
+  from hpjax import nn  # pylint: disable=g-import-not-at-top
 
   class CNN(nnx.Module):
     """conv16-pool-conv32-pool-dense64-dense10 on 28x28x1."""
@@ -191,8 +191,8 @@ def _part_cnn(p: int, b: int, steps: int, rounds: int) -> str:
       self.dense2 = nnx.Linear(64, 10, rngs=rngs)
 
     def __call__(self, x):
-      x = layers.max_pool(jax.nn.relu(self.conv1(x)), 2)
-      x = layers.max_pool(jax.nn.relu(self.conv2(x)), 2)
+      x = nn.max_pool(jax.nn.relu(self.conv1(x)), 2)
+      x = nn.max_pool(jax.nn.relu(self.conv2(x)), 2)
       x = jax.nn.relu(self.dense1(x.reshape(x.shape[0], -1)))
       return self.dense2(x)
 
@@ -244,9 +244,9 @@ def _part_cnn(p: int, b: int, steps: int, rounds: int) -> str:
 
   # hpjax's own model layer (im2col by slices, what hpjax.models run) for
   # reference: same shapes and kernel init, a differently drawn bias (zeros).
-  slices_conv = lambda cin, cout, ks, rngs: layers.Conv(cin, cout, ks[0], rngs=rngs)
+  slices_conv = lambda cin, cout, ks, rngs: nn.Conv(cin, cout, ks, impl="slices", rngs=rngs)
   convs = {"`nnx.Conv`": nnx.Conv, "`hpjax.nn.Conv`": hpjax.nn.Conv,
-           "`hpjax.models.layers.Conv` (slices)": slices_conv}
+           "`hpjax.nn.Conv(impl='slices')`": slices_conv}
   fns = {}
   for shared in (True, False):
     for chunk, scan in ((0, False), (0, True), (2, True)):

@@ -2,7 +2,7 @@ r"""Max pooling's gradient rule for tied maxima, side by side in one run.
 
 Images with flat backgrounds (digits, MNIST) give pooling windows whose
 maxima tie. This script times where the gradient of such a window goes,
-with ``hpjax.models.layers.max_pool`` traced under each rule:
+with ``hpjax.nn.max_pool`` traced under each rule:
 
 * ``all``: every tied maximum receives the whole gradient (hpjax's rule
   before issue 12: a window with two tied maxima passed on twice its
@@ -57,7 +57,8 @@ import numpy as np
 
 import hpjax
 from hpjax import population as pop_lib
-from hpjax.models import layers
+from hpjax import nn
+from hpjax.nn import pooling
 
 _POP = flags.DEFINE_integer("population", 32, "Members trained side by side.")
 _SIZE = flags.DEFINE_integer("image_size", 28, "Digits are resized to this size (8 = native).")
@@ -143,19 +144,19 @@ RULES = {
     "first: the first maximum gets it": _make_rule(_bwd_first),
     # hpjax's own: the forward keeps the first maximum's position, the
     # backward selects by it.
-    "first, position kept (hpjax now)": layers._max_pool_tiled,  # pylint: disable=protected-access
+    "first, position kept (hpjax now)": pooling._max_pool_tiled,  # pylint: disable=protected-access
 }
 
 
 @contextlib.contextmanager
 def _rule(pool):
-  """Makes ``layers.max_pool`` use ``pool`` while functions are traced."""
-  saved = layers._max_pool_tiled  # pylint: disable=protected-access
-  layers._max_pool_tiled = pool  # pylint: disable=protected-access
+  """Makes ``hpjax.nn.max_pool`` use ``pool`` while functions are traced."""
+  saved = pooling._max_pool_tiled  # pylint: disable=protected-access
+  pooling._max_pool_tiled = pool  # pylint: disable=protected-access
   try:
     yield
   finally:
-    layers._max_pool_tiled = saved  # pylint: disable=protected-access
+    pooling._max_pool_tiled = saved  # pylint: disable=protected-access
 
 
 def _pool_inputs(data, p: int):
@@ -164,8 +165,8 @@ def _pool_inputs(data, p: int):
   k1, k2 = jax.random.split(jax.random.key(0))
   w1 = jax.random.normal(k1, (p, 3, 3, x.shape[-1], 16)) / 3.0
   w2 = jax.random.normal(k2, (p, 3, 3, 16, 32)) / 12.0
-  a1 = jax.jit(jax.vmap(lambda w: jax.nn.relu(layers.conv2d(x, w))))(w1)
-  a2 = jax.jit(jax.vmap(lambda a, w: jax.nn.relu(layers.conv2d(layers.max_pool(a, 2), w))))(
+  a1 = jax.jit(jax.vmap(lambda w: jax.nn.relu(nn.conv(x, w, 1, "SAME", impl="slices"))))(w1)
+  a2 = jax.jit(jax.vmap(lambda a, w: jax.nn.relu(nn.conv(nn.max_pool(a, 2), w, 1, "SAME", impl="slices"))))(
       a1, w2)
   return {"first pool": a1, "second pool": a2}
 
@@ -234,7 +235,7 @@ def _pool_part(data, p: int):
   a = inputs["second pool"]
   g = jax.random.normal(jax.random.key(2), a.shape)
   same = {"jnp.maximum chain: ties split 0.5 / 0.5 per step (before)": _max_pool_same_maximum,
-          "first: separable chain of selects (hpjax now)": layers.max_pool_same}
+          "first: separable chain of selects (hpjax now)": nn.max_pool_same}
   both = _median_ms({name: _fwd_bwd(f) for name, f in same.items()}, a, g)
   fwd = _median_ms({name: jax.jit(jax.vmap(f)) for name, f in same.items()}, a)
   shape = "x".join(str(d) for d in a.shape)

@@ -42,7 +42,7 @@ import numpy as np
 from hpjax import losses as losses_lib
 from hpjax import models
 from hpjax import optim
-from hpjax.models.layers import ACTIVATIONS
+from hpjax.nn.activations import ACTIVATIONS
 
 KINDS = ("float", "int", "bool", "choice")
 ROLES = ("optimizer", "model", "loss", "train")
@@ -192,8 +192,8 @@ _ENTRIES = (
     _size("dense", 64, "hidden units of the VGG head"),
     _size("convs_per_stage", 1, "convolutions per VGG stage / blocks per ResNet stage"),
     HParam("batch_norm", "bool", True, False, doc="BatchNorm after each convolution"),
-    HParam("conv_impl", "choice", True, "slices", choices=("slices", "xla"),
-           doc="convolution implementation"),
+    HParam("conv_impl", "choice", True, "auto", choices=("auto", "slices", "xla"),
+           doc="convolution implementation of the built-in models (auto: by backend)"),
 )
 
 BUILTIN: dict[str, HParam] = {h.name: h for h in _ENTRIES}

@@ -19,7 +19,8 @@ from flax import nnx
 from jax import lax
 
 from hpjax.hparams import HParams, TracedChoice
-from hpjax.models import ACTIVATIONS, FAMILIES, builtin, layers
+from hpjax import nn
+from hpjax.models import ACTIVATIONS, FAMILIES, builtin
 
 NAMES = ("relu", "tanh", "sigmoid")
 IMAGE_FAMILIES = ("vgg", "resnet", "inception")
@@ -129,7 +130,7 @@ def test_resnet_structure():
   blocks = list(model.blocks)
   assert len(blocks) == 4
   # Only the first block of the second stage changes shape: stride 2 + projection.
-  assert [b.conv1.stride for b in blocks] == [1, 1, 2, 1]
+  assert [b.conv1.strides for b in blocks] == [(1, 1), (1, 1), (2, 2), (1, 1)]
   assert [b.proj is not None for b in blocks] == [False, False, True, False]
   assert blocks[2].proj.kernel.shape == (1, 1, 4, 8)
   assert model.out.in_features == 8
@@ -214,8 +215,9 @@ def test_activation_index_changes_output(family):
 def test_conv_impls_agree(family):
   shape = (8, 8, 3)
   x = _inputs(shape)
-  ys = [_run(_model(family, shape, conv_impl=impl), x, 1)[0] for impl in layers.CONV_IMPLS]
-  np.testing.assert_allclose(ys[0], ys[1], rtol=1e-4, atol=1e-5)
+  ys = [_run(_model(family, shape, conv_impl=impl), x, 1)[0] for impl in ("auto", "slices", "xla")]
+  for y in ys[1:]:
+    np.testing.assert_allclose(y, ys[0], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -242,8 +244,8 @@ def test_activation_matches_table_python_index():
 
   @fast_jit
   def all_activations(x):
-    ours = [layers.activation(x, i, ALL_NAMES) for i in range(len(ALL_NAMES))]
-    single = [layers.activation(x, 0, (n,)) for n in ALL_NAMES]  # one candidate
+    ours = [nn.activation(x, i, ALL_NAMES) for i in range(len(ALL_NAMES))]
+    single = [nn.activation(x, 0, (n,)) for n in ALL_NAMES]  # one candidate
     table = [ACTIVATIONS[n](x) for n in ALL_NAMES]
     return ours, single, table
 
@@ -252,73 +254,21 @@ def test_activation_matches_table_python_index():
     np.testing.assert_allclose(ours[i], table[i], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(single[i], table[i], rtol=1e-5, atol=1e-6)
   # Eagerly, with a plain Python int.
-  np.testing.assert_allclose(layers.activation(x, 2, ALL_NAMES), ACTIVATIONS[ALL_NAMES[2]](x),
+  np.testing.assert_allclose(nn.activation(x, 2, ALL_NAMES), ACTIVATIONS[ALL_NAMES[2]](x),
                              rtol=1e-5, atol=1e-6)
 
 
 def test_activation_matches_table_under_vmap():
   x = jnp.linspace(-3.0, 3.0, 31)
   idx = jnp.arange(len(ALL_NAMES))
-  got = fast_jit(jax.vmap(lambda i: layers.activation(x, i, ALL_NAMES)))(idx)
+  got = fast_jit(jax.vmap(lambda i: nn.activation(x, i, ALL_NAMES)))(idx)
   for i, name in enumerate(ALL_NAMES):
     np.testing.assert_allclose(got[i], ACTIVATIONS[name](x), rtol=1e-5, atol=1e-6)
   # Batched x too (one row per member).
   xs = jnp.stack([x * (i + 1) for i in range(len(ALL_NAMES))])
-  got = fast_jit(jax.vmap(lambda xi, i: layers.activation(xi, i, ALL_NAMES)))(xs, idx)
+  got = fast_jit(jax.vmap(lambda xi, i: nn.activation(xi, i, ALL_NAMES)))(xs, idx)
   for i, name in enumerate(ALL_NAMES):
     np.testing.assert_allclose(got[i], ACTIVATIONS[name](xs[i]), rtol=1e-5, atol=1e-6)
-
-
-def test_check_activations():
-  assert layers.check_activations(["relu", "tanh"]) == ("relu", "tanh")
-  with pytest.raises(ValueError, match="unknown activation"):
-    layers.check_activations(["relu", "nope"])
-  with pytest.raises(ValueError, match="at least one"):
-    layers.check_activations([])
-
-
-@functools.partial(fast_jit, static_argnames=("stride", "impl"))
-def _conv_and_grads(x, kernel, *, stride, impl):
-  loss = lambda x, k: jnp.sum(layers.conv2d(x, k, stride, impl) ** 2)
-  return layers.conv2d(x, kernel, stride, impl), jax.grad(loss, argnums=(0, 1))(x, kernel)
-
-
-@pytest.mark.parametrize("k", (1, 3, 5))
-@pytest.mark.parametrize("stride", (1, 2))
-@pytest.mark.parametrize("hw", ((8, 7), (5, 6)))  # odd and even sizes on each axis
-def test_conv2d_slices_matches_xla(k, stride, hw):
-  kx, kk = jax.random.split(jax.random.key(k * 10 + stride))
-  x = jax.random.normal(kx, (2, *hw, 3))
-  kernel = jax.random.normal(kk, (k, k, 3, 4)) * 0.3
-  y_s, g_s = _conv_and_grads(x, kernel, stride=stride, impl="slices")
-  y_x, g_x = _conv_and_grads(x, kernel, stride=stride, impl="xla")
-  ref = lax.conv_general_dilated(x, kernel, (stride, stride), "SAME",
-                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  assert y_s.shape == ref.shape == (2, -(-hw[0] // stride), -(-hw[1] // stride), 4)
-  np.testing.assert_allclose(y_x, ref, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(y_s, y_x, rtol=1e-4, atol=1e-4)
-  for a, b in zip(g_s, g_x):  # d/dx and d/dkernel
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-
-
-def test_conv2d_rejects_bad_input():
-  x = jnp.zeros((1, 4, 4, 3))
-  with pytest.raises(ValueError, match="channels"):
-    layers.conv2d(x, jnp.zeros((3, 3, 2, 4)))
-  with pytest.raises(ValueError, match="conv_impl"):
-    layers.conv2d(x, jnp.zeros((3, 3, 3, 4)), impl="fft")
-  with pytest.raises(ValueError, match="conv_impl"):
-    layers.Conv(3, 4, impl="fft", rngs=nnx.Rngs(0))
-
-
-def test_conv2d_under_vmap_matches_per_member():
-  x = _inputs((7, 7, 3))
-  kernels = jax.random.normal(jax.random.key(3), (3, 3, 3, 3, 5))
-  got = fast_jit(jax.vmap(lambda w: layers.conv2d(x, w, 2)))(kernels)
-  for i in range(3):
-    ref = lax.conv_general_dilated(x, kernels[i], (2, 2), "SAME",
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    np.testing.assert_allclose(got[i], ref, rtol=1e-4, atol=1e-4)
 
 
 def _value_and_grad_of_squares(pool):
@@ -328,7 +278,7 @@ def _value_and_grad_of_squares(pool):
 @pytest.mark.parametrize("hw", ((8, 8), (7, 9)))
 def test_max_pool_matches_flax(hw):
   x = _inputs((*hw, 3), seed=4)  # random normals: no ties, so gradients are unique
-  ours = _value_and_grad_of_squares(lambda x: layers.max_pool(x, 2))(x)
+  ours = _value_and_grad_of_squares(lambda x: nn.max_pool(x, 2))(x)
   ref = _value_and_grad_of_squares(
       lambda x: flax.linen.max_pool(x, (2, 2), strides=(2, 2), padding="VALID"))(x)
   np.testing.assert_array_equal(ours[0], ref[0])
@@ -381,20 +331,20 @@ def test_max_pool_ties_gradient_goes_to_the_first_maximum(digits):
   # lax.reduce_window), not every tied one.
   for x in _tied_inputs(digits):
     assert _tied_windows(x) > 0.2
-    ours = _weighted_sum_grad(lambda x: layers.max_pool(x, 2))(x)
-    np.testing.assert_array_equal(layers.max_pool(x, 2), _first_max_pool(x))
+    ours = _weighted_sum_grad(lambda x: nn.max_pool(x, 2))(x)
+    np.testing.assert_array_equal(nn.max_pool(x, 2), _first_max_pool(x))
     np.testing.assert_allclose(ours, _weighted_sum_grad(_first_max_pool)(x), rtol=1e-6, atol=1e-6)
     flax_grad = _weighted_sum_grad(
         lambda x: flax.linen.max_pool(x, (2, 2), strides=(2, 2), padding="VALID"))(x)
     np.testing.assert_allclose(ours, flax_grad, rtol=1e-6, atol=1e-6)
     # One nonzero per window: the gradient's total is the pooled gradient's.
-    assert np.count_nonzero(ours) == np.prod(layers.max_pool(x, 2).shape)
+    assert np.count_nonzero(ours) == np.prod(nn.max_pool(x, 2).shape)
 
 
 def test_max_pool_ties_under_vmap(digits):
   images, crafted = _tied_inputs(digits)
   members = jnp.stack([images, crafted, images[::-1] * 0.5 + 3.0])  # 3 members
-  ours = jax.vmap(_weighted_sum_grad(lambda x: layers.max_pool(x, 2)))(members)
+  ours = jax.vmap(_weighted_sum_grad(lambda x: nn.max_pool(x, 2)))(members)
   ref = _weighted_sum_grad(_first_max_pool)
   for i in range(members.shape[0]):
     np.testing.assert_allclose(ours[i], ref(members[i]), rtol=1e-6, atol=1e-6)
@@ -419,7 +369,7 @@ def test_max_pool_ties_first_conv_kernel_gradient(digits, monkeypatch, act):
     return fast_jit(jax.grad(loss))(params)["convs"][0]["kernel"][...]
 
   ours = kernel_grad()
-  monkeypatch.setattr(layers, "max_pool", _first_max_pool)
+  monkeypatch.setattr(nn, "max_pool", _first_max_pool)
   ref = kernel_grad()
   assert np.linalg.norm(ref) > 0
   np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
@@ -428,7 +378,7 @@ def test_max_pool_ties_first_conv_kernel_gradient(digits, monkeypatch, act):
 def test_max_pool_nan_propagates_and_takes_the_gradient():
   x = np.zeros((1, 4, 4, 1), np.float32)
   x[0, 1, 0, 0] = x[0, 1, 1, 0] = np.nan  # window (0, 0): its first NaN wins
-  y, vjp = jax.vjp(lambda x: layers.max_pool(x, 2), x)
+  y, vjp = jax.vjp(lambda x: nn.max_pool(x, 2), x)
   np.testing.assert_array_equal(y, nnx.max_pool(x, (2, 2), (2, 2), "VALID"))
   assert np.isnan(y[0, 0, 0, 0]) and np.isnan(y).sum() == 1
   (grad,) = vjp(jnp.arange(1.0, 5.0).reshape(1, 2, 2, 1))
@@ -444,27 +394,21 @@ def test_max_pool_same_ties_match_reduce_window():
   x = np.zeros((2, 6, 7, 2), np.float32)
   x[:, 1:4, 2:6] = 9.0
   x[0, 4, 0] = 3.0
-  ours = _weighted_sum_grad(lambda x: layers.max_pool_same(x, 3))(x)
+  ours = _weighted_sum_grad(lambda x: nn.max_pool_same(x, 3))(x)
   ref = _weighted_sum_grad(
       lambda x: flax.linen.max_pool(x, (3, 3), strides=(1, 1), padding="SAME"))(x)
-  np.testing.assert_array_equal(layers.max_pool_same(x, 3),
+  np.testing.assert_array_equal(nn.max_pool_same(x, 3),
                                 flax.linen.max_pool(x, (3, 3), strides=(1, 1), padding="SAME"))
   np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6)
   x[1, 2, 3, 1] = np.nan  # a NaN propagates to its windows, as with jnp.maximum
-  out = np.asarray(layers.max_pool_same(x, 3))
+  out = np.asarray(nn.max_pool_same(x, 3))
   assert np.isnan(out[1, 1:4, 2:5, 1]).all() and np.isnan(out).sum() == 9
-
-
-def test_avg_pool_matches_flax():
-  x = _inputs((7, 8, 3), seed=5)
-  ref = flax.linen.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-  np.testing.assert_allclose(layers.avg_pool(x, 2), ref, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("hw", ((8, 8), (5, 7), (1, 3)))
 def test_max_pool_same_matches_flax(hw):
   x = _inputs((*hw, 3), seed=6)
-  ours = _value_and_grad_of_squares(lambda x: layers.max_pool_same(x, 3))(x)
+  ours = _value_and_grad_of_squares(lambda x: nn.max_pool_same(x, 3))(x)
   ref = _value_and_grad_of_squares(
       lambda x: flax.linen.max_pool(x, (3, 3), strides=(1, 1), padding="SAME"))(x)
   np.testing.assert_array_equal(ours[0], ref[0])
@@ -474,10 +418,10 @@ def test_max_pool_same_matches_flax(hw):
 def test_dropout():
   x = jnp.ones((200, 100))
   key = jax.random.key(0)
-  train = fast_jit(lambda x, rate, key: layers.dropout(x, rate, key, True))
+  train = fast_jit(lambda x, rate, key: nn.dropout(x, rate, key, True))
   np.testing.assert_array_equal(train(x, 0.0, key), x)
-  np.testing.assert_array_equal(layers.dropout(x, 0.5, key, False), x)
-  np.testing.assert_array_equal(layers.dropout(x, 0.5, None, False), x)
+  np.testing.assert_array_equal(nn.dropout(x, 0.5, key, False), x)
+  np.testing.assert_array_equal(nn.dropout(x, 0.5, None, False), x)
   y = train(x, 0.5, key)
   assert abs(float(jnp.mean(y == 0)) - 0.5) < 0.02
   assert abs(float(jnp.mean(y)) - 1.0) < 0.04  # inverted dropout keeps the mean
@@ -488,7 +432,7 @@ def test_dropout_per_member_rate_under_vmap():
   x = jnp.ones((100, 100))
   rates = jnp.array([0.0, 0.25, 0.5])
   keys = jax.random.split(jax.random.key(1), 3)
-  y = fast_jit(jax.vmap(lambda r, k: layers.dropout(x, r, k, True)))(rates, keys)
+  y = fast_jit(jax.vmap(lambda r, k: nn.dropout(x, r, k, True)))(rates, keys)
   np.testing.assert_array_equal(y[0], x)
   for i, r in enumerate([0.0, 0.25, 0.5]):
     assert abs(float(jnp.mean(y[i] == 0)) - r) < 0.03

@@ -39,7 +39,7 @@ def test_readme_own_model_example_tunes_the_users_cnn():
   assert len(code.strip().splitlines()) <= 40
   # Stock flax layers and hpjax's fast ones, behind one import line: a move
   # of those layers is a one-line change.
-  assert sum("hpjax.models" in line for line in code.splitlines()) == 1
+  assert sum("from hpjax import nn" in line for line in code.splitlines()) == 1
   out = _run(code)
   best = next(l for l in out.splitlines() if l.startswith("best:"))
   gain, error = (float(v) for v in best.split()[1:])

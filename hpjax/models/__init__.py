@@ -13,8 +13,7 @@ from collections.abc import Sequence
 
 from flax import nnx
 
-from hpjax.models import layers
-from hpjax.models.layers import ACTIVATIONS
+from hpjax.nn import ACTIVATIONS
 from hpjax.models.mlp import MLP
 from hpjax.models.vgg import VGG
 
@@ -53,9 +52,26 @@ FAMILIES: dict[str, tuple] = {
 }
 
 
+# What conv_impl='auto' runs in the built-in models, by backend. Measured in the
+# population engine (bench CNN, 28x28, P=32, chunks of 2 members; 2026-11-29,
+# docs/benchmarks.md): on CPU the im2col ('slices') trains 8% faster than
+# hpjax.nn.Conv's per-member dispatch and several times faster than XLA's
+# grouped convolution. Not yet measured on GPUs (experiments/gpu_check.sh
+# times 'slices' against 'xla'): until then 'auto' keeps 'slices' there too.
+AUTO_CONV_IMPL = {"cpu": "slices"}
+
+
+def conv_impl_for_backend(name: str) -> str:
+  """The convolution a built-in model runs for ``conv_impl=name`` on this backend."""
+  if name != "auto":
+    return name
+  import jax  # pylint: disable=g-import-not-at-top
+  return AUTO_CONV_IMPL.get(jax.default_backend(), "slices")
+
+
 def builtin(*, family: str = "vgg", depth: int = 2, width: int = 16, kernel_size: int = 3,
             dense: int = 64, convs_per_stage: int = 1, batch_norm: bool = False,
-            conv_impl: str = "slices", input_shape: Sequence[int], num_outputs: int,
+            conv_impl: str = "auto", input_shape: Sequence[int], num_outputs: int,
             rngs: nnx.Rngs) -> nnx.Module:
   """One member of a built-in family: the default model of a population.
 
@@ -74,7 +90,10 @@ def builtin(*, family: str = "vgg", depth: int = 2, width: int = 16, kernel_size
     dense: hidden units of the classifier head (VGG).
     convs_per_stage: convolutions per VGG stage / residual blocks per ResNet stage.
     batch_norm: add BatchNorm after each convolution / hidden layer.
-    conv_impl: ``'slices'`` (im2col + matmul, fast under vmap on CPU) or ``'xla'``.
+    conv_impl: the convolutions' implementation: ``'slices'`` (im2col and
+      one matmul), ``'xla'`` (XLA's convolution; grouped under vmap), or
+      ``'auto'``: the one measured fastest in a population on this backend
+      (:data:`AUTO_CONV_IMPL`).
     input_shape: per-example input shape, ``(H, W, C)`` or ``(F,)``.
     num_outputs: classes, or 1 for regression.
     rngs: parameter initialisation keys.
@@ -94,7 +113,7 @@ def builtin(*, family: str = "vgg", depth: int = 2, width: int = 16, kernel_size
   kw = dict(input_shape=tuple(input_shape), num_outputs=num_outputs, depth=depth, width=width,
             batch_norm=batch_norm, rngs=rngs)
   return build(kw, kernel_size=kernel_size, convs_per_stage=convs_per_stage, dense=dense,
-               conv_impl=conv_impl)
+               conv_impl=conv_impl_for_backend(conv_impl))
 
 
-__all__ = ["ACTIVATIONS", "FAMILIES", "builtin", "layers"]
+__all__ = ["ACTIVATIONS", "FAMILIES", "builtin"]

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hpjax.models import layers
+from hpjax import nn
 
 
 class ConvUnit(nnx.Module):
@@ -31,15 +31,15 @@ class ConvUnit(nnx.Module):
 
   def __init__(self, in_features: int, out_features: int, kernel_size: int, *,
                batch_norm: bool, conv_impl: str, rngs: nnx.Rngs):
-    self.conv = layers.Conv(in_features, out_features, kernel_size, use_bias=not batch_norm,
-                            impl=conv_impl, rngs=rngs)
+    self.conv = nn.Conv(in_features, out_features, (kernel_size, kernel_size),
+                        use_bias=not batch_norm, impl=conv_impl, rngs=rngs)
     self.norm = nnx.BatchNorm(out_features, momentum=0.9, rngs=rngs) if batch_norm else None
 
   def __call__(self, x: jax.Array, act) -> jax.Array:
     x = self.conv(x)
     if self.norm is not None:
       x = self.norm(x)
-    return layers.activation(x, act)
+    return nn.activation(x, act)
 
 
 class InceptionBlock(nnx.Module):
@@ -62,7 +62,7 @@ class InceptionBlock(nnx.Module):
     y1 = self.b1(x, act)
     y3 = self.b3(self.b3_reduce(x, act), act)
     y5 = self.b5(self.b5_reduce(x, act), act)
-    yp = self.pool_proj(layers.max_pool_same(x, 3), act)
+    yp = self.pool_proj(nn.max_pool_same(x, 3), act)
     return jnp.concatenate([y1, y3, y5, yp], axis=-1)
 
 
@@ -98,7 +98,7 @@ class Inception(nnx.Module):
     for block, pool in zip(self.blocks, self.pool_after):
       x = block(x, act)
       if pool:
-        x = layers.max_pool(x, 2)
+        x = nn.max_pool(x, 2)
     x = x.mean(axis=(1, 2))
-    x = layers.dropout(x, hp["dropout"], hp.next_key(), hp.train)
+    x = nn.dropout(x, hp["dropout"], hp.next_key(), hp.train)
     return self.out(x)

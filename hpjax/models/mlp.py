@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import jax
 from flax import nnx
 
-from hpjax.models import layers
+from hpjax import nn
 
 
 class MLP(nnx.Module):
@@ -36,6 +36,6 @@ class MLP(nnx.Module):
       x = dense(x)
       if norm is not None:
         x = norm(x)
-      x = layers.activation(x, hp["activation"])
-      x = layers.dropout(x, hp["dropout"], hp.next_key(), hp.train)
+      x = nn.activation(x, hp["activation"])
+      x = nn.dropout(x, hp["dropout"], hp.next_key(), hp.train)
     return self.out(x)

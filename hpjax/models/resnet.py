@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import jax
 from flax import nnx
 
-from hpjax.models import layers
+from hpjax import nn
 
 
 class BasicBlock(nnx.Module):
@@ -25,8 +25,8 @@ class BasicBlock(nnx.Module):
   def __init__(self, in_features: int, out_features: int, kernel_size: int, *,
                stride: int, batch_norm: bool, conv_impl: str, rngs: nnx.Rngs):
     def conv(cin, k, s):
-      return layers.Conv(cin, out_features, k, stride=s, use_bias=not batch_norm,
-                         impl=conv_impl, rngs=rngs)
+      return nn.Conv(cin, out_features, (k, k), strides=(s, s), use_bias=not batch_norm,
+                     impl=conv_impl, rngs=rngs)
 
     def norm():
       return nnx.BatchNorm(out_features, momentum=0.9, rngs=rngs) if batch_norm else None
@@ -46,7 +46,7 @@ class BasicBlock(nnx.Module):
     y = self.conv1(x)
     if self.norm1 is not None:
       y = self.norm1(y)
-    y = layers.activation(y, act)
+    y = nn.activation(y, act)
     y = self.conv2(y)
     if self.norm2 is not None:
       y = self.norm2(y)
@@ -55,7 +55,7 @@ class BasicBlock(nnx.Module):
       shortcut = self.proj(x)
       if self.proj_norm is not None:
         shortcut = self.proj_norm(shortcut)
-    return layers.activation(y + shortcut, act)
+    return nn.activation(y + shortcut, act)
 
 
 class ResNet(nnx.Module):
@@ -68,8 +68,8 @@ class ResNet(nnx.Module):
                width: int = 16, kernel_size: int = 3, blocks_per_stage: int = 1,
                batch_norm: bool = False, conv_impl: str = "slices", rngs: nnx.Rngs):
     _, _, c = input_shape
-    self.stem = layers.Conv(c, width, kernel_size, use_bias=not batch_norm,
-                            impl=conv_impl, rngs=rngs)
+    self.stem = nn.Conv(c, width, (kernel_size, kernel_size), use_bias=not batch_norm,
+                        impl=conv_impl, rngs=rngs)
     self.stem_norm = nnx.BatchNorm(width, momentum=0.9, rngs=rngs) if batch_norm else None
     c = width
     blocks = []
@@ -88,9 +88,9 @@ class ResNet(nnx.Module):
     x = self.stem(x)
     if self.stem_norm is not None:
       x = self.stem_norm(x)
-    x = layers.activation(x, act)
+    x = nn.activation(x, act)
     for block in self.blocks:
       x = block(x, act)
     x = x.mean(axis=(1, 2))
-    x = layers.dropout(x, hp["dropout"], hp.next_key(), hp.train)
+    x = nn.dropout(x, hp["dropout"], hp.next_key(), hp.train)
     return self.out(x)

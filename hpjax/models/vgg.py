@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import jax
 from flax import nnx
 
-from hpjax.models import layers
+from hpjax import nn
 
 
 class VGG(nnx.Module):
@@ -31,8 +31,8 @@ class VGG(nnx.Module):
     for s in range(depth):
       out = width * 2 ** s
       for _ in range(convs_per_stage):
-        convs.append(layers.Conv(c, out, kernel_size, impl=conv_impl, use_bias=not batch_norm,
-                                 rngs=rngs))
+        convs.append(nn.Conv(c, out, (kernel_size, kernel_size), impl=conv_impl,
+                             use_bias=not batch_norm, rngs=rngs))
         norms.append(nnx.BatchNorm(out, momentum=0.9, rngs=rngs) if batch_norm else None)
         c = out
       h, w = (h // 2 if h >= 2 else h), (w // 2 if w >= 2 else w)
@@ -48,10 +48,10 @@ class VGG(nnx.Module):
       x = conv(x)
       if norm is not None:
         x = norm(x)
-      x = layers.activation(x, act)
+      x = nn.activation(x, act)
       if (i + 1) % self.convs_per_stage == 0:
-        x = layers.max_pool(x, 2)
+        x = nn.max_pool(x, 2)
     x = x.reshape(x.shape[0], -1)
-    x = layers.activation(self.hidden(x), act)
-    x = layers.dropout(x, hp["dropout"], hp.next_key(), hp.train)
+    x = nn.activation(self.hidden(x), act)
+    x = nn.dropout(x, hp["dropout"], hp.next_key(), hp.train)
     return self.out(x)

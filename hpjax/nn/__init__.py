@@ -1,9 +1,22 @@
-"""Drop-in Flax NNX layers that stay fast when vmapped over a population.
+"""Layers fast under ``vmap`` over a population, and the per-member choices models read.
 
-Each layer has its ``flax.nnx`` counterpart's constructor and parameters, so a
-user's model can swap one for the other; see :mod:`hpjax.nn.conv`.
+* :class:`Conv` (and :func:`conv`): ``nnx.Conv``'s constructor and
+  parameters, fast both alone and vmapped over members (a stock ``nnx.Conv``
+  whose kernel is vmapped becomes a grouped convolution, several times
+  slower on XLA:CPU: docs/benchmarks.md);
+* :func:`max_pool`, :func:`max_pool_same`: pooling with a cheap gradient;
+* :func:`activation`: the member's activation, a traced choice;
+* :func:`dropout`: dropout at the member's traced rate.
+
+Use them in your own model where the stock ``flax.nnx`` layer would be slow in
+a population (convolutions, pooling) or where a value should be tuned per
+member without a recompile (activation, dropout rate). Stock layers work too,
+with the same numbers.
 """
 
+from hpjax.nn.activations import ACTIVATIONS, activation
 from hpjax.nn.conv import Conv, conv
+from hpjax.nn.dropout import dropout
+from hpjax.nn.pooling import max_pool, max_pool_same
 
-__all__ = ["Conv", "conv"]
+__all__ = ["ACTIVATIONS", "Conv", "activation", "conv", "dropout", "max_pool", "max_pool_same"]
