@@ -18,7 +18,7 @@ def test_diverged_members_are_replaced_and_training_goes_on(digits_small):
              hpjax.Member(**TINY, optimizer="sgd", learning_rate=1e4),
              hpjax.Member(**TINY, optimizer="adam", learning_rate=2e-2)]
   pop = hpjax.Population(members, digits_small, seed=0, candidates={"activation": ("relu",)})
-  for _ in range(2):
+  for _ in range(4):  # tiny members on 256 examples: 4 epochs to clear 0.4 (0.60, 0.79)
     pop.train_epoch()
   # Member 2 blew up completely: its weights are not finite any more.
   g = pop.groups[0]
@@ -26,7 +26,8 @@ def test_diverged_members_are_replaced_and_training_goes_on(digits_small):
   g.state = g.state.replace(params=poisoned)
   val = pop.evaluate("val")
   assert np.isnan(val["accuracy"][2]) and not np.isfinite(val["loss"][2])
-  assert val["accuracy"][0] < 0.3  # lr = 1e4: dead units, chance-level accuracy
+  # lr = 1e4: diverged (not finite) or dead units (chance-level accuracy).
+  assert np.isnan(val["accuracy"][0]) or val["accuracy"][0] < 0.3
   assert val["accuracy"][[1, 3]].min() > 0.4
 
   space = {"learning_rate": space_lib.Float(1e-4, 1e4, log=True)}
