@@ -16,8 +16,8 @@ resume.
 from __future__ import annotations
 
 import abc
-import dataclasses
 from collections.abc import Mapping, Sequence
+import dataclasses
 from typing import Any
 
 import numpy as np

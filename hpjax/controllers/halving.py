@@ -23,7 +23,6 @@ that a whole group can be pruned at a rung and vanish from the population.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -59,8 +58,9 @@ class Halving(base.Controller):
   def decide(self, view: base.View) -> base.Decision:
     c = cut(view.fitness, self, view.epoch, view.groups, mode=view.mode)
     events = [{"event": "pruned", **rec} for rec in c.records]
-    return base.Decision(keep=c.keep, events=events,
-                         note=f"pruned {len(c.pruned)}, {len(c.keep)} left")
+    return base.Decision(
+      keep=c.keep, events=events, note=f"pruned {len(c.pruned)}, {len(c.keep)} left"
+    )
 
   def validate(self) -> "Halving":
     """Checks every field.
@@ -74,8 +74,9 @@ class Halving(base.Controller):
     if not _is_int(self.grace_period) or self.grace_period < 1:
       raise ValueError(f"halving.grace_period: must be an integer >= 1, got {self.grace_period!r}")
     if not _is_int(self.reduction_factor) or self.reduction_factor < 2:
-      raise ValueError(f"halving.reduction_factor: must be an integer >= 2, "
-                       f"got {self.reduction_factor!r}")
+      raise ValueError(
+        f"halving.reduction_factor: must be an integer >= 2, got {self.reduction_factor!r}"
+      )
     if not _is_int(self.min_members) or self.min_members < 1:
       raise ValueError(f"halving.min_members: must be an integer >= 1, got {self.min_members!r}")
     return self
@@ -179,9 +180,11 @@ def rung_index(epoch: int, cfg: Halving) -> int:
   while e < epoch:
     k, e = k + 1, e * cfg.reduction_factor
   if e != epoch:
-    raise ValueError(f"epoch: {epoch} is not a rung epoch; allowed: grace_period * "
-                     f"reduction_factor**k ({cfg.grace_period}, "
-                     f"{cfg.grace_period * cfg.reduction_factor}, ...)")
+    raise ValueError(
+      f"epoch: {epoch} is not a rung epoch; allowed: grace_period * "
+      f"reduction_factor**k ({cfg.grace_period}, "
+      f"{cfg.grace_period * cfg.reduction_factor}, ...)"
+    )
   return k
 
 
@@ -212,8 +215,14 @@ def keep_size(population: int, cfg: Halving) -> int:
   return int(min(population, max(k, cfg.min_members)))
 
 
-def cut(fitness: np.ndarray, cfg: Halving, epoch: int,
-        groups: np.ndarray | None = None, *, mode: str = "max") -> Cut:
+def cut(
+  fitness: np.ndarray,
+  cfg: Halving,
+  epoch: int,
+  groups: np.ndarray | None = None,
+  *,
+  mode: str = "max",
+) -> Cut:
   """One rung: keep the best :func:`keep_size` members, prune the rest.
 
   Members are ranked globally by :func:`hpjax.fitness.rank`: NaN and
@@ -254,8 +263,13 @@ def cut(fitness: np.ndarray, cfg: Halving, epoch: int,
   pruned = np.sort(order[n_keep:]).astype(np.int64)
   records = []
   for i in pruned.tolist():
-    rec = {"rung": k, "epoch": int(epoch), "member": i, "fitness": float(f[i]),
-           "rank": int(position[i])}
+    rec = {
+      "rung": k,
+      "epoch": int(epoch),
+      "member": i,
+      "fitness": float(f[i]),
+      "rank": int(position[i]),
+    }
     if g is not None:
       rec["group"] = g[i].item()
     records.append(rec)

@@ -130,9 +130,15 @@ class RangeResult:
       object.__setattr__(self, "no_progress", np.zeros(np.shape(self.diverged), bool))
 
 
-def analyse(rates: np.ndarray, loss_curves: np.ndarray, *, tail: int = 1,
-            diverge_factor: float = 1.5, range_fraction: float = 0.5,
-            min_progress: float = 0.1) -> RangeResult:
+def analyse(
+  rates: np.ndarray,
+  loss_curves: np.ndarray,
+  *,
+  tail: int = 1,
+  diverge_factor: float = 1.5,
+  range_fraction: float = 0.5,
+  min_progress: float = 0.1,
+) -> RangeResult:
   """Reads the loss curves of a side-by-side learning-rate sweep.
 
   See the module docstring for the exact definitions.
@@ -176,8 +182,7 @@ def analyse(rates: np.ndarray, loss_curves: np.ndarray, *, tail: int = 1,
   except (TypeError, ValueError):
     raise ValueError("loss_curves: must be a 2-D array of numbers") from None
   if c.ndim != 2 or c.shape[0] != r.shape[0] or c.shape[1] < 2:
-    raise ValueError(f"loss_curves: must have shape ({r.shape[0]}, n_points >= 2), "
-                     f"got {c.shape}")
+    raise ValueError(f"loss_curves: must have shape ({r.shape[0]}, n_points >= 2), got {c.shape}")
   n_points = c.shape[1]
   if not _is_int(tail) or not 1 <= tail <= n_points - 1:
     raise ValueError(f"tail: must be an integer in [1, {n_points - 1}], got {tail!r}")
@@ -192,7 +197,7 @@ def analyse(rates: np.ndarray, loss_curves: np.ndarray, *, tail: int = 1,
   r, c = r[order], c[order]
   first = c[:, 0]
   with np.errstate(invalid="ignore", over="ignore"):
-    final = c[:, n_points - tail:].mean(axis=1)
+    final = c[:, n_points - tail :].mean(axis=1)
   finite = np.all(np.isfinite(c), axis=1) & np.isfinite(final)
   final = np.where(finite, final, np.nan)
   # |first| keeps the sign of the comparison right should a loss be negative;
@@ -223,9 +228,15 @@ def analyse(rates: np.ndarray, loss_curves: np.ndarray, *, tail: int = 1,
     while hi < len(r) - 1 and ok[hi + 1]:
       hi += 1
     best_rate, suggested = float(r[b]), (float(r[lo]), float(r[hi]))
-  return RangeResult(rates=r, losses=final, slopes=slopes, best_rate=best_rate,
-                     suggested_range=suggested, diverged=blew_up | no_progress,
-                     no_progress=no_progress)
+  return RangeResult(
+    rates=r,
+    losses=final,
+    slopes=slopes,
+    best_rate=best_rate,
+    suggested_range=suggested,
+    diverged=blew_up | no_progress,
+    no_progress=no_progress,
+  )
 
 
 def _fmt(x: float) -> str:
@@ -258,20 +269,24 @@ def describe(result: RangeResult) -> str:
   r, div = result.rates, result.diverged
   if math.isnan(result.best_rate):
     if np.all(div):
-      return (f"every rate diverged (lowest tried {_fmt(r[0])}); "
-              f"try rates below {_fmt(r[0])}")
+      return f"every rate diverged (lowest tried {_fmt(r[0])}); try rates below {_fmt(r[0])}"
     text = "the loss did not fall at any rate that did not diverge"
     if np.any(div):
       text += f"; too high (diverged) from {_fmt(r[int(np.argmax(div))])}"
     return text + f"; try rates above {_fmt(r[~div].max())}"
   lo, hi = result.suggested_range
-  parts = [f"loss falls fastest at lr {_fmt(result.best_rate)}",
-           f"useful range {_fmt(lo)} – {_fmt(hi)}"]
+  parts = [
+    f"loss falls fastest at lr {_fmt(result.best_rate)}",
+    f"useful range {_fmt(lo)} – {_fmt(hi)}",
+  ]
   above = np.flatnonzero(div & (r > result.best_rate))
   if above.size:
     stalled = result.no_progress[above]
-    why = " or ".join(w for w, present in (("diverged", not np.all(stalled)),
-                                            ("no progress", np.any(stalled))) if present)
+    why = " or ".join(
+      w
+      for w, present in (("diverged", not np.all(stalled)), ("no progress", np.any(stalled)))
+      if present
+    )
     parts.append(f"too high ({why}) from {_fmt(r[above[0]])}")
   if np.any(~div & (r < lo)):
     parts.append(f"too low (slow) below {_fmt(lo)}")

@@ -20,10 +20,10 @@ only a member of its own group.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import math
 import numbers
-from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -75,10 +75,23 @@ class PBT(base.Controller):
     return should_decide(epoch, self)
 
   def decide(self, view: base.View) -> base.Decision:
-    plan = exploit_explore(view.fitness, view.hparams, view.space, view.groups, self, view.rng,
-                           view.generation, mode=view.mode, structural=view.structural)
-    return base.Decision(donors=plan.donors, hparams=plan.hparams, events=plan.events,
-                         note=f"replaced {len(plan.events)}")
+    plan = exploit_explore(
+      view.fitness,
+      view.hparams,
+      view.space,
+      view.groups,
+      self,
+      view.rng,
+      view.generation,
+      mode=view.mode,
+      structural=view.structural,
+    )
+    return base.Decision(
+      donors=plan.donors,
+      hparams=plan.hparams,
+      events=plan.events,
+      note=f"replaced {len(plan.events)}",
+    )
 
   def validate(self) -> "PBT":
     """Checks every field.
@@ -97,10 +110,15 @@ class PBT(base.Controller):
     if not _is_real(q) or not 0.0 < q <= 0.5:
       raise ValueError(f"pbt.quantile_fraction: must be in (0, 0.5], got {q!r}")
     f = self.perturbation_factors
-    if (isinstance(f, (str, bytes)) or not isinstance(f, Sequence) or not f
-        or not all(_is_real(x) and math.isfinite(x) and x > 0 for x in f)):
-      raise ValueError(f"pbt.perturbation_factors: must be a non-empty tuple of positive "
-                       f"numbers, got {f!r}")
+    if (
+      isinstance(f, (str, bytes))
+      or not isinstance(f, Sequence)
+      or not f
+      or not all(_is_real(x) and math.isfinite(x) and x > 0 for x in f)
+    ):
+      raise ValueError(
+        f"pbt.perturbation_factors: must be a non-empty tuple of positive numbers, got {f!r}"
+      )
     p = self.resample_probability
     if not _is_real(p) or not 0.0 <= p <= 1.0:
       raise ValueError(f"pbt.resample_probability: must be in [0, 1], got {p!r}")
@@ -172,23 +190,33 @@ def quantile_size(population: int, quantile_fraction: float) -> int:
   return min(q, population // 2)
 
 
-def _default_explore(h: dict, space: Mapping[str, Any], cfg: PBT,
-                     rng: np.random.Generator, fixed: Sequence[str] = ()) -> dict:
+def _default_explore(
+  h: dict, space: Mapping[str, Any], cfg: PBT, rng: np.random.Generator, fixed: Sequence[str] = ()
+) -> dict:
   out = dict(h)
   # Sorted names: the draw order, hence the result, does not depend on dict order.
   for name in sorted(space):
     if name in fixed or space_lib.is_structural(name, space):
       continue  # the donor's group fixes it
-    out[name] = space_lib.perturb(space[name], h[name], rng, tuple(cfg.perturbation_factors),
-                                  cfg.resample_probability)
+    out[name] = space_lib.perturb(
+      space[name], h[name], rng, tuple(cfg.perturbation_factors), cfg.resample_probability
+    )
   return out
 
 
-def exploit_explore(fitness: np.ndarray, hparams: Sequence[Mapping[str, Any]],
-                    space: Mapping[str, Any], groups: np.ndarray, cfg: PBT,
-                    rng: np.random.Generator, generation: int,
-                    explore_fn: Callable[[dict, np.random.Generator], dict] | None = None,
-                    *, mode: str = "max", structural: Sequence[str] = ()) -> Plan:
+def exploit_explore(
+  fitness: np.ndarray,
+  hparams: Sequence[Mapping[str, Any]],
+  space: Mapping[str, Any],
+  groups: np.ndarray,
+  cfg: PBT,
+  rng: np.random.Generator,
+  generation: int,
+  explore_fn: Callable[[dict, np.random.Generator], dict] | None = None,
+  *,
+  mode: str = "max",
+  structural: Sequence[str] = (),
+) -> Plan:
   """One PBT decision: who copies whom, and the new hyperparameters.
 
   The bottom :func:`quantile_size` members by :func:`rank` are replaced, in
@@ -239,8 +267,9 @@ def exploit_explore(fitness: np.ndarray, hparams: Sequence[Mapping[str, Any]],
   if g.shape != (p,) or (p and not np.issubdtype(g.dtype, np.integer)):
     raise ValueError(f"groups: must be an int array of shape ({p},), got {g.dtype} {g.shape}")
   space = space_lib.validate(space)
-  fixed = tuple(dict.fromkeys(list(structural) + [k for k in space
-                                                  if space_lib.is_structural(k, space)]))
+  fixed = tuple(
+    dict.fromkeys(list(structural) + [k for k in space if space_lib.is_structural(k, space)])
+  )
   needed = [k for k in sorted(space) if k not in fixed]
   for i, h in enumerate(hparams):
     if not isinstance(h, Mapping):
@@ -257,7 +286,7 @@ def exploit_explore(fitness: np.ndarray, hparams: Sequence[Mapping[str, Any]],
     return Plan(donors, new_hparams, events)
   order = rank(f, mode)
   top = [int(j) for j in order[:q]]
-  bottom = {int(j) for j in order[p - q:]}
+  bottom = {int(j) for j in order[p - q :]}
   for i in sorted(bottom):
     same = [j for j in top if g[j] == g[i]]
     if same:
@@ -277,16 +306,29 @@ def exploit_explore(fitness: np.ndarray, hparams: Sequence[Mapping[str, Any]],
       new = dict(new)
       for k in fixed:
         if source.get(k) != new.get(k):
-          raise ValueError(f"explore_fn: changed structural hyperparameter {k!r} "
-                           f"({source.get(k)!r} -> {new.get(k)!r}); it must keep the donor's value")
+          raise ValueError(
+            f"explore_fn: changed structural hyperparameter {k!r} "
+            f"({source.get(k)!r} -> {new.get(k)!r}); it must keep the donor's value"
+          )
     old = dict(hparams[i])
     donors[i] = donor
     new_hparams[i] = new
-    changes = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new), key=str)
-               if old.get(k) != new.get(k)}
-    events.append({
-        "generation": int(generation), "target": i, "donor": donor, "group": g[i].item(),
-        "target_fitness": float(f[i]), "donor_fitness": float(f[donor]),
-        "old_hparams": old, "new_hparams": dict(new), "changes": changes,
-    })
+    changes = {
+      k: (old.get(k), new.get(k))
+      for k in sorted(set(old) | set(new), key=str)
+      if old.get(k) != new.get(k)
+    }
+    events.append(
+      {
+        "generation": int(generation),
+        "target": i,
+        "donor": donor,
+        "group": g[i].item(),
+        "target_fitness": float(f[i]),
+        "donor_fitness": float(f[donor]),
+        "old_hparams": old,
+        "new_hparams": dict(new),
+        "changes": changes,
+      }
+    )
   return Plan(donors, new_hparams, events)

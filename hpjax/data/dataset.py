@@ -29,8 +29,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-import warnings
 from typing import Any
+import warnings
 
 import jax
 import jax.numpy as jnp

@@ -22,20 +22,19 @@ from typing import Any
 
 import numpy as np
 
-from hpjax.data.dataset import (
-  _TASKS,
-  DataError,
-  Dataset,
-  _absent_runs,
-  _assemble,
-  _check_finite,
-  _check_label_range,
-  _describe_runs,
-  _describe_values,
-  _is_int,
-  _Raw,
-)
-from hpjax.data.formats import read_cifar_batch, read_idx
+from hpjax.data.dataset import _absent_runs
+from hpjax.data.dataset import _assemble
+from hpjax.data.dataset import _check_finite
+from hpjax.data.dataset import _check_label_range
+from hpjax.data.dataset import _describe_runs
+from hpjax.data.dataset import _describe_values
+from hpjax.data.dataset import _is_int
+from hpjax.data.dataset import _Raw
+from hpjax.data.dataset import _TASKS
+from hpjax.data.dataset import DataError
+from hpjax.data.dataset import Dataset
+from hpjax.data.formats import read_cifar_batch
+from hpjax.data.formats import read_idx
 
 SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10", "npz", "diabetes", "tfds:NAME")
 
@@ -325,6 +324,7 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
         data = np.loadtxt(f, delimiter=",")
       return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
   from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+
   digits = load_digits()
   return digits.images, digits.target
 

@@ -12,8 +12,11 @@ import os
 
 import numpy as np
 
-from hpjax.data.formats import _CIFAR_SIDE, write_cifar_batch, write_idx
-from hpjax.data.sources import _CIFAR_TEST, _CIFAR_TRAIN
+from hpjax.data.formats import _CIFAR_SIDE
+from hpjax.data.formats import write_cifar_batch
+from hpjax.data.formats import write_idx
+from hpjax.data.sources import _CIFAR_TEST
+from hpjax.data.sources import _CIFAR_TRAIN
 
 
 def write_fake_mnist(
