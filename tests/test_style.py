@@ -1,10 +1,11 @@
 """The tree's own rules: one formatter and linter (ruff, configured in
-pyproject.toml).
+pyproject.toml) and no reference to a file outside the repository.
 
 ruff is in the ``test`` extra, so a missing ruff is a failure, not a skip.
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -41,3 +42,32 @@ def test_ruff_check():
     + result.stdout
     + result.stderr
   )
+
+
+# Written so that this file does not match itself.
+_OUTSIDE = re.compile(r"DESIGN\.md|\.\./shared")
+
+
+def _tree_files():
+  """Every file of the tree, less hidden folders (.git, .ci, caches) and build output."""
+  skip = {"__pycache__", "build", "dist", "runs"}
+  for top, dirs, files in os.walk(ROOT):
+    dirs[:] = [
+      d for d in dirs if not d.startswith(".") and d not in skip and not d.endswith(".egg-info")
+    ]
+    for name in files:
+      yield os.path.join(top, name)
+
+
+def test_no_reference_to_files_outside_the_repository():
+  found = []
+  for path in _tree_files():
+    try:
+      with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    except UnicodeDecodeError:
+      continue  # not text
+    for number, line in enumerate(lines, 1):
+      if _OUTSIDE.search(line):
+        found.append(f"{os.path.relpath(path, ROOT)}:{number}: {line.strip()}")
+  assert not found, "references to files outside the repository:\n" + "\n".join(found)
