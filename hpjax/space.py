@@ -24,12 +24,12 @@ Mutation (the *explore* step of population-based training):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import itertools
 import math
 import numbers
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 import warnings
 
 import numpy as np
@@ -88,8 +88,103 @@ def _check_points(name: str, points: Any, most: float) -> None:
     )
 
 
+_Number = TypeVar("_Number", float, int)
+
+
 @dataclasses.dataclass(frozen=True)
-class Float:
+class _Range(Generic[_Number]):
+  """What :class:`Float` and :class:`Int` share: the fields of a range and their checks."""
+
+  lo: _Number
+  hi: _Number
+  log: bool = False
+  points: int | None = None
+  structural: bool = False
+
+  # The table kind; which values a bound may take, and their name in messages;
+  # whether a bound must be checked finite (an int always is).
+  _kind: ClassVar[str]
+  _is_bound: ClassVar[Callable[[Any], bool]]
+  _bounds: ClassVar[str]
+  _bounded: ClassVar[bool]
+
+  def hparam(self, name: str) -> hp_lib.HParam:
+    """The table entry of a user's hyperparameter declared by this dimension."""
+    return hp_lib.HParam(name, self._kind, self.structural, None, "model", doc="user-defined")
+
+  def count(self) -> float:
+    raise NotImplementedError
+
+  def _end(self) -> float:
+    """Where the prior's support ends: ``hi``, or ``hi + 1`` for the integers' last bin."""
+    raise NotImplementedError
+
+  def _values(self, v: np.ndarray) -> list:
+    """Points of the support as the dimension's values, inside ``[lo, hi]``."""
+    raise NotImplementedError
+
+  def sample(self, rng: np.random.Generator, n: int) -> list:
+    """Draws from the prior: uniform, or log-uniform when ``log``.
+
+    Args:
+      rng: the random generator.
+      n: number of draws.
+
+    Returns:
+      ``n`` Python floats (ints for an :class:`Int`) in ``[lo, hi]``.
+    """
+    if self.log:
+      return self._values(np.exp(rng.uniform(math.log(self.lo), math.log(self._end()), n)))
+    return self._uniform(rng, n)
+
+  def _uniform(self, rng: np.random.Generator, n: int) -> list:
+    """``n`` uniform draws."""
+    raise NotImplementedError
+
+  def from_unit(self, u: np.ndarray) -> list:
+    """Maps points of ``[0, 1)`` onto the dimension (quasi-random sampling).
+
+    The inverse of the prior's CDF (its floor for an :class:`Int`: equal-width
+    bins of ``u`` map to each integer, log-width bins when ``log``, as
+    :meth:`sample` draws).
+
+    Args:
+      u: values in ``[0, 1)``.
+
+    Returns:
+      One Python float (int for an :class:`Int`) per entry of ``u``, monotone in ``u``.
+    """
+    u = np.asarray(u, np.float64)
+    end = self._end()
+    if self.log:
+      v = np.exp(math.log(self.lo) + u * (math.log(end) - math.log(self.lo)))
+    else:
+      v = self.lo + u * (end - self.lo)
+    return self._values(v)
+
+  def check(self, name: str) -> None:
+    """Validates the fields.
+
+    Args:
+      name: the dimension's name, used in the message.
+
+    Raises:
+      ValueError: one line naming ``space.<name>`` and the problem.
+    """
+    if not (self._is_bound(self.lo) and self._is_bound(self.hi)):
+      raise ValueError(
+        f"space.{name}: lo and hi must be {self._bounds}, got lo={self.lo!r}, hi={self.hi!r}"
+      )
+    finite = not self._bounded or (np.isfinite(self.lo) and np.isfinite(self.hi))
+    if not finite or self.lo >= self.hi:
+      raise ValueError(f"space.{name}: lo must be < hi, got lo={self.lo}, hi={self.hi}")
+    if self.log and self.lo <= 0:
+      raise ValueError(f"space.{name}: a log scale needs lo > 0, got lo={self.lo}")
+    _check_points(name, self.points, self.count())
+
+
+@dataclasses.dataclass(frozen=True)
+class Float(_Range[float]):
   """A real value in ``[lo, hi]``, sampled uniformly or log-uniformly.
 
   Attributes:
@@ -101,47 +196,19 @@ class Float:
       dimension cannot enter a grid.
   """
 
-  lo: float
-  hi: float
-  log: bool = False
-  points: int | None = None
-  structural: bool = False
+  _kind = "float"
+  _is_bound = staticmethod(_is_real)
+  _bounds = "numbers"
+  _bounded = True
 
-  def hparam(self, name: str) -> hp_lib.HParam:
-    """The table entry of a user's hyperparameter declared by this dimension."""
-    return hp_lib.HParam(name, "float", self.structural, None, "model", doc="user-defined")
+  def _uniform(self, rng: np.random.Generator, n: int) -> list[float]:
+    return self._values(rng.uniform(self.lo, self.hi, n))
 
-  def sample(self, rng: np.random.Generator, n: int) -> list[float]:
-    """Draws from the prior.
+  def _end(self) -> float:
+    return self.hi
 
-    Args:
-      rng: the random generator.
-      n: number of draws.
-
-    Returns:
-      ``n`` Python floats in ``[lo, hi]``.
-    """
-    if self.log:
-      v = np.exp(rng.uniform(math.log(self.lo), math.log(self.hi), n))
-    else:
-      v = rng.uniform(self.lo, self.hi, n)
+  def _values(self, v: np.ndarray) -> list[float]:
     # exp(log(hi)) can round a hair above hi.
-    return [float(x) for x in np.clip(v, self.lo, self.hi)]
-
-  def from_unit(self, u: np.ndarray) -> list[float]:
-    """Maps points of ``[0, 1)`` onto the dimension (quasi-random sampling).
-
-    Args:
-      u: values in ``[0, 1)``.
-
-    Returns:
-      One Python float per entry of ``u``, monotone in ``u``.
-    """
-    u = np.asarray(u, np.float64)
-    if self.log:
-      v = np.exp(math.log(self.lo) + u * (math.log(self.hi) - math.log(self.lo)))
-    else:
-      v = self.lo + u * (self.hi - self.lo)
     return [float(x) for x in np.clip(v, self.lo, self.hi)]
 
   def grid_values(self, name: str) -> tuple[float, ...]:
@@ -168,28 +235,9 @@ class Float:
     """Number of distinct values: ``math.inf`` for a real interval."""
     return math.inf
 
-  def check(self, name: str) -> None:
-    """Validates the fields.
-
-    Args:
-      name: the dimension's name, used in the message.
-
-    Raises:
-      ValueError: one line naming ``space.<name>`` and the problem.
-    """
-    if not (_is_real(self.lo) and _is_real(self.hi)):
-      raise ValueError(
-        f"space.{name}: lo and hi must be numbers, got lo={self.lo!r}, hi={self.hi!r}"
-      )
-    if not (np.isfinite(self.lo) and np.isfinite(self.hi)) or self.lo >= self.hi:
-      raise ValueError(f"space.{name}: lo must be < hi, got lo={self.lo}, hi={self.hi}")
-    if self.log and self.lo <= 0:
-      raise ValueError(f"space.{name}: a log scale needs lo > 0, got lo={self.lo}")
-    _check_points(name, self.points, math.inf)
-
 
 @dataclasses.dataclass(frozen=True)
-class Int:
+class Int(_Range[int]):
   """An integer in ``[lo, hi]`` (inclusive), uniform or log-uniform.
 
   Attributes:
@@ -201,46 +249,18 @@ class Int:
       :data:`GRID_MAX_INT_VALUES` of them.
   """
 
-  lo: int
-  hi: int
-  log: bool = False
-  points: int | None = None
-  structural: bool = False
+  _kind = "int"
+  _is_bound = staticmethod(_is_int)
+  _bounds = "integers"
+  _bounded = False
 
-  def hparam(self, name: str) -> hp_lib.HParam:
-    """The table entry of a user's hyperparameter declared by this dimension."""
-    return hp_lib.HParam(name, "int", self.structural, None, "model", doc="user-defined")
-
-  def sample(self, rng: np.random.Generator, n: int) -> list[int]:
-    """Draws from the prior.
-
-    Args:
-      rng: the random generator.
-      n: number of draws.
-
-    Returns:
-      ``n`` Python ints in ``[lo, hi]``.
-    """
-    if self.log:
-      v = np.exp(rng.uniform(math.log(self.lo), math.log(self.hi + 1), n))
-      return [int(min(max(math.floor(x), self.lo), self.hi)) for x in v]
+  def _uniform(self, rng: np.random.Generator, n: int) -> list[int]:
     return [int(v) for v in rng.integers(self.lo, self.hi + 1, n)]
 
-  def from_unit(self, u: np.ndarray) -> list[int]:
-    """Maps points of ``[0, 1)`` onto the integers (the floor of the prior's CDF inverse).
+  def _end(self) -> int:
+    return self.hi + 1
 
-    Args:
-      u: values in ``[0, 1)``.
-
-    Returns:
-      One Python int per entry of ``u``; equal-width bins of ``u`` map to
-      each integer (log-width bins when ``log``), as :meth:`sample` draws.
-    """
-    u = np.asarray(u, np.float64)
-    if self.log:
-      v = np.exp(math.log(self.lo) + u * (math.log(self.hi + 1) - math.log(self.lo)))
-    else:
-      v = self.lo + u * (self.hi - self.lo + 1)
+  def _values(self, v: np.ndarray) -> list[int]:
     return [int(x) for x in np.clip(np.floor(v), self.lo, self.hi)]
 
   def grid_values(self, name: str) -> tuple[int, ...]:
@@ -270,25 +290,6 @@ class Int:
   def count(self) -> int:
     """Number of distinct values: the integers in ``[lo, hi]``."""
     return int(self.hi - self.lo + 1)
-
-  def check(self, name: str) -> None:
-    """Validates the fields.
-
-    Args:
-      name: the dimension's name, used in the message.
-
-    Raises:
-      ValueError: one line naming ``space.<name>`` and the problem.
-    """
-    if not (_is_int(self.lo) and _is_int(self.hi)):
-      raise ValueError(
-        f"space.{name}: lo and hi must be integers, got lo={self.lo!r}, hi={self.hi!r}"
-      )
-    if self.lo >= self.hi:
-      raise ValueError(f"space.{name}: lo must be < hi, got lo={self.lo}, hi={self.hi}")
-    if self.log and self.lo <= 0:
-      raise ValueError(f"space.{name}: a log scale needs lo > 0, got lo={self.lo}")
-    _check_points(name, self.points, self.count())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -773,15 +774,20 @@ def check_structural_fits(space: Mapping[str, Dimension], population: Any) -> di
   return counts
 
 
+def are_perturbation_factors(factors: Any) -> bool:
+  """Whether ``factors`` is a non-empty sequence of finite positive numbers (:func:`perturb`'s)."""
+  return (
+    not isinstance(factors, (str, bytes))
+    and isinstance(factors, Sequence)
+    and bool(factors)
+    and all(_is_real(f) and math.isfinite(f) and f > 0 for f in factors)
+  )
+
+
 def _check_perturb_args(rng: Any, factors: Sequence[float], resample_probability: float) -> None:
   if not isinstance(rng, np.random.Generator):
     raise ValueError(f"rng: must be a numpy.random.Generator, got {type(rng).__name__}")
-  if (
-    isinstance(factors, (str, bytes))
-    or not isinstance(factors, Sequence)
-    or not factors
-    or not all(_is_real(f) and np.isfinite(f) and f > 0 for f in factors)
-  ):
+  if not are_perturbation_factors(factors):
     raise ValueError(
       f"perturbation_factors: must be a non-empty list of positive numbers, got {factors!r}"
     )

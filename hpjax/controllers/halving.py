@@ -23,13 +23,11 @@ that a whole group can be pruned at a rung and vanish from the population.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 
 from hpjax import fitness as fitness_lib
 from hpjax.controllers import base
-from hpjax.controllers.pbt import _is_int
 from hpjax.fitness import rank
 
 
@@ -63,22 +61,10 @@ class Halving(base.Controller):
     )
 
   def validate(self) -> "Halving":
-    """Checks every field.
-
-    Returns:
-      ``self``, for chaining.
-
-    Raises:
-      ValueError: one line naming ``halving.<field>`` and the allowed values.
-    """
-    if not _is_int(self.grace_period) or self.grace_period < 1:
-      raise ValueError(f"halving.grace_period: must be an integer >= 1, got {self.grace_period!r}")
-    if not _is_int(self.reduction_factor) or self.reduction_factor < 2:
-      raise ValueError(
-        f"halving.reduction_factor: must be an integer >= 2, got {self.reduction_factor!r}"
-      )
-    if not _is_int(self.min_members) or self.min_members < 1:
-      raise ValueError(f"halving.min_members: must be an integer >= 1, got {self.min_members!r}")
+    """Checks every field (:meth:`base.Controller.validate`); errors name ``halving.<field>``."""
+    base.check_int("halving.grace_period", self.grace_period, 1)
+    base.check_int("halving.reduction_factor", self.reduction_factor, 2)
+    base.check_int("halving.min_members", self.min_members, 1)
     return self
 
 
@@ -103,16 +89,6 @@ class Cut:
   records: list
 
 
-def _check_max_epochs(max_epochs: Any) -> None:
-  if not _is_int(max_epochs) or max_epochs < 1:
-    raise ValueError(f"max_epochs: must be an integer >= 1, got {max_epochs!r}")
-
-
-def _check_epoch(epoch: Any) -> None:
-  if not _is_int(epoch) or epoch < 0:
-    raise ValueError(f"epoch: must be an integer >= 0, got {epoch!r}")
-
-
 def rung_epochs(cfg: Halving, max_epochs: int) -> list[int]:
   """The epochs after which a rung cuts the population.
 
@@ -133,7 +109,7 @@ def rung_epochs(cfg: Halving, max_epochs: int) -> list[int]:
     ValueError: a bad config or ``max_epochs``.
   """
   cfg.validate()
-  _check_max_epochs(max_epochs)
+  base.check_int("max_epochs", max_epochs, 1)
   out = []
   e = cfg.grace_period
   while e < max_epochs:
@@ -156,7 +132,7 @@ def is_rung(epoch: int, cfg: Halving, max_epochs: int) -> bool:
   Raises:
     ValueError: a bad config, ``max_epochs`` or ``epoch``.
   """
-  _check_epoch(epoch)
+  base.check_int("epoch", epoch, 0)
   return epoch in rung_epochs(cfg, max_epochs)
 
 
@@ -174,7 +150,7 @@ def rung_index(epoch: int, cfg: Halving) -> int:
     ValueError: a bad config, or an ``epoch`` off the geometric schedule.
   """
   cfg.validate()
-  _check_epoch(epoch)
+  base.check_int("epoch", epoch, 0)
   # Integer arithmetic: a float log would misjudge large powers.
   k, e = 0, cfg.grace_period
   while e < epoch:
@@ -209,8 +185,7 @@ def keep_size(population: int, cfg: Halving) -> int:
     ValueError: a bad config or a negative ``population``.
   """
   cfg.validate()
-  if not _is_int(population) or population < 0:
-    raise ValueError(f"population: must be an integer >= 0, got {population!r}")
+  base.check_int("population", population, 0)
   k = -(-population // cfg.reduction_factor)  # exact integer ceil
   return int(min(population, max(k, cfg.min_members)))
 

@@ -53,18 +53,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
-from typing import Any
 
 import numpy as np
 
-
-def _is_real(v: Any) -> bool:
-  return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
-
-
-def _is_int(v: Any) -> bool:
-  return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+from hpjax.controllers import base
 
 
 def log_spaced_rates(lo: float, hi: float, n: int) -> np.ndarray:
@@ -81,12 +73,11 @@ def log_spaced_rates(lo: float, hi: float, n: int) -> np.ndarray:
   Raises:
     ValueError: one line naming the bad argument.
   """
-  if not _is_real(lo) or not math.isfinite(lo) or lo <= 0:
+  if not base.is_real(lo) or not math.isfinite(lo) or lo <= 0:
     raise ValueError(f"lo: must be a finite number > 0, got {lo!r}")
-  if not _is_real(hi) or not math.isfinite(hi) or hi <= lo:
+  if not base.is_real(hi) or not math.isfinite(hi) or hi <= lo:
     raise ValueError(f"hi: must be a finite number > lo ({lo!r}), got {hi!r}")
-  if not _is_int(n) or n < 2:
-    raise ValueError(f"n: must be an integer >= 2, got {n!r}")
+  base.check_int("n", n, 2)
   rates = np.geomspace(float(lo), float(hi), int(n))
   # geomspace can be off by an ulp at the ends; users compare against lo / hi.
   rates[0], rates[-1] = lo, hi
@@ -184,13 +175,13 @@ def analyse(
   if c.ndim != 2 or c.shape[0] != r.shape[0] or c.shape[1] < 2:
     raise ValueError(f"loss_curves: must have shape ({r.shape[0]}, n_points >= 2), got {c.shape}")
   n_points = c.shape[1]
-  if not _is_int(tail) or not 1 <= tail <= n_points - 1:
+  if not base.is_int(tail) or not 1 <= tail <= n_points - 1:
     raise ValueError(f"tail: must be an integer in [1, {n_points - 1}], got {tail!r}")
-  if not _is_real(diverge_factor) or not math.isfinite(diverge_factor) or diverge_factor <= 1:
+  if not base.is_real(diverge_factor) or not math.isfinite(diverge_factor) or diverge_factor <= 1:
     raise ValueError(f"diverge_factor: must be a finite number > 1, got {diverge_factor!r}")
-  if not _is_real(range_fraction) or not 0 < range_fraction <= 1:
+  if not base.is_real(range_fraction) or not 0 < range_fraction <= 1:
     raise ValueError(f"range_fraction: must be in (0, 1], got {range_fraction!r}")
-  if not _is_real(min_progress) or not 0 <= min_progress < 1:
+  if not base.is_real(min_progress) or not 0 <= min_progress < 1:
     raise ValueError(f"min_progress: must be in [0, 1), got {min_progress!r}")
 
   order = np.argsort(r, kind="stable")
