@@ -64,6 +64,7 @@ import jax
 import numpy as np
 
 from hpjax.data.dataset import DataError
+from hpjax.data.dataset import HeldOut
 from hpjax.data.sources import _class_count
 from hpjax.data.sources import _convert_x
 from hpjax.data.sources import _convert_y
@@ -77,7 +78,7 @@ def _positive(name: str, value: Any, where: str) -> int:
   return int(value)
 
 
-class Stream:
+class Stream(HeldOut):
   """Training batches streamed from the host; validation and test splits in memory.
 
   See the module docstring for the contract. Reads like a
@@ -187,14 +188,6 @@ class Stream:
   def num_train(self) -> int:
     """Training examples one epoch reads: ``steps_per_epoch x batch_size``."""
     return self.steps_per_epoch * self.batch_size
-
-  @property
-  def num_val(self) -> int:
-    return int(self.x_val.shape[0])
-
-  @property
-  def num_test(self) -> int:
-    return int(self.x_test.shape[0])
 
   def check_batch_size(self, batch_size: int) -> None:
     """A member's batch size must be the stream's: it trains on the stream's batches."""
