@@ -14,6 +14,23 @@ the search space, model, loss, metric, controller, budget) and hand it to
   schedule and a config that retrains it), ``report.json`` and ``plots/``.
 
 The epoch loop itself is :func:`hpjax.loop.train`.
+
+Example (:func:`tune`)::
+
+  class CNN(nnx.Module):
+    def __init__(self, width, *, rngs):   # structural hyperparameters
+      self.conv = hpjax.nn.Conv(1, width, 3, rngs=rngs)
+      self.out = nnx.Linear(width * 196, 10, rngs=rngs)
+    def __call__(self, x, hp):            # traced ones
+      x = hpjax.nn.activation(self.conv(x), hp["activation"])
+      return self.out(hpjax.nn.max_pool(x).reshape(x.shape[0], -1))
+
+  results = hpjax.tune(CNN, (x, y), {
+      "learning_rate": hpjax.Float(1e-4, 1e-1, log=True),
+      "activation": hpjax.Choice(["relu", "tanh"]),
+      "width": hpjax.Choice([16, 32], structural=True)},
+      population=16, epochs=10, controller=hpjax.PBT())
+  results.best.hparams, results.best_model(), results.dataframe()
 """
 
 from __future__ import annotations
@@ -782,21 +799,7 @@ def export_best(
   state = pop.checkpoint_states([group])[0]  # host copies on a mesh (every process calls)
   params = _member_tree(state.params, j)
   model_state = _member_tree(state.model_state, j)
-  data = exp.data
-  meta = {
-    "member": summary["best_member"],
-    "epochs": summary["epochs"],
-    "hyperparameters": summary["hyperparameters"],
-    "val": summary["val"],
-    "test": summary["test"],
-    "task": data.task,
-    "input_shape": list(data.input_shape),
-    "num_outputs": data.num_classes if data.task == "classification" else 1,
-    "mean": np.ravel(data.mean).tolist(),
-    "std": np.ravel(data.std).tolist(),
-    "structural": dict(group.fns.spec.structural),
-    "data": exp.config.get("data", {}),
-  }
+  meta = _model_meta(exp, summary, group.fns.spec.structural)
   result = {
     "model": checkpoint.save_model(os.path.join(out_dir, "model"), params, model_state, meta)
   }
@@ -816,7 +819,43 @@ def export_best(
   result["schedule"] = os.path.join(out_dir, "schedule.json")
   if exp.config.get("api") == "python":
     return result  # hpjax.tune's objects: no launcher config names them
-  retrain = json.loads(json.dumps(exp.config, default=str))
+  config_path = _write_retrain_config(exp.config, doc, os.path.join(out_dir, "config.json"))
+  result.update(
+    config=config_path,
+    retrain=(
+      "python -m experiments.tune --config=experiments/configs/from_json.py:"
+      f"{config_path} --workdir=WORKDIR"
+    ),
+  )
+  return result
+
+
+def _model_meta(
+  exp: Experiment, summary: Mapping[str, Any], structural: Mapping[str, Any]
+) -> dict[str, Any]:
+  """What ``best/model/model.json`` holds beside the weights (:func:`checkpoint.load_model`)."""
+  data = exp.data
+  return {
+    "member": summary["best_member"],
+    "epochs": summary["epochs"],
+    "hyperparameters": summary["hyperparameters"],
+    "val": summary["val"],
+    "test": summary["test"],
+    "task": data.task,
+    "input_shape": list(data.input_shape),
+    "num_outputs": data.num_classes if data.task == "classification" else 1,
+    "mean": np.ravel(data.mean).tolist(),
+    "std": np.ravel(data.std).tolist(),
+    "structural": dict(structural),
+    "data": exp.config.get("data", {}),
+  }
+
+
+def _write_retrain_config(
+  config: Mapping[str, Any], doc: Mapping[str, Any], config_path: str
+) -> str:
+  """Writes a launcher config that retrains one fresh model on the exported schedule ``doc``."""
+  retrain = json.loads(json.dumps(config, default=str))
   # A user's own names stay declared (their kind, whether structural); the
   # schedule gives every value.
   space = {k: v for k, v in (retrain.get("space") or {}).items() if k not in hp_lib.BUILTIN}
@@ -829,17 +868,9 @@ def export_best(
     epochs=doc["epochs"],
     hparam_schedule=[{"epoch": e["epoch"], "hparams": e["hparams"]} for e in doc["schedule"]],
   )
-  config_path = os.path.join(out_dir, "config.json")
   with open(config_path, "w") as f:
     json.dump(retrain, f, indent=2, sort_keys=True)
-  result.update(
-    config=config_path,
-    retrain=(
-      "python -m experiments.tune --config=experiments/configs/from_json.py:"
-      f"{config_path} --workdir=WORKDIR"
-    ),
-  )
-  return result
+  return config_path
 
 
 def _member_tree(tree, j: int):
@@ -1009,51 +1040,28 @@ def tune(
 ):
   """Tunes the hyperparameters of ``model`` on ``data`` by training a population at once.
 
-  Example::
-
-    class CNN(nnx.Module):
-      def __init__(self, width, *, rngs):   # structural hyperparameters
-        self.conv = hpjax.nn.Conv(1, width, 3, rngs=rngs)
-        self.out = nnx.Linear(width * 196, 10, rngs=rngs)
-      def __call__(self, x, hp):            # traced ones
-        x = hpjax.nn.activation(self.conv(x), hp["activation"])
-        return self.out(hpjax.nn.max_pool(x).reshape(x.shape[0], -1))
-
-    results = hpjax.tune(CNN, (x, y), {
-        "learning_rate": hpjax.Float(1e-4, 1e-1, log=True),
-        "activation": hpjax.Choice(["relu", "tanh"]),
-        "width": hpjax.Choice([16, 32], structural=True)},
-        population=16, epochs=10, controller=hpjax.PBT())
-    results.best.hparams, results.best_model(), results.dataframe()
-
   Args:
-    model: an ``nnx.Module`` class or factory: called with the member's
-      structural hyperparameters (and ``rngs``, plus ``input_shape`` /
-      ``num_outputs`` when it takes them), then as ``model(x, hp)`` with its
-      traced ones (or ``model(x)``). Default: the built-in CNN families.
-    data: a source name (``'digits'``, ``'mnist'``, ...), an
-      :class:`hpjax.Dataset`, ``(x, y)``, ``(x, y, x_test, y_test)``, a dict
-      of those arrays (validation split seeded and stratified), a function of
-      no arguments returning one of these (but a name), or an
-      :class:`hpjax.data.Stream` for training data larger than the device
-      (every member trains on its batches, in its order).
-    space: hyperparameter name -> :class:`hpjax.Float` / ``Int`` /
-      ``Choice`` / ``Fixed``. Built-in names (``learning_rate``,
-      ``optimizer``, ``activation``, ``batch_size``, ...) or your own: those
-      are traced unless declared ``structural=True``.
+    model: an ``nnx.Module`` class or factory, called with the member's structural
+      hyperparameters (and ``rngs``; ``input_shape`` / ``num_outputs`` when it takes them),
+      then as ``model(x, hp)`` with the traced ones (or ``model(x)``). Default: built-in families.
+    data: a source name (``'digits'``, ``'mnist'``, ...), an :class:`hpjax.Dataset`,
+      ``(x, y)``, ``(x, y, x_test, y_test)``, a dict of those arrays (validation
+      split seeded and stratified), a function of no arguments returning one of
+      these (but a name), or an :class:`hpjax.data.Stream` for training data
+      larger than the device (every member trains on its batches, in its order).
+    space: name -> :class:`hpjax.Float` / ``Int`` / ``Choice`` / ``Fixed``:
+      built-in names (``learning_rate``, ``optimizer``, ``activation``,
+      ``batch_size``, ...) or your own, traced unless ``structural=True``.
     population: members trained at once.
-    epochs: epochs each member trains (halving's survivors) .
-    controller: :class:`hpjax.PBT`, :class:`hpjax.Halving`,
-      :class:`hpjax.Sweep` (default) or their names.
-    metric: ``'accuracy'`` (classification default), ``'mse'`` (regression
-      default), an :class:`hpjax.Metric` (per-example or per-batch values),
-      or a list of them: all are logged, the first is the default fitness.
-    fitness: what ranks members: a metric's name (default: the first) or
-      ``'loss'`` (the validation loss).
-    loss: a built-in loss name (``'cross_entropy'``, ``'mse'``, ``'huber'``)
-      for every member, or your ``(outputs, y, hp) -> [B]`` per-example
-      training loss (default: the built-in loss, chosen per member by
-      ``hp['loss']``, which the space may search).
+    epochs: epochs each member trains (halving's survivors).
+    controller: :class:`hpjax.PBT`, ``Halving``, ``Sweep`` (default) or their names.
+    metric: ``'accuracy'`` / ``'mse'`` (the classification / regression default), an
+      :class:`hpjax.Metric` (per-example or per-batch values) or a list of them:
+      all are logged, the first is the default fitness.
+    fitness: a metric's name (default: the first) or ``'loss'`` (validation loss).
+    loss: a built-in loss name (``'cross_entropy'``, ``'mse'``, ``'huber'``) for
+      every member, or your ``(outputs, y, hp) -> [B]`` per-example training loss
+      (default: the built-in one chosen per member by ``hp['loss']``, searchable).
     val_loss: ``(outputs, y) -> [B]`` validation loss, one objective for all
       members (default: cross-entropy, or squared error for regression).
     members: explicit initial members (dicts) instead of ``population`` draws.
@@ -1061,18 +1069,17 @@ def tune(
     init: ``random``, ``grid`` or ``quasi_random`` draws from the space.
     batch_size: the batch size of members whose space does not set one
       (default 32; a Stream's: its batches are every member's).
-    schedule: ``'constant'``, ``'cosine'`` (over ``epochs``), or an
-      :class:`hpjax.optim.EpochSchedule`.
+    schedule: ``'constant'``, ``'cosine'`` (over ``epochs``) or an :class:`hpjax.EpochSchedule`.
     workdir: where logs, checkpoints and the best model go (default: a new
       temporary directory); relaunching on it resumes.
     eval_batch_size, checkpoint_every, checkpoint_keep, tensorboard,
       report, progress, shard: as the launcher's config fields.
-    writers: more sinks for every epoch's results and the controller's
-      changes (:class:`hpjax.writers.Writer`).
+    writers: more sinks (:class:`hpjax.writers.Writer`) for every epoch's
+      results and the controller's changes.
     log: where progress lines go.
 
   Returns:
-    :class:`hpjax.Results`.
+    :class:`hpjax.Results` (the module docstring has an example).
   """
   from hpjax.results import Results  # pylint: disable=g-import-not-at-top
 
@@ -1087,7 +1094,6 @@ def tune(
 
 def _experiment(
   *,
-  model,
   data,
   space,
   population,
@@ -1096,48 +1102,86 @@ def _experiment(
   metric,
   fitness,
   loss,
-  val_loss,
   members,
   seed,
   init,
   batch_size,
   schedule,
-  eval_batch_size,
-  checkpoint_every,
-  checkpoint_keep,
-  tensorboard,
-  report,
-  progress,
-  shard,
-  writers,
   data_options=None,
   structural=None,
   hparam_schedule=None,
-  lr_range_test=False,
-  shared_order=False,
   config=None,
+  **settings,
 ) -> Experiment:
   """An :class:`Experiment`, every argument checked: what :func:`tune` and :func:`from_config` build.
 
   Args:
-    model, data, ..., writers: as :func:`tune`'s (``controller`` may also be
+    data, space, ..., schedule: as :func:`tune`'s (``controller`` may also be
       a config's ``controller`` section, ``schedule`` an EpochSchedule).
     data_options: how ``data`` is loaded and split (``config.data``).
     structural: the model's structural values every member starts from
       (``config.model``); a user's own name among them that the space does
       not declare becomes a structural constant of the space.
     hparam_schedule: a replayed schedule (``config.hparam_schedule``).
-    lr_range_test, shared_order: as the launcher's config fields.
     config: the launcher's validated config, recorded in ``config.json``
       (None: a description of this call is recorded). It also names the
       fields in messages (``config.fitness`` rather than ``fitness``).
+    **settings: the :class:`Experiment` fields taken as given: ``model``,
+      ``val_loss``, ``eval_batch_size``, ``checkpoint_every``,
+      ``checkpoint_keep``, ``tensorboard``, ``report``, ``progress``,
+      ``shard``, ``writers`` (as :func:`tune`'s), ``lr_range_test``,
+      ``shared_order`` (as the launcher's config fields).
   """
   prefix = "config." if config is not None else ""
-  space = (
-    space_lib.from_config(space)
-    if space and all(isinstance(v, Mapping) for v in space.values())
-    else space_lib.validate(space or {})
+  space = _search_space(space)
+  _check_counts(population, epochs, batch_size, settings["eval_batch_size"])
+  structural = dict(structural or {})
+  space.update(_user_constants(structural, space))
+  data = _dataset(
+    data, seed, field=f"{prefix}data.source" if prefix else "data", **(data_options or {})
   )
+  if batch_size is None:
+    batch_size = data.batch_size if isinstance(data, Stream) else 32
+  metric, fitness, mode = _ranking(metric, fitness, data.task, prefix)
+  controller = _controller(controller, fitness, mode)
+  schedule, schedule_config = _schedule(schedule, epochs)
+  base = {**structural, "batch_size": batch_size}
+  if isinstance(loss, str):  # a built-in loss for every member
+    base["loss"], loss = _builtin_loss(loss, data.task, prefix), None
+  members, candidates, sched = _initial_members(
+    members, base, space, population, seed, init, epochs, controller, hparam_schedule
+  )
+  exp = Experiment(
+    data=data,
+    members=members,
+    space=dict(space),
+    controller=controller,
+    fitness=fitness,
+    mode=mode,
+    epochs=epochs,
+    seed=seed,
+    config={} if config is None else config,
+    loss=loss,
+    metric=metric,
+    schedule=schedule,
+    candidates=candidates,
+    hparam_schedule=sched,
+    **{**settings, "writers": tuple(settings["writers"])},
+  )
+  if config is None:
+    exp.config = _call_description(exp, init, schedule_config)
+  return exp
+
+
+def _search_space(space: Mapping[str, Any] | None) -> dict[str, Any]:
+  """:func:`tune`'s space (dimensions) or a config's (dicts), checked."""
+  if space and all(isinstance(v, Mapping) for v in space.values()):
+    return space_lib.from_config(space)
+  return space_lib.validate(space or {})
+
+
+def _check_counts(population: Any, epochs: Any, batch_size: Any, eval_batch_size: Any) -> None:
+  """Each count is an integer >= 1 (``batch_size`` may be None: the default)."""
   for name, value in (
     ("population", population),
     ("epochs", epochs),
@@ -1148,126 +1192,129 @@ def _experiment(
       isinstance(value, bool) or not isinstance(value, int) or value < 1
     ):
       raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
-  structural = dict(structural or {})
-  # A user's structural constant is declared like any of the user's names.
-  space.update(
-    {
-      name: space_lib.Fixed(value, structural=True)
-      for name, value in structural.items()
-      if name not in hp_lib.BUILTIN and name not in space
-    }
-  )
-  data = _dataset(
-    data, seed, field=f"{prefix}data.source" if prefix else "data", **(data_options or {})
-  )
-  if batch_size is None:
-    batch_size = data.batch_size if isinstance(data, Stream) else 32
-  metric = fitness_lib.as_metrics(metric, data.task)
+
+
+def _user_constants(structural: Mapping[str, Any], space: Mapping[str, Any]) -> dict[str, Any]:
+  """A user's structural values the space does not declare, as constants of the space.
+
+  A user's structural constant is declared like any of the user's names.
+  """
+  return {
+    name: space_lib.Fixed(value, structural=True)
+    for name, value in structural.items()
+    if name not in hp_lib.BUILTIN and name not in space
+  }
+
+
+def _builtin_loss(loss: str, task: str, prefix: str) -> str:
+  """A built-in loss name for every member, checked against the task."""
+  try:
+    losses_lib.check_losses([loss], task)
+  except ValueError as e:
+    raise ValueError(f"{prefix}{e}") from None
+  return loss
+
+
+def _ranking(metric: Any, fitness: str | None, task: str, prefix: str) -> tuple[list, str, str]:
+  """The run's metrics, the fitness that ranks members (default: the first metric), its mode."""
+  metric = fitness_lib.as_metrics(metric, task)
   fitness = fitness or metric[0].name
   # The built-in metric alone: the message names the task ("... for regression").
   mode = fitness_lib.check(
     fitness,
-    data.task if len(metric) == 1 and metric[0] is fitness_lib.TASK_METRIC[data.task] else metric,
+    task if len(metric) == 1 and metric[0] is fitness_lib.TASK_METRIC[task] else metric,
     f"{prefix}fitness",
   )
-  controller = _controller(controller, fitness, mode)
-  if isinstance(schedule, str):
-    if schedule not in optim.SCHEDULES:
-      raise ValueError(
-        f"schedule: unknown value {schedule!r}; allowed: "
-        + ", ".join(optim.SCHEDULES)
-        + ", or an hpjax.EpochSchedule"
-      )
-    # A decay over the run's length (decay_epochs 0): the run cannot be extended.
-    schedule_config = {"kind": schedule, "warmup_epochs": 0.0, "alpha": 0.0, "decay_epochs": 0.0}
-    schedule = optim.EpochSchedule(schedule, 0.0, float(epochs))
-  else:
-    schedule_config = {
+  return metric, fitness, mode
+
+
+def _schedule(
+  schedule: optim.EpochSchedule | str, epochs: int
+) -> tuple[optim.EpochSchedule, dict[str, Any]]:
+  """The learning-rate schedule of :func:`tune`'s argument, and what config.json records of it."""
+  if not isinstance(schedule, str):
+    return schedule, {
       "kind": schedule.kind,
       "warmup_epochs": schedule.warmup_epochs,
       "alpha": schedule.alpha,
       "decay_epochs": schedule.total_epochs,
     }
-  base = {**structural, "batch_size": batch_size}
-  if isinstance(loss, str):  # a built-in loss for every member
-    try:
-      losses_lib.check_losses([loss], data.task)
-    except ValueError as e:
-      raise ValueError(f"{prefix}{e}") from None
-    base["loss"], loss = loss, None
-  candidates, sched = None, None
-  if hparam_schedule:
-    sched = _check_replay(hparam_schedule, epochs, controller, population, space)
-    members = [{**base, **sched[0]}]
-    # Every value the schedule switches to is compiled in from the start.
-    candidates = {
-      name: tuple(dict.fromkeys(h[name] for h in [members[0], *sched] if name in h))
-      for name in ("activation", "loss", "optimizer")
-      if name in members[0]
-    }
-  elif members is None:
-    members = draw_members(space, population, seed, init, base)
-  else:
-    members = [{**base, **dict(m)} for m in members]
-  if config is None:
-    config = {
-      "api": "python",
-      "model": _qualname(model),
-      "loss": _qualname(loss),
-      "metric": _qualname(metric),
-      "val_loss": _qualname(val_loss),
-      "data": {
-        "name": data.name,
-        "task": data.task,
-        "train": data.num_train,
-        "val": data.num_val,
-        "test": data.num_test,
-        "input_shape": list(data.input_shape),
-        "digest": _digest(data),
-      },
-      "space": space_lib.to_config(space),
-      "members": members,
-      "population": len(members),
-      "epochs": epochs,
-      "seed": seed,
-      "init": init,
-      "fitness": fitness,
-      "mode": mode,
-      "controller": controller.settings(),
-      "schedule": schedule_config,
-      "eval_batch_size": eval_batch_size,
-      "shard": shard,
-      "report": report,
-      "progress": progress,
-      "tensorboard": tensorboard,
-      "checkpoint": {"every": checkpoint_every, "keep": checkpoint_keep},
-    }
-    config = json.loads(json.dumps(config, default=str))
-  return Experiment(
-    data=data,
-    members=members,
-    space=dict(space),
-    controller=controller,
-    fitness=fitness,
-    mode=mode,
-    epochs=epochs,
-    seed=seed,
-    config=config,
-    model=model,
-    loss=loss,
-    metric=metric,
-    val_loss=val_loss,
-    schedule=schedule,
-    candidates=candidates,
-    eval_batch_size=eval_batch_size,
-    shard=shard,
-    shared_order=shared_order,
-    checkpoint_every=checkpoint_every,
-    checkpoint_keep=checkpoint_keep,
-    tensorboard=tensorboard,
-    report=report,
-    progress=progress,
-    lr_range_test=lr_range_test,
-    hparam_schedule=sched,
-    writers=tuple(writers),
-  )
+  if schedule not in optim.SCHEDULES:
+    raise ValueError(
+      f"schedule: unknown value {schedule!r}; allowed: "
+      + ", ".join(optim.SCHEDULES)
+      + ", or an hpjax.EpochSchedule"
+    )
+  # A decay over the run's length (decay_epochs 0): the run cannot be extended.
+  recorded = {"kind": schedule, "warmup_epochs": 0.0, "alpha": 0.0, "decay_epochs": 0.0}
+  return optim.EpochSchedule(schedule, 0.0, float(epochs)), recorded
+
+
+def _initial_members(
+  members: list | None,
+  base: Mapping[str, Any],
+  space: Mapping[str, Any],
+  population: int,
+  seed: int,
+  init: str,
+  epochs: int,
+  controller: Controller,
+  hparam_schedule: Any,
+) -> tuple[list[dict], dict | None, list | None]:
+  """The members a run starts from, the traced choices to compile, the replayed schedule.
+
+  ``base`` (structural values, batch size, a built-in loss) is every
+  member's starting point: under a replayed schedule, its first epoch's
+  values; otherwise ``members`` given, or ``population`` drawn from ``space``.
+  """
+  if not hparam_schedule:
+    if members is None:
+      return draw_members(space, population, seed, init, base), None, None
+    return [{**base, **dict(m)} for m in members], None, None
+  sched = _check_replay(hparam_schedule, epochs, controller, population, space)
+  first = {**base, **sched[0]}
+  # Every value the schedule switches to is compiled in from the start.
+  candidates = {
+    name: tuple(dict.fromkeys(h[name] for h in [first, *sched] if name in h))
+    for name in ("activation", "loss", "optimizer")
+    if name in first
+  }
+  return [first], candidates, sched
+
+
+def _call_description(exp: Experiment, init: str, schedule: dict[str, Any]) -> dict[str, Any]:
+  """What ``config.json`` records of a :func:`tune` call (its objects by name)."""
+  data = exp.data
+  config = {
+    "api": "python",
+    "model": _qualname(exp.model),
+    "loss": _qualname(exp.loss),
+    "metric": _qualname(exp.metric),
+    "val_loss": _qualname(exp.val_loss),
+    "data": {
+      "name": data.name,
+      "task": data.task,
+      "train": data.num_train,
+      "val": data.num_val,
+      "test": data.num_test,
+      "input_shape": list(data.input_shape),
+      "digest": _digest(data),
+    },
+    "space": space_lib.to_config(exp.space),
+    "members": exp.members,
+    "population": len(exp.members),
+    "epochs": exp.epochs,
+    "seed": exp.seed,
+    "init": init,
+    "fitness": exp.fitness,
+    "mode": exp.mode,
+    "controller": exp.controller.settings(),
+    "schedule": schedule,
+    "eval_batch_size": exp.eval_batch_size,
+    "shard": exp.shard,
+    "report": exp.report,
+    "progress": exp.progress,
+    "tensorboard": exp.tensorboard,
+    "checkpoint": {"every": exp.checkpoint_every, "keep": exp.checkpoint_keep},
+  }
+  return json.loads(json.dumps(config, default=str))
