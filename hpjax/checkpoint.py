@@ -123,6 +123,48 @@ def _digest(names: Sequence[str], arrays: Sequence[np.ndarray]) -> str:
   return h.hexdigest()
 
 
+def _json_extra(extra: Any) -> dict[str, Any]:
+  """``extra`` as it will come back from the checkpoint (a JSON round trip)."""
+  extra = {} if extra is None else extra
+  if not isinstance(extra, Mapping):
+    raise CheckpointError(f"extra: must be a dict, got {type(extra).__name__}")
+  try:
+    return json.loads(json.dumps(dict(extra)))
+  except (TypeError, ValueError) as e:
+    raise CheckpointError(f"extra: not JSON-serialisable ({e})") from e
+
+
+def _checkpoint_metric(metric: Any) -> float | None:
+  """A checkpoint's metric as a float; None when absent or not finite (never the best)."""
+  if metric is None:
+    return None
+  try:
+    metric = float(metric)
+  except (TypeError, ValueError) as e:
+    raise CheckpointError(f"metric: must be a number or None, got {metric!r}") from e
+  return metric if math.isfinite(metric) else None
+
+
+def _host_groups(states: Sequence[Any]) -> tuple[dict[str, dict], list[dict]]:
+  """Every group state's leaves in host memory by name, and the manifest's entry of each."""
+  groups, manifest_groups = {}, []
+  for i, state in enumerate(states):
+    name = f"group_{i}"
+    names, leaves = _named_leaves(state, name)
+    host = _to_host(leaves)
+    groups[name] = dict(zip(names, host))
+    manifest_groups.append(
+      {
+        "name": name,
+        "leaves": [[n, list(a.shape), a.dtype.name] for n, a in zip(names, host)],
+        "digest": _digest(names, host),
+      }
+    )
+  if not groups:
+    raise CheckpointError("states: need at least one group state")
+  return groups, manifest_groups
+
+
 def _to_host(leaves: Sequence[Any]) -> list[np.ndarray]:
   # device_get starts all transfers before waiting on any; np.array then
   # makes a copy the caller's later donation cannot touch (see module doc).
@@ -548,40 +590,26 @@ class Checkpointer:
       return False
     if step == self._last_saved:
       return False
-    extra = {} if extra is None else extra
-    if not isinstance(extra, Mapping):
-      raise CheckpointError(f"extra: must be a dict, got {type(extra).__name__}")
-    try:
-      extra = json.loads(json.dumps(dict(extra)))
-    except (TypeError, ValueError) as e:
-      raise CheckpointError(f"extra: not JSON-serialisable ({e})") from e
-    if metric is not None:
-      try:
-        metric = float(metric)
-      except (TypeError, ValueError) as e:
-        raise CheckpointError(f"metric: must be a number or None, got {metric!r}") from e
-      if not math.isfinite(metric):
-        metric = None
-
-    groups, manifest_groups = {}, []
-    for i, state in enumerate(states):
-      name = f"group_{i}"
-      names, leaves = _named_leaves(state, name)
-      host = _to_host(leaves)
-      groups[name] = dict(zip(names, host))
-      manifest_groups.append(
-        {
-          "name": name,
-          "leaves": [[n, list(a.shape), a.dtype.name] for n, a in zip(names, host)],
-          "digest": _digest(names, host),
-        }
-      )
-    if not groups:
-      raise CheckpointError("states: need at least one group state")
+    extra = _json_extra(extra)
+    metric = _checkpoint_metric(metric)
+    groups, manifest_groups = _host_groups(states)
     manifest = {"format": FORMAT_VERSION, "step": step, "metric": metric, "groups": manifest_groups}
-
     # Waits for the previous save, so that its failure surfaces here.
     self.wait()
+    self._drop_steps_from(step)
+    if metric is not None:
+      self._metrics[step] = metric
+    self._write(step, groups, extra, manifest)
+    self._pending = step
+    self._last_saved = step
+    # Steps the policy dropped no longer need their metric.
+    kept = set(self._mngr.all_steps())
+    for s in [s for s in self._metrics if s not in kept]:
+      del self._metrics[s]
+    return True
+
+  def _drop_steps_from(self, step: int) -> None:
+    """Deletes the saved steps at or after ``step``: they belong to an abandoned run."""
     stale = [s for s in self.all_steps() if s >= step]
     if stale:
       logger.warning(
@@ -593,8 +621,9 @@ class Checkpointer:
       for s in stale:
         self._mngr.delete(s)
         self._metrics.pop(s, None)
-    if metric is not None:
-      self._metrics[step] = metric
+
+  def _write(self, step: int, groups: dict, extra: dict, manifest: dict) -> None:
+    """Starts the asynchronous write of checkpoint ``step`` (:meth:`wait` collects its outcome)."""
     self._save_errors.hold()  # released by wait()
     try:
       self._mngr.save(
@@ -614,13 +643,6 @@ class Checkpointer:
       raise CheckpointError(
         f"saving step {step} to {self.directory} failed: {_first_line(e)}"
       ) from e
-    self._pending = step
-    self._last_saved = step
-    # Steps the policy dropped no longer need their metric.
-    kept = set(self._mngr.all_steps())
-    for s in [s for s in self._metrics if s not in kept]:
-      del self._metrics[s]
-    return True
 
   def wait(self) -> None:
     """Blocks until the last asynchronous save is on disk.

@@ -239,6 +239,70 @@ def _fill(cfg: Any, default: Mapping, prefix: str, open_: tuple = _OPEN) -> dict
   return out
 
 
+def _check_data_section(cfg: dict[str, Any]) -> None:
+  """``config.data``'s fields (its ``source`` is checked with the other names of code)."""
+  if not isinstance(cfg["data"]["data_dir"], str):
+    raise error("data.data_dir", f"must be a path string, got {cfg['data']['data_dir']!r}")
+  image_size = _int(cfg, "data.image_size", 0)
+  if 0 < image_size < 8:
+    raise error("data.image_size", f"must be 0 (the source's own size) or >= 8, got {image_size}")
+  _float(cfg, "data.val_fraction", 0.0, 1.0, lo_open=True, hi_open=True)
+  _float(cfg, "data.test_fraction", 0.0, 1.0, hi_open=True)
+  if cfg["data"]["val_fraction"] + cfg["data"]["test_fraction"] >= 1.0:
+    raise error(
+      "data.test_fraction",
+      "val_fraction + test_fraction must be < 1, got "
+      f"{cfg['data']['val_fraction']:g} + {cfg['data']['test_fraction']:g}",
+    )
+  _int(cfg, "data.max_train", 0)
+  _int(cfg, "data.num_classes", 0)
+  _choice(cfg, "data.task", TASKS)
+
+
+def _check_model_section(cfg: dict[str, Any]) -> None:
+  """``config.model``: a factory's import string and the structural values."""
+  if _string(cfg, "model.factory"):
+    check_import_string(cfg["model"]["factory"], "model.factory")
+  for name, value in cfg["model"].items():
+    if name == "factory":
+      continue
+    if not isinstance(name, str) or not name.isidentifier():
+      raise error(
+        "model", f"field names must be identifiers (the factory's arguments), got {name!r}"
+      )
+    if name in hp_lib.BUILTIN:
+      hp_lib.BUILTIN[name].check(value, f"config.model.{name}")
+    elif not isinstance(value, (numbers.Real, str)):  # a bool is a Real
+      raise error(
+        f"model.{name}",
+        f"must be a number, a string or true/false (a structural "
+        f"argument of the model factory), got {value!r}",
+      )
+
+
+def _check_code_names(cfg: dict[str, Any]) -> None:
+  """``data.source``, ``loss`` and ``metric``: a built-in name or an import string."""
+  source = _string(cfg, "data.source")
+  if is_import_string(source):
+    check_import_string(source, "data.source")
+  elif ":" not in source and source.strip().lower().replace("-", "_") not in _SOURCES:
+    raise error(
+      "data.source",
+      f"unknown value {source!r}; allowed: {', '.join(_SOURCES)}, "
+      "npz:PATH, tfds:NAME, or an import string 'module.path:function'",
+    )
+  for field, builtin in (("loss", hp_lib.BUILTIN["loss"].choices), ("metric", METRICS)):
+    value = _string(cfg, field)
+    if value and not is_import_string(value) and value not in builtin:
+      raise error(
+        field,
+        f'unknown value {value!r}; allowed: "" (the default), '
+        f"{', '.join(builtin)}, or an import string 'module.path:name'",
+      )
+    if is_import_string(value):
+      check_import_string(value, field)
+
+
 def validate(config: Any) -> dict[str, Any]:
   """Checks a whole config and returns it as a plain dict with every field.
 
@@ -267,59 +331,10 @@ def validate(config: Any) -> dict[str, Any]:
   _int(cfg, "epochs", 1)
   _int(cfg, "batch_size", 1)
   _int(cfg, "eval_batch_size", 1)
-  if not isinstance(cfg["data"]["data_dir"], str):
-    raise error("data.data_dir", f"must be a path string, got {cfg['data']['data_dir']!r}")
-  image_size = _int(cfg, "data.image_size", 0)
-  if 0 < image_size < 8:
-    raise error("data.image_size", f"must be 0 (the source's own size) or >= 8, got {image_size}")
-  _float(cfg, "data.val_fraction", 0.0, 1.0, lo_open=True, hi_open=True)
-  _float(cfg, "data.test_fraction", 0.0, 1.0, hi_open=True)
-  if cfg["data"]["val_fraction"] + cfg["data"]["test_fraction"] >= 1.0:
-    raise error(
-      "data.test_fraction",
-      "val_fraction + test_fraction must be < 1, got "
-      f"{cfg['data']['val_fraction']:g} + {cfg['data']['test_fraction']:g}",
-    )
-  _int(cfg, "data.max_train", 0)
-  _int(cfg, "data.num_classes", 0)
-  _choice(cfg, "data.task", TASKS)
+  _check_data_section(cfg)
   _string(cfg, "fitness")
-  if _string(cfg, "model.factory"):
-    check_import_string(cfg["model"]["factory"], "model.factory")
-  for name, value in cfg["model"].items():
-    if name == "factory":
-      continue
-    if not isinstance(name, str) or not name.isidentifier():
-      raise error(
-        "model", f"field names must be identifiers (the factory's arguments), got {name!r}"
-      )
-    if name in hp_lib.BUILTIN:
-      hp_lib.BUILTIN[name].check(value, f"config.model.{name}")
-    elif not isinstance(value, (numbers.Real, str)):  # a bool is a Real
-      raise error(
-        f"model.{name}",
-        f"must be a number, a string or true/false (a structural "
-        f"argument of the model factory), got {value!r}",
-      )
-  source = _string(cfg, "data.source")
-  if is_import_string(source):
-    check_import_string(source, "data.source")
-  elif ":" not in source and source.strip().lower().replace("-", "_") not in _SOURCES:
-    raise error(
-      "data.source",
-      f"unknown value {source!r}; allowed: {', '.join(_SOURCES)}, "
-      "npz:PATH, tfds:NAME, or an import string 'module.path:function'",
-    )
-  for field, builtin in (("loss", hp_lib.BUILTIN["loss"].choices), ("metric", METRICS)):
-    value = _string(cfg, field)
-    if value and not is_import_string(value) and value not in builtin:
-      raise error(
-        field,
-        f'unknown value {value!r}; allowed: "" (the default), '
-        f"{', '.join(builtin)}, or an import string 'module.path:name'",
-      )
-    if is_import_string(value):
-      check_import_string(value, field)
+  _check_model_section(cfg)
+  _check_code_names(cfg)
   _choice(cfg, "schedule.kind", optim.SCHEDULES)
   _float(cfg, "schedule.warmup_epochs", 0.0)
   _float(cfg, "schedule.alpha", 0.0, 1.0)

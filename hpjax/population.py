@@ -589,19 +589,7 @@ class Population:
     traced = list(optim.HPARAMS) + list(self.traced)
     before = [dict(m) for m in self.members]
     for g in self.groups:
-      local = {m: j for j, m in enumerate(g.members)}
-      try:
-        index = [local[donors[m]] for m in g.members]
-      except KeyError:
-        bad = [m for m in g.members if donors[m] not in local][0]
-        raise ValueError(
-          f"donors: member {bad} cannot copy member {donors[bad]} (different structural group)"
-        ) from None
-      state = g.state
-      # Pad members (sharded groups) follow the group's first member.
-      index = distributed.pad_index(index, state.size)
-      if index != list(range(len(index))):
-        state = engine.take(state, index)
+      state = _donors_state(g, donors)
       current = {k: np.array(v) for k, v in self._host(engine.get_hparams(state)).items()}
       reset = np.zeros(state.size, bool)
       for j, m in enumerate(g.members):
@@ -615,40 +603,64 @@ class Population:
                 f"fixed by its group at {member[name]!r})"
               )
             continue
-          member[name] = h.check(value)
-          if name == "optimizer" and member[name] not in self.families:
-            raise ValueError(
-              f"optimizer: {member[name]!r} is not among the families compiled "
-              f"for this population {self.families}"
-            )
-          if name == "batch_size" and member[name] % self.micro:
-            raise ValueError(
-              f"batch_size: {member[name]} is not a multiple of {self.micro}, "
-              "the micro-batch compiled for this population"
-            )
+          member[name] = self._checked_value(name, h, value)
           number = hp_lib.encode(h, member[name], self._cands(name))
           if name == "optimizer":
             reset[j] = number != current[name][j]
           current[name][j] = number
         self.members[m] = member
-      mask = np.zeros(state.size, bool)
-      keys = np.zeros((state.size, 2), np.uint32)
-      for j, m in enumerate(g.members):
-        if m in new_keys:
-          mask[j], keys[j] = True, np.asarray(new_keys[m], np.uint32)
-      if self.mesh is not None:
-        n = len(g.members)
-        for v in list(current.values()) + [reset, mask, keys]:
-          v[n:] = v[0]
-        current, reset, mask, keys = distributed.put(
-          (current, reset, mask, keys), distributed.member_sharding(self.mesh)
-        )
-      state = engine.set_hparams(state, current)
-      if np.any(reset):
-        state = engine.reset_family(state, reset)
-      if np.any(mask):
-        state = engine.rekey(state, keys, mask, key_impls=g.fns.key_impls)
-      g.state = state
+      g.state = self._with_values(g, state, current, reset, new_keys)
+
+  def _checked_value(self, name: str, h: hp_lib.HParam, value: Any) -> Any:
+    """A traced hyperparameter's new value, checked against its entry and this population."""
+    value = h.check(value)
+    if name == "optimizer" and value not in self.families:
+      raise ValueError(
+        f"optimizer: {value!r} is not among the families compiled "
+        f"for this population {self.families}"
+      )
+    if name == "batch_size" and value % self.micro:
+      raise ValueError(
+        f"batch_size: {value} is not a multiple of {self.micro}, "
+        "the micro-batch compiled for this population"
+      )
+    return value
+
+  def _with_values(
+    self,
+    g: Group,
+    state: PopulationState,
+    current: dict[str, np.ndarray],
+    reset: np.ndarray,
+    new_keys: Mapping[int, Any],
+  ) -> PopulationState:
+    """``state`` with new traced values, keys and, where ``reset``, optimizer buffers.
+
+    Args:
+      g: the group.
+      state: its state, donors copied.
+      current: name -> ``[size]`` encoded traced values.
+      reset: bool ``[size]``: the members whose optimizer family changed.
+      new_keys: member -> PRNG key data replacing its keys.
+    """
+    mask = np.zeros(state.size, bool)
+    keys = np.zeros((state.size, 2), np.uint32)
+    for j, m in enumerate(g.members):
+      if m in new_keys:
+        mask[j], keys[j] = True, np.asarray(new_keys[m], np.uint32)
+    if self.mesh is not None:
+      n = len(g.members)
+      for v in list(current.values()) + [reset, mask, keys]:
+        v[n:] = v[0]
+      current, reset, mask, keys = distributed.put(
+        (current, reset, mask, keys), distributed.member_sharding(self.mesh)
+      )
+    state = engine.set_hparams(state, current)
+    if np.any(reset):
+      state = engine.reset_family(state, reset)
+    if np.any(mask):
+      state = engine.rekey(state, keys, mask, key_impls=g.fns.key_impls)
+    return state
 
   def compacted(self, keep: Sequence[int]) -> tuple[list[Group], list[dict], np.ndarray]:
     """The groups, members and ids that :meth:`compact` would leave (self unchanged)."""
@@ -756,3 +768,21 @@ def _stand_ins(tree: Any, n: int) -> Any:
 def _take_rows(tree: Any, index: np.ndarray) -> Any:
   """Every leaf's rows ``index`` (host numpy arrays)."""
   return jax.tree.map(lambda a: np.asarray(a)[index], tree)
+
+
+def _donors_state(g: Group, donors: Sequence[int]) -> PopulationState:
+  """The group's state with each member's row its donor's (donors must be in the group)."""
+  local = {m: j for j, m in enumerate(g.members)}
+  try:
+    index = [local[donors[m]] for m in g.members]
+  except KeyError:
+    bad = [m for m in g.members if donors[m] not in local][0]
+    raise ValueError(
+      f"donors: member {bad} cannot copy member {donors[bad]} (different structural group)"
+    ) from None
+  state = g.state
+  # Pad members (sharded groups) follow the group's first member.
+  index = distributed.pad_index(index, state.size)
+  if index != list(range(len(index))):
+    state = engine.take(state, index)
+  return state

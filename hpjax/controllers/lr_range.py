@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 
@@ -158,6 +159,45 @@ def analyse(
   Raises:
     ValueError: one line naming the bad argument.
   """
+  r, c = _checked_curves(rates, loss_curves)
+  n_points = c.shape[1]
+  if not base.is_int(tail) or not 1 <= tail <= n_points - 1:
+    raise ValueError(f"tail: must be an integer in [1, {n_points - 1}], got {tail!r}")
+  if not base.is_real(diverge_factor) or not math.isfinite(diverge_factor) or diverge_factor <= 1:
+    raise ValueError(f"diverge_factor: must be a finite number > 1, got {diverge_factor!r}")
+  base.check_between("range_fraction", range_fraction, 0, 1, lo_open=True)
+  base.check_between("min_progress", min_progress, 0, 1, hi_open=True)
+
+  order = np.argsort(r, kind="stable")
+  r, c = r[order], c[order]
+  final, slopes, blew_up = _measure(c, tail, diverge_factor)
+  best_rate, suggested = math.nan, (math.nan, math.nan)
+  no_progress = np.zeros(len(r), bool)
+  # A best rate must not have blown up and must actually have lowered the loss.
+  candidates = np.flatnonzero(~blew_up & (slopes > 0))
+  if candidates.size:
+    # argmax takes the first maximum: the lowest rate among equal slopes.
+    b = int(candidates[np.argmax(slopes[candidates])])
+    if slopes[b] >= min_progress:
+      # Above a rate that learnt, one that left its loss near the start is
+      # too high (e.g. collapsed to chance), not slow.
+      no_progress = (np.arange(len(r)) > b) & ~blew_up & (slopes < min_progress)
+    ok = ~blew_up & ~no_progress & (slopes >= range_fraction * slopes[b])
+    lo, hi = _grow(ok, b)
+    best_rate, suggested = float(r[b]), (float(r[lo]), float(r[hi]))
+  return RangeResult(
+    rates=r,
+    losses=final,
+    slopes=slopes,
+    best_rate=best_rate,
+    suggested_range=suggested,
+    diverged=blew_up | no_progress,
+    no_progress=no_progress,
+  )
+
+
+def _checked_curves(rates: Any, loss_curves: Any) -> tuple[np.ndarray, np.ndarray]:
+  """:func:`analyse`'s rates ``[n]`` and loss curves ``[n, n_points]`` as float64, checked."""
   try:
     r = np.asarray(rates, np.float64)
   except (TypeError, ValueError):
@@ -174,60 +214,36 @@ def analyse(
     raise ValueError("loss_curves: must be a 2-D array of numbers") from None
   if c.ndim != 2 or c.shape[0] != r.shape[0] or c.shape[1] < 2:
     raise ValueError(f"loss_curves: must have shape ({r.shape[0]}, n_points >= 2), got {c.shape}")
-  n_points = c.shape[1]
-  if not base.is_int(tail) or not 1 <= tail <= n_points - 1:
-    raise ValueError(f"tail: must be an integer in [1, {n_points - 1}], got {tail!r}")
-  if not base.is_real(diverge_factor) or not math.isfinite(diverge_factor) or diverge_factor <= 1:
-    raise ValueError(f"diverge_factor: must be a finite number > 1, got {diverge_factor!r}")
-  if not base.is_real(range_fraction) or not 0 < range_fraction <= 1:
-    raise ValueError(f"range_fraction: must be in (0, 1], got {range_fraction!r}")
-  if not base.is_real(min_progress) or not 0 <= min_progress < 1:
-    raise ValueError(f"min_progress: must be in [0, 1), got {min_progress!r}")
+  return r, c
 
-  order = np.argsort(r, kind="stable")
-  r, c = r[order], c[order]
+
+def _measure(
+  c: np.ndarray, tail: int, diverge_factor: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Per curve: the final loss and the slope (NaN where not finite), and whether it blew up."""
   first = c[:, 0]
   with np.errstate(invalid="ignore", over="ignore"):
-    final = c[:, n_points - tail :].mean(axis=1)
+    final = c[:, c.shape[1] - tail :].mean(axis=1)
   finite = np.all(np.isfinite(c), axis=1) & np.isfinite(final)
   final = np.where(finite, final, np.nan)
   # |first| keeps the sign of the comparison right should a loss be negative;
   # for the usual positive loss it reads ``final > diverge_factor * first``.
   rose = finite & (final - first > (diverge_factor - 1.0) * np.abs(first))
-  blew_up = ~finite | rose
   denom = np.abs(first)
   with np.errstate(invalid="ignore", divide="ignore"):
     slopes = np.where(denom > 0, (first - final) / np.where(denom > 0, denom, 1.0), 0.0)
-  slopes = np.where(finite, slopes, np.nan)
+  return final, np.where(finite, slopes, np.nan), ~finite | rose
 
-  best_rate, suggested = math.nan, (math.nan, math.nan)
-  no_progress = np.zeros(len(r), bool)
-  # A best rate must not have blown up and must actually have lowered the loss.
-  candidates = np.flatnonzero(~blew_up & (slopes > 0))
-  if candidates.size:
-    # argmax takes the first maximum: the lowest rate among equal slopes.
-    b = int(candidates[np.argmax(slopes[candidates])])
-    if slopes[b] >= min_progress:
-      # Above a rate that learnt, one that left its loss near the start is
-      # too high (e.g. collapsed to chance), not slow.
-      no_progress = (np.arange(len(r)) > b) & ~blew_up & (slopes < min_progress)
-    ok = ~blew_up & ~no_progress & (slopes >= range_fraction * slopes[b])
-    lo = b
-    while lo > 0 and ok[lo - 1]:
-      lo -= 1
-    hi = b
-    while hi < len(r) - 1 and ok[hi + 1]:
-      hi += 1
-    best_rate, suggested = float(r[b]), (float(r[lo]), float(r[hi]))
-  return RangeResult(
-    rates=r,
-    losses=final,
-    slopes=slopes,
-    best_rate=best_rate,
-    suggested_range=suggested,
-    diverged=blew_up | no_progress,
-    no_progress=no_progress,
-  )
+
+def _grow(ok: np.ndarray, b: int) -> tuple[int, int]:
+  """The widest run of ``ok`` positions around ``b``: its first and last position."""
+  lo = b
+  while lo > 0 and ok[lo - 1]:
+    lo -= 1
+  hi = b
+  while hi < len(ok) - 1 and ok[hi + 1]:
+    hi += 1
+  return lo, hi
 
 
 def _fmt(x: float) -> str:

@@ -227,19 +227,9 @@ def exploit_explore(
   Raises:
     ValueError: one line naming the bad argument.
   """
-  cfg.validate()
-  fitness_lib.check_mode(mode)
-  f = fitness_lib.as_array(fitness)
-  g = _check_members(f.shape[0], hparams, groups, rng)
-  space = space_lib.validate(space)
-  fixed = tuple(
-    dict.fromkeys(list(structural) + [k for k in space if space_lib.is_structural(k, space)])
+  f, g, space, fixed = _checked_inputs(
+    fitness, hparams, space, groups, cfg, rng, mode, structural, explore_fn is None
   )
-  # The default explore perturbs every vectorized dimension: each member needs its value.
-  _check_hparams(
-    hparams, [k for k in sorted(space) if k not in fixed] if explore_fn is None else []
-  )
-
   p = f.shape[0]
   donors = np.arange(p, dtype=np.int64)
   new_hparams = [dict(h) for h in hparams]
@@ -265,10 +255,27 @@ def exploit_explore(
   return Plan(donors, new_hparams, events)
 
 
-def _check_members(
-  p: int, hparams: Sequence[Any], groups: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
-  """Checks :func:`exploit_explore`'s member-count arguments; returns the groups as an array."""
+def _checked_inputs(
+  fitness: np.ndarray,
+  hparams: Sequence[Any],
+  space: Mapping[str, Any],
+  groups: np.ndarray,
+  cfg: PBT,
+  rng: np.random.Generator,
+  mode: str,
+  structural: Sequence[str],
+  default_explore: bool,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any], tuple[str, ...]]:
+  """Checks :func:`exploit_explore`'s arguments.
+
+  Returns:
+    The fitness and the groups as arrays, the validated space, and the names
+    an explore step must keep (the given ``structural`` and the space's).
+  """
+  cfg.validate()
+  fitness_lib.check_mode(mode)
+  f = fitness_lib.as_array(fitness)
+  p = f.shape[0]
   if not isinstance(rng, np.random.Generator):
     raise ValueError(f"rng: must be a numpy.random.Generator, got {type(rng).__name__}")
   if len(hparams) != p:
@@ -276,7 +283,13 @@ def _check_members(
   g = np.asarray(groups)
   if g.shape != (p,) or (p and not np.issubdtype(g.dtype, np.integer)):
     raise ValueError(f"groups: must be an int array of shape ({p},), got {g.dtype} {g.shape}")
-  return g
+  space = space_lib.validate(space)
+  fixed = tuple(
+    dict.fromkeys(list(structural) + [k for k in space if space_lib.is_structural(k, space)])
+  )
+  # The default explore perturbs every vectorized dimension: each member needs its value.
+  _check_hparams(hparams, [k for k in sorted(space) if k not in fixed] if default_explore else [])
+  return f, g, space, fixed
 
 
 def _check_hparams(hparams: Sequence[Any], needed: list[str]) -> None:

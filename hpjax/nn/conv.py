@@ -587,21 +587,37 @@ def conv(
   if impl == "slices" and option is not None:
     raise ValueError(f"conv: impl='slices' does not support {option}; use impl='auto'")
   if impl == "xla" or option is not None:
-    kw = (
-      {} if preferred_element_type is None else {"preferred_element_type": preferred_element_type}
-    )
-    return lax.conv_general_dilated(
-      x,
-      kernel,
-      _as_tuple(strides, nsp, "strides"),
-      lax_padding,
-      lhs_dilation=_as_tuple(input_dilation, nsp, "input_dilation"),
-      rhs_dilation=_as_tuple(kernel_dilation, nsp, "kernel_dilation"),
-      dimension_numbers=_channels_last(x.ndim),
-      feature_group_count=feature_group_count,
-      precision=precision,
-      **kw,
-    )
+    dilations = (input_dilation, kernel_dilation, feature_group_count)
+    return _lax_conv(x, kernel, strides, lax_padding, dilations, precision, preferred_element_type)
+  geo = _geometry(x, kernel, strides, lax_padding, precision)
+  dtype = jnp.result_type(x, kernel)
+  fn = _auto_fn(geo) if impl == "auto" else _slices_fn(geo)
+  return fn(x.astype(dtype), kernel.astype(dtype))
+
+
+def _lax_conv(
+  x, kernel, strides, lax_padding, dilations, precision, preferred_element_type
+) -> jax.Array:
+  """:func:`conv` as ``lax.conv_general_dilated`` (``dilations``: input, kernel, groups)."""
+  nsp = x.ndim - 2
+  input_dilation, kernel_dilation, feature_group_count = dilations
+  kw = {} if preferred_element_type is None else {"preferred_element_type": preferred_element_type}
+  return lax.conv_general_dilated(
+    x,
+    kernel,
+    _as_tuple(strides, nsp, "strides"),
+    lax_padding,
+    lhs_dilation=_as_tuple(input_dilation, nsp, "input_dilation"),
+    rhs_dilation=_as_tuple(kernel_dilation, nsp, "kernel_dilation"),
+    dimension_numbers=_channels_last(x.ndim),
+    feature_group_count=feature_group_count,
+    precision=precision,
+    **kw,
+  )
+
+
+def _geometry(x: jax.Array, kernel: jax.Array, strides, lax_padding, precision) -> _Geometry:
+  """The fast path's geometry of a 2-D convolution, its shapes checked."""
   if x.shape[-1] != kernel.shape[2]:
     raise ValueError(f"conv: input has {x.shape[-1]} channels, kernel expects {kernel.shape[2]}")
   strides = _as_tuple(strides, 2, "strides")
@@ -615,9 +631,7 @@ def conv(
       f"conv: kernel {kernel.shape[:2]} does not fit the padded input "
       f"{x.shape[1:3]} (padding {geo.padding})"
     )
-  dtype = jnp.result_type(x, kernel)
-  fn = _auto_fn(geo) if impl == "auto" else _slices_fn(geo)
-  return fn(x.astype(dtype), kernel.astype(dtype))
+  return geo
 
 
 class Conv(nnx.Conv):

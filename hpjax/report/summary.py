@@ -105,6 +105,49 @@ def _lr_range_result(run: Run) -> dict[str, Any] | None:
   }
 
 
+def _speed(run: Run) -> tuple[float | None, float | None]:
+  """The run's wall time (summary.json's, else the latest row's) and member steps per second."""
+  finished = run.summary is not None
+  walls = [_float(r.get("wall_s")) for r in run.rows]
+  walls = [w for w in walls if math.isfinite(w)]
+  wall = (
+    _float(run.summary.get("wall_time_s"))
+    if finished and "wall_time_s" in run.summary
+    else (max(walls) if walls else None)
+  )
+  steps_per_s = (
+    _float(run.summary.get("member_steps_per_s"))
+    if finished and "member_steps_per_s" in run.summary
+    else None
+  )
+  return wall, steps_per_s
+
+
+def _best_from_summary(run: Run, best: int, brow: Mapping[str, Any]) -> tuple[Any, Any, list[str]]:
+  """The best member's hyperparameters and test metrics, and the run's warnings.
+
+  Its last row's hyperparameters, else summary.json's when it names the same
+  member best; test metrics only from summary.json, for that same member (a
+  warning otherwise).
+  """
+  finished = run.summary is not None
+  hps = brow.get("hparams") if isinstance(brow.get("hparams"), Mapping) else None
+  if hps is None and finished and int(run.summary.get("best_member", -1)) == best:
+    hps = run.summary.get("hyperparameters")
+  test = None
+  warnings = list(run.warnings)
+  if finished and "test" in run.summary:
+    if int(run.summary.get("best_member", -1)) == best:
+      test = run.summary["test"]
+    else:
+      warnings.append(
+        f"summary.json names member {run.summary.get('best_member')} best "
+        f"(ranked after the final controller step); its test metrics are not "
+        f"shown for member {best}"
+      )
+  return hps, test, warnings
+
+
 def summarize(run: Run) -> dict[str, Any]:
   """What the run found, as a JSON-ready dict (NaN becomes None).
 
@@ -136,33 +179,9 @@ def summarize(run: Run) -> dict[str, Any]:
     run.epochs_done,
     int((run.summary or {}).get("epochs", 0) or 0),
   )
-  walls = [_float(r.get("wall_s")) for r in run.rows]
-  walls = [w for w in walls if math.isfinite(w)]
-  wall = (
-    _float(run.summary.get("wall_time_s"))
-    if finished and "wall_time_s" in run.summary
-    else (max(walls) if walls else None)
-  )
-  steps_per_s = (
-    _float(run.summary.get("member_steps_per_s"))
-    if finished and "member_steps_per_s" in run.summary
-    else None
-  )
+  wall, steps_per_s = _speed(run)
   searched = list(run.searched)
-  hps = brow.get("hparams") if isinstance(brow.get("hparams"), Mapping) else None
-  if hps is None and finished and int(run.summary.get("best_member", -1)) == best:
-    hps = run.summary.get("hyperparameters")
-  test = None
-  warnings = list(run.warnings)
-  if finished and "test" in run.summary:
-    if int(run.summary.get("best_member", -1)) == best:
-      test = run.summary["test"]
-    else:
-      warnings.append(
-        f"summary.json names member {run.summary.get('best_member')} best "
-        f"(ranked after the final controller step); its test metrics are not "
-        f"shown for member {best}"
-      )
+  hps, test, warnings = _best_from_summary(run, best, brow)
   out = {
     "workdir": os.path.abspath(run.workdir),
     "status": "finished" if finished else "partial",
