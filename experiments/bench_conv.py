@@ -55,6 +55,7 @@ _PARTS = flags.DEFINE_list("parts", ["layer", "alone", "cnn"], "Parts to run.")
 def _best_times(fns: dict, rounds: int, reps: int = 1) -> dict:
   """Seconds per call of each ``name -> (compiled, args)``: best round, variants in turn."""
   import jax  # pylint: disable=g-import-not-at-top
+
   for f, args in fns.values():
     jax.block_until_ready(f(*args))
   best = {name: float("inf") for name in fns}
@@ -70,6 +71,7 @@ def _best_times(fns: dict, rounds: int, reps: int = 1) -> dict:
 
 def _compile(fn, *args):
   import jax  # pylint: disable=g-import-not-at-top
+
   return jax.jit(fn).lower(*args).compile(), args
 
 
@@ -93,23 +95,23 @@ def _table(header: tuple, rows: list) -> str:
 
 def _part_layer(p: int, b: int, rounds: int) -> str:
   import jax  # pylint: disable=g-import-not-at-top
+  from jax import lax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from jax import lax  # pylint: disable=g-import-not-at-top
-  from hpjax import nn  # pylint: disable=g-import-not-at-top
+
   from hpjax.nn import conv  # pylint: disable=g-import-not-at-top
 
   rng = np.random.default_rng(0)
   xs = jnp.asarray(rng.normal(size=(p, b, 28, 28, 16)), jnp.float32)
   ks = jnp.asarray(rng.normal(size=(p, 3, 3, 16, 32)) * 0.1, jnp.float32)
   rs = jnp.asarray(rng.normal(size=(p, b, 28, 28, 32)), jnp.float32)
-  stock = lambda x, k: lax.conv_general_dilated(x, k, (1, 1), "SAME",
-                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  stock = lambda x, k: lax.conv_general_dilated(
+    x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
   variants = {
-      "stock `lax.conv_general_dilated` (grouped under vmap)": stock,
-      "`hpjax.nn.conv(impl='slices')`": lambda x, k: nn.conv(x, k, 1, "SAME", impl="slices"),
-      "`hpjax.nn.conv` (`impl='auto'`)": conv,
-      "`hpjax.nn.conv(impl='slices')`": lambda x, k: conv(x, k, impl="slices"),
+    "stock `lax.conv_general_dilated` (grouped under vmap)": stock,
+    "`hpjax.nn.conv(impl='slices')`": lambda x, k: conv(x, k, impl="slices"),
+    "`hpjax.nn.conv` (`impl='auto'`)": conv,
   }
 
   def step(fn, x_axis, wrt):
@@ -118,14 +120,17 @@ def _part_layer(p: int, b: int, rounds: int) -> str:
     return jax.vmap(g, in_axes=(x_axis, 0, 0))
 
   rows = []
-  for title, x_axis, wrt in (("own input; grads of input and kernel", 0, (0, 1)),
-                             ("shared input; grad of kernel", None, 1)):
+  for title, x_axis, wrt in (
+    ("own input; grads of input and kernel", 0, (0, 1)),
+    ("shared input; grad of kernel", None, 1),
+  ):
     x = xs if x_axis == 0 else xs[0]
     fns = {name: _compile(step(fn, x_axis, wrt), x, ks, rs) for name, fn in variants.items()}
     if x_axis == 0:
       with _slices_dx_without_col2im():
         fns["`hpjax.nn.conv(impl='slices')`, input gradient without col2im"] = _compile(
-            step(lambda x, k: conv(x, k, impl="slices"), 0, wrt), x, ks, rs)
+          step(lambda x, k: conv(x, k, impl="slices"), 0, wrt), x, ks, rs
+        )
     best = _best_times(fns, rounds)
     ref = best[next(iter(variants))]
     rows += [(title, name, f"{t * 1e3:.0f} ms", f"{ref / t:.2f}x") for name, t in best.items()]
@@ -134,17 +139,19 @@ def _part_layer(p: int, b: int, rounds: int) -> str:
 
 def _part_alone(b: int, steps: int, rounds: int) -> str:
   import jax  # pylint: disable=g-import-not-at-top
+  from jax import lax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from jax import lax  # pylint: disable=g-import-not-at-top
+
   from hpjax.nn import conv  # pylint: disable=g-import-not-at-top
 
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(b, 28, 28, 16)), jnp.float32)
   k = jnp.asarray(rng.normal(size=(3, 3, 16, 32)) * 0.1, jnp.float32)
   r = jnp.asarray(rng.normal(size=(b, 28, 28, 32)), jnp.float32)
-  stock = lambda x, k: lax.conv_general_dilated(x, k, (1, 1), "SAME",
-                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  stock = lambda x, k: lax.conv_general_dilated(
+    x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
   variants = {"stock `lax.conv_general_dilated`": stock, "`hpjax.nn.conv`": conv}
 
   def one(fn):
@@ -173,13 +180,14 @@ def _part_alone(b: int, steps: int, rounds: int) -> str:
 
 
 def _part_cnn(p: int, b: int, steps: int, rounds: int) -> str:
+  from flax import nnx  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
+  from jax import lax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  from jax import lax  # pylint: disable=g-import-not-at-top
-  import hpjax.nn  # pylint: disable=g-import-not-at-top
+
   from hpjax import nn  # pylint: disable=g-import-not-at-top
+  import hpjax.nn  # pylint: disable=g-import-not-at-top
 
   class CNN(nnx.Module):
     """conv16-pool-conv32-pool-dense64-dense10 on 28x28x1."""
@@ -218,8 +226,10 @@ def _part_cnn(p: int, b: int, steps: int, rounds: int) -> str:
 
     def epoch(prm, x, y):
       """``steps`` SGD steps of some members (leading member axis on prm, x, y)."""
+
       def body(prm, xy):
         return members_step(prm, *xy)
+
       return lax.scan(body, prm, (x, y))
 
     def run(prm, xs, ys):
@@ -232,7 +242,8 @@ def _part_cnn(p: int, b: int, steps: int, rounds: int) -> str:
       # Chunks of `chunk` members, one chunk's steps after another's (the
       # engine on CPU): a leading chunk axis on params (and own data).
       by_chunk = lambda a, axis: jnp.moveaxis(
-          a.reshape(a.shape[:axis] + (p // chunk, chunk) + a.shape[axis + 1:]), axis, 0)
+        a.reshape(a.shape[:axis] + (p // chunk, chunk) + a.shape[axis + 1 :]), axis, 0
+      )
       c_prm = jax.tree.map(lambda a: by_chunk(a, 0), prm)
       if shared:
         out = lax.map(lambda c: epoch(c, xs, ys), c_prm)
@@ -245,8 +256,11 @@ def _part_cnn(p: int, b: int, steps: int, rounds: int) -> str:
   # hpjax's own model layer (im2col by slices, what hpjax.models run) for
   # reference: same shapes and kernel init, a differently drawn bias (zeros).
   slices_conv = lambda cin, cout, ks, rngs: nn.Conv(cin, cout, ks, impl="slices", rngs=rngs)
-  convs = {"`nnx.Conv`": nnx.Conv, "`hpjax.nn.Conv`": hpjax.nn.Conv,
-           "`hpjax.nn.Conv(impl='slices')`": slices_conv}
+  convs = {
+    "`nnx.Conv`": nnx.Conv,
+    "`hpjax.nn.Conv`": hpjax.nn.Conv,
+    "`hpjax.nn.Conv(impl='slices')`": slices_conv,
+  }
   fns = {}
   for shared in (True, False):
     for chunk, scan in ((0, False), (0, True), (2, True)):
@@ -257,19 +271,30 @@ def _part_cnn(p: int, b: int, steps: int, rounds: int) -> str:
   for (shared, chunk, scan, name), t in best.items():
     ref = best[(shared, chunk, scan, "`nnx.Conv`")]
     how = (f"{steps} steps in `lax.scan`, " if scan else "one jitted step, ") + (
-        f"chunks of {chunk}" if chunk else "all members at once")
-    rows.append(("one shared" if shared else "own", how, name,
-                 f"{p * (steps if scan else 1) / t:.0f}", f"{ref / t:.2f}x"))
+      f"chunks of {chunk}" if chunk else "all members at once"
+    )
+    rows.append(
+      (
+        "one shared" if shared else "own",
+        how,
+        name,
+        f"{p * (steps if scan else 1) / t:.0f}",
+        f"{ref / t:.2f}x",
+      )
+    )
   return _table(("minibatch", "program", "conv layer", "member-steps/s", "vs nnx.Conv"), rows)
 
 
 def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
+
   cpu = platform.processor() or platform.machine()
-  print(f"jax {jax.__version__}, {jax.default_backend()} ({cpu}, {os.cpu_count()} cores),"
-        f" members={_MEMBERS.value}, batch={_BATCH.value}, rounds={_ROUNDS.value},"
-        f" steps={_STEPS.value}\n")
+  print(
+    f"jax {jax.__version__}, {jax.default_backend()} ({cpu}, {os.cpu_count()} cores),"
+    f" members={_MEMBERS.value}, batch={_BATCH.value}, rounds={_ROUNDS.value},"
+    f" steps={_STEPS.value}\n"
+  )
   for part in _PARTS.value:
     if part == "layer":
       print(f"(a) one conv layer, {_MEMBERS.value} members vmapped, 28x28x16 -> 32\n")
@@ -278,10 +303,10 @@ def main(argv):
       print("(b) one member alone, not vmapped, 28x28x16 -> 32\n")
       print(_part_alone(_BATCH.value, _STEPS.value, _ROUNDS.value) + "\n", flush=True)
     elif part == "cnn":
-      print(f"(c) small CNN, SGD, {_MEMBERS.value} members vmapped, {_STEPS.value} steps per"
-            " lax.scan\n")
-      print(_part_cnn(_MEMBERS.value, _BATCH.value, _STEPS.value, _ROUNDS.value) + "\n",
-            flush=True)
+      print(
+        f"(c) small CNN, SGD, {_MEMBERS.value} members vmapped, {_STEPS.value} steps per lax.scan\n"
+      )
+      print(_part_cnn(_MEMBERS.value, _BATCH.value, _STEPS.value, _ROUNDS.value) + "\n", flush=True)
     else:
       raise app.UsageError(f"--parts: unknown part {part!r}; allowed: layer, alone, cnn")
 

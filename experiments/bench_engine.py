@@ -13,6 +13,13 @@ chunks) on 32 members. Any flag of ``experiments/benchmark.py`` applies::
 from experiments import benchmark
 
 if __name__ == "__main__":
-  benchmark.cli("experiments.bench_engine", parts=("throughput", "levers"),
-                workloads=("digits28",), populations=(1, 32), steps={"digits28": 39},
-                torch_steps=40, lever_workload="digits28", lever_population=32)
+  benchmark.cli(
+    "experiments.bench_engine",
+    parts=("throughput", "levers"),
+    workloads=("digits28",),
+    populations=(1, 32),
+    steps={"digits28": 39},
+    torch_steps=40,
+    lever_workload="digits28",
+    lever_population=32,
+  )

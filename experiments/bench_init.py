@@ -15,5 +15,9 @@ batch sizes. Any flag of ``experiments/benchmark.py`` applies::
 from experiments import benchmark
 
 if __name__ == "__main__":
-  benchmark.cli("experiments.bench_init", parts=("programs",), programs_workload="digits8",
-                programs_population=8)
+  benchmark.cli(
+    "experiments.bench_init",
+    parts=("programs",),
+    programs_workload="digits8",
+    programs_population=8,
+  )

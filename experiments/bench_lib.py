@@ -21,6 +21,7 @@ before any backend starts.
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable, Iterator, Mapping, Sequence
 import dataclasses
 import importlib.util
 import json
@@ -33,12 +34,20 @@ import sys
 import time
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PARTS = ("throughput", "flops", "compile", "memory", "devices", "tta", "levers", "programs",
-         "stream")
+PARTS = (
+  "throughput",
+  "flops",
+  "compile",
+  "memory",
+  "devices",
+  "tta",
+  "levers",
+  "programs",
+  "stream",
+)
 DEFAULT_PARTS = ("throughput", "flops", "compile", "memory", "devices")
 ACTS = ("relu", "tanh", "sigmoid")
 OPTS = ("sgd", "rmsprop", "adam")
@@ -54,11 +63,17 @@ CHILD_MARK = "BENCHMARK_CHILD_JSON "
 # Options: one definition, flags and child arguments generated from it.
 
 
-def option(default: Any = dataclasses.MISSING,
-           help: str = "", *,  # pylint: disable=redefined-builtin
-           choices: Sequence[str] = (), factory: Callable[[], Any] | None = None,
-           parse: Callable[[str], Any] | None = None, fmt: Callable[[Any], str] | None = None,
-           repeat: bool = False, flag: bool = True) -> Any:
+def option(
+  default: Any = dataclasses.MISSING,
+  help: str = "",  # noqa: A002 - argparse's and absl's name for it
+  *,
+  choices: Sequence[str] = (),
+  factory: Callable[[], Any] | None = None,
+  parse: Callable[[str], Any] | None = None,
+  fmt: Callable[[Any], str] | None = None,
+  repeat: bool = False,
+  flag: bool = True,
+) -> Any:
   """A field of :class:`Options` with what its flag needs.
 
   Args:
@@ -101,51 +116,76 @@ class Options:
   """Everything a benchmark run needs; each field is also a flag of the same name."""
 
   parts: tuple[str, ...] = option(DEFAULT_PARTS, "Parts to run.", choices=PARTS)
-  populations: tuple[int, ...] = option((1, 8, 32, 128), "Population sizes P timed per workload "
-                                        "(P=1: members one at a time).")
-  workloads: tuple[str, ...] = option(WORKLOADS, "Workloads of the throughput and flops parts.",
-                                      choices=WORKLOADS)
+  populations: tuple[int, ...] = option(
+    (1, 8, 32, 128), "Population sizes P timed per workload (P=1: members one at a time)."
+  )
+  workloads: tuple[str, ...] = option(
+    WORKLOADS, "Workloads of the throughput and flops parts.", choices=WORKLOADS
+  )
   conv_impls: tuple[str, ...] = option(
-      ("slices",), "Convolution implementations timed by the throughput and flops parts (the "
-      "structural hyperparameter conv_impl); the other parts use the first.", choices=CONV_IMPLS)
+    ("slices",),
+    "Convolution implementations timed by the throughput and flops parts (the "
+    "structural hyperparameter conv_impl); the other parts use the first.",
+    choices=CONV_IMPLS,
+  )
   steps: dict[str, int] = option(
-      help="Training steps per timed call: N for every workload, or WORKLOAD=N items "
-      f"(defaults: {_fmt_steps(WORKLOAD_STEPS)}).", factory=dict, parse=_parse_steps,
-      fmt=_fmt_steps)
+    help="Training steps per timed call: N for every workload, or WORKLOAD=N items "
+    f"(defaults: {_fmt_steps(WORKLOAD_STEPS)}).",
+    factory=dict,
+    parse=_parse_steps,
+    fmt=_fmt_steps,
+  )
   batch_size: int = option(32, "Minibatch size of every member.")
   min_time: float = option(2.0, "Seconds of timed calls per measurement (at least).")
-  min_reps: int = option(3, "Timed calls per measurement (at least, while one call stays under "
-                         "max_time / min_reps seconds).")
-  max_time: float = option(15.0, "Seconds of timed calls beyond which fewer than min_reps calls "
-                           "are made.")
+  min_reps: int = option(
+    3,
+    "Timed calls per measurement (at least, while one call stays under "
+    "max_time / min_reps seconds).",
+  )
+  max_time: float = option(
+    15.0, "Seconds of timed calls beyond which fewer than min_reps calls are made."
+  )
   alone_members: int = option(4, "Members trained one at a time (hpjax P=1 and PyTorch).")
-  torch: str = option("auto", "PyTorch baselines: auto (when importable), on or off.",
-                      choices=("auto", "on", "off"))
+  torch: str = option(
+    "auto", "PyTorch baselines: auto (when importable), on or off.", choices=("auto", "on", "off")
+  )
   torch_steps: int = option(20, "Timed PyTorch steps per member.")
   torch_device: str = option("cpu", "PyTorch's device.", choices=("cpu", "cuda", "auto"))
-  torch_threads: int = option(0, "PyTorch intra-op threads; 0: the faster of 1 and torch's "
-                              "default by a short probe (on a shared machine torch's default of "
-                              "all cores can collapse when another process takes one).")
+  torch_threads: int = option(
+    0,
+    "PyTorch intra-op threads; 0: the faster of 1 and torch's "
+    "default by a short probe (on a shared machine torch's default of "
+    "all cores can collapse when another process takes one).",
+  )
   resnet: dict[str, Any] = option(
-      help="Structural hyperparameters (JSON) of the resnet32 workload's model.",
-      factory=lambda: {"family": "resnet"}, parse=json.loads, fmt=json.dumps)
+    help="Structural hyperparameters (JSON) of the resnet32 workload's model.",
+    factory=lambda: {"family": "resnet"},
+    parse=json.loads,
+    fmt=json.dumps,
+  )
   resnet_examples: int = option(512, "Generated 32x32x3 images (before the val/test split).")
   matmul_size: int = option(2048, "Side of the timed float32 matmul (the flops part's limit).")
   matmul_reps: int = option(5, "Timed matmuls (the best is kept).")
-  compile_config: str = option(os.path.join(ROOT, "experiments", "configs", "digits_pbt.py"),
-                               "Config file whose compile time the compile part measures.")
+  compile_config: str = option(
+    os.path.join(ROOT, "experiments", "configs", "digits_pbt.py"),
+    "Config file whose compile time the compile part measures.",
+  )
   compile_overrides: tuple[str, ...] = option(
-      (), "FIELD=VALUE changes to compile_config (repeatable).", repeat=True)
+    (), "FIELD=VALUE changes to compile_config (repeatable).", repeat=True
+  )
   memory_workload: str = option("digits28", "Workload of the memory part.", choices=WORKLOADS)
   memory_populations: tuple[int, ...] | None = option(
-      None, "Population sizes of the memory part (default: populations).")
+    None, "Population sizes of the memory part (default: populations)."
+  )
   device_counts: tuple[int, ...] = option((1, 2, 4), "Device counts D of the devices part.")
   device_population: int = option(32, "Members split over the devices.")
   device_workload: str = option("digits28", "Workload of the devices part.", choices=WORKLOADS)
   device_rounds: int = option(2, "Times each device count is measured, in turn (best kept).")
-  tta_config: str = option("experiments/configs/digits28_pbt.py",
-                           "hpjax's config of the time-to-accuracy run (the same space as "
-                           "Optuna's; e.g. experiments/configs/digits28_budget.py).")
+  tta_config: str = option(
+    "experiments/configs/digits28_pbt.py",
+    "hpjax's config of the time-to-accuracy run (the same space as "
+    "Optuna's; e.g. experiments/configs/digits28_budget.py).",
+  )
   tta_population: int = option(32, "hpjax members in the time-to-accuracy run.")
   tta_epochs: int = option(10, "Epochs (hpjax and each Optuna trial).")
   tta_trials: int = option(32, "Optuna trials.")
@@ -161,13 +201,16 @@ class Options:
   eval_batches: tuple[int, ...] = option((256, 64, 32), "Eval batch sizes of the programs part.")
   stream_workload: str = option("digits28", "Workload of the stream part.", choices=WORKLOADS)
   stream_population: int = option(32, "Members of the stream part.")
-  stream_rounds: int = option(3, "Epochs per variant of the stream part, taking turns (best "
-                              "kept).")
-  stream_calls: tuple[int, ...] = option((1, 4, 8, 39), "Batches per jitted call "
-                                         "(Stream.steps_per_call) timed by the stream part.")
-  cache_dir: str | None = option(None, "Persistent compilation cache of this process and the "
-                                 "children (default: a fresh temporary one, so compiles are "
-                                 "cold).")
+  stream_rounds: int = option(3, "Epochs per variant of the stream part, taking turns (best kept).")
+  stream_calls: tuple[int, ...] = option(
+    (1, 4, 8, 39), "Batches per jitted call (Stream.steps_per_call) timed by the stream part."
+  )
+  cache_dir: str | None = option(
+    None,
+    "Persistent compilation cache of this process and the "
+    "children (default: a fresh temporary one, so compiles are "
+    "cold).",
+  )
   argv: tuple[str, ...] = option((), flag=False)
 
   def steps_for(self, workload: str) -> int:
@@ -184,22 +227,40 @@ class Options:
       value = getattr(self, f.name)
       choices = f.metadata.get("choices")
       if choices:
-        for v in (value if isinstance(value, tuple) else (value,)):
+        for v in value if isinstance(value, tuple) else (value,):
           if v not in choices:
             raise ValueError(f"--{f.name}: unknown value {v!r}; allowed: {', '.join(choices)}")
     for name in ("populations", "device_counts", "eval_batches", "stream_calls"):
       values = getattr(self, name)
       if not values or min(values) < 1:
         raise ValueError(f"--{name}: must be positive integers, got {list(values)}")
-    if self.memory_populations is not None and (not self.memory_populations
-                                                or min(self.memory_populations) < 1):
-      raise ValueError(f"--memory_populations: must be positive integers, got "
-                       f"{list(self.memory_populations)}")
-    for name in ("batch_size", "min_reps", "alone_members", "torch_steps", "resnet_examples",
-                 "matmul_size", "matmul_reps", "device_population", "device_rounds",
-                 "tta_population", "tta_epochs", "tta_trials", "lever_population",
-                 "lever_rounds", "programs_population", "programs_rounds", "programs_reps",
-                 "stream_population", "stream_rounds"):
+    if self.memory_populations is not None and (
+      not self.memory_populations or min(self.memory_populations) < 1
+    ):
+      raise ValueError(
+        f"--memory_populations: must be positive integers, got {list(self.memory_populations)}"
+      )
+    for name in (
+      "batch_size",
+      "min_reps",
+      "alone_members",
+      "torch_steps",
+      "resnet_examples",
+      "matmul_size",
+      "matmul_reps",
+      "device_population",
+      "device_rounds",
+      "tta_population",
+      "tta_epochs",
+      "tta_trials",
+      "lever_population",
+      "lever_rounds",
+      "programs_population",
+      "programs_rounds",
+      "programs_reps",
+      "stream_population",
+      "stream_rounds",
+    ):
       if getattr(self, name) < 1:
         raise ValueError(f"--{name}: must be >= 1, got {getattr(self, name)}")
     if not self.conv_impls:
@@ -266,6 +327,7 @@ def define_flags(flag_values=None, **defaults: Any) -> None:
       main's own defaults).
   """
   from absl import flags  # pylint: disable=g-import-not-at-top
+
   flag_values = flags.FLAGS if flag_values is None else flag_values
   unknown = set(defaults) - {f.name for f, _ in _flag_fields()}
   if unknown:
@@ -278,8 +340,9 @@ def define_flags(flag_values=None, **defaults: Any) -> None:
     if f.metadata["repeat"]:
       flags.DEFINE_multi_string(f.name, list(value), help_text, flag_values=flag_values)
     else:
-      flags.DEFINE_string(f.name, None if value is None else codec.fmt(value), help_text,
-                          flag_values=flag_values)
+      flags.DEFINE_string(
+        f.name, None if value is None else codec.fmt(value), help_text, flag_values=flag_values
+      )
 
 
 def options_from_flags(flag_values=None, argv: Sequence[str] = ()) -> Options:
@@ -289,6 +352,7 @@ def options_from_flags(flag_values=None, argv: Sequence[str] = ()) -> Options:
     ValueError: a value that does not parse or is not allowed, naming the flag.
   """
   from absl import flags  # pylint: disable=g-import-not-at-top
+
   flag_values = flags.FLAGS if flag_values is None else flag_values
   values: dict[str, Any] = {}
   for f, codec in _flag_fields():
@@ -348,13 +412,16 @@ class Workload:
 def load_workload(name: str, opts: Options) -> Workload:
   """The dataset and model of a workload (``resnet32``: ``opts.resnet``, generated images)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   import hpjax  # pylint: disable=g-import-not-at-top
   from hpjax import hparams as hp_lib  # pylint: disable=g-import-not-at-top
+
   if name == "digits8":
     return Workload(name, hpjax.load_dataset("digits", seed=0), {}, "bench CNN, digits 8x8")
   if name == "digits28":
-    return Workload(name, hpjax.load_dataset("digits", image_size=28, seed=0), {},
-                    "bench CNN, digits 28x28")
+    return Workload(
+      name, hpjax.load_dataset("digits", image_size=28, seed=0), {}, "bench CNN, digits 28x28"
+    )
   if name == "resnet32":
     rng = np.random.default_rng(0)
     n = opts.resnet_examples
@@ -362,10 +429,13 @@ def load_workload(name: str, opts: Options) -> Workload:
     y = rng.integers(0, 10, n).astype(np.int32)
     structural = {k: hp_lib.lookup(k).check(v, f"--resnet: {k}") for k, v in opts.resnet.items()}
     m = {k: hp_lib.BUILTIN[k].default for k in hp_lib.MODEL_STRUCTURAL} | structural
-    desc = (f"ResNet depth {m['depth']} width {m['width']} x{m['convs_per_stage']} blocks"
-            f"{' BN' if m['batch_norm'] else ''}, random 32x32x3")
-    return Workload(name, hpjax.dataset_from_arrays("random32x32x3", x, y, seed=0), structural,
-                    desc)
+    desc = (
+      f"ResNet depth {m['depth']} width {m['width']} x{m['convs_per_stage']} blocks"
+      f"{' BN' if m['batch_norm'] else ''}, random 32x32x3"
+    )
+    return Workload(
+      name, hpjax.dataset_from_arrays("random32x32x3", x, y, seed=0), structural, desc
+    )
   raise ValueError(f"--workloads: unknown value {name!r}; allowed: {', '.join(WORKLOADS)}")
 
 
@@ -376,12 +446,20 @@ def members(n: int, batch_size: int, structural: Mapping[str, Any] | None = None
   log-spaced over ``n``, its activation and optimizer cycle with ``i``).
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   import hpjax  # pylint: disable=g-import-not-at-top
+
   lrs = np.logspace(-3.5, -1.5, n) if n > 1 else [1e-3]
-  return [hpjax.Member(learning_rate=float(lrs[i]), activation=ACTS[i % 3],
-                       optimizer=OPTS[(i // 3) % 3], batch_size=batch_size,
-                       **dict(structural or {}))
-          for i in range(n)]
+  return [
+    hpjax.Member(
+      learning_rate=float(lrs[i]),
+      activation=ACTS[i % 3],
+      optimizer=OPTS[(i // 3) % 3],
+      batch_size=batch_size,
+      **dict(structural or {}),
+    )
+    for i in range(n)
+  ]
 
 
 def one_member_population(data, structural: Mapping[str, Any], batch_size: int):
@@ -391,8 +469,13 @@ def one_member_population(data, structural: Mapping[str, Any], batch_size: int):
   not depend on P; :func:`init_states` builds states of any size with it.
   """
   import hpjax  # pylint: disable=g-import-not-at-top
-  return hpjax.Population(members(1, batch_size, structural), data,
-                          candidates={"activation": ACTS, "optimizer": OPTS}, mesh=None)
+
+  return hpjax.Population(
+    members(1, batch_size, structural),
+    data,
+    candidates={"activation": ACTS, "optimizer": OPTS},
+    mesh=None,
+  )
 
 
 def init_states(pop, group_members: Sequence[Any], size: int, spec=None) -> Iterator[Any]:
@@ -413,26 +496,30 @@ def init_states(pop, group_members: Sequence[Any], size: int, spec=None) -> Iter
       builds the states (default: the group's own).
   """
   from hpjax import engine  # pylint: disable=g-import-not-at-top
+
   (group,) = pop.groups
   fns = engine.group_functions(spec or group.fns.spec)
   hp = pop.hparam_arrays([pop.resolve(m) for m in group_members])
   keys = engine.member_keys(pop.seed, range(len(group_members)))
   for i in range(0, len(group_members), size):
-    yield fns.init(keys[i:i + size], {k: v[i:i + size] for k, v in hp.items()})
+    yield fns.init(keys[i : i + size], {k: v[i : i + size] for k, v in hp.items()})
 
 
 def training_slice(data, steps: int, batch_size: int):
   """The first ``steps x batch_size`` training examples: what one timed call trains on."""
   n = steps * batch_size
   if n > data.num_train:
-    raise ValueError(f"--steps: {steps} steps of {batch_size} need {n} training examples, "
-                     f"{data.name} has {data.num_train}")
+    raise ValueError(
+      f"--steps: {steps} steps of {batch_size} need {n} training examples, "
+      f"{data.name} has {data.num_train}"
+    )
   return data.x_train[:n], data.y_train[:n]
 
 
 def tree_bytes(tree) -> int:
   """Bytes of every array in ``tree``."""
   import jax  # pylint: disable=g-import-not-at-top
+
   return int(sum(a.nbytes for a in jax.tree.leaves(tree)))
 
 
@@ -469,8 +556,8 @@ def compile_epoch(train_epoch, state, x, y) -> Compiled:
   flops = cost(executable).get("flops")
   try:
     temp = int(executable.memory_analysis().temp_size_in_bytes)
-  except Exception:  # pylint: disable=broad-except
-    temp = None  # not every backend reports it
+  except Exception:  # noqa: BLE001 - not every backend reports it
+    temp = None
   return Compiled(executable, compile_s, None if flops is None else float(flops), temp)
 
 
@@ -481,6 +568,7 @@ def compile_epoch(train_epoch, state, x, y) -> Compiled:
 def seconds(call: Callable[[], Any]) -> float:
   """Wall seconds of ``call()`` until everything it returns is ready on the device."""
   import jax  # pylint: disable=g-import-not-at-top
+
   start = time.perf_counter()
   jax.block_until_ready(call())
   return time.perf_counter() - start
@@ -489,8 +577,10 @@ def seconds(call: Callable[[], Any]) -> float:
 def repetitions(first_s: float, opts: Options) -> int:
   """How many timed calls after a first one that took ``first_s`` seconds."""
   first_s = max(first_s, 1e-6)
-  return max(math.ceil(opts.min_time / first_s),
-             min(opts.min_reps, max(1, math.floor(opts.max_time / first_s))))
+  return max(
+    math.ceil(opts.min_time / first_s),
+    min(opts.min_reps, max(1, math.floor(opts.max_time / first_s))),
+  )
 
 
 def time_calls(call: Callable[[], Any], work: float, opts: Options) -> dict[str, Any]:
@@ -507,8 +597,12 @@ def time_calls(call: Callable[[], Any], work: float, opts: Options) -> dict[str,
   reps = repetitions(first, opts)
   while len(times) < reps:
     times.append(seconds(call))
-  return {"member_steps_per_s": work / statistics.median(times),
-          "best_member_steps_per_s": work / min(times), "call_s": times, "first_call_s": first}
+  return {
+    "member_steps_per_s": work / statistics.median(times),
+    "best_member_steps_per_s": work / min(times),
+    "call_s": times,
+    "first_call_s": first,
+  }
 
 
 def in_turn(calls: Mapping[str, Callable[[], Any]], reps: int) -> dict[str, list[float]]:
@@ -524,13 +618,14 @@ def matmul_rate(size: int, reps: int) -> dict[str, Any]:
   """The machine's float32 matmul rate through XLA (best of ``reps``)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   ka, kb = jax.random.split(jax.random.key(0))
   a = jax.random.normal(ka, (size, size), jnp.float32)
   b = jax.random.normal(kb, (size, size), jnp.float32)
   f = jax.jit(jnp.dot)
   jax.block_until_ready(f(a, b))
   best = min(in_turn({"matmul": lambda: f(a, b)}, reps)["matmul"])
-  return {"size": size, "reps": reps, "best_s": best, "flops_per_s": 2.0 * size ** 3 / best}
+  return {"size": size, "reps": reps, "best_s": best, "flops_per_s": 2.0 * size**3 / best}
 
 
 # ---------------------------------------------------------------------------
@@ -560,12 +655,20 @@ def load_config(path: str, overrides: Sequence[str] = ()):
 def compile_events() -> dict[str, float]:
   """A dict that sums JAX's compile-related durations and counts cache hits from now on."""
   import jax  # pylint: disable=g-import-not-at-top
-  sums = {"trace_s": 0.0, "lower_s": 0.0, "backend_compile_s": 0.0, "cache_hits": 0,
-          "cache_retrieval_s": 0.0}
-  names = {"/jax/core/compile/jaxpr_trace_duration": "trace_s",
-           "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower_s",
-           "/jax/core/compile/backend_compile_duration": "backend_compile_s",
-           "/jax/compilation_cache/cache_retrieval_time_sec": "cache_retrieval_s"}
+
+  sums = {
+    "trace_s": 0.0,
+    "lower_s": 0.0,
+    "backend_compile_s": 0.0,
+    "cache_hits": 0,
+    "cache_retrieval_s": 0.0,
+  }
+  names = {
+    "/jax/core/compile/jaxpr_trace_duration": "trace_s",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower_s",
+    "/jax/core/compile/backend_compile_duration": "backend_compile_s",
+    "/jax/compilation_cache/cache_retrieval_time_sec": "cache_retrieval_s",
+  }
 
   def on_duration(event, duration, **kw):
     del kw
@@ -609,26 +712,40 @@ def reset_peak_rss() -> bool:
 def device_peak() -> int | None:
   """The first device's peak memory in use, where the backend reports it."""
   import jax  # pylint: disable=g-import-not-at-top
+
   stats = jax.devices()[0].memory_stats() or {}
   v = stats.get("peak_bytes_in_use")
   return int(v) if v is not None else None
 
 
-def whole_process(cmd: Sequence[str], timeout: float = 3600,
-                  env: Mapping[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess]:
+def whole_process(
+  cmd: Sequence[str], timeout: float = 3600, env: Mapping[str, str] | None = None
+) -> tuple[float, subprocess.CompletedProcess]:
   """Runs a command from the repository root; returns (wall seconds, the completed process).
 
   The wall time is the whole process's: interpreter start, imports, data,
   compiles and the end included, what a user waits for.
   """
   start = time.perf_counter()
-  r = subprocess.run(list(cmd), cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                     env=dict(os.environ, PYTHONUNBUFFERED="1", **dict(env or {})), check=False)
+  r = subprocess.run(
+    list(cmd),
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    env=dict(os.environ, PYTHONUNBUFFERED="1", **dict(env or {})),
+    check=False,
+  )
   return time.perf_counter() - start, r
 
 
-def run_child(kind: str, opts: Options, extra: Sequence[str] = (), timeout: float = 900,
-              env: Mapping[str, str] | None = None) -> dict[str, Any]:
+def run_child(
+  kind: str,
+  opts: Options,
+  extra: Sequence[str] = (),
+  timeout: float = 900,
+  env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
   """Runs ``python -m experiments.benchmark --child=KIND`` with ``opts``; returns its JSON.
 
   Args:
@@ -638,16 +755,23 @@ def run_child(kind: str, opts: Options, extra: Sequence[str] = (), timeout: floa
     timeout: seconds.
     env: additions to (or replacements in) this process's environment.
   """
-  cmd = [sys.executable, "-m", "experiments.benchmark", f"--child={kind}", *to_argv(opts),
-         *extra]
+  cmd = [sys.executable, "-m", "experiments.benchmark", f"--child={kind}", *to_argv(opts), *extra]
   start = time.perf_counter()
-  r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                     env=dict(os.environ, PYTHONUNBUFFERED="1", **dict(env or {})), check=False)
+  r = subprocess.run(
+    cmd,
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    env=dict(os.environ, PYTHONUNBUFFERED="1", **dict(env or {})),
+    check=False,
+  )
   wall = time.perf_counter() - start
   lines = [l for l in r.stdout.splitlines() if l.startswith(CHILD_MARK)]
   if r.returncode != 0 or not lines:
-    raise RuntimeError(f"benchmark child {kind!r} failed (exit {r.returncode}):\n"
-                       + r.stderr[-3000:])
-  out = json.loads(lines[-1][len(CHILD_MARK):])
+    raise RuntimeError(
+      f"benchmark child {kind!r} failed (exit {r.returncode}):\n" + r.stderr[-3000:]
+    )
+  out = json.loads(lines[-1][len(CHILD_MARK) :])
   out["process_wall_s"] = wall
   return out

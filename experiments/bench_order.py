@@ -12,5 +12,11 @@ flag of ``experiments/benchmark.py`` applies::
 from experiments import benchmark
 
 if __name__ == "__main__":
-  benchmark.cli("experiments.bench_order", parts=("levers",), lever_workload="digits28",
-                lever_population=32, lever_rounds=3, steps={"digits28": 39})
+  benchmark.cli(
+    "experiments.bench_order",
+    parts=("levers",),
+    lever_workload="digits28",
+    lever_population=32,
+    lever_rounds=3,
+    steps={"digits28": 39},
+  )

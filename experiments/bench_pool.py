@@ -56,8 +56,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import hpjax
-from hpjax import population as pop_lib
 from hpjax import nn
+from hpjax import population as pop_lib
 from hpjax.nn import pooling
 
 _POP = flags.DEFINE_integer("population", 32, "Members trained side by side.")
@@ -66,8 +66,11 @@ _ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating rounds per part.")
 _POOL_REPS = flags.DEFINE_integer("pool_reps", 10, "Timed pooling calls per rule and round.")
 _PARTS = flags.DEFINE_list("parts", ["pool", "train"], "Parts to run: pool, train.")
 _MAX_TRAIN = flags.DEFINE_integer(
-    "max_train", None, "Train part: keep this many training examples (shorter epochs, so "
-    "that the rules take turns more often on a noisy machine); default all.")
+  "max_train",
+  None,
+  "Train part: keep this many training examples (shorter epochs, so "
+  "that the rules take turns more often on a noisy machine); default all.",
+)
 
 ACTS = ("relu", "tanh", "sigmoid")
 OPTS = ("sgd", "rmsprop", "adam")
@@ -139,12 +142,12 @@ def _make_rule(bwd_rule):
 
 
 RULES = {
-    "all: every tied maximum gets it (before)": _make_rule(_bwd_all),
-    "split: tied maxima share it": _make_rule(_bwd_split),
-    "first: the first maximum gets it": _make_rule(_bwd_first),
-    # hpjax's own: the forward keeps the first maximum's position, the
-    # backward selects by it.
-    "first, position kept (hpjax now)": pooling._max_pool_tiled,  # pylint: disable=protected-access
+  "all: every tied maximum gets it (before)": _make_rule(_bwd_all),
+  "split: tied maxima share it": _make_rule(_bwd_split),
+  "first: the first maximum gets it": _make_rule(_bwd_first),
+  # hpjax's own: the forward keeps the first maximum's position, the
+  # backward selects by it.
+  "first, position kept (hpjax now)": pooling._max_pool_tiled,  # pylint: disable=protected-access
 }
 
 
@@ -166,8 +169,9 @@ def _pool_inputs(data, p: int):
   w1 = jax.random.normal(k1, (p, 3, 3, x.shape[-1], 16)) / 3.0
   w2 = jax.random.normal(k2, (p, 3, 3, 16, 32)) / 12.0
   a1 = jax.jit(jax.vmap(lambda w: jax.nn.relu(nn.conv(x, w, 1, "SAME", impl="slices"))))(w1)
-  a2 = jax.jit(jax.vmap(lambda a, w: jax.nn.relu(nn.conv(nn.max_pool(a, 2), w, 1, "SAME", impl="slices"))))(
-      a1, w2)
+  a2 = jax.jit(
+    jax.vmap(lambda a, w: jax.nn.relu(nn.conv(nn.max_pool(a, 2), w, 1, "SAME", impl="slices")))
+  )(a1, w2)
   return {"first pool": a1, "second pool": a2}
 
 
@@ -175,7 +179,7 @@ def _tied_windows(a) -> float:
   """Fraction of 2x2 windows whose maximum occurs more than once."""
   a = np.asarray(a)
   h, w, c = a.shape[-3:]
-  r = a[..., :h // 2 * 2, :w // 2 * 2, :].reshape(-1, h // 2, 2, w // 2, 2, c)
+  r = a[..., : h // 2 * 2, : w // 2 * 2, :].reshape(-1, h // 2, 2, w // 2, 2, c)
   hits = (r == r.max(axis=(2, 4), keepdims=True)).sum(axis=(2, 4))
   return float(np.mean(hits > 1))
 
@@ -184,12 +188,13 @@ def _max_pool_same_maximum(x, window=3):
   """``max_pool_same`` before issue 12: a chain of ``jnp.maximum``."""
   b, h, w, c = x.shape
   lo, wlo = (window - 1) // 2, (window - 1) // 2
-  xp = jnp.pad(x, ((0, 0), (lo, window - 1 - lo), (wlo, window - 1 - wlo), (0, 0)),
-               constant_values=-jnp.inf)
+  xp = jnp.pad(
+    x, ((0, 0), (lo, window - 1 - lo), (wlo, window - 1 - wlo), (0, 0)), constant_values=-jnp.inf
+  )
   out = None
   for i in range(window):
     for j in range(window):
-      s = xp[:, i:i + h, j:j + w, :]
+      s = xp[:, i : i + h, j : j + w, :]
       out = s if out is None else jnp.maximum(out, s)
   return out
 
@@ -210,9 +215,11 @@ def _median_ms(fns, *args):
 
 def _fwd_bwd(pool):
   """Vmapped over members: the pooled output and the input's gradient."""
+
   def f(x, g):
     y, vjp = jax.vjp(pool, x)
     return y, vjp(g)[0]
+
   return jax.jit(jax.vmap(f))
 
 
@@ -220,22 +227,29 @@ def _pool_part(data, p: int):
   inputs = _pool_inputs(data, p)
   rows = []
   for shape_name, a in inputs.items():
-    g = jax.random.normal(jax.random.key(1), (a.shape[0], a.shape[1], a.shape[2] // 2,
-                                              a.shape[3] // 2, a.shape[4]))
-    both = _median_ms({name: _fwd_bwd(lambda x, pool=pool: pool(x, 2, 2))
-                       for name, pool in RULES.items()}, a, g)
-    fwd = _median_ms({name: jax.jit(jax.vmap(lambda x, pool=pool: pool(x, 2, 2)))
-                      for name, pool in RULES.items()}, a)
+    g = jax.random.normal(
+      jax.random.key(1), (a.shape[0], a.shape[1], a.shape[2] // 2, a.shape[3] // 2, a.shape[4])
+    )
+    both = _median_ms(
+      {name: _fwd_bwd(lambda x, pool=pool: pool(x, 2, 2)) for name, pool in RULES.items()}, a, g
+    )
+    fwd = _median_ms(
+      {name: jax.jit(jax.vmap(lambda x, pool=pool: pool(x, 2, 2))) for name, pool in RULES.items()},
+      a,
+    )
     shape = "x".join(str(d) for d in a.shape)
     for name in RULES:
-      rows.append((f"max_pool, {shape_name} {shape}", _tied_windows(a), name, both[name],
-                   fwd[name]))
+      rows.append(
+        (f"max_pool, {shape_name} {shape}", _tied_windows(a), name, both[name], fwd[name])
+      )
       print(rows[-1], flush=True)
   # max_pool_same (3x3, stride 1; the Inception pool branch) on the second input.
   a = inputs["second pool"]
   g = jax.random.normal(jax.random.key(2), a.shape)
-  same = {"jnp.maximum chain: ties split 0.5 / 0.5 per step (before)": _max_pool_same_maximum,
-          "first: separable chain of selects (hpjax now)": nn.max_pool_same}
+  same = {
+    "jnp.maximum chain: ties split 0.5 / 0.5 per step (before)": _max_pool_same_maximum,
+    "first: separable chain of selects (hpjax now)": nn.max_pool_same,
+  }
   both = _median_ms({name: _fwd_bwd(f) for name, f in same.items()}, a, g)
   fwd = _median_ms({name: jax.jit(jax.vmap(f)) for name, f in same.items()}, a)
   shape = "x".join(str(d) for d in a.shape)
@@ -244,8 +258,10 @@ def _pool_part(data, p: int):
     print(rows[-1], flush=True)
   n = _ROUNDS.value * _POOL_REPS.value
   print(f"\nms per call, median of {n}\n")
-  print("| pooling, input (members x batch x H x W x C) | 2x2 windows with ties | rule "
-        "| forward + backward | forward |")
+  print(
+    "| pooling, input (members x batch x H x W x C) | 2x2 windows with ties | rule "
+    "| forward + backward | forward |"
+  )
   print("| --- | --- | --- | --- | --- |")
   for what, tied, name, ms, fwd_ms in rows:
     tied = "" if np.isnan(tied) else f"{100 * tied:.0f}%"
@@ -254,8 +270,15 @@ def _pool_part(data, p: int):
 
 def _train_part(data, p: int):
   lrs = np.logspace(-3.5, -1.5, p)
-  members = [hpjax.Member(learning_rate=float(lrs[i]), activation=ACTS[i % 3],
-                          optimizer=OPTS[(i // 3) % 3], batch_size=32) for i in range(p)]
+  members = [
+    hpjax.Member(
+      learning_rate=float(lrs[i]),
+      activation=ACTS[i % 3],
+      optimizer=OPTS[(i // 3) % 3],
+      batch_size=32,
+    )
+    for i in range(p)
+  ]
   group = hpjax.Population(members, data, seed=0, mesh=None).groups[0]
   steps = data.num_train // 32
   fns, states, kernels = {}, {}, {}
@@ -263,7 +286,8 @@ def _train_part(data, p: int):
     with _rule(pool):
       # A fresh, uncached set of group functions, traced with this rule.
       fns[name] = pop_lib._group_functions.__wrapped__(  # pylint: disable=protected-access
-          group.fns.spec, None)
+        group.fns.spec, None
+      )
       state = pop_lib.take(group.state, np.arange(p))  # a copy: train_epoch donates it
       state, m = fns[name].train_epoch(state, data.x_train, data.y_train)  # compile + warm up
       jax.block_until_ready(m)
@@ -272,8 +296,10 @@ def _train_part(data, p: int):
   # The rules must have changed the trained weights (else the patch missed).
   ref = kernels[next(iter(RULES))]
   for name in list(RULES)[1:]:
-    print(f"after the warm-up epoch, first conv kernel, max |{name} - all|: "
-          f"{np.max(np.abs(kernels[name] - ref)):.3g}")
+    print(
+      f"after the warm-up epoch, first conv kernel, max |{name} - all|: "
+      f"{np.max(np.abs(kernels[name] - ref)):.3g}"
+    )
   rates = {name: [] for name in RULES}
   cpu_ms = {name: [] for name in RULES}  # process CPU time (all threads) per population step
   for _ in range(_ROUNDS.value):
@@ -284,16 +310,22 @@ def _train_part(data, p: int):
       rates[name].append(p * steps / (time.perf_counter() - t0))
       cpu_ms[name].append(1e3 * (time.process_time() - c0) / steps)
   first = next(iter(RULES))
-  print(f"\nbench CNN {_SIZE.value}x{_SIZE.value}, P={p}, batch 32, {steps} steps/epoch; "
-        f"{_ROUNDS.value} epochs per rule, taking turns\n")
-  print("| rule | member-steps/s, best | median | vs before, median of the rounds' ratios "
-        "| CPU ms per population step, median | vs before |")
+  print(
+    f"\nbench CNN {_SIZE.value}x{_SIZE.value}, P={p}, batch 32, {steps} steps/epoch; "
+    f"{_ROUNDS.value} epochs per rule, taking turns\n"
+  )
+  print(
+    "| rule | member-steps/s, best | median | vs before, median of the rounds' ratios "
+    "| CPU ms per population step, median | vs before |"
+  )
   print("| --- | --- | --- | --- | --- | --- |")
   for name, r in rates.items():
     ratio = statistics.median(x / y for x, y in zip(r, rates[first]))
     cpu_ratio = statistics.median(x / y for x, y in zip(cpu_ms[name], cpu_ms[first]))
-    print(f"| {name} | {max(r):.1f} | {statistics.median(r):.1f} | {ratio:.3f} "
-          f"| {statistics.median(cpu_ms[name]):.0f} | {cpu_ratio:.3f} |")
+    print(
+      f"| {name} | {max(r):.1f} | {statistics.median(r):.1f} | {ratio:.3f} "
+      f"| {statistics.median(cpu_ms[name]):.0f} | {cpu_ratio:.3f} |"
+    )
   print("\nevery epoch, in turn: member-steps/s (CPU ms per population step)")
   for name, r in rates.items():
     print(f"  {name}: " + ", ".join(f"{x:.0f} ({c:.0f})" for x, c in zip(r, cpu_ms[name])))
@@ -303,14 +335,18 @@ def main(argv):
   del argv
   data = hpjax.load_dataset("digits", image_size=None if _SIZE.value == 8 else _SIZE.value)
   p = _POP.value
-  print(f"{jax.default_backend()} ({jax.devices()[0].device_kind}), "
-        f"{platform.processor() or platform.machine()}, jax {jax.__version__}", flush=True)
+  print(
+    f"{jax.default_backend()} ({jax.devices()[0].device_kind}), "
+    f"{platform.processor() or platform.machine()}, jax {jax.__version__}",
+    flush=True,
+  )
   if "pool" in _PARTS.value:
     _pool_part(data, p)
   if "train" in _PARTS.value:
     if _MAX_TRAIN.value:
-      data = hpjax.load_dataset("digits", image_size=None if _SIZE.value == 8 else _SIZE.value,
-                                max_train=_MAX_TRAIN.value)
+      data = hpjax.load_dataset(
+        "digits", image_size=None if _SIZE.value == 8 else _SIZE.value, max_train=_MAX_TRAIN.value
+      )
     _train_part(data, p)
 
 

@@ -102,6 +102,7 @@ this app with other default parts and sizes.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 import dataclasses
 import datetime
 import functools
@@ -114,11 +115,11 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
 from typing import Any
 
 from experiments import bench_lib
-from experiments.bench_lib import ACTS, Options
+from experiments.bench_lib import ACTS
+from experiments.bench_lib import Options
 
 CHILDREN = ("compile", "memory", "devices", "programs")
 
@@ -187,7 +188,7 @@ def flops_per_member_step(pop, p1: Prepared, opts: Options) -> dict[str, Any]:
   b = opts.batch_size
 
   def lowered_flops(s):
-    lowered = g.fns.train_epoch.lower(g.state, pop.data.x_train[:s * b], pop.data.y_train[:s * b])
+    lowered = g.fns.train_epoch.lower(g.state, pop.data.x_train[: s * b], pop.data.y_train[: s * b])
     return float(bench_lib.cost(lowered).get("flops", float("nan")))
 
   one, two = lowered_flops(1), lowered_flops(2)
@@ -195,14 +196,19 @@ def flops_per_member_step(pop, p1: Prepared, opts: Options) -> dict[str, Any]:
   total = p1.compiled.flops
   steps = p1.steps
   per_step = None if total is None else (total / steps if counts_trips else total)
-  return {"flops_per_member_step": per_step, "compiled_epoch_flops": total,
-          "steps_in_epoch": steps, "loop_counted_per_trip": counts_trips,
-          "lowered_1_step_flops": one, "lowered_2_step_flops": two}
+  return {
+    "flops_per_member_step": per_step,
+    "compiled_epoch_flops": total,
+    "steps_in_epoch": steps,
+    "loop_counted_per_trip": counts_trips,
+    "lowered_1_step_flops": one,
+    "lowered_2_step_flops": two,
+  }
 
 
 def _torch_available() -> bool:
   try:
-    import torch  # pylint: disable=g-import-not-at-top,unused-import
+    import torch  # noqa: F401  # pylint: disable=g-import-not-at-top
   except ImportError:
     return False
   return True
@@ -221,13 +227,22 @@ class TorchBaseline:
   def __init__(self, workload: bench_lib.Workload, opts: Options):
     import numpy as np  # pylint: disable=g-import-not-at-top
     import torch  # pylint: disable=g-import-not-at-top
+
     from experiments import torch_baseline  # pylint: disable=g-import-not-at-top
+
     self._tb = torch_baseline
     self._torch = torch
     self.opts = opts
-    self.members = [dict(activation=m.activation, optimizer=m.optimizer, lr=m.learning_rate,
-                         batch_size=m.batch_size, model=dict(workload.structural))
-                    for m in bench_lib.members(opts.alone_members, opts.batch_size)]
+    self.members = [
+      dict(
+        activation=m.activation,
+        optimizer=m.optimizer,
+        lr=m.learning_rate,
+        batch_size=m.batch_size,
+        model=dict(workload.structural),
+      )
+      for m in bench_lib.members(opts.alone_members, opts.batch_size)
+    ]
     self.x = np.asarray(workload.data.x_train)
     self.y = np.asarray(workload.data.y_train)
     self.device = torch_baseline.resolve_device(opts.torch_device)
@@ -247,8 +262,9 @@ class TorchBaseline:
       self._tb.train_member(self.x, self.y, max_steps=3, device=self.device, **self.members[0])
       rates = []
       for i, m in enumerate(self.members):
-        r = self._tb.train_member(self.x, self.y, max_steps=self.opts.torch_steps, seed=i,
-                                  device=self.device, **m)
+        r = self._tb.train_member(
+          self.x, self.y, max_steps=self.opts.torch_steps, seed=i, device=self.device, **m
+        )
         rates.append(r["steps"] / r["seconds"])
     finally:
       self._torch.set_num_threads(self.default_threads)
@@ -258,22 +274,31 @@ class TorchBaseline:
 
   def result(self) -> dict[str, Any]:
     """The baseline: the median over all members of all rounds."""
-    return {"member_steps_per_s": statistics.median(self.rates),
-            "best_member_steps_per_s": max(self.rates), "rounds": self.rounds,
-            "threads": self.threads, "thread_probe": {str(k): v for k, v in self.probe.items()},
-            "device": self.device, "members": len(self.members),
-            "steps_per_member": self.opts.torch_steps, "version": self._torch.__version__}
+    return {
+      "member_steps_per_s": statistics.median(self.rates),
+      "best_member_steps_per_s": max(self.rates),
+      "rounds": self.rounds,
+      "threads": self.threads,
+      "thread_probe": {str(k): v for k, v in self.probe.items()},
+      "device": self.device,
+      "members": len(self.members),
+      "steps_per_member": self.opts.torch_steps,
+      "version": self._torch.__version__,
+    }
 
 
-def probe_torch_threads(x, y, member: dict[str, Any], device: str = "cpu",
-                        steps: int = 8) -> tuple[int, dict[int, float]]:
+def probe_torch_threads(
+  x, y, member: dict[str, Any], device: str = "cpu", steps: int = 8
+) -> tuple[int, dict[int, float]]:
   """The faster torch thread count, 1 or torch's default, by a short probe.
 
   Returns:
     ``(threads, {threads: member-steps/s probed})``.
   """
   import torch  # pylint: disable=g-import-not-at-top
+
   from experiments import torch_baseline  # pylint: disable=g-import-not-at-top
+
   default = torch.get_num_threads()
   rates = {}
   try:
@@ -292,36 +317,54 @@ def throughput_part(name: str, opts: Options, log: Callable[[str], None]) -> lis
   w = bench_lib.load_workload(name, opts)
   steps = opts.steps_for(name)
   use_torch = "throughput" in opts.parts and (
-      opts.torch == "on" or (opts.torch == "auto" and _torch_available()))
+    opts.torch == "on" or (opts.torch == "auto" and _torch_available())
+  )
   baseline = None
   if use_torch:
     baseline = TorchBaseline(w, opts)
-    log(f"{name} PyTorch one at a time: {baseline.measure():.1f} member-steps/s "
-        f"({baseline.threads} thread(s); probe {_rates_text(baseline.probe)})")
+    log(
+      f"{name} PyTorch one at a time: {baseline.measure():.1f} member-steps/s "
+      f"({baseline.threads} thread(s); probe {_rates_text(baseline.probe)})"
+    )
   pops = sorted(set(opts.populations) | ({1} if "flops" in opts.parts else set()))
   if "throughput" not in opts.parts:
     pops = [1]
   entries = []
   for impl in opts.conv_impls:
     structural = {**w.structural, "conv_impl": impl}
-    entry: dict[str, Any] = {"name": name, "conv_impl": impl, "description": w.description,
-                             "batch_size": opts.batch_size, "steps_per_call": steps,
-                             "model": structural, "input_shape": list(w.data.input_shape),
-                             "rows": []}
+    entry: dict[str, Any] = {
+      "name": name,
+      "conv_impl": impl,
+      "description": w.description,
+      "batch_size": opts.batch_size,
+      "steps_per_call": steps,
+      "model": structural,
+      "input_shape": list(w.data.input_shape),
+      "rows": [],
+    }
     if "throughput" in opts.parts and not use_torch:
-      entry["torch_note"] = ("PyTorch rows skipped (--torch=off)" if opts.torch == "off" else
-                             "PyTorch not installed (pip install -e '.[bench]'): rows skipped")
+      entry["torch_note"] = (
+        "PyTorch rows skipped (--torch=off)"
+        if opts.torch == "off"
+        else "PyTorch not installed (pip install -e '.[bench]'): rows skipped"
+      )
     pop = bench_lib.one_member_population(w.data, structural, opts.batch_size)
     p1 = None
     for p in pops:
       c = prepare(pop, structural, p, opts, steps)
-      row = {"population": p, "compile_s": c.compiled.compile_s,
-             "state_bytes": bench_lib.tree_bytes(c.states[0]),
-             "xla_temp_bytes": c.compiled.temp_bytes, "epoch_flops": c.compiled.flops}
+      row = {
+        "population": p,
+        "compile_s": c.compiled.compile_s,
+        "state_bytes": bench_lib.tree_bytes(c.states[0]),
+        "xla_temp_bytes": c.compiled.temp_bytes,
+        "epoch_flops": c.compiled.flops,
+      }
       if "throughput" in opts.parts:
         row.update(bench_lib.time_calls(c.call(), p * steps, opts))
-        log(f"{name} ({impl}) P={p}: {row['member_steps_per_s']:.1f} member-steps/s "
-            f"(compile {c.compiled.compile_s:.1f} s, {len(row['call_s'])} calls)")
+        log(
+          f"{name} ({impl}) P={p}: {row['member_steps_per_s']:.1f} member-steps/s "
+          f"(compile {c.compiled.compile_s:.1f} s, {len(row['call_s'])} calls)"
+        )
       if p == 1:
         p1 = c
       if p in opts.populations or p != 1:
@@ -372,7 +415,9 @@ def levers_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
   structural family serves one family).
   """
   import jax  # pylint: disable=g-import-not-at-top
+
   from hpjax import engine  # pylint: disable=g-import-not-at-top
+
   w = bench_lib.load_workload(opts.lever_workload, opts)
   structural = {**w.structural, "conv_impl": opts.conv_impls[0]}
   b, p, steps = opts.batch_size, opts.lever_population, opts.steps_for(w.name)
@@ -382,24 +427,29 @@ def levers_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
   spec = pop.groups[0].fns.spec  # the members' families compiled in
   all_adam = [m.replace(optimizer="adam") for m in mixed]
   variants = {
-      "default (own order, member_chunk=None)": ({}, mixed),
-      "optimizer_families=adam (structural; members all adam)": ({"optimizer_families": ("adam",)},
-                                                                 all_adam),
-      "shared_order=True": ({"shared_order": True}, mixed),
-      "member_chunk=0 (all members at once)": ({"member_chunk": 0}, mixed),
-      "shared_order=True, member_chunk=0": ({"shared_order": True, "member_chunk": 0}, mixed),
+    "default (own order, member_chunk=None)": ({}, mixed),
+    "optimizer_families=adam (structural; members all adam)": (
+      {"optimizer_families": ("adam",)},
+      all_adam,
+    ),
+    "shared_order=True": ({"shared_order": True}, mixed),
+    "member_chunk=0 (all members at once)": ({"member_chunk": 0}, mixed),
+    "shared_order=True, member_chunk=0": ({"shared_order": True, "member_chunk": 0}, mixed),
   }
   calls, rows = {}, {}
   for name, (changes, group_members) in variants.items():
     variant_spec = dataclasses.replace(spec, **changes)
     (state,) = bench_lib.init_states(pop, group_members, p, spec=variant_spec)
     fns = engine.group_functions(variant_spec)
-    prep = Prepared(p, steps, bench_lib.compile_epoch(fns.train_epoch, state, x, y), [state],
-                    x, y)
+    prep = Prepared(p, steps, bench_lib.compile_epoch(fns.train_epoch, state, x, y), [state], x, y)
     calls[name] = prep.call()
     first = bench_lib.seconds(calls[name])  # warm-up: allocations, caches
-    rows[name] = {"variant": name, "spec_changes": changes, "compile_s": prep.compiled.compile_s,
-                  "first_call_s": first}
+    rows[name] = {
+      "variant": name,
+      "spec_changes": changes,
+      "compile_s": prep.compiled.compile_s,
+      "first_call_s": first,
+    }
     log(f"levers: {name} compiled in {prep.compiled.compile_s:.1f} s")
   times = bench_lib.in_turn(calls, opts.lever_rounds)
   for name, ts in times.items():
@@ -408,18 +458,28 @@ def levers_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
   base = rows[next(iter(rows))]["member_steps_per_s"]
   for r in rows.values():
     r["vs_default"] = r["member_steps_per_s"] / base
-    log(f"levers: {r['variant']}: {r['member_steps_per_s']:.1f} member-steps/s (best of "
-        f"{len(r['call_s'])})")
-  return {"workload": w.name, "description": w.description, "population": p,
-          "steps_per_call": steps, "batch_size": b, "backend": jax.default_backend(),
-          "rows": list(rows.values())}
+    log(
+      f"levers: {r['variant']}: {r['member_steps_per_s']:.1f} member-steps/s (best of "
+      f"{len(r['call_s'])})"
+    )
+  return {
+    "workload": w.name,
+    "description": w.description,
+    "population": p,
+    "steps_per_call": steps,
+    "batch_size": b,
+    "backend": jax.default_backend(),
+    "rows": list(rows.values()),
+  }
 
 
 def stream_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
   """A streamed epoch against the in-memory one, same members, data and shared order."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   import hpjax  # pylint: disable=g-import-not-at-top
+
   w = bench_lib.load_workload(opts.stream_workload, opts)
   structural = {**w.structural, "conv_impl": opts.conv_impls[0]}
   b, p, data = opts.batch_size, opts.stream_population, w.data
@@ -431,30 +491,48 @@ def stream_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
     # A user's host pipeline: a new order every epoch, batches gathered on the host.
     perm = np.random.default_rng(epoch).permutation(x.shape[0])
     for i in range(steps):
-      idx = perm[i * b:(i + 1) * b]
+      idx = perm[i * b : (i + 1) * b]
       yield x[idx], y[idx]
 
   def stream(k):
-    return hpjax.data.Stream(train, val=(data.x_val, data.y_val), test=(data.x_test, data.y_test),
-                             steps_per_epoch=steps, batch_size=b, mean=data.mean, std=data.std,
-                             steps_per_call=k, name=w.name)
+    return hpjax.data.Stream(
+      train,
+      val=(data.x_val, data.y_val),
+      test=(data.x_test, data.y_test),
+      steps_per_epoch=steps,
+      batch_size=b,
+      mean=data.mean,
+      std=data.std,
+      steps_per_call=k,
+      name=w.name,
+    )
 
   kw = dict(candidates={"activation": ACTS}, mesh=None)
-  variants = {"in memory (shared_order=True)": (None, lambda: hpjax.Population(
-      members, data, shared_order=True, **kw))}
+  variants = {
+    "in memory (shared_order=True)": (
+      None,
+      lambda: hpjax.Population(members, data, shared_order=True, **kw),
+    )
+  }
   for k in opts.stream_calls:
     if k <= steps:
-      variants[f"stream, steps_per_call={k}"] = (k, functools.partial(
-          lambda k: hpjax.Population(members, stream(k), **kw), k))
+      variants[f"stream, steps_per_call={k}"] = (
+        k,
+        functools.partial(lambda k: hpjax.Population(members, stream(k), **kw), k),
+      )
   pops, rows = {}, {}
   for name, (k, build) in variants.items():
     start = time.perf_counter()
     pops[name] = build()
     pops[name].train_epoch()  # compiles; first allocations
-    rows[name] = {"variant": name, "steps_per_call": k,
-                  "calls_per_epoch": 1 if k is None else -(-steps // k),
-                  "build_and_first_epoch_s": time.perf_counter() - start, "epoch_s": [],
-                  "cpu_s": []}
+    rows[name] = {
+      "variant": name,
+      "steps_per_call": k,
+      "calls_per_epoch": 1 if k is None else -(-steps // k),
+      "build_and_first_epoch_s": time.perf_counter() - start,
+      "epoch_s": [],
+      "cpu_s": [],
+    }
     log(f"stream: {name} built and warmed up in {rows[name]['build_and_first_epoch_s']:.1f} s")
   for _ in range(opts.stream_rounds):
     for name, pop in pops.items():
@@ -469,8 +547,10 @@ def stream_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
   base = rows[next(iter(rows))]
   for r in rows.values():
     r["vs_in_memory"] = r["member_steps_per_s"] / base["member_steps_per_s"]
-    log(f"stream: {r['variant']}: {r['member_steps_per_s']:.1f} member-steps/s (best of "
-        f"{len(r['epoch_s'])}), {r['cpu_s_per_epoch']:.1f} CPU s per epoch")
+    log(
+      f"stream: {r['variant']}: {r['member_steps_per_s']:.1f} member-steps/s (best of "
+      f"{len(r['epoch_s'])}), {r['cpu_s_per_epoch']:.1f} CPU s per epoch"
+    )
   for r in rows.values():
     if r["steps_per_call"] is None:
       continue
@@ -481,9 +561,15 @@ def stream_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
         jax.block_until_ready((xs, ys))
       host.append(time.perf_counter() - start)
     r["host_side_epoch_s"] = min(host)
-  return {"workload": w.name, "description": w.description, "population": p,
-          "steps_per_epoch": steps, "batch_size": b, "backend": jax.default_backend(),
-          "rows": list(rows.values())}
+  return {
+    "workload": w.name,
+    "description": w.description,
+    "population": p,
+    "steps_per_epoch": steps,
+    "batch_size": b,
+    "backend": jax.default_backend(),
+    "rows": list(rows.values()),
+  }
 
 
 def child_programs(opts: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -498,26 +584,38 @@ def child_programs(opts: Options, log: Callable[[str], None] = print) -> dict[st
   """
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   import hpjax  # pylint: disable=g-import-not-at-top
   from hpjax import engine  # pylint: disable=g-import-not-at-top
+
   w = bench_lib.load_workload(opts.programs_workload, opts)
   structural = {**w.structural, "conv_impl": opts.conv_impls[0]}
   p = opts.programs_population
-  pop = hpjax.Population(bench_lib.members(p, opts.batch_size, structural), w.data,
-                         candidates={"activation": ACTS}, mesh=None)
+  pop = hpjax.Population(
+    bench_lib.members(p, opts.batch_size, structural),
+    w.data,
+    candidates={"activation": ACTS},
+    mesh=None,
+  )
   (group,) = pop.groups
   fns, state, data = group.fns, group.state, w.data
   keys = engine.member_keys(pop.seed, range(p))
   hp = pop.hparam_arrays(pop.members)
   e = pop.eval_batch_size
   own = engine.pad_eval(data.x_val, data.y_val, e)
-  programs = {"init": (fns.init, (keys, hp)),
-              "evaluate (validation set)": (fns.evaluate, (state, *own))}
+  programs = {
+    "init": (fns.init, (keys, hp)),
+    "evaluate (validation set)": (fns.evaluate, (state, *own)),
+  }
   settings = {"XLA default": {}, "backend optimisations off": dict(engine.INIT_COMPILER_OPTIONS)}
-  out: dict[str, Any] = {"workload": w.name, "description": w.description, "population": p,
-                         "backend": jax.default_backend(),
-                         "persistent_cache": jax.config.jax_enable_compilation_cache,
-                         "compiles": []}
+  out: dict[str, Any] = {
+    "workload": w.name,
+    "description": w.description,
+    "population": p,
+    "backend": jax.default_backend(),
+    "persistent_cache": jax.config.jax_enable_compilation_cache,
+    "compiles": [],
+  }
   for name, (fn, args) in programs.items():
     raw = fn.__wrapped__  # the pure function under the group's jit
     compile_s: dict[str, list[float]] = {k: [] for k in settings}
@@ -530,19 +628,34 @@ def child_programs(opts: Options, log: Callable[[str], None] = print) -> dict[st
         executables[key] = lowered.compile()
         compile_s[key].append(time.perf_counter() - start)
     results = {k: jax.block_until_ready(ex(*args)) for k, ex in executables.items()}
-    times = bench_lib.in_turn({k: functools.partial(ex, *args)
-                               for k, ex in executables.items()}, opts.programs_reps)
+    times = bench_lib.in_turn(
+      {k: functools.partial(ex, *args) for k, ex in executables.items()}, opts.programs_reps
+    )
     a, b = (jax.tree.leaves(results[k]) for k in settings)
-    diff = max((float(np.max(np.abs(np.asarray(u, np.float64) - np.asarray(v, np.float64))))
-                for u, v in zip(a, b) if np.issubdtype(np.asarray(u).dtype, np.floating)),
-               default=0.0)
+    diff = max(
+      (
+        float(np.max(np.abs(np.asarray(u, np.float64) - np.asarray(v, np.float64))))
+        for u, v in zip(a, b)
+        if np.issubdtype(np.asarray(u).dtype, np.floating)
+      ),
+      default=0.0,
+    )
     for key in settings:
-      out["compiles"].append({"program": name, "setting": key, "compile_s": min(compile_s[key]),
-                              "compiles_s": compile_s[key],
-                              "call_s": statistics.median(times[key]), "calls_s": times[key],
-                              "max_difference": diff})
-      log(f"programs: {name}, {key}: compile {min(compile_s[key]):.2f} s, call "
-          f"{1e3 * statistics.median(times[key]):.1f} ms")
+      out["compiles"].append(
+        {
+          "program": name,
+          "setting": key,
+          "compile_s": min(compile_s[key]),
+          "compiles_s": compile_s[key],
+          "call_s": statistics.median(times[key]),
+          "calls_s": times[key],
+          "max_difference": diff,
+        }
+      )
+      log(
+        f"programs: {name}, {key}: compile {min(compile_s[key]):.2f} s, call "
+        f"{1e3 * statistics.median(times[key]):.1f} ms"
+      )
 
   # The validation pass: padded to its own length (what a population does)
   # or to the test set's (one program for both splits), in the engine's
@@ -550,39 +663,50 @@ def child_programs(opts: Options, log: Callable[[str], None] = print) -> dict[st
   at_once = engine.group_functions(dataclasses.replace(fns.spec, member_chunk=0)).evaluate
   longer = engine.pad_eval(data.x_val, data.y_val, e, max(data.num_val, data.num_test))
   variants = {
-      "own length, member_chunk=None (the engine's)": (fns.evaluate, own),
-      "own length, all members at once": (at_once, own),
-      "test set's length, all members at once": (at_once, longer),
+    "own length, member_chunk=None (the engine's)": (fns.evaluate, own),
+    "own length, all members at once": (at_once, own),
+    "test set's length, all members at once": (at_once, longer),
   }
-  out["validation"] = _evaluate_in_turn(variants, state, opts.programs_reps,
-                                        ref=list(variants)[-1])
+  out["validation"] = _evaluate_in_turn(variants, state, opts.programs_reps, ref=list(variants)[-1])
   by_size = {}
   for size in opts.eval_batches:
     spec = dataclasses.replace(fns.spec, eval_batch_size=size)
-    by_size[str(size)] = (engine.group_functions(spec).evaluate,
-                          engine.pad_eval(data.x_val, data.y_val, size))
-  out["eval_batches"] = _evaluate_in_turn(by_size, state, opts.programs_reps,
-                                          ref_loss=out["validation"][-1]["loss"])
+    by_size[str(size)] = (
+      engine.group_functions(spec).evaluate,
+      engine.pad_eval(data.x_val, data.y_val, size),
+    )
+  out["eval_batches"] = _evaluate_in_turn(
+    by_size, state, opts.programs_reps, ref_loss=out["validation"][-1]["loss"]
+  )
   out.update(eval_batch_size=e, num_val=data.num_val, num_test=data.num_test)
   return out
 
 
-def _evaluate_in_turn(variants, state, reps: int, ref: str | None = None,
-                      ref_loss=None) -> list[dict[str, Any]]:
+def _evaluate_in_turn(
+  variants, state, reps: int, ref: str | None = None, ref_loss=None
+) -> list[dict[str, Any]]:
   """Calls each ``(evaluate, padded split)`` in turn; the loss difference is to ``ref``'s."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   results = {k: jax.block_until_ready(f(state, *a)) for k, (f, a) in variants.items()}
-  times = bench_lib.in_turn({k: functools.partial(f, state, *a)
-                             for k, (f, a) in variants.items()}, reps)
+  times = bench_lib.in_turn(
+    {k: functools.partial(f, state, *a) for k, (f, a) in variants.items()}, reps
+  )
   ref_loss = np.asarray(results[ref]["loss"] if ref_loss is None else ref_loss)
   rows = []
   for key, (_, a) in variants.items():
     loss = np.asarray(results[key]["loss"])
-    rows.append({"variant": key, "rows_per_member": int(a[0].shape[0]),
-                 "call_s": statistics.median(times[key]), "calls_s": times[key],
-                 "loss": loss.tolist(),
-                 "max_loss_difference": float(np.max(np.abs(loss - ref_loss)))})
+    rows.append(
+      {
+        "variant": key,
+        "rows_per_member": int(a[0].shape[0]),
+        "call_s": statistics.median(times[key]),
+        "calls_s": times[key],
+        "loss": loss.tolist(),
+        "max_loss_difference": float(np.max(np.abs(loss - ref_loss))),
+      }
+    )
   return rows
 
 
@@ -598,7 +722,9 @@ def child_compile(opts: Options) -> dict[str, Any]:
   its logging and checkpoints.
   """
   import jax  # pylint: disable=g-import-not-at-top
+
   from hpjax import tuner  # pylint: disable=g-import-not-at-top
+
   sums = bench_lib.compile_events()
   exp = tuner.from_config(bench_lib.load_config(opts.compile_config, opts.compile_overrides))
   jax.block_until_ready(exp.data.x_train)
@@ -613,11 +739,19 @@ def child_compile(opts: Options) -> dict[str, Any]:
   pop.evaluate("val")
   t3 = time.perf_counter()
   build, first, steady = t1 - t0, t2 - t1, t3 - t2
-  return {"config": os.path.relpath(opts.compile_config, bench_lib.ROOT),
-          "overrides": list(opts.compile_overrides), "members": pop.size,
-          "groups": len(pop.groups), "build_s": build, "first_epoch_s": first,
-          "steady_epoch_s": steady, "compile_s": build + first - steady,
-          "jax_events": dict(sums), **bench_lib.rss(), "device_peak_bytes": bench_lib.device_peak()}
+  return {
+    "config": os.path.relpath(opts.compile_config, bench_lib.ROOT),
+    "overrides": list(opts.compile_overrides),
+    "members": pop.size,
+    "groups": len(pop.groups),
+    "build_s": build,
+    "first_epoch_s": first,
+    "steady_epoch_s": steady,
+    "compile_s": build + first - steady,
+    "jax_events": dict(sums),
+    **bench_lib.rss(),
+    "device_peak_bytes": bench_lib.device_peak(),
+  }
 
 
 def child_devices(opts: Options, d: int) -> dict[str, Any]:
@@ -629,20 +763,24 @@ def child_devices(opts: Options, d: int) -> dict[str, Any]:
   examples, as the throughput part does.
   """
   import jax  # pylint: disable=g-import-not-at-top
+
   import hpjax  # pylint: disable=g-import-not-at-top
   from hpjax import distributed  # pylint: disable=g-import-not-at-top
+
   devices = jax.devices()
   if d < 1 or d > len(devices):
-    raise ValueError(f"--child_devices: {d} devices asked for, {len(devices)} present "
-                     f"({devices[0].platform})")
+    raise ValueError(
+      f"--child_devices: {d} devices asked for, {len(devices)} present ({devices[0].platform})"
+    )
   w = bench_lib.load_workload(opts.device_workload, opts)
   structural = {**w.structural, "conv_impl": opts.conv_impls[0]}
   steps, b, p = opts.steps_for(w.name), opts.batch_size, opts.device_population
   x, y = bench_lib.training_slice(w.data, steps, b)
   mesh = distributed.population_mesh(devices[:d]) if d > 1 else None
   start = time.perf_counter()
-  pop = hpjax.Population(bench_lib.members(p, b, structural), w.data,
-                         candidates={"activation": ACTS}, mesh=mesh)
+  pop = hpjax.Population(
+    bench_lib.members(p, b, structural), w.data, candidates={"activation": ACTS}, mesh=mesh
+  )
   (group,) = pop.groups
   state = jax.block_until_ready(group.state)
   build_s = time.perf_counter() - start
@@ -651,10 +789,20 @@ def child_devices(opts: Options, d: int) -> dict[str, Any]:
   compiled = bench_lib.compile_epoch(group.fns.train_epoch, state, x, y)
   per_device = jax.tree.leaves(state)[0].shape[0] // d
   row = bench_lib.time_calls(Prepared(p, steps, compiled, [state], x, y).call(), p * steps, opts)
-  return {"devices": d, "platform": devices[0].platform, "device_kind": devices[0].device_kind,
-          "workload": w.name, "description": w.description, "population": p,
-          "padded_population": per_device * d, "members_per_device": per_device,
-          "steps_per_call": steps, "build_s": build_s, "compile_s": compiled.compile_s, **row}
+  return {
+    "devices": d,
+    "platform": devices[0].platform,
+    "device_kind": devices[0].device_kind,
+    "workload": w.name,
+    "description": w.description,
+    "population": p,
+    "padded_population": per_device * d,
+    "members_per_device": per_device,
+    "steps_per_call": steps,
+    "build_s": build_s,
+    "compile_s": compiled.compile_s,
+    **row,
+  }
 
 
 def child_memory(opts: Options, p: int) -> dict[str, Any]:
@@ -665,30 +813,40 @@ def child_memory(opts: Options, p: int) -> dict[str, Any]:
   resident process, the population state, the data and XLA's temporaries.
   """
   import gc  # pylint: disable=g-import-not-at-top
+
   import jax  # pylint: disable=g-import-not-at-top
+
   sums = bench_lib.compile_events()
   w = bench_lib.load_workload(opts.memory_workload, opts)
   structural = {**w.structural, "conv_impl": opts.conv_impls[0]}
   jax.block_until_ready(w.data.x_train)
   before = bench_lib.rss()
   pop = bench_lib.one_member_population(w.data, structural, opts.batch_size)
-  c = prepare(pop, structural, p, dataclasses.replace(opts, alone_members=1),
-              opts.steps_for(w.name))
+  c = prepare(
+    pop, structural, p, dataclasses.replace(opts, alone_members=1), opts.steps_for(w.name)
+  )
   jax.block_until_ready(c.states)
   gc.collect()
   resident = bench_lib.rss()
   reset = bench_lib.reset_peak_rss()
   bench_lib.seconds(c.call())
   after = bench_lib.rss()
-  return {"workload": w.name, "description": w.description, "population": p,
-          "state_bytes": bench_lib.tree_bytes(c.states[0]), "xla_temp_bytes": c.compiled.temp_bytes,
-          "rss_before_bytes": before.get("rss_bytes", before["maxrss_bytes"]),
-          "rss_resident_bytes": resident.get("rss_bytes", resident["maxrss_bytes"]),
-          "peak_rss_bytes": after.get("hwm_bytes", after["maxrss_bytes"]),
-          "peak_is_training_only": reset,
-          "rss_after_bytes": after.get("rss_bytes", after["maxrss_bytes"]),
-          "maxrss_bytes": after["maxrss_bytes"], "device_peak_bytes": bench_lib.device_peak(),
-          "backend_compile_s": sums["backend_compile_s"], "cache_hits": sums["cache_hits"]}
+  return {
+    "workload": w.name,
+    "description": w.description,
+    "population": p,
+    "state_bytes": bench_lib.tree_bytes(c.states[0]),
+    "xla_temp_bytes": c.compiled.temp_bytes,
+    "rss_before_bytes": before.get("rss_bytes", before["maxrss_bytes"]),
+    "rss_resident_bytes": resident.get("rss_bytes", resident["maxrss_bytes"]),
+    "peak_rss_bytes": after.get("hwm_bytes", after["maxrss_bytes"]),
+    "peak_is_training_only": reset,
+    "rss_after_bytes": after.get("rss_bytes", after["maxrss_bytes"]),
+    "maxrss_bytes": after["maxrss_bytes"],
+    "device_peak_bytes": bench_lib.device_peak(),
+    "backend_compile_s": sums["backend_compile_s"],
+    "cache_hits": sums["cache_hits"],
+  }
 
 
 def tta_hpjax(opts: Options, cache: str, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -701,10 +859,21 @@ def tta_hpjax(opts: Options, cache: str, log: Callable[[str], None] = print) -> 
   workdir = tempfile.mkdtemp(prefix="hpjax_tta_")
   try:
     wall, r = bench_lib.whole_process(
-        [sys.executable, "-m", "experiments.tune", f"--config={opts.tta_config}",
-         f"--workdir={workdir}", f"--jax_cache_dir={cache}", f"--config.seed={opts.tta_seed}",
-         f"--config.population={opts.tta_population}", f"--config.epochs={opts.tta_epochs}",
-         "--config.report=False", "--config.tensorboard=False", "--config.progress=False"])
+      [
+        sys.executable,
+        "-m",
+        "experiments.tune",
+        f"--config={opts.tta_config}",
+        f"--workdir={workdir}",
+        f"--jax_cache_dir={cache}",
+        f"--config.seed={opts.tta_seed}",
+        f"--config.population={opts.tta_population}",
+        f"--config.epochs={opts.tta_epochs}",
+        "--config.report=False",
+        "--config.tensorboard=False",
+        "--config.progress=False",
+      ]
+    )
     if r.returncode != 0:
       raise RuntimeError(f"hpjax's tta run failed (exit {r.returncode}): {r.stderr[-2000:]}")
     with open(os.path.join(workdir, "summary.json")) as f:
@@ -716,37 +885,52 @@ def tta_hpjax(opts: Options, cache: str, log: Callable[[str], None] = print) -> 
   t = summary["timings"]
   # Before the first epoch: the process's start and imports, then the run's
   # config, data, build and start phases.
-  before = (wall - t["total_s"]) + sum(t["phases_s"].get(k, 0.0) for k in
-                                       ("config_and_data", "build", "start"))
+  before = (wall - t["total_s"]) + sum(
+    t["phases_s"].get(k, 0.0) for k in ("config_and_data", "build", "start")
+  )
   epoch_wall = {}
   for row in rows:
     epoch_wall[row["epoch"]] = max(epoch_wall.get(row["epoch"], 0.0), row["wall_s"])
   hits = sorted(row["epoch"] for row in rows if row["val_accuracy"] >= opts.tta_target)
   log(f"hpjax: {wall:.1f} s, best val {summary['val']['accuracy']:.4f}")
   return {
-      "tuner": f"hpjax ({opts.tta_config})",
-      "members": opts.tta_population, "epochs": opts.tta_epochs, "target": opts.tta_target,
-      "wall_s": wall, "member_epochs": len(rows),
-      "time_to_target_s": before + epoch_wall[hits[0]] if hits else None,
-      "epoch_reached": hits[0] if hits else None,
-      "best_val_accuracy": max(row["val_accuracy"] for row in rows),
-      "best_member": {"val_accuracy": summary["val"]["accuracy"],
-                      "test_accuracy": summary["test"]["accuracy"],
-                      "hyperparameters": summary["hyperparameters"]},
-      "timings": t, "process_overhead_s": wall - t["total_s"],
+    "tuner": f"hpjax ({opts.tta_config})",
+    "members": opts.tta_population,
+    "epochs": opts.tta_epochs,
+    "target": opts.tta_target,
+    "wall_s": wall,
+    "member_epochs": len(rows),
+    "time_to_target_s": before + epoch_wall[hits[0]] if hits else None,
+    "epoch_reached": hits[0] if hits else None,
+    "best_val_accuracy": max(row["val_accuracy"] for row in rows),
+    "best_member": {
+      "val_accuracy": summary["val"]["accuracy"],
+      "test_accuracy": summary["test"]["accuracy"],
+      "hyperparameters": summary["hyperparameters"],
+    },
+    "timings": t,
+    "process_overhead_s": wall - t["total_s"],
   }
 
 
-def tta_optuna(opts: Options, threads: int, log: Callable[[str], None] = print
-               ) -> dict[str, Any]:
+def tta_optuna(opts: Options, threads: int, log: Callable[[str], None] = print) -> dict[str, Any]:
   """Optuna + PyTorch on the same task and budget, as a whole process."""
   out = tempfile.mktemp(prefix="optuna_tta_", suffix=".json")
   try:
     wall, r = bench_lib.whole_process(
-        [sys.executable, "-m", "experiments.optuna_torch", f"--trials={opts.tta_trials}",
-         f"--epochs={opts.tta_epochs}", f"--target={opts.tta_target}",
-         f"--seed={opts.tta_seed}", f"--torch_device={opts.torch_device}",
-         f"--torch_threads={threads}", f"--out={out}"])
+      [
+        sys.executable,
+        "-m",
+        "experiments.optuna_torch",
+        f"--trials={opts.tta_trials}",
+        f"--epochs={opts.tta_epochs}",
+        f"--target={opts.tta_target}",
+        f"--seed={opts.tta_seed}",
+        f"--torch_device={opts.torch_device}",
+        f"--torch_threads={threads}",
+        f"--out={out}",
+      ]
+    )
     if r.returncode != 0:
       raise RuntimeError(f"Optuna's tta run failed (exit {r.returncode}): {r.stderr[-2000:]}")
     with open(out) as f:
@@ -766,8 +950,10 @@ def programs_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
   """The programs child (a fresh process without a persistent compilation cache)."""
   out = bench_lib.run_child("programs", opts)
   for r in out["compiles"]:
-    log(f"programs: {r['program']}, {r['setting']}: compile {r['compile_s']:.2f} s, call "
-        f"{1e3 * r['call_s']:.1f} ms")
+    log(
+      f"programs: {r['program']}, {r['setting']}: compile {r['compile_s']:.2f} s, call "
+      f"{1e3 * r['call_s']:.1f} ms"
+    )
   return out
 
 
@@ -791,23 +977,32 @@ def memory_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
   for p in sorted(set(opts.memory_populations or opts.populations)):
     r = bench_lib.run_child("memory", opts, [f"--child_population={p}"])
     rows.append(r)
-    log(f"memory P={p}: state {r['state_bytes'] / 2**20:.2f} MiB, peak RSS "
-        f"{r['peak_rss_bytes'] / 2**20:.0f} MiB")
+    log(
+      f"memory P={p}: state {r['state_bytes'] / 2**20:.2f} MiB, peak RSS "
+      f"{r['peak_rss_bytes'] / 2**20:.0f} MiB"
+    )
   return {"workload": opts.memory_workload, "rows": rows, "linearity": linearity(rows)}
 
 
 def devices_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
   """One child per device count and round; speedup and efficiency against one device."""
   import jax  # pylint: disable=g-import-not-at-top
+
   backend = jax.default_backend()
   counts = sorted(set(opts.device_counts))
-  out: dict[str, Any] = {"workload": opts.device_workload, "population": opts.device_population,
-                         "backend": backend, "rows": []}
+  out: dict[str, Any] = {
+    "workload": opts.device_workload,
+    "population": opts.device_population,
+    "backend": backend,
+    "rows": [],
+  }
   if backend == "cpu":
     out["simulated"] = True
-    out["note"] = (f"simulated CPU devices (--xla_force_host_platform_device_count) sharing "
-                   f"{os.cpu_count()} cores: no hardware is added, so a speedup only says that D "
-                   "programs side by side use the cores better than XLA's threads in one")
+    out["note"] = (
+      f"simulated CPU devices (--xla_force_host_platform_device_count) sharing "
+      f"{os.cpu_count()} cores: no hardware is added, so a speedup only says that D "
+      "programs side by side use the cores better than XLA's threads in one"
+    )
   else:
     out["simulated"] = False
     present = jax.local_device_count()
@@ -821,14 +1016,21 @@ def devices_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
     for d in counts:
       env = None
       if backend == "cpu":
-        xla_flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
-                             if not f.startswith("--xla_force_host_platform_device_count"))
-        env = {"XLA_FLAGS": f"{xla_flags} --xla_force_host_platform_device_count={d}".strip(),
-               "JAX_NUM_CPU_DEVICES": str(d)}
+        xla_flags = " ".join(
+          f
+          for f in os.environ.get("XLA_FLAGS", "").split()
+          if not f.startswith("--xla_force_host_platform_device_count")
+        )
+        env = {
+          "XLA_FLAGS": f"{xla_flags} --xla_force_host_platform_device_count={d}".strip(),
+          "JAX_NUM_CPU_DEVICES": str(d),
+        }
       r = bench_lib.run_child("devices", opts, [f"--child_devices={d}"], env=env)
       rounds[d].append(r)
-      log(f"devices D={d} (round {k + 1}): {r['member_steps_per_s']:.1f} member-steps/s "
-          f"({r['members_per_device']} members per device, compile {r['compile_s']:.1f} s)")
+      log(
+        f"devices D={d} (round {k + 1}): {r['member_steps_per_s']:.1f} member-steps/s "
+        f"({r['members_per_device']} members per device, compile {r['compile_s']:.1f} s)"
+      )
   for d in counts:
     best = dict(max(rounds[d], key=lambda r: r["member_steps_per_s"]))
     best["rounds_member_steps_per_s"] = [r["member_steps_per_s"] for r in rounds[d]]
@@ -847,20 +1049,26 @@ def devices_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
 def linearity(rows: Sequence[dict]) -> dict[str, Any]:
   """How far state bytes and peak RSS are from a straight line in P."""
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   if len(rows) < 2:
     return {}
   p = np.array([r["population"] for r in rows], np.float64)
   out = {}
-  values = {"state_bytes": [r["state_bytes"] for r in rows],
-            "peak_rss_bytes": [r["peak_rss_bytes"] for r in rows],
-            "rss_growth_bytes": [r["rss_after_bytes"] - r["rss_before_bytes"] for r in rows]}
+  values = {
+    "state_bytes": [r["state_bytes"] for r in rows],
+    "peak_rss_bytes": [r["peak_rss_bytes"] for r in rows],
+    "rss_growth_bytes": [r["rss_after_bytes"] - r["rss_before_bytes"] for r in rows],
+  }
   for key, v in values.items():
     v = np.array(v, np.float64)
     slope, intercept = np.polyfit(p, v, 1)
     fit = slope * p + intercept
     residual = np.max(np.abs(v - fit) / np.maximum(np.abs(v), 1.0))
-    out[key] = {"bytes_per_member": float(slope), "intercept_bytes": float(intercept),
-                "max_relative_residual": float(residual)}
+    out[key] = {
+      "bytes_per_member": float(slope),
+      "intercept_bytes": float(intercept),
+      "max_relative_residual": float(residual),
+    }
   return out
 
 
@@ -883,13 +1091,17 @@ def tta_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
     return out
   from experiments import optuna_torch  # pylint: disable=g-import-not-at-top
   from experiments import torch_baseline  # pylint: disable=g-import-not-at-top
+
   threads = opts.torch_threads
   if not threads:
     d = optuna_torch.load_arrays(28, opts.tta_seed)
     threads, _ = probe_torch_threads(
-        d["x_train"], d["y_train"], dict(activation="relu", optimizer="adam", lr=1e-3,
-                                         batch_size=16),
-        torch_baseline.resolve_device(opts.torch_device), steps=20)
+      d["x_train"],
+      d["y_train"],
+      dict(activation="relu", optimizer="adam", lr=1e-3, batch_size=16),
+      torch_baseline.resolve_device(opts.torch_device),
+      steps=20,
+    )
   out["optuna"] = tta_optuna(opts, threads, log)
   return out
 
@@ -900,14 +1112,22 @@ def tta_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
 
 def _meta(opts: Options, prog: str) -> dict[str, Any]:
   import jax  # pylint: disable=g-import-not-at-top
+
   device = jax.devices()[0]
-  return {"date": datetime.datetime.now().isoformat(timespec="seconds"),
-          "host": platform.node(), "machine": platform.machine(),
-          "processor": _cpu_name(), "cpu_count": os.cpu_count(),
-          "python": platform.python_version(), "jax": jax.__version__,
-          "backend": jax.default_backend(), "device": device.device_kind,
-          "devices": jax.device_count(), "load_avg_start": list(os.getloadavg()),
-          "command": f"python -m {prog} " + " ".join(opts.argv)}
+  return {
+    "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    "host": platform.node(),
+    "machine": platform.machine(),
+    "processor": _cpu_name(),
+    "cpu_count": os.cpu_count(),
+    "python": platform.python_version(),
+    "jax": jax.__version__,
+    "backend": jax.default_backend(),
+    "device": device.device_kind,
+    "devices": jax.device_count(),
+    "load_avg_start": list(os.getloadavg()),
+    "command": f"python -m {prog} " + " ".join(opts.argv),
+  }
 
 
 def _cpu_name() -> str:
@@ -921,8 +1141,9 @@ def _cpu_name() -> str:
   return platform.processor() or platform.machine()
 
 
-def run(opts: Options, log: Callable[[str], None] = print,
-        prog: str = "experiments.benchmark") -> dict[str, Any]:
+def run(
+  opts: Options, log: Callable[[str], None] = print, prog: str = "experiments.benchmark"
+) -> dict[str, Any]:
   """Runs the chosen parts; returns every result as one JSON-able dict.
 
   Args:
@@ -937,11 +1158,14 @@ def run(opts: Options, log: Callable[[str], None] = print,
   """
   opts.validate()
   import jax  # pylint: disable=g-import-not-at-top
+
   own_cache = opts.cache_dir is None
   cache_dir = opts.cache_dir or tempfile.mkdtemp(prefix="hpjax_bench_cache_")
   opts = dataclasses.replace(opts, cache_dir=cache_dir)
-  saved = {k: getattr(jax.config, k) for k in
-           ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")}
+  saved = {
+    k: getattr(jax.config, k)
+    for k in ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+  }
   # Every compile goes to this cache, so the memory and devices children
   # reuse the programs compiled here (their compile time is not what they
   # measure). (A process that already compiled with another cache keeps
@@ -949,18 +1173,20 @@ def run(opts: Options, log: Callable[[str], None] = print,
   # cache_dir.)
   jax.config.update("jax_compilation_cache_dir", cache_dir)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  result: dict[str, Any] = {"meta": _meta(opts, prog),
-                            "options": _jsonable(dataclasses.asdict(opts))}
+  result: dict[str, Any] = {
+    "meta": _meta(opts, prog),
+    "options": _jsonable(dataclasses.asdict(opts)),
+  }
   parts = set(opts.parts)
   start = time.perf_counter()
   try:
     if "flops" in parts:
       result["matmul"] = bench_lib.matmul_rate(opts.matmul_size, opts.matmul_reps)
-      log(f"matmul {opts.matmul_size}^2 float32: "
-          f"{result['matmul']['flops_per_s'] / 1e9:.1f} GFLOP/s")
+      log(
+        f"matmul {opts.matmul_size}^2 float32: {result['matmul']['flops_per_s'] / 1e9:.1f} GFLOP/s"
+      )
     if {"throughput", "flops"} & parts:
-      result["workloads"] = [e for name in opts.workloads
-                             for e in throughput_part(name, opts, log)]
+      result["workloads"] = [e for name in opts.workloads for e in throughput_part(name, opts, log)]
     if "flops" in parts:
       # The machine's load drifts: the rate is the best of two measurements,
       # before and after the throughput part.
@@ -1017,19 +1243,32 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
       add(f"P=32 at 28x28 vs PyTorch one at a time{impl}", v, ">= 3x", v >= 3.0, "x")
     fr = [r["fraction_of_matmul"] for r in w["rows"] if "fraction_of_matmul" in r]
     if fr:
-      add(f"fraction of the matmul rate (28x28, best P{impl})", max(fr), ">= 0.25",
-          max(fr) >= 0.25)
+      add(f"fraction of the matmul rate (28x28, best P{impl})", max(fr), ">= 0.25", max(fr) >= 0.25)
   c = result.get("compile")
   if c:
-    add("compile of the default config, cold cache", c["cold"]["compile_s"], "<= 15 s",
-        c["cold"]["compile_s"] <= 15.0, "s")
-    add("compile of the default config, warm cache", c["warm"]["compile_s"], "<= 3 s",
-        c["warm"]["compile_s"] <= 3.0, "s")
+    add(
+      "compile of the default config, cold cache",
+      c["cold"]["compile_s"],
+      "<= 15 s",
+      c["cold"]["compile_s"] <= 15.0,
+      "s",
+    )
+    add(
+      "compile of the default config, warm cache",
+      c["warm"]["compile_s"],
+      "<= 3 s",
+      c["warm"]["compile_s"] <= 3.0,
+      "s",
+    )
   m = result.get("memory")
   if m and m.get("linearity"):
     res = m["linearity"]["state_bytes"]["max_relative_residual"]
-    add("population state linear in P (max relative residual of a line fit)", res, "<= 0.01",
-        res <= 0.01)
+    add(
+      "population state linear in P (max relative residual of a line fit)",
+      res,
+      "<= 0.01",
+      res <= 0.01,
+    )
   t = result.get("tta")
   if t and "optuna" in t:
     for key in ("hpjax", "hpjax_warm"):
@@ -1037,10 +1276,19 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         continue
       h, o = t[key], t["optuna"]
       cache = h.get("cache", "cold")
-      add(f"whole-process wall time, hpjax ({cache} cache) / Optuna+PyTorch",
-          h["wall_s"] / o["wall_s"], "<= 1", h["wall_s"] <= o["wall_s"], "x")
-      add(f"best val accuracy of hpjax ({cache} cache)", h["best_member"]["val_accuracy"],
-          ">= 0.986", h["best_member"]["val_accuracy"] >= 0.986)
+      add(
+        f"whole-process wall time, hpjax ({cache} cache) / Optuna+PyTorch",
+        h["wall_s"] / o["wall_s"],
+        "<= 1",
+        h["wall_s"] <= o["wall_s"],
+        "x",
+      )
+      add(
+        f"best val accuracy of hpjax ({cache} cache)",
+        h["best_member"]["val_accuracy"],
+        ">= 0.986",
+        h["best_member"]["val_accuracy"] >= 0.986,
+      )
   return out
 
 
@@ -1068,14 +1316,20 @@ def _workload_lines(w: dict[str, Any], mm: dict[str, Any] | None) -> list[str]:
   t = w.get("torch")
   f = w.get("flops") or {}
   per = f.get("flops_per_member_step")
-  head = (f"**{w['description']}**, conv_impl {w.get('conv_impl', 'slices')}, batch "
-          f"{w['batch_size']}, {w['steps_per_call']} steps per call")
+  head = (
+    f"**{w['description']}**, conv_impl {w.get('conv_impl', 'slices')}, batch "
+    f"{w['batch_size']}, {w['steps_per_call']} steps per call"
+  )
   if per:
     head += f"; {per / 1e6:.1f} MFLOP per member-step"
     if f.get("limit_member_steps_per_s"):
       head += f" (arithmetic limit {f['limit_member_steps_per_s']:.0f} member-steps/s)"
-  lines = [head, "", "| variant | P | member-steps/s | vs PyTorch | GFLOP/s | of matmul "
-           "| state | compile |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+  lines = [
+    head,
+    "",
+    "| variant | P | member-steps/s | vs PyTorch | GFLOP/s | of matmul | state | compile |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+  ]
   for r in w["rows"]:
     if "member_steps_per_s" not in r:
       continue
@@ -1083,15 +1337,18 @@ def _workload_lines(w: dict[str, Any], mm: dict[str, Any] | None) -> list[str]:
     vs = f"{r['vs_torch']:.2f}x" if "vs_torch" in r else "n/a"
     gf = f"{r['achieved_flops_per_s'] / 1e9:.1f}" if "achieved_flops_per_s" in r else "n/a"
     fr = f"{100 * r['fraction_of_matmul']:.1f}%" if "fraction_of_matmul" in r else "n/a"
-    lines.append(f"| {name} | {r['population']} | {r['member_steps_per_s']:.1f} | {vs} | {gf} "
-                 f"| {fr} | {_fmt_bytes(r['state_bytes'])} | {r['compile_s']:.1f} s |")
+    lines.append(
+      f"| {name} | {r['population']} | {r['member_steps_per_s']:.1f} | {vs} | {gf} "
+      f"| {fr} | {_fmt_bytes(r['state_bytes'])} | {r['compile_s']:.1f} s |"
+    )
   if t:
     gf = f"{per * t['member_steps_per_s'] / 1e9:.1f}" if per else "n/a"
-    fr = (f"{100 * per * t['member_steps_per_s'] / mm['flops_per_s']:.1f}%"
-          if per and mm else "n/a")
-    lines.append(f"| PyTorch {t['version']} one at a time ({t['device']}, {t['threads']} "
-                 f"thread{'s' if t['threads'] != 1 else ''}) | 1 "
-                 f"| {t['member_steps_per_s']:.1f} | 1.00x | {gf} | {fr} | | |")
+    fr = f"{100 * per * t['member_steps_per_s'] / mm['flops_per_s']:.1f}%" if per and mm else "n/a"
+    lines.append(
+      f"| PyTorch {t['version']} one at a time ({t['device']}, {t['threads']} "
+      f"thread{'s' if t['threads'] != 1 else ''}) | 1 "
+      f"| {t['member_steps_per_s']:.1f} | 1.00x | {gf} | {fr} | | |"
+    )
   timed = [r for r in w["rows"] if "member_steps_per_s" in r]
   if timed and timed[-1]["population"] > 1:
     big = timed[-1]
@@ -1109,57 +1366,85 @@ def _workload_lines(w: dict[str, Any], mm: dict[str, Any] | None) -> list[str]:
 
 
 def _levers_lines(lev: dict[str, Any]) -> list[str]:
-  lines = [f"**Levers** ({lev['description']}, {lev['population']} members, batch "
-           f"{lev['batch_size']}, {lev['steps_per_call']} steps per call, {lev['backend']}; "
-           "variants timed in turn, best call)", "",
-           "| variant | member-steps/s | vs default | every call | compile |",
-           "| --- | --- | --- | --- | --- |"]
+  lines = [
+    f"**Levers** ({lev['description']}, {lev['population']} members, batch "
+    f"{lev['batch_size']}, {lev['steps_per_call']} steps per call, {lev['backend']}; "
+    "variants timed in turn, best call)",
+    "",
+    "| variant | member-steps/s | vs default | every call | compile |",
+    "| --- | --- | --- | --- | --- |",
+  ]
   for r in lev["rows"]:
     each = ", ".join(f"{v:.0f}" for v in r["rounds_member_steps_per_s"])
-    lines.append(f"| {r['variant']} | {r['member_steps_per_s']:.1f} | {r['vs_default']:.2f}x "
-                 f"| {each} | {r['compile_s']:.1f} s |")
+    lines.append(
+      f"| {r['variant']} | {r['member_steps_per_s']:.1f} | {r['vs_default']:.2f}x "
+      f"| {each} | {r['compile_s']:.1f} s |"
+    )
   return lines + [""]
 
 
 def _stream_lines(st: dict[str, Any]) -> list[str]:
-  lines = [f"**Streamed from the host vs in memory** ({st['description']}, {st['population']} "
-           f"members, batch {st['batch_size']}, {st['steps_per_epoch']} steps per epoch, shared "
-           f"order in both, {st['backend']}; variants take turns, best epoch)", "",
-           "| variant | calls per epoch | member-steps/s | vs in memory | every epoch "
-           "| CPU s per epoch (median) | host side alone | build + first epoch |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+  lines = [
+    f"**Streamed from the host vs in memory** ({st['description']}, {st['population']} "
+    f"members, batch {st['batch_size']}, {st['steps_per_epoch']} steps per epoch, shared "
+    f"order in both, {st['backend']}; variants take turns, best epoch)",
+    "",
+    "| variant | calls per epoch | member-steps/s | vs in memory | every epoch "
+    "| CPU s per epoch (median) | host side alone | build + first epoch |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+  ]
   for r in st["rows"]:
     each = ", ".join(f"{v:.0f}" for v in r["rounds_member_steps_per_s"])
     host = f"{1e3 * r['host_side_epoch_s']:.0f} ms" if "host_side_epoch_s" in r else "-"
-    lines.append(f"| {r['variant']} | {r['calls_per_epoch']} | {r['member_steps_per_s']:.1f} "
-                 f"| {r['vs_in_memory']:.2f}x | {each} | {r['cpu_s_per_epoch']:.1f} | {host} "
-                 f"| {r['build_and_first_epoch_s']:.1f} s |")
-  lines += ["", "Host side alone: an epoch of the stream's batches (the generator, the checks, "
-            "the stacking, the transfers) without training."]
+    lines.append(
+      f"| {r['variant']} | {r['calls_per_epoch']} | {r['member_steps_per_s']:.1f} "
+      f"| {r['vs_in_memory']:.2f}x | {each} | {r['cpu_s_per_epoch']:.1f} | {host} "
+      f"| {r['build_and_first_epoch_s']:.1f} s |"
+    )
+  lines += [
+    "",
+    "Host side alone: an epoch of the stream's batches (the generator, the checks, "
+    "the stacking, the transfers) without training.",
+  ]
   return lines + [""]
 
 
 def _programs_lines(prog: dict[str, Any]) -> list[str]:
-  lines = [f"**Programs around the step** ({prog['description']}, {prog['population']} members, "
-           f"{prog['backend']}; no compilation cache)", "",
-           "| program | setting | compile | call (median) |", "| --- | --- | --- | --- |"]
+  lines = [
+    f"**Programs around the step** ({prog['description']}, {prog['population']} members, "
+    f"{prog['backend']}; no compilation cache)",
+    "",
+    "| program | setting | compile | call (median) |",
+    "| --- | --- | --- | --- |",
+  ]
   for r in prog["compiles"]:
-    lines.append(f"| {r['program']} | {r['setting']} | {r['compile_s']:.2f} s "
-                 f"| {1e3 * r['call_s']:.1f} ms |")
+    lines.append(
+      f"| {r['program']} | {r['setting']} | {r['compile_s']:.2f} s | {1e3 * r['call_s']:.1f} ms |"
+    )
   seen = []
   for r in prog["compiles"]:
     if r["program"] not in seen:
       seen.append(r["program"])
-      lines.append(f"| {r['program']} | largest difference between the two results "
-                   f"| {r['max_difference']:.2g} | |")
+      lines.append(
+        f"| {r['program']} | largest difference between the two results "
+        f"| {r['max_difference']:.2g} | |"
+      )
   for title, key in (("validation pass", "validation"), ("eval batch", "eval_batches")):
-    lines += ["", f"| {title} | rows per member | call (median) | largest loss difference |",
-              "| --- | --- | --- | --- |"]
+    lines += [
+      "",
+      f"| {title} | rows per member | call (median) | largest loss difference |",
+      "| --- | --- | --- | --- |",
+    ]
     for r in prog[key]:
-      lines.append(f"| {r['variant']} | {r['rows_per_member']} | {1e3 * r['call_s']:.1f} ms "
-                   f"| {r['max_loss_difference']:.2g} |")
-  lines.insert(2, f"Validation set {prog['num_val']} examples, test set {prog['num_test']}, "
-               f"eval batch {prog['eval_batch_size']}.")
+      lines.append(
+        f"| {r['variant']} | {r['rows_per_member']} | {1e3 * r['call_s']:.1f} ms "
+        f"| {r['max_loss_difference']:.2g} |"
+      )
+  lines.insert(
+    2,
+    f"Validation set {prog['num_val']} examples, test set {prog['num_test']}, "
+    f"eval batch {prog['eval_batch_size']}.",
+  )
   lines.insert(3, "")
   return lines + [""]
 
@@ -1170,26 +1455,37 @@ def _seconds_line(h: dict[str, Any]) -> str:
   phases = dict(t["phases_s"])
   parts = [f"process start and imports {h['process_overhead_s']:.1f}"]
   parts += [f"{k.replace('_', ' ')} {v:.1f}" for k, v in phases.items() if v >= 0.05]
-  return (f"Where hpjax's {h['wall_s']:.1f} s went ({h.get('cache', 'cold')} cache): "
-          + ", ".join(parts) + f" s; JAX traced and compiled {t['programs_compiled']} programs "
-          f"in {t['jax_trace_s'] + t['jax_compile_s']:.1f} s of them (within build, train, "
-          f"evaluate), {t['compile_cache_hits']} from the persistent cache.")
+  return (
+    f"Where hpjax's {h['wall_s']:.1f} s went ({h.get('cache', 'cold')} cache): "
+    + ", ".join(parts)
+    + f" s; JAX traced and compiled {t['programs_compiled']} programs "
+    f"in {t['jax_trace_s'] + t['jax_compile_s']:.1f} s of them (within build, train, "
+    f"evaluate), {t['compile_cache_hits']} from the persistent cache."
+  )
 
 
 def markdown(result: dict[str, Any]) -> str:
   """The tables of a result, as markdown."""
   m = result["meta"]
-  lines = [f"{m['processor']}, {m['cpu_count']} cores, {m['backend']} ({m['device']}), "
-           f"jax {m['jax']}; load average {m['load_avg_start'][0]:.2f} at the start, "
-           f"{m.get('load_avg_end', [float('nan')])[0]:.2f} at the end; {m['date']}", "",
-           f"`{m['command']}`", ""]
+  lines = [
+    f"{m['processor']}, {m['cpu_count']} cores, {m['backend']} ({m['device']}), "
+    f"jax {m['jax']}; load average {m['load_avg_start'][0]:.2f} at the start, "
+    f"{m.get('load_avg_end', [float('nan')])[0]:.2f} at the end; {m['date']}",
+    "",
+    f"`{m['command']}`",
+    "",
+  ]
   mm = result.get("matmul")
   if mm:
-    text = (f"float32 matmul {mm['size']}x{mm['size']} through XLA (best of {mm['reps']}): "
-            f"{mm['flops_per_s'] / 1e9:.1f} GFLOP/s")
+    text = (
+      f"float32 matmul {mm['size']}x{mm['size']} through XLA (best of {mm['reps']}): "
+      f"{mm['flops_per_s'] / 1e9:.1f} GFLOP/s"
+    )
     if "flops_per_s_end" in mm:
-      text += (f" (best of {mm['flops_per_s_start'] / 1e9:.1f} before and "
-               f"{mm['flops_per_s_end'] / 1e9:.1f} after the throughput part)")
+      text += (
+        f" (best of {mm['flops_per_s_start'] / 1e9:.1f} before and "
+        f"{mm['flops_per_s_end'] / 1e9:.1f} after the throughput part)"
+      )
     lines += [text, ""]
   for w in result.get("workloads", []):
     lines += _workload_lines(w, mm)
@@ -1201,87 +1497,117 @@ def markdown(result: dict[str, Any]) -> str:
     lines += _stream_lines(result["stream"])
   c = result.get("compile")
   if c:
-    lines += [f"**Compile of `{c['cold']['config']}`** ({c['cold']['members']} members, "
-              f"{c['cold']['groups']} groups): (build + first epoch) - steady epoch, each in a "
-              "fresh process with one persistent cache", "",
-              "| cache | compile | build | first epoch | steady epoch | JAX trace+lower+compile "
-              "| cache hits | peak RSS |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+      f"**Compile of `{c['cold']['config']}`** ({c['cold']['members']} members, "
+      f"{c['cold']['groups']} groups): (build + first epoch) - steady epoch, each in a "
+      "fresh process with one persistent cache",
+      "",
+      "| cache | compile | build | first epoch | steady epoch | JAX trace+lower+compile "
+      "| cache hits | peak RSS |",
+      "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for k in ("cold", "warm"):
       r = c[k]
       ev = r["jax_events"]
-      lines.append(f"| {k} | {r['compile_s']:.1f} s | {r['build_s']:.1f} s "
-                   f"| {r['first_epoch_s']:.1f} s | {r['steady_epoch_s']:.2f} s "
-                   f"| {ev['trace_s'] + ev['lower_s'] + ev['backend_compile_s']:.1f} s "
-                   f"| {ev['cache_hits']} | {_fmt_bytes(r.get('hwm_bytes', r['maxrss_bytes']))} |")
+      lines.append(
+        f"| {k} | {r['compile_s']:.1f} s | {r['build_s']:.1f} s "
+        f"| {r['first_epoch_s']:.1f} s | {r['steady_epoch_s']:.2f} s "
+        f"| {ev['trace_s'] + ev['lower_s'] + ev['backend_compile_s']:.1f} s "
+        f"| {ev['cache_hits']} | {_fmt_bytes(r.get('hwm_bytes', r['maxrss_bytes']))} |"
+      )
     lines.append("")
   mem = result.get("memory")
   if mem:
-    lines += [f"**Memory** ({mem['workload']}, one process per P, one training call; peak RSS "
-              "of the training call, RSS growth from after the data load to after the call)", "",
-              "| P | population state | per member | XLA temp buffers | peak RSS "
-              "| RSS growth | device peak | compiled in the process |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+      f"**Memory** ({mem['workload']}, one process per P, one training call; peak RSS "
+      "of the training call, RSS growth from after the data load to after the call)",
+      "",
+      "| P | population state | per member | XLA temp buffers | peak RSS "
+      "| RSS growth | device peak | compiled in the process |",
+      "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in mem["rows"]:
-      lines.append(f"| {r['population']} | {_fmt_bytes(r['state_bytes'])} "
-                   f"| {r['state_bytes'] / r['population'] / 1024:.0f} KiB "
-                   f"| {_fmt_bytes(r['xla_temp_bytes'])} | {_fmt_bytes(r['peak_rss_bytes'])} "
-                   f"| {_fmt_bytes(r['rss_after_bytes'] - r['rss_before_bytes'])} "
-                   f"| {_fmt_bytes(r['device_peak_bytes'])} "
-                   f"| {r['backend_compile_s']:.1f} s ({r['cache_hits']} cache hits) |")
+      lines.append(
+        f"| {r['population']} | {_fmt_bytes(r['state_bytes'])} "
+        f"| {r['state_bytes'] / r['population'] / 1024:.0f} KiB "
+        f"| {_fmt_bytes(r['xla_temp_bytes'])} | {_fmt_bytes(r['peak_rss_bytes'])} "
+        f"| {_fmt_bytes(r['rss_after_bytes'] - r['rss_before_bytes'])} "
+        f"| {_fmt_bytes(r['device_peak_bytes'])} "
+        f"| {r['backend_compile_s']:.1f} s ({r['cache_hits']} cache hits) |"
+      )
     lin = mem.get("linearity") or {}
     if lin:
       fits = []
-      for key, name in (("state_bytes", "state"), ("peak_rss_bytes", "peak RSS"),
-                        ("rss_growth_bytes", "RSS growth")):
+      for key, name in (
+        ("state_bytes", "state"),
+        ("peak_rss_bytes", "peak RSS"),
+        ("rss_growth_bytes", "RSS growth"),
+      ):
         f = lin[key]
-        fits.append(f"{name} {f['bytes_per_member'] / 1024:.0f} KiB per member + "
-                    f"{f['intercept_bytes'] / 2**20:.1f} MiB (max residual "
-                    f"{100 * f['max_relative_residual']:.1f}%)")
+        fits.append(
+          f"{name} {f['bytes_per_member'] / 1024:.0f} KiB per member + "
+          f"{f['intercept_bytes'] / 2**20:.1f} MiB (max residual "
+          f"{100 * f['max_relative_residual']:.1f}%)"
+        )
       lines += ["", "Line fits in P: " + "; ".join(fits)]
     lines.append("")
   dev = result.get("devices")
   if dev and dev["rows"]:
     r0 = dev["rows"][0]
-    lines += [f"**Scaling over devices** ({r0['description']}, {dev['population']} members, "
-              f"{r0['steps_per_call']} steps per call, "
-              f"{_device_name(r0['platform'], r0['device_kind'])})", ""]
+    lines += [
+      f"**Scaling over devices** ({r0['description']}, {dev['population']} members, "
+      f"{r0['steps_per_call']} steps per call, "
+      f"{_device_name(r0['platform'], r0['device_kind'])})",
+      "",
+    ]
     if dev.get("note"):
       lines += [dev["note"][0].upper() + dev["note"][1:] + ".", ""]
-    lines += ["| devices | members per device | member-steps/s (best round) | each round "
-              "| speedup | efficiency | compile (first round) |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+      "| devices | members per device | member-steps/s (best round) | each round "
+      "| speedup | efficiency | compile (first round) |",
+      "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in dev["rows"]:
       sp = f"{r['speedup']:.2f}x" if "speedup" in r else "n/a"
       ef = f"{100 * r['efficiency']:.0f}%" if "efficiency" in r else "n/a"
       each = ", ".join(f"{v:.1f}" for v in r.get("rounds_member_steps_per_s", []))
-      lines.append(f"| {r['devices']} | {r['members_per_device']} | "
-                   f"{r['member_steps_per_s']:.1f} | {each} | {sp} | {ef} "
-                   f"| {r['compile_s']:.1f} s |")
+      lines.append(
+        f"| {r['devices']} | {r['members_per_device']} | "
+        f"{r['member_steps_per_s']:.1f} | {each} | {sp} | {ef} "
+        f"| {r['compile_s']:.1f} s |"
+      )
     lines.append("")
   elif dev and dev.get("note"):
     lines += [f"**Scaling over devices**: {dev['note']}.", ""]
   tta = result.get("tta")
   if tta:
-    lines += ["**Time to accuracy** (digits 28x28, same splits, same search space and budget)", "",
-              f"| tuner | time to {tta['hpjax']['target']} val accuracy | best val accuracy "
-              "| test accuracy of the best | member-epochs | wall time |",
-              "| --- | --- | --- | --- | --- | --- |"]
+    lines += [
+      "**Time to accuracy** (digits 28x28, same splits, same search space and budget)",
+      "",
+      f"| tuner | time to {tta['hpjax']['target']} val accuracy | best val accuracy "
+      "| test accuracy of the best | member-epochs | wall time |",
+      "| --- | --- | --- | --- | --- | --- |",
+    ]
     for key in ("hpjax", "hpjax_warm"):
       h = tta.get(key)
       if not h:
         continue
       cache = f", {h['cache']} compilation cache" if h.get("cache") else ""
-      lines.append(f"| {h['tuner']}, {h['members']} members x {h['epochs']} epochs{cache} "
-                   f"| {_fmt_s(h['time_to_target_s'])} | {h['best_val_accuracy']:.4f} "
-                   f"| {h['best_member']['test_accuracy']:.4f} | {h['member_epochs']} "
-                   f"| {h['wall_s']:.1f} s |")
+      lines.append(
+        f"| {h['tuner']}, {h['members']} members x {h['epochs']} epochs{cache} "
+        f"| {_fmt_s(h['time_to_target_s'])} | {h['best_val_accuracy']:.4f} "
+        f"| {h['best_member']['test_accuracy']:.4f} | {h['member_epochs']} "
+        f"| {h['wall_s']:.1f} s |"
+      )
     o = tta.get("optuna")
     if o:
-      lines.append(f"| {o['tuner']}, {o['trials']} trials x {o['epochs']} epochs "
-                   f"({o['trials_pruned']} pruned; torch threads {o.get('threads')}) "
-                   f"| {_fmt_s(o['time_to_target_s'])} | {o['best_val_accuracy']:.4f} "
-                   f"| {o['best_trial']['test_accuracy']:.4f} | {o['member_epochs']} "
-                   f"| {o['wall_s']:.1f} s |")
+      lines.append(
+        f"| {o['tuner']}, {o['trials']} trials x {o['epochs']} epochs "
+        f"({o['trials_pruned']} pruned; torch threads {o.get('threads')}) "
+        f"| {_fmt_s(o['time_to_target_s'])} | {o['best_val_accuracy']:.4f} "
+        f"| {o['best_trial']['test_accuracy']:.4f} | {o['member_epochs']} "
+        f"| {o['wall_s']:.1f} s |"
+      )
     elif tta.get("optuna_note"):
       lines += ["", tta["optuna_note"]]
     lines.append("")
@@ -1305,14 +1631,16 @@ def markdown(result: dict[str, Any]) -> str:
 def run_child_part(kind: str, opts: Options, population: int = 1, devices: int = 1) -> dict:
   """What a child process (``--child=KIND``) computes, with its compilation cache set."""
   import jax  # pylint: disable=g-import-not-at-top
+
   if kind == "programs":  # measures compiles: no cache may answer one
     jax.config.update("jax_enable_compilation_cache", False)
     return child_programs(opts, log=lambda line: print(line, flush=True))
   jax.config.update("jax_compilation_cache_dir", opts.cache_dir)
   # Memory and devices children reuse every program the parent compiled; the
   # compile and time-to-accuracy children cache what experiments/tune.py caches.
-  min_secs = (0.0 if kind in ("memory", "devices")
-              else float(os.environ.get("HPJAX_CACHE_MIN_SECS", "0")))
+  min_secs = (
+    0.0 if kind in ("memory", "devices") else float(os.environ.get("HPJAX_CACHE_MIN_SECS", "0"))
+  )
   jax.config.update("jax_persistent_cache_min_compile_time_secs", min_secs)
   if kind == "compile":
     return child_compile(opts)
@@ -1326,6 +1654,7 @@ def main(argv: Sequence[str], prog: str = "experiments.benchmark") -> int:
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
+
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   try:
@@ -1340,8 +1669,11 @@ def main(argv: Sequence[str], prog: str = "experiments.benchmark") -> int:
   if not f["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   start = time.perf_counter()
-  result = run(opts, log=lambda line: print(f"[{time.perf_counter() - start:6.1f} s] {line}",
-                                            flush=True), prog=prog)
+  result = run(
+    opts,
+    log=lambda line: print(f"[{time.perf_counter() - start:6.1f} s] {line}", flush=True),
+    prog=prog,
+  )
   print("\n" + markdown(result))
   if f.out:
     with open(f.out, "w") as fh:
@@ -1358,6 +1690,7 @@ def cli(prog: str = "experiments.benchmark", **defaults: Any) -> None:
   """
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
+
   bench_lib.define_flags(**defaults)
   flags.DEFINE_string("out", None, "Write the results as JSON here.")
   flags.DEFINE_enum("child", None, list(CHILDREN), "Internal: run one child part.")

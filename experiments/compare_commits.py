@@ -29,12 +29,15 @@ from absl import app
 from absl import flags
 
 _BASE = flags.DEFINE_string("base", None, "The commit to compare against.", required=True)
-_CASES = flags.DEFINE_list("cases", ["digits28:32", "digits8:128"],
-                           "WORKLOAD:P pairs, each timed in both versions.")
+_CASES = flags.DEFINE_list(
+  "cases", ["digits28:32", "digits8:128"], "WORKLOAD:P pairs, each timed in both versions."
+)
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Turns per version (each version runs once per turn).")
 _COMPILE = flags.DEFINE_string(
-    "compile_config", "experiments/configs/digits28_pbt.py",
-    "Config (relative to the repository) whose compile time is compared; empty: skip.")
+  "compile_config",
+  "experiments/configs/digits28_pbt.py",
+  "Config (relative to the repository) whose compile time is compared; empty: skip.",
+)
 _OUT = flags.DEFINE_string("out", None, "Write every measurement and the ratios as JSON here.")
 
 
@@ -66,8 +69,16 @@ def run_tree(tree: str, cases: list[tuple[str, int]], scratch: str) -> dict[str,
   for name in dict.fromkeys(n for n, _ in cases):
     pops = ",".join(str(p) for n, p in cases if n == name)
     out = os.path.join(scratch, "bench.json")
-    cmd = [sys.executable, "-m", "experiments.benchmark", "--parts=throughput", "--torch=off",
-           f"--workloads={name}", f"--populations={pops}", f"--out={out}"]
+    cmd = [
+      sys.executable,
+      "-m",
+      "experiments.benchmark",
+      "--parts=throughput",
+      "--torch=off",
+      f"--workloads={name}",
+      f"--populations={pops}",
+      f"--out={out}",
+    ]
     env = {**os.environ, "PYTHONPATH": tree}
     subprocess.run(cmd, cwd=tree, env=env, check=True, stdout=subprocess.DEVNULL)
     with open(out) as f:
@@ -78,27 +89,42 @@ def run_tree(tree: str, cases: list[tuple[str, int]], scratch: str) -> dict[str,
 def run_compile(tree: str, scratch: str) -> dict[str, float]:
   """The compile part in ``tree``: cold and warm compile seconds, JAX's own cold compile time."""
   out = os.path.join(scratch, "compile.json")
-  cmd = [sys.executable, "-m", "experiments.benchmark", "--parts=compile",
-         f"--compile_config={_COMPILE.value}", f"--out={out}"]
-  subprocess.run(cmd, cwd=tree, env={**os.environ, "PYTHONPATH": tree}, check=True,
-                 stdout=subprocess.DEVNULL)
+  cmd = [
+    sys.executable,
+    "-m",
+    "experiments.benchmark",
+    "--parts=compile",
+    f"--compile_config={_COMPILE.value}",
+    f"--out={out}",
+  ]
+  subprocess.run(
+    cmd, cwd=tree, env={**os.environ, "PYTHONPATH": tree}, check=True, stdout=subprocess.DEVNULL
+  )
   with open(out) as f:
     c = json.load(f)["compile"]
-  return {"compile_cold_s": c["cold"]["compile_s"], "compile_warm_s": c["warm"]["compile_s"],
-          "jax_compile_cold_s": c["cold"]["jax_events"]["backend_compile_s"],
-          "first_epoch_cold_s": c["cold"]["first_epoch_s"]}
+  return {
+    "compile_cold_s": c["cold"]["compile_s"],
+    "compile_warm_s": c["warm"]["compile_s"],
+    "jax_compile_cold_s": c["cold"]["jax_events"]["backend_compile_s"],
+    "first_epoch_cold_s": c["cold"]["first_epoch_s"],
+  }
 
 
 def main(argv):
   del argv
   cases = parse_cases(_CASES.value)
   here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, check=True,
-                        capture_output=True, text=True).stdout.strip()
+  head = subprocess.run(
+    ["git", "rev-parse", "--short", "HEAD"], cwd=here, check=True, capture_output=True, text=True
+  ).stdout.strip()
   with tempfile.TemporaryDirectory(prefix="hpjax_compare_") as scratch:
     base_tree = os.path.join(scratch, "base")
-    subprocess.run(["git", "worktree", "add", "--detach", base_tree, _BASE.value], cwd=here,
-                   check=True, capture_output=True)
+    subprocess.run(
+      ["git", "worktree", "add", "--detach", base_tree, _BASE.value],
+      cwd=here,
+      check=True,
+      capture_output=True,
+    )
     try:
       turns = []
       for r in range(_ROUNDS.value):
@@ -108,12 +134,22 @@ def main(argv):
           if _COMPILE.value:
             turn[version].update(run_compile(tree, scratch))
         turns.append(turn)
-        print(f"round {r + 1}: " + ", ".join(
+        print(
+          f"round {r + 1}: "
+          + ", ".join(
             f"{k} base {turn['base'][k]:.1f} head {turn['head'][k]:.1f}"
-            for k in turn["head"] if k in turn["base"]), flush=True)
+            for k in turn["head"]
+            if k in turn["base"]
+          ),
+          flush=True,
+        )
     finally:
-      subprocess.run(["git", "worktree", "remove", "--force", base_tree], cwd=here,
-                     check=False, capture_output=True)
+      subprocess.run(
+        ["git", "worktree", "remove", "--force", base_tree],
+        cwd=here,
+        check=False,
+        capture_output=True,
+      )
   summary = {}
   print(f"\n| case | base {_BASE.value} | head {head} | head / base |\n| --- | --- | --- | --- |")
   for name, p in cases:  # member-steps/s: the best turn of each version
@@ -121,19 +157,18 @@ def main(argv):
     best = {v: max(t[v].get(key, 0.0) for t in turns) for v in ("base", "head")}
     ratio = best["head"] / best["base"] if best["base"] else float("nan")
     summary[key] = {**best, "ratio": ratio}
-    print(f"| {name}, P={p}, member-steps/s | {best['base']:.1f} | {best['head']:.1f} | "
-          f"{ratio:.3f} |")
+    print(
+      f"| {name}, P={p}, member-steps/s | {best['base']:.1f} | {best['head']:.1f} | {ratio:.3f} |"
+    )
   if _COMPILE.value:  # seconds: the best (smallest) turn of each version
     for key in ("compile_cold_s", "jax_compile_cold_s", "compile_warm_s", "first_epoch_cold_s"):
       best = {v: min(t[v][key] for t in turns) for v in ("base", "head")}
       ratio = best["head"] / best["base"]
       summary[key] = {**best, "ratio": ratio}
-      print(f"| {_COMPILE.value}: {key} | {best['base']:.1f} | {best['head']:.1f} | "
-            f"{ratio:.3f} |")
+      print(f"| {_COMPILE.value}: {key} | {best['base']:.1f} | {best['head']:.1f} | {ratio:.3f} |")
   if _OUT.value:
     with open(_OUT.value, "w") as f:
-      json.dump({"base": _BASE.value, "head": head, "turns": turns, "best": summary}, f,
-                indent=1)
+      json.dump({"base": _BASE.value, "head": head, "turns": turns, "best": summary}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ import numpy as np
 
 ARMS = ("pbt", "random", "halving", "pbt_halving")
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/digits28_pbt.py",
-                                          "A PBT experiment config.", lock_config=False)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", "experiments/configs/digits28_pbt.py", "A PBT experiment config.", lock_config=False
+)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/compare_controllers", "Where the arms run.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds; each runs every arm.")
 _ARMS = flags.DEFINE_list("arms", ["pbt", "random"], f"Arms, of {', '.join(ARMS)}.")
@@ -53,16 +54,29 @@ def arm_controller(arm: str, pbt: dict, halving: dict) -> dict:
   """The config's ``controller`` section of an arm."""
   if arm not in ARMS:
     raise ValueError(f"--arms: unknown value {arm!r}; allowed: {', '.join(ARMS)}")
-  return {"pbt": pbt, "random": {"name": "none"}, "halving": {"name": "halving", **halving},
-          "pbt_halving": {"name": "pbt_halving", "pbt": {k: v for k, v in pbt.items()
-                                                          if k != "name"},
-                          "halving": halving}}[arm]
+  return {
+    "pbt": pbt,
+    "random": {"name": "none"},
+    "halving": {"name": "halving", **halving},
+    "pbt_halving": {
+      "name": "pbt_halving",
+      "pbt": {k: v for k, v in pbt.items() if k != "name"},
+      "halving": halving,
+    },
+  }[arm]
 
 
-def compare(config, workdir: str, seeds: list[int], arms=("pbt", "random"),
-            halving: dict | None = None, log=print) -> list[dict]:
+def compare(
+  config,
+  workdir: str,
+  seeds: list[int],
+  arms=("pbt", "random"),
+  halving: dict | None = None,
+  log=print,
+) -> list[dict]:
   """Runs every arm for each seed; returns one result row per (seed, arm)."""
   from hpjax import tuner  # pylint: disable=g-import-not-at-top
+
   base = config.to_dict() if hasattr(config, "to_dict") else dict(config)
   if base.get("controller", {}).get("name") != "pbt":
     raise ValueError("config.controller.name: must be 'pbt' (the other arms derive from it)")
@@ -76,26 +90,38 @@ def compare(config, workdir: str, seeds: list[int], arms=("pbt", "random"),
       out = os.path.join(workdir, f"seed{seed}_{arm}")
       summary = tuner.run(cfg, out, log=lambda s: None)
       fit = _final_fitness(out, summary["fitness"], int(cfg["epochs"]))
-      row = {"seed": int(seed), "arm": arm, "best_val": float(summary["val"][summary["fitness"]]),
-             "test_of_best": float(summary["test"].get(summary["fitness"], float("nan"))),
-             "median_val": float(np.nanmedian(fit)), "members_at_end": int(len(fit)),
-             "member_epochs": summary["member_epochs"], "wall_s": summary["wall_time_s"],
-             "timings": summary.get("timings")}
-      log(f"seed {seed} {arm:11s}: best val {row['best_val']:.4f} (test "
-          f"{row['test_of_best']:.4f}), median {row['median_val']:.4f}, "
-          f"{row['member_epochs']} member-epochs, {row['wall_s']:.0f} s")
+      row = {
+        "seed": int(seed),
+        "arm": arm,
+        "best_val": float(summary["val"][summary["fitness"]]),
+        "test_of_best": float(summary["test"].get(summary["fitness"], float("nan"))),
+        "median_val": float(np.nanmedian(fit)),
+        "members_at_end": int(len(fit)),
+        "member_epochs": summary["member_epochs"],
+        "wall_s": summary["wall_time_s"],
+        "timings": summary.get("timings"),
+      }
+      log(
+        f"seed {seed} {arm:11s}: best val {row['best_val']:.4f} (test "
+        f"{row['test_of_best']:.4f}), median {row['median_val']:.4f}, "
+        f"{row['member_epochs']} member-epochs, {row['wall_s']:.0f} s"
+      )
       results.append(row)
   return results
 
 
 def table(results: list[dict]) -> str:
   """The markdown table of :func:`compare`'s rows."""
-  lines = ["| seed | arm | best val | test of best | median val (alive) | member-epochs | wall s |",
-           "| --- | --- | --- | --- | --- | --- | --- |"]
+  lines = [
+    "| seed | arm | best val | test of best | median val (alive) | member-epochs | wall s |",
+    "| --- | --- | --- | --- | --- | --- | --- |",
+  ]
   for r in results:
-    lines.append(f"| {r['seed']} | {r['arm']} | {r['best_val']:.4f} | {r['test_of_best']:.4f} | "
-                 f"{r['median_val']:.4f} ({r['members_at_end']}) | {r['member_epochs']} | "
-                 f"{r['wall_s']:.0f} |")
+    lines.append(
+      f"| {r['seed']} | {r['arm']} | {r['best_val']:.4f} | {r['test_of_best']:.4f} | "
+      f"{r['median_val']:.4f} ({r['members_at_end']}) | {r['member_epochs']} | "
+      f"{r['wall_s']:.0f} |"
+    )
   return "\n".join(lines)
 
 
@@ -103,10 +129,14 @@ def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  halving = {"grace_period": _GRACE.value, "reduction_factor": _ETA.value,
-             "min_members": _MIN_MEMBERS.value}
-  results = compare(_CONFIG.value, _WORKDIR.value, [int(s) for s in _SEEDS.value],
-                    arms=_ARMS.value, halving=halving)
+  halving = {
+    "grace_period": _GRACE.value,
+    "reduction_factor": _ETA.value,
+    "min_members": _MIN_MEMBERS.value,
+  }
+  results = compare(
+    _CONFIG.value, _WORKDIR.value, [int(s) for s in _SEEDS.value], arms=_ARMS.value, halving=halving
+  )
   print(table(results))
   out = _OUT.value or os.path.join(_WORKDIR.value, "compare.json")
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

@@ -15,10 +15,10 @@ matches, 1 otherwise, with the first differences listed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import json
 import os
 import sys
-from collections.abc import Mapping
 from typing import Any
 
 from absl import app
@@ -70,11 +70,12 @@ def compare(a: str, b: str) -> list[str]:
     for i, (x, y) in enumerate(zip(ra, rb)):
       if x != y:
         keys = sorted(k for k in set(x) | set(y) if x.get(k) != y.get(k))
-        diffs.append(f"{name} row {i + 1}: " + ", ".join(
-            f"{k}: {x.get(k)!r} vs {y.get(k)!r}" for k in keys)[:400])
+        diffs.append(
+          f"{name} row {i + 1}: "
+          + ", ".join(f"{k}: {x.get(k)!r} vs {y.get(k)!r}" for k in keys)[:400]
+        )
   sa, sb = (json.load(open(os.path.join(w, "summary.json"))) for w in (a, b))
-  for key in ("best_member", "ranking", "val", "test", "members_at_end", "member_epochs",
-              "epochs"):
+  for key in ("best_member", "ranking", "val", "test", "members_at_end", "member_epochs", "epochs"):
     if sa.get(key) != sb.get(key):
       diffs.append(f"summary.json {key}: {sa.get(key)!r} vs {sb.get(key)!r}")
   if _flat(sa.get("hyperparameters")) != _flat(sb.get("hyperparameters")):
@@ -87,8 +88,7 @@ def main(argv):
   diffs = compare(_A.value, _B.value)
   for d in diffs[:20]:
     print(d)
-  print(f"{'same numbers' if not diffs else f'{len(diffs)} differences'}: "
-        f"{_A.value} vs {_B.value}")
+  print(f"{'same numbers' if not diffs else f'{len(diffs)} differences'}: {_A.value} vs {_B.value}")
   return 1 if diffs else 0
 
 

@@ -20,19 +20,19 @@ Launch (needs the ``[bench]`` extra)::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 from absl import app
 from absl import flags
 
 SPACE = {
-    "learning_rate": (1e-4, 1e-1),
-    "optimizer": ("sgd", "rmsprop", "adam"),
-    "activation": ("relu", "tanh", "sigmoid"),
-    "batch_size": (8, 16, 32),
+  "learning_rate": (1e-4, 1e-1),
+  "optimizer": ("sgd", "rmsprop", "adam"),
+  "activation": ("relu", "tanh", "sigmoid"),
+  "batch_size": (8, 16, 32),
 }
 
 
@@ -47,15 +47,27 @@ def load_arrays(image_size: int = 28, seed: int = 0) -> dict[str, Any]:
     ``x_train``, ``y_train``, ``x_val``, ``y_val``, ``x_test``, ``y_test``.
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   from hpjax.data import load_dataset  # pylint: disable=g-import-not-at-top
+
   d = load_dataset("digits", image_size=None if image_size == 8 else image_size, seed=seed)
-  return {k: np.asarray(getattr(d, k)) for k in
-          ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+  return {
+    k: np.asarray(getattr(d, k))
+    for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+  }
 
 
-def run_study(*, trials: int = 32, epochs: int = 10, target: float = 0.97, seed: int = 0,
-              image_size: int = 28, device: str = "cpu", threads: int | None = None,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_study(
+  *,
+  trials: int = 32,
+  epochs: int = 10,
+  target: float = 0.97,
+  seed: int = 0,
+  image_size: int = 28,
+  device: str = "cpu",
+  threads: int | None = None,
+  log: Callable[[str], None] = print,
+) -> dict[str, Any]:
   """Runs the Optuna + PyTorch study and times it.
 
   Args:
@@ -78,7 +90,9 @@ def run_study(*, trials: int = 32, epochs: int = 10, target: float = 0.97, seed:
   """
   import optuna  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
+
   from experiments import torch_baseline  # pylint: disable=g-import-not-at-top
+
   if threads:
     torch.set_num_threads(threads)
   optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -90,10 +104,11 @@ def run_study(*, trials: int = 32, epochs: int = 10, target: float = 0.97, seed:
 
   def objective(trial: optuna.Trial) -> float:
     hp = dict(
-        lr=trial.suggest_float("learning_rate", *SPACE["learning_rate"], log=True),
-        optimizer=trial.suggest_categorical("optimizer", SPACE["optimizer"]),
-        activation=trial.suggest_categorical("activation", SPACE["activation"]),
-        batch_size=trial.suggest_categorical("batch_size", SPACE["batch_size"]))
+      lr=trial.suggest_float("learning_rate", *SPACE["learning_rate"], log=True),
+      optimizer=trial.suggest_categorical("optimizer", SPACE["optimizer"]),
+      activation=trial.suggest_categorical("activation", SPACE["activation"]),
+      batch_size=trial.suggest_categorical("batch_size", SPACE["batch_size"]),
+    )
 
     def on_epoch(epoch: int, acc: float) -> None:
       now = time.perf_counter() - start
@@ -105,35 +120,58 @@ def run_study(*, trials: int = 32, epochs: int = 10, target: float = 0.97, seed:
         raise optuna.TrialPruned()
 
     r = torch_baseline.train_member(
-        data["x_train"], data["y_train"], epochs=epochs, seed=seed + trial.number,
-        x_val=data["x_val"], y_val=data["y_val"], x_test=data["x_test"], y_test=data["y_test"],
-        device=device, on_epoch=on_epoch, **hp)
+      data["x_train"],
+      data["y_train"],
+      epochs=epochs,
+      seed=seed + trial.number,
+      x_val=data["x_val"],
+      y_val=data["y_val"],
+      x_test=data["x_test"],
+      y_test=data["y_test"],
+      device=device,
+      on_epoch=on_epoch,
+      **hp,
+    )
     tests[trial.number] = r["test_accuracy"]
     return r["val_accuracy"][-1]
 
-  study = optuna.create_study(direction="maximize",
-                              sampler=optuna.samplers.TPESampler(seed=seed),
-                              pruner=optuna.pruners.MedianPruner())
-  study.optimize(objective, n_trials=trials,
-                 callbacks=[lambda s, t: log(
-                     f"trial {t.number:3d} {t.state.name.lower():8s} "
-                     f"val {t.value if t.value is not None else float('nan'):.4f} "
-                     f"{time.perf_counter() - start:7.1f} s")])
+  study = optuna.create_study(
+    direction="maximize",
+    sampler=optuna.samplers.TPESampler(seed=seed),
+    pruner=optuna.pruners.MedianPruner(),
+  )
+  study.optimize(
+    objective,
+    n_trials=trials,
+    callbacks=[
+      lambda s, t: log(
+        f"trial {t.number:3d} {t.state.name.lower():8s} "
+        f"val {t.value if t.value is not None else float('nan'):.4f} "
+        f"{time.perf_counter() - start:7.1f} s"
+      )
+    ],
+  )
   wall = time.perf_counter() - start
   states = [t.state for t in study.trials]
   best = study.best_trial
   return {
-      "tuner": f"Optuna {optuna.__version__} (TPE + median pruner), PyTorch {torch.__version__}",
-      "trials": trials, "epochs": epochs, "target": target,
-      "wall_s": wall,
-      "time_to_target_s": first[0] if first else None,
-      "best_val_accuracy": max((c[3] for c in curve), default=None),
-      "best_trial": {"number": best.number, "params": best.params, "val_accuracy": best.value,
-                     "test_accuracy": tests.get(best.number)},
-      "trials_complete": states.count(optuna.trial.TrialState.COMPLETE),
-      "trials_pruned": states.count(optuna.trial.TrialState.PRUNED),
-      "member_epochs": len(curve),
-      "curve": curve,
+    "tuner": f"Optuna {optuna.__version__} (TPE + median pruner), PyTorch {torch.__version__}",
+    "trials": trials,
+    "epochs": epochs,
+    "target": target,
+    "wall_s": wall,
+    "time_to_target_s": first[0] if first else None,
+    "best_val_accuracy": max((c[3] for c in curve), default=None),
+    "best_trial": {
+      "number": best.number,
+      "params": best.params,
+      "val_accuracy": best.value,
+      "test_accuracy": tests.get(best.number),
+    },
+    "trials_complete": states.count(optuna.trial.TrialState.COMPLETE),
+    "trials_pruned": states.count(optuna.trial.TrialState.PRUNED),
+    "member_epochs": len(curve),
+    "curve": curve,
   }
 
 
@@ -153,15 +191,24 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   f = flags.FLAGS
-  r = run_study(trials=f.trials, epochs=f.epochs, target=f.target, seed=f.seed,
-                image_size=f.image_size, device=f.torch_device, threads=f.torch_threads or None)
+  r = run_study(
+    trials=f.trials,
+    epochs=f.epochs,
+    target=f.target,
+    seed=f.seed,
+    image_size=f.image_size,
+    device=f.torch_device,
+    threads=f.torch_threads or None,
+  )
   tta = r["time_to_target_s"]
-  print(f"\n{r['tuner']}: {r['trials_complete']} complete, {r['trials_pruned']} pruned, "
-        f"{r['member_epochs']} member-epochs in {r['wall_s']:.1f} s; "
-        f"val accuracy >= {r['target']} after "
-        + (f"{tta:.1f} s" if tta is not None else "never")
-        + f"; best val {r['best_val_accuracy']:.4f}; best trial (final val "
-        f"{r['best_trial']['val_accuracy']:.4f}) test {r['best_trial']['test_accuracy']:.4f}")
+  print(
+    f"\n{r['tuner']}: {r['trials_complete']} complete, {r['trials_pruned']} pruned, "
+    f"{r['member_epochs']} member-epochs in {r['wall_s']:.1f} s; "
+    f"val accuracy >= {r['target']} after "
+    + (f"{tta:.1f} s" if tta is not None else "never")
+    + f"; best val {r['best_val_accuracy']:.4f}; best trial (final val "
+    f"{r['best_trial']['val_accuracy']:.4f}) test {r['best_trial']['test_accuracy']:.4f}"
+  )
   if f.out:
     with open(f.out, "w") as fp:
       json.dump(r, fp, indent=2)

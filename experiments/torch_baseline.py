@@ -13,8 +13,8 @@ structural hyperparameters (a dict).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
+import time
 from typing import Any
 
 import numpy as np
@@ -24,29 +24,45 @@ def _torch():
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:  # pragma: no cover - depends on the extra
-    raise ImportError("the PyTorch baseline needs the [bench] extra: "
-                      "pip install -e '.[bench]'") from e
+    raise ImportError(
+      "the PyTorch baseline needs the [bench] extra: pip install -e '.[bench]'"
+    ) from e
   return torch
 
 
 def _activation(name: str):
   nn = _torch().nn
-  acts = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU,
-          "elu": nn.ELU, "leaky_relu": nn.LeakyReLU, "swish": nn.SiLU}
+  acts = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+    "elu": nn.ELU,
+    "leaky_relu": nn.LeakyReLU,
+    "swish": nn.SiLU,
+  }
   if name not in acts:
     raise ValueError(f"activation: unknown value {name!r}; allowed: {', '.join(acts)}")
   return acts[name]()
 
 
-def bench_cnn(input_shape: Sequence[int], num_classes: int, activation: str,
-              depth: int = 2, width: int = 16, dense: int = 64, kernel_size: int = 3,
-              convs_per_stage: int = 1, batch_norm: bool = False):
+def bench_cnn(
+  input_shape: Sequence[int],
+  num_classes: int,
+  activation: str,
+  depth: int = 2,
+  width: int = 16,
+  dense: int = 64,
+  kernel_size: int = 3,
+  convs_per_stage: int = 1,
+  batch_norm: bool = False,
+):
   """The PyTorch twin of ``hpjax.models.VGG`` (conv-act-pool stages, dense head)."""
   nn = _torch().nn
   h, w, c = input_shape
   mods = []
   for s in range(depth):
-    out = width * 2 ** s
+    out = width * 2**s
     for _ in range(convs_per_stage):
       mods.append(nn.Conv2d(c, out, kernel_size, padding="same", bias=not batch_norm))
       if batch_norm:
@@ -55,14 +71,25 @@ def bench_cnn(input_shape: Sequence[int], num_classes: int, activation: str,
       c = out
     mods.append(nn.MaxPool2d(2))
     h, w = h // 2, w // 2
-  mods += [nn.Flatten(), nn.Linear(c * h * w, dense), _activation(activation),
-           nn.Linear(dense, num_classes)]
+  mods += [
+    nn.Flatten(),
+    nn.Linear(c * h * w, dense),
+    _activation(activation),
+    nn.Linear(dense, num_classes),
+  ]
   return nn.Sequential(*mods)
 
 
-def resnet(input_shape: Sequence[int], num_classes: int, activation: str, depth: int = 2,
-           width: int = 16, kernel_size: int = 3, blocks_per_stage: int = 1,
-           batch_norm: bool = False):
+def resnet(
+  input_shape: Sequence[int],
+  num_classes: int,
+  activation: str,
+  depth: int = 2,
+  width: int = 16,
+  kernel_size: int = 3,
+  blocks_per_stage: int = 1,
+  batch_norm: bool = False,
+):
   """The PyTorch twin of ``hpjax.models.ResNet`` (same layers, shapes and FLOPs)."""
   torch = _torch()
   nn = torch.nn
@@ -83,8 +110,7 @@ def resnet(input_shape: Sequence[int], num_classes: int, activation: str, depth:
       self.act = _activation(activation)
       self.proj = None
       if stride != 1 or cin != cout:
-        self.proj = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=not batch_norm),
-                                  norm(cout))
+        self.proj = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=not batch_norm), norm(cout))
 
     def forward(self, x):
       y = self.act(self.norm1(self.conv1(x)))
@@ -92,11 +118,14 @@ def resnet(input_shape: Sequence[int], num_classes: int, activation: str, depth:
       return self.act(y + (x if self.proj is None else self.proj(x)))
 
   c = input_shape[-1]
-  mods = [nn.Conv2d(c, width, kernel_size, 1, pad, bias=not batch_norm), norm(width),
-          _activation(activation)]
+  mods = [
+    nn.Conv2d(c, width, kernel_size, 1, pad, bias=not batch_norm),
+    norm(width),
+    _activation(activation),
+  ]
   c = width
   for s in range(depth):
-    out = width * 2 ** s
+    out = width * 2**s
     for b in range(blocks_per_stage):
       mods.append(Block(c, out, 2 if (s > 0 and b == 0) else 1))
       c = out
@@ -104,8 +133,9 @@ def resnet(input_shape: Sequence[int], num_classes: int, activation: str, depth:
   return nn.Sequential(*mods)
 
 
-def build_model(model: Mapping[str, Any] | None, input_shape: Sequence[int], num_classes: int,
-                activation: str):
+def build_model(
+  model: Mapping[str, Any] | None, input_shape: Sequence[int], num_classes: int, activation: str
+):
   """The twin of a built-in model, from its structural hyperparameters (None: the bench CNN).
 
   Args:
@@ -121,16 +151,28 @@ def build_model(model: Mapping[str, Any] | None, input_shape: Sequence[int], num
   """
   m = dict(model or {})
   family = m.get("family", "vgg")
-  common = dict(depth=m.get("depth", 2), width=m.get("width", 16),
-                kernel_size=m.get("kernel_size", 3), batch_norm=m.get("batch_norm", False))
+  common = dict(
+    depth=m.get("depth", 2),
+    width=m.get("width", 16),
+    kernel_size=m.get("kernel_size", 3),
+    batch_norm=m.get("batch_norm", False),
+  )
   if family == "vgg":
-    return bench_cnn(input_shape, num_classes, activation, dense=m.get("dense", 64),
-                     convs_per_stage=m.get("convs_per_stage", 1), **common)
+    return bench_cnn(
+      input_shape,
+      num_classes,
+      activation,
+      dense=m.get("dense", 64),
+      convs_per_stage=m.get("convs_per_stage", 1),
+      **common,
+    )
   if family == "resnet":
-    return resnet(input_shape, num_classes, activation,
-                  blocks_per_stage=m.get("convs_per_stage", 1), **common)
-  raise ValueError(f"model.family: the PyTorch baseline has no twin of {family!r}; "
-                   "allowed: vgg, resnet")
+    return resnet(
+      input_shape, num_classes, activation, blocks_per_stage=m.get("convs_per_stage", 1), **common
+    )
+  raise ValueError(
+    f"model.family: the PyTorch baseline has no twin of {family!r}; allowed: vgg, resnet"
+  )
 
 
 def make_optimizer(name: str, params, lr: float):
@@ -172,15 +214,30 @@ def _accuracy(model, x, y: np.ndarray, batch: int = 512) -> float:
   torch = _torch()
   model.eval()
   with torch.no_grad():
-    pred = torch.cat([model(x[i:i + batch]).argmax(-1) for i in range(0, x.shape[0], batch)])
+    pred = torch.cat([model(x[i : i + batch]).argmax(-1) for i in range(0, x.shape[0], batch)])
   return float(np.mean(pred.cpu().numpy() == np.asarray(y)))
 
 
-def train_member(x: np.ndarray, y: np.ndarray, *, activation: str, optimizer: str, lr: float,
-                 batch_size: int, epochs: int = 1, seed: int = 0, num_classes: int = 10,
-                 max_steps: int | None = None, x_val=None, y_val=None, x_test=None, y_test=None,
-                 model: Mapping[str, Any] | None = None, device: str = "cpu",
-                 on_epoch: Callable[[int, float], None] | None = None) -> dict:
+def train_member(
+  x: np.ndarray,
+  y: np.ndarray,
+  *,
+  activation: str,
+  optimizer: str,
+  lr: float,
+  batch_size: int,
+  epochs: int = 1,
+  seed: int = 0,
+  num_classes: int = 10,
+  max_steps: int | None = None,
+  x_val=None,
+  y_val=None,
+  x_test=None,
+  y_test=None,
+  model: Mapping[str, Any] | None = None,
+  device: str = "cpu",
+  on_epoch: Callable[[int, float], None] | None = None,
+) -> dict:
   """Trains one member; returns steps, seconds and (optionally) accuracies.
 
   Args:
@@ -219,7 +276,7 @@ def train_member(x: np.ndarray, y: np.ndarray, *, activation: str, optimizer: st
     perm = torch.randperm(n, generator=g).to(device)
     net.train()
     for i in range(n // batch_size):
-      idx = perm[i * batch_size:(i + 1) * batch_size]
+      idx = perm[i * batch_size : (i + 1) * batch_size]
       opt.zero_grad(set_to_none=True)
       loss = loss_fn(net(xt[idx]), yt[idx])
       loss.backward()
@@ -239,9 +296,14 @@ def train_member(x: np.ndarray, y: np.ndarray, *, activation: str, optimizer: st
   return {"steps": steps, "seconds": train_s, "val_accuracy": accs, "test_accuracy": test_acc}
 
 
-def member_steps_per_second(x: np.ndarray, y: np.ndarray, members: Sequence[dict],
-                            steps_per_member: int, threads: int | None = None,
-                            device: str = "cpu") -> float:
+def member_steps_per_second(
+  x: np.ndarray,
+  y: np.ndarray,
+  members: Sequence[dict],
+  steps_per_member: int,
+  threads: int | None = None,
+  device: str = "cpu",
+) -> float:
   """Throughput of training ``members`` one after another (member-steps/s).
 
   Args:

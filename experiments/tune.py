@@ -13,8 +13,11 @@ import sys
 
 def _stopped_while_starting(signum, frame):
   del frame
-  print(f"{signal.Signals(signum).name}: stopped while starting; nothing was written",
-        file=sys.stderr, flush=True)
+  print(
+    f"{signal.Signals(signum).name}: stopped while starting; nothing was written",
+    file=sys.stderr,
+    flush=True,
+  )
   raise SystemExit(128 + signum)
 
 
@@ -22,7 +25,9 @@ def _stopped_while_starting(signum, frame):
 signal.signal(signal.SIGINT, _stopped_while_starting)
 signal.signal(signal.SIGTERM, _stopped_while_starting)
 
-from hpjax.cli.tune import main, run  # pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
+# After the handlers; `main` is re-exported (tests and scripts call it).
+from hpjax.cli.tune import main  # noqa: E402, F401
+from hpjax.cli.tune import run  # noqa: E402
 
 if __name__ == "__main__":
   run()

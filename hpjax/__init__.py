@@ -20,22 +20,33 @@ __version__ = "0.2.0"
 
 # Public name -> the module that defines it.
 _EXPORTS = {
-    "Choice": "hpjax.space", "Fixed": "hpjax.space", "Float": "hpjax.space", "Int": "hpjax.space",
-    "DataError": "hpjax.data", "Dataset": "hpjax.data", "dataset_from_arrays": "hpjax.data",
-    "load_dataset": "hpjax.data",
-    "EpochSchedule": "hpjax.optim",
-    "GroupSpec": "hpjax.engine", "PopulationState": "hpjax.engine",
-    "group_functions": "hpjax.engine",
-    "HParams": "hpjax.hparams", "TracedChoice": "hpjax.hparams",
-    "Halving": "hpjax.controllers", "PBT": "hpjax.controllers", "Sweep": "hpjax.controllers",
-    "PBTHalving": "hpjax.controllers",
-    "Member": "hpjax.population", "Population": "hpjax.population",
-    "Metric": "hpjax.fitness",
-    "Results": "hpjax.results", "load_results": "hpjax.results",
-    "tune": "hpjax.tuner",
+  "Choice": "hpjax.space",
+  "Fixed": "hpjax.space",
+  "Float": "hpjax.space",
+  "Int": "hpjax.space",
+  "DataError": "hpjax.data",
+  "Dataset": "hpjax.data",
+  "dataset_from_arrays": "hpjax.data",
+  "load_dataset": "hpjax.data",
+  "EpochSchedule": "hpjax.optim",
+  "GroupSpec": "hpjax.engine",
+  "PopulationState": "hpjax.engine",
+  "group_functions": "hpjax.engine",
+  "HParams": "hpjax.hparams",
+  "TracedChoice": "hpjax.hparams",
+  "Halving": "hpjax.controllers",
+  "PBT": "hpjax.controllers",
+  "Sweep": "hpjax.controllers",
+  "PBTHalving": "hpjax.controllers",
+  "Member": "hpjax.population",
+  "Population": "hpjax.population",
+  "Metric": "hpjax.fitness",
+  "Results": "hpjax.results",
+  "load_results": "hpjax.results",
+  "tune": "hpjax.tuner",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 - a list, built from the one table of names
 
 
 def __getattr__(name: str):

@@ -60,6 +60,7 @@ Example::
 from __future__ import annotations
 
 import atexit
+from collections.abc import Iterable, Mapping, Sequence
 import contextlib
 import hashlib
 import json
@@ -70,9 +71,8 @@ import re
 import sys
 import threading
 import time
-import weakref
-from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+import weakref
 
 import jax
 import numpy as np
@@ -123,15 +123,60 @@ def _digest(names: Sequence[str], arrays: Sequence[np.ndarray]) -> str:
   return h.hexdigest()
 
 
+def _json_extra(extra: Any) -> dict[str, Any]:
+  """``extra`` as it will come back from the checkpoint (a JSON round trip)."""
+  extra = {} if extra is None else extra
+  if not isinstance(extra, Mapping):
+    raise CheckpointError(f"extra: must be a dict, got {type(extra).__name__}")
+  try:
+    return json.loads(json.dumps(dict(extra)))
+  except (TypeError, ValueError) as e:
+    raise CheckpointError(f"extra: not JSON-serialisable ({e})") from e
+
+
+def _checkpoint_metric(metric: Any) -> float | None:
+  """A checkpoint's metric as a float; None when absent or not finite (never the best)."""
+  if metric is None:
+    return None
+  try:
+    metric = float(metric)
+  except (TypeError, ValueError) as e:
+    raise CheckpointError(f"metric: must be a number or None, got {metric!r}") from e
+  return metric if math.isfinite(metric) else None
+
+
+def _host_groups(states: Sequence[Any]) -> tuple[dict[str, dict], list[dict]]:
+  """Every group state's leaves in host memory by name, and the manifest's entry of each."""
+  groups, manifest_groups = {}, []
+  for i, state in enumerate(states):
+    name = f"group_{i}"
+    names, leaves = _named_leaves(state, name)
+    host = _to_host(leaves)
+    groups[name] = dict(zip(names, host))
+    manifest_groups.append(
+      {
+        "name": name,
+        "leaves": [[n, list(a.shape), a.dtype.name] for n, a in zip(names, host)],
+        "digest": _digest(names, host),
+      }
+    )
+  if not groups:
+    raise CheckpointError("states: need at least one group state")
+  return groups, manifest_groups
+
+
 def _to_host(leaves: Sequence[Any]) -> list[np.ndarray]:
   # device_get starts all transfers before waiting on any; np.array then
   # makes a copy the caller's later donation cannot touch (see module doc).
   leaves = list(leaves)
-  if any(isinstance(a, jax.Array) and not (a.is_fully_addressable or a.is_fully_replicated)
-         for a in leaves):
+  if any(
+    isinstance(a, jax.Array) and not (a.is_fully_addressable or a.is_fully_replicated)
+    for a in leaves
+  ):
     # Split over several processes (every process calls save): each gathers
     # the whole value; orbax writes host arrays from process 0 only.
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     leaves = multihost_utils.process_allgather(leaves, tiled=True)
   return [np.array(a, copy=True) for a in jax.device_get(leaves)]
 
@@ -194,15 +239,16 @@ class _LatestAndBest:
       if m is None:
         continue
       # Strict comparison: the earliest step to reach the best value wins.
-      if best is None or (m > self.metrics[best] if self.best_mode == "max"
-                          else m < self.metrics[best]):
+      if best is None or (
+        m > self.metrics[best] if self.best_mode == "max" else m < self.metrics[best]
+      ):
         best = s
     return best
 
   def should_preserve(self, checkpoints, *, context=None) -> list[bool]:
     del context
     steps = [c.step for c in checkpoints]
-    kept = set(sorted(steps)[-self.keep:])
+    kept = set(sorted(steps)[-self.keep :])
     if self.keep_best:
       best = self.best_step(steps)
       if best is not None:
@@ -365,8 +411,10 @@ class _SaveErrorLog(logging.Filter):
       if failed:
         logger.debug("orbax: %s", record.getMessage(), exc_info=record.exc_info)
       else:
-        logger.warning("orbax reported an error during a save that completed: %s",
-                       record.getMessage().strip().splitlines()[0][:240])
+        logger.warning(
+          "orbax reported an error during a save that completed: %s",
+          record.getMessage().strip().splitlines()[0][:240],
+        )
 
 
 class Checkpointer:
@@ -385,8 +433,15 @@ class Checkpointer:
     best_mode: ``max`` or ``min``: which metric value is best.
   """
 
-  def __init__(self, directory: str, *, keep: int = 3, every: int = 1,
-               keep_best: bool = True, best_mode: str = "max"):
+  def __init__(
+    self,
+    directory: str,
+    *,
+    keep: int = 3,
+    every: int = 1,
+    keep_best: bool = True,
+    best_mode: str = "max",
+  ):
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
       raise CheckpointError(f"keep: must be an integer >= 1, got {keep!r}")
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -399,28 +454,29 @@ class Checkpointer:
     self._metrics: dict[int, float] = {}
     self._policy = _LatestAndBest(keep, self.keep_best, best_mode, self._metrics)
     options = ocp.CheckpointManagerOptions(
-        # We decide when to save (should_save) and always pass force=True.
-        save_interval_steps=1,
-        preservation_policy=self._policy,
-        enable_async_checkpointing=True,
-        # Orbax's default creates the step directory in a background thread
-        # while the item writers, each a non-daemon thread, wait for its
-        # "created" signal. A failed creation (read-only directory) never
-        # sends it: the writers wait out orbax's fixed 300 s signal timeout,
-        # which nothing configures or cancels, and keep the process alive
-        # that long. Created here, before save returns, a failure raises
-        # from save at once and no thread is started. It costs a few mkdir
-        # calls of blocking time per save.
-        async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
-        # Temporary directories of a save killed mid-way are removed here.
-        cleanup_tmp_directories=True,
-        create=True,
+      # We decide when to save (should_save) and always pass force=True.
+      save_interval_steps=1,
+      preservation_policy=self._policy,
+      enable_async_checkpointing=True,
+      # Orbax's default creates the step directory in a background thread
+      # while the item writers, each a non-daemon thread, wait for its
+      # "created" signal. A failed creation (read-only directory) never
+      # sends it: the writers wait out orbax's fixed 300 s signal timeout,
+      # which nothing configures or cancels, and keep the process alive
+      # that long. Created here, before save returns, a failure raises
+      # from save at once and no thread is started. It costs a few mkdir
+      # calls of blocking time per save.
+      async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
+      # Temporary directories of a save killed mid-way are removed here.
+      cleanup_tmp_directories=True,
+      create=True,
     )
     try:
       self._mngr = ocp.CheckpointManager(self.directory, options=options)
-    except Exception as e:  # pylint: disable=broad-except
-      raise CheckpointError(f"cannot open checkpoint directory {self.directory}: "
-                            f"{_first_line(e)}") from e
+    except Exception as e:
+      raise CheckpointError(
+        f"cannot open checkpoint directory {self.directory}: {_first_line(e)}"
+      ) from e
     self._closed = False
     self._pending: int | None = None  # step of a save that may still be writing
     self._save_errors = _SaveErrorLog()
@@ -494,8 +550,15 @@ class Checkpointer:
 
   # -- saving -----------------------------------------------------------------
 
-  def save(self, step: int, states: Sequence[Any], extra: Mapping[str, Any] | None = None, *,
-           metric: float | None = None, force: bool = False) -> bool:
+  def save(
+    self,
+    step: int,
+    states: Sequence[Any],
+    extra: Mapping[str, Any] | None = None,
+    *,
+    metric: float | None = None,
+    force: bool = False,
+  ) -> bool:
     """Saves the population's group states and ``extra`` as checkpoint ``step``.
 
     The states are copied to host memory before this returns, so the caller
@@ -527,60 +590,16 @@ class Checkpointer:
       return False
     if step == self._last_saved:
       return False
-    extra = {} if extra is None else extra
-    if not isinstance(extra, Mapping):
-      raise CheckpointError(f"extra: must be a dict, got {type(extra).__name__}")
-    try:
-      extra = json.loads(json.dumps(dict(extra)))
-    except (TypeError, ValueError) as e:
-      raise CheckpointError(f"extra: not JSON-serialisable ({e})") from e
-    if metric is not None:
-      try:
-        metric = float(metric)
-      except (TypeError, ValueError) as e:
-        raise CheckpointError(f"metric: must be a number or None, got {metric!r}") from e
-      if not math.isfinite(metric):
-        metric = None
-
-    groups, manifest_groups = {}, []
-    for i, state in enumerate(states):
-      name = f"group_{i}"
-      names, leaves = _named_leaves(state, name)
-      host = _to_host(leaves)
-      groups[name] = dict(zip(names, host))
-      manifest_groups.append({
-          "name": name,
-          "leaves": [[n, list(a.shape), a.dtype.name] for n, a in zip(names, host)],
-          "digest": _digest(names, host),
-      })
-    if not groups:
-      raise CheckpointError("states: need at least one group state")
-    manifest = {"format": FORMAT_VERSION, "step": step, "metric": metric,
-                "groups": manifest_groups}
-
+    extra = _json_extra(extra)
+    metric = _checkpoint_metric(metric)
+    groups, manifest_groups = _host_groups(states)
+    manifest = {"format": FORMAT_VERSION, "step": step, "metric": metric, "groups": manifest_groups}
     # Waits for the previous save, so that its failure surfaces here.
     self.wait()
-    stale = [s for s in self.all_steps() if s >= step]
-    if stale:
-      logger.warning("checkpoint: replacing steps %s at or after step %d in %s",
-                     ", ".join(map(str, stale)), step, self.directory)
-      for s in stale:
-        self._mngr.delete(s)
-        self._metrics.pop(s, None)
+    self._drop_steps_from(step)
     if metric is not None:
       self._metrics[step] = metric
-    self._save_errors.hold()  # released by wait()
-    try:
-      self._mngr.save(step, args=ocp.args.Composite(**{
-          _STATES: ocp.args.StandardSave(groups),
-          _EXTRA: ocp.args.JsonSave(extra),
-          _MANIFEST: ocp.args.JsonSave(manifest),
-      }), force=True)
-    except Exception as e:  # pylint: disable=broad-except
-      self._metrics.pop(step, None)
-      self._save_errors.release(failed=True)
-      raise CheckpointError(f"saving step {step} to {self.directory} failed: "
-                            f"{_first_line(e)}") from e
+    self._write(step, groups, extra, manifest)
     self._pending = step
     self._last_saved = step
     # Steps the policy dropped no longer need their metric.
@@ -588,6 +607,42 @@ class Checkpointer:
     for s in [s for s in self._metrics if s not in kept]:
       del self._metrics[s]
     return True
+
+  def _drop_steps_from(self, step: int) -> None:
+    """Deletes the saved steps at or after ``step``: they belong to an abandoned run."""
+    stale = [s for s in self.all_steps() if s >= step]
+    if stale:
+      logger.warning(
+        "checkpoint: replacing steps %s at or after step %d in %s",
+        ", ".join(map(str, stale)),
+        step,
+        self.directory,
+      )
+      for s in stale:
+        self._mngr.delete(s)
+        self._metrics.pop(s, None)
+
+  def _write(self, step: int, groups: dict, extra: dict, manifest: dict) -> None:
+    """Starts the asynchronous write of checkpoint ``step`` (:meth:`wait` collects its outcome)."""
+    self._save_errors.hold()  # released by wait()
+    try:
+      self._mngr.save(
+        step,
+        args=ocp.args.Composite(
+          **{
+            _STATES: ocp.args.StandardSave(groups),
+            _EXTRA: ocp.args.JsonSave(extra),
+            _MANIFEST: ocp.args.JsonSave(manifest),
+          }
+        ),
+        force=True,
+      )
+    except Exception as e:
+      self._metrics.pop(step, None)
+      self._save_errors.release(failed=True)
+      raise CheckpointError(
+        f"saving step {step} to {self.directory} failed: {_first_line(e)}"
+      ) from e
 
   def wait(self) -> None:
     """Blocks until the last asynchronous save is on disk.
@@ -605,14 +660,17 @@ class Checkpointer:
       try:
         self._mngr.wait_until_finished()
         self._mngr.check_for_errors()
-      except Exception as e:  # pylint: disable=broad-except
-        raise CheckpointError(f"saving step {step} to {self.directory} failed: "
-                              f"{_first_line(e)}") from e
+      except Exception as e:
+        raise CheckpointError(
+          f"saving step {step} to {self.directory} failed: {_first_line(e)}"
+        ) from e
       # Orbax skips the commit of a failed write but keeps listing the step.
       if step is not None and not os.path.isdir(os.path.join(self.directory, str(step))):
         self._mngr.reload()
-        raise CheckpointError(f"saving step {step} to {self.directory} failed: "
-                              f"{self._save_errors.first() or 'the step was not committed'}")
+        raise CheckpointError(
+          f"saving step {step} to {self.directory} failed: "
+          f"{self._save_errors.first() or 'the step was not committed'}"
+        )
       failed = False
     finally:
       self._save_errors.release(failed)
@@ -631,9 +689,10 @@ class Checkpointer:
 
   def _read_manifest(self, step: int, quiet: bool = False) -> dict | None:
     try:
-      out = self._mngr.restore(step, args=ocp.args.Composite(
-          **{_MANIFEST: ocp.args.JsonRestore()}))[_MANIFEST]
-    except Exception:  # pylint: disable=broad-except
+      out = self._mngr.restore(
+        step, args=ocp.args.Composite(**{_MANIFEST: ocp.args.JsonRestore()})
+      )[_MANIFEST]
+    except Exception:
       if quiet:
         return None
       raise
@@ -644,8 +703,9 @@ class Checkpointer:
     if callable(templates):
       # The templates depend on what was saved (e.g. a population compacted
       # by successive halving): read the extra dict first.
-      extra = self._mngr.restore(step, args=ocp.args.Composite(
-          **{_EXTRA: ocp.args.JsonRestore()}))[_EXTRA]
+      extra = self._mngr.restore(step, args=ocp.args.Composite(**{_EXTRA: ocp.args.JsonRestore()}))[
+        _EXTRA
+      ]
       if not isinstance(extra, dict):
         raise ValueError("extra is not a JSON object")
       templates = list(templates(extra))
@@ -653,32 +713,44 @@ class Checkpointer:
     if manifest is None:
       raise ValueError("manifest is not a JSON object")
     if manifest.get("format") != FORMAT_VERSION:
-      raise _StructureError(f"checkpoint step {step}: format {manifest.get('format')!r}, "
-                            f"this hpjax reads format {FORMAT_VERSION}")
+      raise _StructureError(
+        f"checkpoint step {step}: format {manifest.get('format')!r}, "
+        f"this hpjax reads format {FORMAT_VERSION}"
+      )
     groups = manifest["groups"]
     if len(groups) != len(templates):
-      raise _StructureError(f"checkpoint step {step}: {len(groups)} groups saved, "
-                            f"{len(templates)} templates given")
+      raise _StructureError(
+        f"checkpoint step {step}: {len(groups)} groups saved, {len(templates)} templates given"
+      )
     plans = []
     for g, template in zip(groups, templates):
       names, leaves = _named_leaves(template, g["name"])
       saved = {n: (tuple(s), d) for n, s, d in g["leaves"]}
       if set(saved) != set(names):
         diff = sorted(set(saved) ^ set(names))
-        raise _StructureError(f"checkpoint step {step}: {g['name']} leaves differ from the "
-                              f"template: {', '.join(diff[:3])}")
+        raise _StructureError(
+          f"checkpoint step {step}: {g['name']} leaves differ from the "
+          f"template: {', '.join(diff[:3])}"
+        )
       for n, leaf in zip(names, leaves):
         want = (tuple(np.shape(leaf)), np.dtype(leaf.dtype).name)
         if saved[n] != want:
-          raise _StructureError(f"checkpoint step {step}: {g['name']} leaf {n} is "
-                                f"{saved[n][1]}{list(saved[n][0])}, template "
-                                f"{want[1]}{list(want[0])}")
+          raise _StructureError(
+            f"checkpoint step {step}: {g['name']} leaf {n} is "
+            f"{saved[n][1]}{list(saved[n][0])}, template "
+            f"{want[1]}{list(want[0])}"
+          )
       plans.append((g, names, leaves))
 
-    restored = self._mngr.restore(step, args=ocp.args.Composite(**{
-        _STATES: ocp.args.StandardRestore(),
-        _EXTRA: ocp.args.JsonRestore(),
-    }))
+    restored = self._mngr.restore(
+      step,
+      args=ocp.args.Composite(
+        **{
+          _STATES: ocp.args.StandardRestore(),
+          _EXTRA: ocp.args.JsonRestore(),
+        }
+      ),
+    )
     data, extra = restored[_STATES], restored[_EXTRA]
     if not isinstance(extra, dict):
       raise ValueError("extra is not a JSON object")
@@ -692,8 +764,7 @@ class Checkpointer:
       out.append(jax.tree.unflatten(jax.tree.structure(template), placed))
     return out, extra
 
-  def restore(self, templates, step: int | None = None
-              ) -> tuple[int, list[Any], dict]:
+  def restore(self, templates, step: int | None = None) -> tuple[int, list[Any], dict]:
     """Restores group states and the ``extra`` dict.
 
     Args:
@@ -726,8 +797,9 @@ class Checkpointer:
     if step is not None:
       step = _check_step(step)
       if step not in steps:
-        raise CheckpointError(f"no checkpoint for step {step} in {self.directory} "
-                              f"(steps: {', '.join(map(str, steps))})")
+        raise CheckpointError(
+          f"no checkpoint for step {step} in {self.directory} (steps: {', '.join(map(str, steps))})"
+        )
       candidates = [step]
     else:
       candidates = steps[::-1]
@@ -737,20 +809,27 @@ class Checkpointer:
           states, extra = self._load(s, templates)
         except _StructureError:
           raise
-        except Exception as e:  # pylint: disable=broad-except
+        except Exception as e:
           # Orbax / tensorstore / json raise many types for unreadable files.
           problem = _first_line(e)
           damaged.append(s)
           if step is not None:
-            raise CheckpointError(f"checkpoint step {s} in {self.directory} is unreadable: "
-                                  f"{problem}") from e
-          logger.warning("checkpoint step %d in %s is unreadable (%s); trying an older one",
-                         s, self.directory, problem)
+            raise CheckpointError(
+              f"checkpoint step {s} in {self.directory} is unreadable: {problem}"
+            ) from e
+          logger.warning(
+            "checkpoint step %d in %s is unreadable (%s); trying an older one",
+            s,
+            self.directory,
+            problem,
+          )
           continue
         self._last_saved = None
         return s, states, extra
-    raise CheckpointError(f"no readable checkpoint in {self.directory}: steps "
-                          f"{', '.join(map(str, damaged))} are damaged")
+    raise CheckpointError(
+      f"no readable checkpoint in {self.directory}: steps "
+      f"{', '.join(map(str, damaged))} are damaged"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -819,8 +898,9 @@ def fingerprint(config: Mapping[str, Any], ignore: Iterable[str] = ("epochs",)) 
   return hashlib.sha256(_encode(canon).encode()).hexdigest()[:32]
 
 
-def diff_configs(old: Mapping[str, Any], new: Mapping[str, Any],
-                 ignore: Iterable[str] = ("epochs",)) -> list[str]:
+def diff_configs(
+  old: Mapping[str, Any], new: Mapping[str, Any], ignore: Iterable[str] = ("epochs",)
+) -> list[str]:
   """The dotted names of the fields that differ between two configs.
 
   Nested dicts are compared field by field; any other values (lists
@@ -872,8 +952,10 @@ def save_model(directory: str, params: Any, batch_stats: Any, meta: Mapping[str,
   """
   directory = os.path.abspath(os.fspath(directory))
   os.makedirs(directory, exist_ok=True)
-  tree = {"params": jax.tree.map(np.asarray, params),
-          "batch_stats": jax.tree.map(np.asarray, batch_stats)}
+  tree = {
+    "params": jax.tree.map(np.asarray, params),
+    "batch_stats": jax.tree.map(np.asarray, batch_stats),
+  }
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(os.path.join(directory, "state"), tree, force=True)
     ckptr.wait_until_finished()
@@ -898,6 +980,6 @@ def load_model(directory: str) -> tuple[Any, Any, dict[str, Any]]:
       meta = json.load(f)
     with ocp.StandardCheckpointer() as ckptr:
       tree = ckptr.restore(os.path.join(directory, "state"))
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     raise CheckpointError(f"{directory}: cannot read the exported model: {_first_line(e)}") from e
   return tree["params"], tree.get("batch_stats", {}), meta

@@ -42,6 +42,7 @@ imports them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import copy
 import difflib
 import importlib
@@ -50,7 +51,6 @@ import numbers
 import os
 import sys
 import traceback
-from collections.abc import Mapping
 from typing import Any
 
 from hpjax import hparams as hp_lib
@@ -65,34 +65,44 @@ INITS = ("random", "grid", "quasi_random")
 TASKS = ("auto", "classification", "regression")
 
 _DEFAULTS = {
-    "seed": 0,
-    "population": 16,
-    "epochs": 10,
-    "batch_size": 32,
-    "eval_batch_size": 256,
-    "fitness": "",  # "": the first metric (the task's: accuracy, or mse for regression)
-    "data": {"source": "digits", "data_dir": "", "image_size": 0, "val_fraction": 0.1,
-             "test_fraction": 0.2, "max_train": 0, "num_classes": 0, "task": "auto"},
-    # factory "": the built-in families, whose structural values follow;
-    # "module:Name": a user's model, whose own structural values follow.
-    "model": {"factory": "",
-              **{name: hp_lib.BUILTIN[name].default for name in hp_lib.MODEL_STRUCTURAL}},
-    "loss": "",  # "": the built-in loss hp["loss"] picks; a built-in name; "module:function"
-    "metric": "",  # "": the task's (accuracy, mse); a built-in name; "module:object"
-    # decay_epochs: length of a cosine decay; 0 means config.epochs (a run
-    # whose schedule follows its length cannot be extended).
-    "schedule": {"kind": "constant", "warmup_epochs": 0.0, "alpha": 0.0, "decay_epochs": 0.0},
-    "init": "random",
-    "space": {},
-    "controller": {"name": "none"},
-    "lr_range_test": False,
-    "checkpoint": {"every": 1, "keep": 3},
-    "tensorboard": True,
-    "report": True,
-    "shared_order": False,
-    "shard": True,
-    "progress": None,
-    "hparam_schedule": None,
+  "seed": 0,
+  "population": 16,
+  "epochs": 10,
+  "batch_size": 32,
+  "eval_batch_size": 256,
+  "fitness": "",  # "": the first metric (the task's: accuracy, or mse for regression)
+  "data": {
+    "source": "digits",
+    "data_dir": "",
+    "image_size": 0,
+    "val_fraction": 0.1,
+    "test_fraction": 0.2,
+    "max_train": 0,
+    "num_classes": 0,
+    "task": "auto",
+  },
+  # factory "": the built-in families, whose structural values follow;
+  # "module:Name": a user's model, whose own structural values follow.
+  "model": {
+    "factory": "",
+    **{name: hp_lib.BUILTIN[name].default for name in hp_lib.MODEL_STRUCTURAL},
+  },
+  "loss": "",  # "": the built-in loss hp["loss"] picks; a built-in name; "module:function"
+  "metric": "",  # "": the task's (accuracy, mse); a built-in name; "module:object"
+  # decay_epochs: length of a cosine decay; 0 means config.epochs (a run
+  # whose schedule follows its length cannot be extended).
+  "schedule": {"kind": "constant", "warmup_epochs": 0.0, "alpha": 0.0, "decay_epochs": 0.0},
+  "init": "random",
+  "space": {},
+  "controller": {"name": "none"},
+  "lr_range_test": False,
+  "checkpoint": {"every": 1, "keep": 3},
+  "tensorboard": True,
+  "report": True,
+  "shared_order": False,
+  "shard": True,
+  "progress": None,
+  "hparam_schedule": None,
 }
 
 # Free-form sections: checked by their own modules.
@@ -101,8 +111,15 @@ _OPEN = ("space", "controller", "hparam_schedule")
 # Fields a relaunch may change without making the workdir incompatible: the
 # length of the run, how it is checkpointed and split over devices, and what
 # it shows (plots, progress bars, TensorBoard files); none changes a number.
-RESUME_FREE = ("epochs", "checkpoint.every", "checkpoint.keep", "shard", "report", "progress",
-               "tensorboard")
+RESUME_FREE = (
+  "epochs",
+  "checkpoint.every",
+  "checkpoint.keep",
+  "shard",
+  "report",
+  "progress",
+  "tensorboard",
+)
 
 
 def defaults() -> dict[str, Any]:
@@ -131,18 +148,27 @@ def _int(cfg: Mapping, field: str, lo: int | None = None) -> int:
   return int(v)
 
 
-def _float(cfg: Mapping, field: str, lo: float | None = None, hi: float | None = None,
-           lo_open: bool = False, hi_open: bool = False) -> float:
+def _float(
+  cfg: Mapping,
+  field: str,
+  lo: float | None = None,
+  hi: float | None = None,
+  lo_open: bool = False,
+  hi_open: bool = False,
+) -> float:
   v = _get(cfg, field)
   if _is_bool(v) or not isinstance(v, numbers.Real):
     raise error(field, f"must be a number, got {v!r}")
   v = float(v)
-  text = (f"{'(' if lo_open else '['}{'-inf' if lo is None else f'{lo:g}'}, "
-          f"{'inf' if hi is None else f'{hi:g}'}{')' if hi_open or hi is None else ']'}")
+  text = (
+    f"{'(' if lo_open else '['}{'-inf' if lo is None else f'{lo:g}'}, "
+    f"{'inf' if hi is None else f'{hi:g}'}{')' if hi_open or hi is None else ']'}"
+  )
   if not math.isfinite(v):
     raise error(field, f"must be a finite number in {text}, got {v}")
-  if ((lo is not None and (v < lo or (lo_open and v == lo)))
-      or (hi is not None and (v > hi or (hi_open and v == hi)))):
+  if (lo is not None and (v < lo or (lo_open and v == lo))) or (
+    hi is not None and (v > hi or (hi_open and v == hi))
+  ):
     raise error(field, f"must be in {text}, got {v:g}")
   return v
 
@@ -152,8 +178,9 @@ def _flag(cfg: Mapping, field: str, optional: bool = False) -> bool | None:
   if optional and v is None:
     return None
   if not _is_bool(v):
-    raise error(field, f"must be true or false{' (or null: automatic)' if optional else ''}, "
-                f"got {v!r}")
+    raise error(
+      field, f"must be true or false{' (or null: automatic)' if optional else ''}, got {v!r}"
+    )
   return v
 
 
@@ -194,8 +221,9 @@ def _fill(cfg: Any, default: Mapping, prefix: str, open_: tuple = _OPEN) -> dict
   Sections named in ``open_`` are taken as they are (their own checks follow).
   """
   if not isinstance(cfg, Mapping):
-    raise ValueError(f"{prefix or 'config'}: must be a dict of fields, got "
-                     f"{type(cfg).__name__} {cfg!r}"[:200])
+    raise ValueError(
+      f"{prefix or 'config'}: must be a dict of fields, got {type(cfg).__name__} {cfg!r}"[:200]
+    )
   out = {}
   for key, value in cfg.items():
     name = f"{prefix}.{key}" if prefix else str(key)
@@ -209,6 +237,70 @@ def _fill(cfg: Any, default: Mapping, prefix: str, open_: tuple = _OPEN) -> dict
   for key, value in default.items():
     out.setdefault(key, copy.deepcopy(value))
   return out
+
+
+def _check_data_section(cfg: dict[str, Any]) -> None:
+  """``config.data``'s fields (its ``source`` is checked with the other names of code)."""
+  if not isinstance(cfg["data"]["data_dir"], str):
+    raise error("data.data_dir", f"must be a path string, got {cfg['data']['data_dir']!r}")
+  image_size = _int(cfg, "data.image_size", 0)
+  if 0 < image_size < 8:
+    raise error("data.image_size", f"must be 0 (the source's own size) or >= 8, got {image_size}")
+  _float(cfg, "data.val_fraction", 0.0, 1.0, lo_open=True, hi_open=True)
+  _float(cfg, "data.test_fraction", 0.0, 1.0, hi_open=True)
+  if cfg["data"]["val_fraction"] + cfg["data"]["test_fraction"] >= 1.0:
+    raise error(
+      "data.test_fraction",
+      "val_fraction + test_fraction must be < 1, got "
+      f"{cfg['data']['val_fraction']:g} + {cfg['data']['test_fraction']:g}",
+    )
+  _int(cfg, "data.max_train", 0)
+  _int(cfg, "data.num_classes", 0)
+  _choice(cfg, "data.task", TASKS)
+
+
+def _check_model_section(cfg: dict[str, Any]) -> None:
+  """``config.model``: a factory's import string and the structural values."""
+  if _string(cfg, "model.factory"):
+    check_import_string(cfg["model"]["factory"], "model.factory")
+  for name, value in cfg["model"].items():
+    if name == "factory":
+      continue
+    if not isinstance(name, str) or not name.isidentifier():
+      raise error(
+        "model", f"field names must be identifiers (the factory's arguments), got {name!r}"
+      )
+    if name in hp_lib.BUILTIN:
+      hp_lib.BUILTIN[name].check(value, f"config.model.{name}")
+    elif not isinstance(value, (numbers.Real, str)):  # a bool is a Real
+      raise error(
+        f"model.{name}",
+        f"must be a number, a string or true/false (a structural "
+        f"argument of the model factory), got {value!r}",
+      )
+
+
+def _check_code_names(cfg: dict[str, Any]) -> None:
+  """``data.source``, ``loss`` and ``metric``: a built-in name or an import string."""
+  source = _string(cfg, "data.source")
+  if is_import_string(source):
+    check_import_string(source, "data.source")
+  elif ":" not in source and source.strip().lower().replace("-", "_") not in _SOURCES:
+    raise error(
+      "data.source",
+      f"unknown value {source!r}; allowed: {', '.join(_SOURCES)}, "
+      "npz:PATH, tfds:NAME, or an import string 'module.path:function'",
+    )
+  for field, builtin in (("loss", hp_lib.BUILTIN["loss"].choices), ("metric", METRICS)):
+    value = _string(cfg, field)
+    if value and not is_import_string(value) and value not in builtin:
+      raise error(
+        field,
+        f'unknown value {value!r}; allowed: "" (the default), '
+        f"{', '.join(builtin)}, or an import string 'module.path:name'",
+      )
+    if is_import_string(value):
+      check_import_string(value, field)
 
 
 def validate(config: Any) -> dict[str, Any]:
@@ -228,54 +320,21 @@ def validate(config: Any) -> dict[str, Any]:
   raw = _plain(config)
   # A user's model: the section holds its own structural arguments, so no
   # built-in name is filled in and any identifier is allowed.
-  user_model = (isinstance(raw, Mapping) and isinstance(raw.get("model"), Mapping)
-                and raw["model"].get("factory", "") != "")
+  user_model = (
+    isinstance(raw, Mapping)
+    and isinstance(raw.get("model"), Mapping)
+    and raw["model"].get("factory", "") != ""
+  )
   cfg = _fill(raw, _DEFAULTS, "", _OPEN + (("model",) if user_model else ()))
   _int(cfg, "seed", 0)
   _int(cfg, "population", 1)
   _int(cfg, "epochs", 1)
   _int(cfg, "batch_size", 1)
   _int(cfg, "eval_batch_size", 1)
-  if not isinstance(cfg["data"]["data_dir"], str):
-    raise error("data.data_dir", f"must be a path string, got {cfg['data']['data_dir']!r}")
-  image_size = _int(cfg, "data.image_size", 0)
-  if 0 < image_size < 8:
-    raise error("data.image_size", f"must be 0 (the source's own size) or >= 8, got {image_size}")
-  _float(cfg, "data.val_fraction", 0.0, 1.0, lo_open=True, hi_open=True)
-  _float(cfg, "data.test_fraction", 0.0, 1.0, hi_open=True)
-  if cfg["data"]["val_fraction"] + cfg["data"]["test_fraction"] >= 1.0:
-    raise error("data.test_fraction", "val_fraction + test_fraction must be < 1, got "
-                f"{cfg['data']['val_fraction']:g} + {cfg['data']['test_fraction']:g}")
-  _int(cfg, "data.max_train", 0)
-  _int(cfg, "data.num_classes", 0)
-  _choice(cfg, "data.task", TASKS)
+  _check_data_section(cfg)
   _string(cfg, "fitness")
-  if _string(cfg, "model.factory"):
-    check_import_string(cfg["model"]["factory"], "model.factory")
-  for name, value in cfg["model"].items():
-    if name == "factory":
-      continue
-    if not isinstance(name, str) or not name.isidentifier():
-      raise error("model", f"field names must be identifiers (the factory's arguments), got "
-                  f"{name!r}")
-    if name in hp_lib.BUILTIN:
-      hp_lib.BUILTIN[name].check(value, f"config.model.{name}")
-    elif not isinstance(value, (numbers.Real, str)):  # a bool is a Real
-      raise error(f"model.{name}", f"must be a number, a string or true/false (a structural "
-                  f"argument of the model factory), got {value!r}")
-  source = _string(cfg, "data.source")
-  if is_import_string(source):
-    check_import_string(source, "data.source")
-  elif ":" not in source and source.strip().lower().replace("-", "_") not in _SOURCES:
-    raise error("data.source", f"unknown value {source!r}; allowed: {', '.join(_SOURCES)}, "
-                "npz:PATH, tfds:NAME, or an import string 'module.path:function'")
-  for field, builtin in (("loss", hp_lib.BUILTIN["loss"].choices), ("metric", METRICS)):
-    value = _string(cfg, field)
-    if value and not is_import_string(value) and value not in builtin:
-      raise error(field, f"unknown value {value!r}; allowed: \"\" (the default), "
-                  f"{', '.join(builtin)}, or an import string 'module.path:name'")
-    if is_import_string(value):
-      check_import_string(value, field)
+  _check_model_section(cfg)
+  _check_code_names(cfg)
   _choice(cfg, "schedule.kind", optim.SCHEDULES)
   _float(cfg, "schedule.warmup_epochs", 0.0)
   _float(cfg, "schedule.alpha", 0.0, 1.0)
@@ -305,8 +364,11 @@ def is_import_string(value: Any) -> bool:
 
   ``npz:PATH`` and ``tfds:NAME`` are built-in data sources, not import strings.
   """
-  return (isinstance(value, str) and ":" in value
-          and value.split(":", 1)[0].strip().lower() not in _SOURCE_PREFIXES)
+  return (
+    isinstance(value, str)
+    and ":" in value
+    and value.split(":", 1)[0].strip().lower() not in _SOURCE_PREFIXES
+  )
 
 
 def check_import_string(value: str, field: str) -> tuple[str, str]:
@@ -319,9 +381,13 @@ def check_import_string(value: str, field: str) -> tuple[str, str]:
     raise error(field, f"{value!r} is not an import string; write 'module.path:name' ({example})")
   module, _, attr = value.partition(":")
   if not all(p.isidentifier() for p in module.split(".")) or not all(
-      p.isidentifier() for p in attr.split(".")):
-    raise error(field, f"{value!r} is not an import string: the module path and the name must "
-                f"be dotted Python identifiers, 'module.path:name' ({example})")
+    p.isidentifier() for p in attr.split(".")
+  ):
+    raise error(
+      field,
+      f"{value!r} is not an import string: the module path and the name must "
+      f"be dotted Python identifiers, 'module.path:name' ({example})",
+    )
   return module, attr
 
 
@@ -336,8 +402,11 @@ def exception_line(e: BaseException) -> str:
   out = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
   if isinstance(e, SyntaxError) and e.filename:
     return f"{out} ({e.filename}, line {e.lineno})"
-  frames = [f for f in traceback.extract_tb(e.__traceback__)
-            if not f.filename.startswith("<frozen") and "importlib" not in f.filename]
+  frames = [
+    f
+    for f in traceback.extract_tb(e.__traceback__)
+    if not f.filename.startswith("<frozen") and "importlib" not in f.filename
+  ]
   return f"{out} ({frames[-1].filename}, line {frames[-1].lineno})" if frames else out
 
 
@@ -367,15 +436,22 @@ def import_object(value: str, field: str) -> Any:
   except ModuleNotFoundError as e:
     missing = e.name or ""
     if missing and (module_name == missing or module_name.startswith(missing + ".")):
-      raise error(field, f"{value!r}: no module named {missing!r} on the Python path (the "
-                  "current directory, PYTHONPATH, installed packages)") from None
+      raise error(
+        field,
+        f"{value!r}: no module named {missing!r} on the Python path (the "
+        "current directory, PYTHONPATH, installed packages)",
+      ) from None
     # The module was found; something it imports was not.
-    raise error(field, f"{value!r}: module {module_name!r} was found but importing it failed: "
-                f"{exception_line(e)}") from None
-  except Exception as e:  # pylint: disable=broad-except
+    raise error(
+      field,
+      f"{value!r}: module {module_name!r} was found but importing it failed: {exception_line(e)}",
+    ) from None
+  except Exception as e:  # noqa: BLE001
     # The user's module ran and raised: its own error, where it happened.
-    raise error(field, f"{value!r}: module {module_name!r} was found but importing it failed: "
-                f"{exception_line(e)}") from None
+    raise error(
+      field,
+      f"{value!r}: module {module_name!r} was found but importing it failed: {exception_line(e)}",
+    ) from None
   obj, path = module, module_name
   for part in attr.split("."):
     try:
@@ -397,8 +473,12 @@ def describe(obj: Any) -> str:
 
 # The sources whose images are known without reading a file: (examples or
 # None, height, width, channels). Images are uint8, one byte per value.
-_IMAGES = {"digits": (1797, 8, 8, 1), "mnist": (None, 28, 28, 1),
-           "fashion_mnist": (None, 28, 28, 1), "cifar10": (None, 32, 32, 3)}
+_IMAGES = {
+  "digits": (1797, 8, 8, 1),
+  "mnist": (None, 28, 28, 1),
+  "fashion_mnist": (None, 28, 28, 1),
+  "cifar10": (None, 32, 32, 3),
+}
 
 
 def memory_limit() -> int | None:
@@ -491,12 +571,18 @@ def check_memory(cfg: Mapping[str, Any], limit: int | None = None) -> None:
   have = f"more than this machine's memory ({_bytes(limit)})"
   native = known[1] * known[2] * known[3] if known else 0
   if size and rows * (native + 4) + 2 * evals * 4 <= limit:
-    raise error("data.image_size", f"{size} makes each image {_bytes(per_example)} ({size} x "
-                f"{size} x {channels} bytes), and the dataset and the evaluation splits padded to "
-                f"eval_batch_size hold at least {rows} images: {_bytes(total)}, {have}")
-  raise error("eval_batch_size", f"{evals} pads the validation and test splits to at least "
-              f"{evals} examples each (2 x {evals} x {per_example + 8} bytes): "
-              f"{_bytes(2 * evals * (per_example + 8))}, {have}")
+    raise error(
+      "data.image_size",
+      f"{size} makes each image {_bytes(per_example)} ({size} x "
+      f"{size} x {channels} bytes), and the dataset and the evaluation splits padded to "
+      f"eval_batch_size hold at least {rows} images: {_bytes(total)}, {have}",
+    )
+  raise error(
+    "eval_batch_size",
+    f"{evals} pads the validation and test splits to at least "
+    f"{evals} examples each (2 x {evals} x {per_example + 8} bytes): "
+    f"{_bytes(2 * evals * (per_example + 8))}, {have}",
+  )
 
 
 def with_new_fields(old: Mapping[str, Any]) -> dict[str, Any]:
@@ -516,4 +602,5 @@ def with_new_fields(old: Mapping[str, Any]) -> dict[str, Any]:
 def diff(old: Mapping[str, Any], new: Mapping[str, Any], ignore=RESUME_FREE) -> list[str]:
   """The dotted fields whose values differ between two configs (``ignore``-d aside)."""
   from hpjax import checkpoint  # pylint: disable=g-import-not-at-top
+
   return checkpoint.diff_configs(old, new, ignore=ignore)

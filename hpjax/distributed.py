@@ -48,21 +48,26 @@ same for ``experiments/tune.py`` runs.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+import math
 from typing import Any
 
 import jax
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 # The name of the mesh axis the population is split over.
 AXIS = "population"
 
 
-def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None,
-               local_device_ids: Sequence[int] | None = None) -> bool:
+def initialize(
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  local_device_ids: Sequence[int] | None = None,
+) -> bool:
   """Starts JAX's multi-controller runtime when more than one process runs.
 
   Must be called before anything touches the JAX backend (no array may have
@@ -91,18 +96,21 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   if not coordinator_address:
     raise ValueError(f"coordinator_address: required with num_processes={num_processes}")
   if num_processes is None or process_id is None:
-    raise ValueError("num_processes and process_id: both are required with a "
-                     "coordinator_address")
+    raise ValueError("num_processes and process_id: both are required with a coordinator_address")
   if not 0 <= process_id < num_processes:
     raise ValueError(f"process_id: must be in [0, {num_processes}), got {process_id}")
   from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+
   if xla_bridge.backends_are_initialized():
-    raise ValueError("hpjax.distributed.initialize: the JAX backend is already initialised; "
-                     "call it before any array is created or any device is listed")
+    raise ValueError(
+      "hpjax.distributed.initialize: the JAX backend is already initialised; "
+      "call it before any array is created or any device is listed"
+    )
   if jax.config.jax_cpu_collectives_implementation is None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address, num_processes, process_id,
-                             local_device_ids=local_device_ids)
+  jax.distributed.initialize(
+    coordinator_address, num_processes, process_id, local_device_ids=local_device_ids
+  )
   return True
 
 
@@ -178,10 +186,12 @@ def to_host(tree: Any) -> Any:
   this at the same point of the program.
   """
   leaves, treedef = jax.tree.flatten(tree)
-  if all(not isinstance(a, jax.Array) or a.is_fully_addressable or a.is_fully_replicated
-         for a in leaves):
+  if all(
+    not isinstance(a, jax.Array) or a.is_fully_addressable or a.is_fully_replicated for a in leaves
+  ):
     return jax.tree.unflatten(treedef, [np.asarray(a) for a in jax.device_get(leaves)])
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
   out = multihost_utils.process_allgather(leaves, tiled=True)
   return jax.tree.unflatten(treedef, [np.asarray(a) for a in out])
 
@@ -191,11 +201,18 @@ def any_process(flag: bool) -> bool:
   if jax.process_count() == 1:
     return bool(flag)
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
   return bool(np.any(multihost_utils.process_allgather(np.asarray([bool(flag)]))))
 
 
-def shard_functions(mesh: Mesh, init, train_epoch, evaluate, predict,
-                    init_compiler_options: dict[str, Any] | None = None):
+def shard_functions(
+  mesh: Mesh,
+  init,
+  train_epoch,
+  evaluate,
+  predict,
+  init_compiler_options: dict[str, Any] | None = None,
+):
   """A group's pure functions run per device under ``shard_map``, then jitted.
 
   Args:
@@ -216,17 +233,22 @@ def shard_functions(mesh: Mesh, init, train_epoch, evaluate, predict,
   def wrap(fn, in_specs, out_specs, **jit_kwargs):
     # check_vma=False: the functions are per member, with no collective, and
     # their scans start from unvarying zeros that would fail the VMA check.
-    return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
-                                 check_vma=False), **jit_kwargs)
+    return jax.jit(
+      jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False),
+      **jit_kwargs,
+    )
 
-  return (wrap(init, (m, m), m, compiler_options=init_compiler_options),
-          wrap(train_epoch, (m, r, r), (m, m), donate_argnums=0),
-          wrap(evaluate, (m, r, r, r), m),
-          wrap(predict, (m, r), m))
+  return (
+    wrap(init, (m, m), m, compiler_options=init_compiler_options),
+    wrap(train_epoch, (m, r, r), (m, m), donate_argnums=0),
+    wrap(evaluate, (m, r, r, r), m),
+    wrap(predict, (m, r), m),
+  )
 
 
 def barrier(name: str) -> None:
   """Waits until every process reaches the barrier ``name`` (no-op for one process)."""
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
     multihost_utils.sync_global_devices(name)

@@ -37,18 +37,18 @@ by every member, with the same step, keys and schedule, and
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import functools
 import inspect
-from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from flax import nnx
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
 
 from hpjax import distributed
 from hpjax import fitness as fitness_lib
@@ -60,8 +60,10 @@ from hpjax.data import normalize
 # far more than they save there. `python -m experiments.bench_init` on the
 # 2-core CPU, 8 members of the bench CNN at 8x8: 6.4 s to compile with them,
 # 0.9 s without; 2 ms vs 11 ms to run (docs/benchmarks.md).
-INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0,
-                         "xla_llvm_disable_expensive_passes": True}
+INIT_COMPILER_OPTIONS = {
+  "xla_backend_optimization_level": 0,
+  "xla_llvm_disable_expensive_passes": True,
+}
 
 
 @flax.struct.dataclass
@@ -164,6 +166,7 @@ class GroupFunctions(NamedTuple):
   (:meth:`_Group.train_steps`, :meth:`_Group.end_epoch`; both donate their
   state argument).
   """
+
   init: Any
   train_epoch: Any
   evaluate: Any
@@ -186,9 +189,11 @@ def build(spec: GroupSpec, rngs: nnx.Rngs) -> nnx.Module:
   if accepted is not None:
     missing = sorted(set(kwargs) - accepted)
     if missing:
-      raise ValueError(f"model: {getattr(spec.model, '__qualname__', spec.model)} takes no "
-                       f"argument {missing[0]!r}, a structural hyperparameter of its members "
-                       f"(it takes: {', '.join(sorted(accepted - {'self', 'rngs'}))})")
+      raise ValueError(
+        f"model: {getattr(spec.model, '__qualname__', spec.model)} takes no "
+        f"argument {missing[0]!r}, a structural hyperparameter of its members "
+        f"(it takes: {', '.join(sorted(accepted - {'self', 'rngs'}))})"
+      )
   return spec.model(**kwargs, rngs=rngs)
 
 
@@ -212,10 +217,16 @@ def _takes_hparams(model: nnx.Module) -> bool:
     params = list(inspect.signature(model.__call__).parameters.values())
   except (TypeError, ValueError):
     return True
-  positional = [p for p in params if p.kind in (inspect.Parameter.POSITIONAL_ONLY,
-                                                 inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-  return (len(positional) >= 2 or any(p.name == "hp" for p in params)
-          or any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params))
+  positional = [
+    p
+    for p in params
+    if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+  ]
+  return (
+    len(positional) >= 2
+    or any(p.name == "hp" for p in params)
+    or any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
+  )
 
 
 def _member_chunk(spec: GroupSpec, p: int) -> int:
@@ -240,6 +251,7 @@ def _is_key(leaf) -> bool:
 
 class _Template(NamedTuple):
   """How one member's NNX model is split into the state's pure pytrees."""
+
   train_def: Any  # graph in model.train() mode
   eval_def: Any  # graph in model.eval() mode
   params_def: Any  # treedef of the nnx.State of Params
@@ -255,8 +267,14 @@ def _template(spec: GroupSpec) -> _Template:
   model.eval()
   eval_def, _, _ = nnx.split(model, nnx.Param, ...)
   impls = tuple(_impl_name(leaf) if _is_key(leaf) else None for leaf in jax.tree.leaves(rest))
-  return _Template(train_def, eval_def, jax.tree.structure(params), jax.tree.structure(rest),
-                   impls, _takes_hparams(model))
+  return _Template(
+    train_def,
+    eval_def,
+    jax.tree.structure(params),
+    jax.tree.structure(rest),
+    impls,
+    _takes_hparams(model),
+  )
 
 
 def _split_state(model: nnx.Module) -> tuple[dict, dict]:
@@ -286,20 +304,33 @@ def group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None = None) -> G
 def _group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None) -> GroupFunctions:
   g = _Group(spec)
   if mesh is None:
-    jitted = (jax.jit(g.init, compiler_options=INIT_COMPILER_OPTIONS),
-              jax.jit(g.train_epoch, donate_argnums=0), jax.jit(g.evaluate), jax.jit(g.predict))
+    jitted = (
+      jax.jit(g.init, compiler_options=INIT_COMPILER_OPTIONS),
+      jax.jit(g.train_epoch, donate_argnums=0),
+      jax.jit(g.evaluate),
+      jax.jit(g.predict),
+    )
     stream = (jax.jit(g.train_steps, donate_argnums=0), jax.jit(g.end_epoch, donate_argnums=0))
   else:
     # Per device, the very functions above on its share of the members.
-    jitted = distributed.shard_functions(mesh, g.init, g.train_epoch, g.evaluate, g.predict,
-                                         init_compiler_options=INIT_COMPILER_OPTIONS)
+    jitted = distributed.shard_functions(
+      mesh,
+      g.init,
+      g.train_epoch,
+      g.evaluate,
+      g.predict,
+      init_compiler_options=INIT_COMPILER_OPTIONS,
+    )
     m, r = jax.sharding.PartitionSpec(distributed.AXIS), jax.sharding.PartitionSpec()
     # As distributed.shard_functions wraps train_epoch: members split, the
     # shared batches and step counters replicated.
-    stream = tuple(jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=(m, m),
-                                         check_vma=False), donate_argnums=0)
-                   for fn, specs in ((g.train_steps, (m, r, r, r, r, r)),
-                                     (g.end_epoch, (m, m, r))))
+    stream = tuple(
+      jax.jit(
+        jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=(m, m), check_vma=False),
+        donate_argnums=0,
+      )
+      for fn, specs in ((g.train_steps, (m, r, r, r, r, r)), (g.end_epoch, (m, m, r)))
+    )
   return GroupFunctions(*jitted, spec, g.t.key_impls, g.reads, *stream)
 
 
@@ -330,8 +361,10 @@ class _Group:
   def merge(self, graphdef, params, rest) -> nnx.Module:
     """Pure dicts -> the member's NNX module (both flatten in sorted-key order)."""
     p = jax.tree.unflatten(self.t.params_def, jax.tree.leaves(params))
-    leaves = [jax.random.wrap_key_data(a, impl=impl) if impl is not None else a
-              for a, impl in zip(jax.tree.leaves(rest), self.t.key_impls)]
+    leaves = [
+      jax.random.wrap_key_data(a, impl=impl) if impl is not None else a
+      for a, impl in zip(jax.tree.leaves(rest), self.t.key_impls)
+    ]
     return nnx.merge(graphdef, p, jax.tree.unflatten(self.t.rest_def, leaves))
 
   def hp_view(self, opt_hp, hp, train, key, reads=None) -> hp_lib.HParams:
@@ -340,8 +373,7 @@ class _Group:
     for name, value in hp.items():
       cands = self.candidates.get(name, ())
       values[name] = hp_lib.TracedChoice(value, cands) if cands else value
-    values["optimizer"] = hp_lib.TracedChoice(opt_hp["optimizer"].astype(jnp.int32),
-                                              optim.FAMILIES)
+    values["optimizer"] = hp_lib.TracedChoice(opt_hp["optimizer"].astype(jnp.int32), optim.FAMILIES)
     return hp_lib.HParams(values, train=train, key=key, reads=reads)
 
   def call(self, model, x, hp):
@@ -351,8 +383,9 @@ class _Group:
   def init_member(self, key, hp):
     model = build(self.spec, nnx.Rngs(jax.random.fold_in(key, 1), params=key))
     params, rest = _split_state(model)
-    opt_state = optim.make_optimizer(self.spec.optimizer_families,
-                                     **{k: hp[k] for k in optim.HPARAMS}).init(params)
+    opt_state = optim.make_optimizer(
+      self.spec.optimizer_families, **{k: hp[k] for k in optim.HPARAMS}
+    ).init(params)
     return params, rest, opt_state
 
   def member_grads(self, params, rest, opt_state, hp, x, y, key, reads=None):
@@ -415,10 +448,13 @@ class _Group:
     init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(typed)
     params, rest, opt_state = jax.vmap(self.init_member)(init_keys, hparams)
     return PopulationState(
-        params=params, model_state=rest, opt_state=opt_state,
-        hparams={k: hparams[k] for k in self.candidates},
-        key=jax.random.key_data(jax.vmap(lambda k: jax.random.fold_in(k, 1))(typed)),
-        epoch=jnp.zeros(keys.shape[0], jnp.int32))
+      params=params,
+      model_state=rest,
+      opt_state=opt_state,
+      hparams={k: hparams[k] for k in self.candidates},
+      key=jax.random.key_data(jax.vmap(lambda k: jax.random.fold_in(k, 1))(typed)),
+      epoch=jnp.zeros(keys.shape[0], jnp.int32),
+    )
 
   def epoch_keys(self, state: PopulationState):
     """The members' keys for the epoch ``state`` is at: (next epoch's, order, dropout)."""
@@ -438,8 +474,8 @@ class _Group:
     gather, one set of patches).
     """
     params, rest, opt_state, l, scores = jax.vmap(
-        self.member_step, in_axes=(0, 0, 0, 0, batch_axis, batch_axis, 0, 0))(
-            *carry, hp, x, y, keys, progress)
+      self.member_step, in_axes=(0, 0, 0, 0, batch_axis, batch_axis, 0, 0)
+    )(*carry, hp, x, y, keys, progress)
     return (params, rest, opt_state), (l,) + scores
 
   def orders(self, state: PopulationState, n: int):
@@ -457,10 +493,11 @@ class _Group:
     if self.spec.shared_order:
       # Every member (on every device) has trained the same number of epochs.
       order_key = jax.random.fold_in(jax.random.key(self.spec.order_seed), state.epoch[0])
-      perms = jax.random.permutation(order_key, n)[:steps * b].reshape(steps, b)
+      perms = jax.random.permutation(order_key, n)[: steps * b].reshape(steps, b)
     else:
-      perms = jax.vmap(
-          lambda k: jax.random.permutation(k, n)[:steps * b].reshape(steps, b))(perm_key)
+      perms = jax.vmap(lambda k: jax.random.permutation(k, n)[: steps * b].reshape(steps, b))(
+        perm_key
+      )
     return perms, next_key, drop_key
 
   def run_epoch(self, x, y, params, rest, opt_state, hp, perms, drop_key, epoch):
@@ -479,23 +516,24 @@ class _Group:
 
       def body(carry, inp):
         idx, i = inp
-        return jax.vmap(self.member_micro_step,
-                        in_axes=(0, 0, batch_axis, batch_axis, 0, None, 0, 0))(
-                            carry, hp, x[idx], y[idx], keys(i), i, upe, epoch)
+        return jax.vmap(
+          self.member_micro_step, in_axes=(0, 0, batch_axis, batch_axis, 0, None, 0, 0)
+        )(carry, hp, x[idx], y[idx], keys(i), i, upe, epoch)
 
       acc = jax.tree.map(jnp.zeros_like, params)
       (params, rest, opt_state, _), sums = jax.lax.scan(
-          body, (params, rest, opt_state, acc), (order, jnp.arange(steps)))
+        body, (params, rest, opt_state, acc), (order, jnp.arange(steps))
+      )
       valid = (upe * (hp["batch_size"] // self.spec.batch_size)).astype(jnp.float32)
       return (params, rest, opt_state) + tuple(s.sum(0) / valid for s in sums)
 
     def body(carry, inp):
       idx, i = inp
-      return self.members_step(carry, hp, x[idx], y[idx], keys(i), epoch + i / steps,
-                               batch_axis)
+      return self.members_step(carry, hp, x[idx], y[idx], keys(i), epoch + i / steps, batch_axis)
 
     (params, rest, opt_state), values = jax.lax.scan(
-        body, (params, rest, opt_state), (order, jnp.arange(steps)))
+      body, (params, rest, opt_state), (order, jnp.arange(steps))
+    )
     return (params, rest, opt_state) + tuple(v.mean(0) for v in values)
 
   def train_epoch(self, state: PopulationState, x: jax.Array, y: jax.Array):
@@ -503,21 +541,24 @@ class _Group:
     perms, next_key, drop_key = self.orders(state, x.shape[0])
     epoch = state.epoch.astype(jnp.float32)
     run = functools.partial(self.run_epoch, x, y)
-    args = (state.params, state.model_state, state.opt_state, state.hparams, perms, drop_key,
-            epoch)
+    args = (state.params, state.model_state, state.opt_state, state.hparams, perms, drop_key, epoch)
     if self.spec.shared_order:  # one order for every member: not split by member
       run = lambda *a: self.run_epoch(x, y, *a[:4], perms, *a[4:])  # pylint: disable=unnecessary-lambda-assignment
       args = args[:4] + args[5:]
     out = _by_chunks(self.spec, state.epoch.shape[0], run, args)
     params, rest, opt_state, train_loss = out[:4]
-    new_state = state.replace(params=params, model_state=rest, opt_state=opt_state,
-                              key=jax.random.key_data(next_key), epoch=state.epoch + 1)
+    new_state = state.replace(
+      params=params,
+      model_state=rest,
+      opt_state=opt_state,
+      key=jax.random.key_data(next_key),
+      epoch=state.epoch + 1,
+    )
     return new_state, self.train_metrics(train_loss, out[4:])
 
   def train_metrics(self, loss, scores) -> dict:
     """An epoch's per-member means by name: ``train_loss``, ``train_<metric>``."""
-    return {"train_loss": loss,
-            **{f"train_{m.name}": v for m, v in zip(self.spec.metrics, scores)}}
+    return {"train_loss": loss, **{f"train_{m.name}": v for m, v in zip(self.spec.metrics, scores)}}
 
   # -- an epoch streamed from the host (hpjax.data.Stream) ---------------------
 
@@ -527,8 +568,9 @@ class _Group:
     def body(j, carry):
       carry, sums = carry
       i = start + j
-      carry, values = self.members_step(carry, hp, xs[j], ys[j], self.step_keys(drop_key, i),
-                                        epoch + i / steps, None)
+      carry, values = self.members_step(
+        carry, hp, xs[j], ys[j], self.step_keys(drop_key, i), epoch + i / steps, None
+      )
       return carry, tuple(a + v for a, v in zip(sums, values))
 
     zeros = tuple(jnp.zeros(epoch.shape, jnp.float32) for _ in range(1 + len(self.spec.metrics)))
@@ -537,11 +579,11 @@ class _Group:
     # of one known trip and compiles that step about 2x slower on CPU;
     # docs/benchmarks.md.)
     (params, rest, opt_state), sums = jax.lax.fori_loop(
-        0, count, body, ((params, rest, opt_state), zeros))
+      0, count, body, ((params, rest, opt_state), zeros)
+    )
     return (params, rest, opt_state) + sums
 
-  def train_steps(self, state: PopulationState, xs: jax.Array, ys: jax.Array, start, count,
-                  steps):
+  def train_steps(self, state: PopulationState, xs: jax.Array, ys: jax.Array, start, count, steps):
     """Steps ``start .. start + count - 1`` of an epoch of ``steps``, on shared batches.
 
     The epoch of a stream (:class:`hpjax.data.Stream`), called from a host
@@ -565,13 +607,25 @@ class _Group:
       metric summed over the ``count`` steps (a tuple of ``[P]``).
     """
     if self.micro:
-      raise ValueError("batch_size: a streamed epoch trains every member on the stream's "
-                       "batches; the batch size cannot be a traced hyperparameter")
+      raise ValueError(
+        "batch_size: a streamed epoch trains every member on the stream's "
+        "batches; the batch size cannot be a traced hyperparameter"
+      )
     _, _, drop_key = self.epoch_keys(state)
     run = lambda *a: self.run_steps(xs, ys, *a, start, count, steps)  # pylint: disable=unnecessary-lambda-assignment
-    out = _by_chunks(self.spec, state.epoch.shape[0], run,
-                     (state.params, state.model_state, state.opt_state, state.hparams, drop_key,
-                      state.epoch.astype(jnp.float32)))
+    out = _by_chunks(
+      self.spec,
+      state.epoch.shape[0],
+      run,
+      (
+        state.params,
+        state.model_state,
+        state.opt_state,
+        state.hparams,
+        drop_key,
+        state.epoch.astype(jnp.float32),
+      ),
+    )
     params, rest, opt_state = out[:3]
     return state.replace(params=params, model_state=rest, opt_state=opt_state), out[3:]
 
@@ -583,8 +637,9 @@ class _Group:
     return new_state, self.train_metrics(means[0], means[1:])
 
   def forward_eval(self, params, rest, opt_hp, hp, x):
-    return self.call(self.merge(self.t.eval_def, params, rest), x,
-                     self.hp_view(opt_hp, hp, False, None))
+    return self.call(
+      self.merge(self.t.eval_def, params, rest), x, self.hp_view(opt_hp, hp, False, None)
+    )
 
   def evaluate(self, state: PopulationState, x: jax.Array, y: jax.Array, weights: jax.Array):
     """Validation loss and metrics per member over ``x`` in fixed-size chunks.
@@ -595,44 +650,59 @@ class _Group:
     spec = self.spec
     e = spec.eval_batch_size
     chunks = x.shape[0] // e
-    data = (x.reshape((chunks, e) + x.shape[1:]), y.reshape((chunks, e) + y.shape[1:]),
-            weights.reshape(chunks, e))
+    data = (
+      x.reshape((chunks, e) + x.shape[1:]),
+      y.reshape((chunks, e) + y.shape[1:]),
+      weights.reshape(chunks, e),
+    )
 
     def member_eval(params, rest, opt_hp, hp, xc, yc, wc):
       out = self.forward_eval(params, rest, opt_hp, hp, xc)
       # One objective for every member, whatever it trains with, so that
       # validation losses rank members fairly.
       return (jnp.sum(spec.val_loss(out, yc) * wc),) + tuple(
-          _metric_sum(m, out, yc, wc) for m in spec.metrics)
+        _metric_sum(m, out, yc, wc) for m in spec.metrics
+      )
 
     def eval_members(params, rest, opt_hp, hp):
       """Summed loss and metrics of some members over every chunk of ``x``."""
-      zeros = tuple(jnp.zeros(jax.tree.leaves(hp)[0].shape[0]) for _ in range(
-          1 + len(spec.metrics)))
+      zeros = tuple(
+        jnp.zeros(jax.tree.leaves(hp)[0].shape[0]) for _ in range(1 + len(spec.metrics))
+      )
 
       def body(acc, chunk):
         sums = jax.vmap(member_eval, in_axes=(0, 0, 0, 0, None, None, None))(
-            params, rest, opt_hp, hp, *chunk)
+          params, rest, opt_hp, hp, *chunk
+        )
         return tuple(a + s for a, s in zip(acc, sums)), None
 
       return jax.lax.scan(body, zeros, data)[0]
 
     # As in training: chunks of members, one after another, each over the
     # whole split (1.7x faster at P=32, 28x28 on the 2-core CPU; docs/benchmarks.md).
-    sums = _by_chunks(spec, state.epoch.shape[0], eval_members,
-                      (state.params, state.model_state, state.opt_state.hyperparams,
-                       state.hparams))
+    sums = _by_chunks(
+      spec,
+      state.epoch.shape[0],
+      eval_members,
+      (state.params, state.model_state, state.opt_state.hyperparams, state.hparams),
+    )
     total = jnp.maximum(jnp.sum(weights), 1.0)
     loss = sums[0] / total
     # A diverged member (non-finite loss) has no meaningful score: NaN, so
     # that every ranking puts it last whatever the metric.
-    return {"loss": loss, **{m.name: jnp.where(jnp.isfinite(loss), s / total, jnp.nan)
-                             for m, s in zip(spec.metrics, sums[1:])}}
+    return {
+      "loss": loss,
+      **{
+        m.name: jnp.where(jnp.isfinite(loss), s / total, jnp.nan)
+        for m, s in zip(spec.metrics, sums[1:])
+      },
+    }
 
   def predict(self, state: PopulationState, x: jax.Array) -> jax.Array:
     """Every member's outputs (eval mode) on ``x``: ``[P, N, outputs]``."""
     return jax.vmap(lambda p, r, o, h: self.forward_eval(p, r, o, h, x))(
-        state.params, state.model_state, state.opt_state.hyperparams, state.hparams)
+      state.params, state.model_state, state.opt_state.hyperparams, state.hparams
+    )
 
   def reads(self, state: PopulationState, x: jax.Array, y: jax.Array) -> frozenset:
     """The hyperparameter names a training step of the model and loss reads.
@@ -647,8 +717,12 @@ class _Group:
       return jax.ShapeDtypeStruct(((b,) if batch else ()) + tuple(a.shape[1:]), a.dtype)
 
     first = jax.tree.map(one, (state.params, state.model_state, state.opt_state, state.hparams))
-    jax.eval_shape(lambda s, xb, yb: self.member_grads(*s, xb, yb, jax.random.key(0), names),
-                   first, one(x, True), one(y, True))
+    jax.eval_shape(
+      lambda s, xb, yb: self.member_grads(*s, xb, yb, jax.random.key(0), names),
+      first,
+      one(x, True),
+      one(y, True),
+    )
     return frozenset(names)
 
 
@@ -672,8 +746,10 @@ def model_of(spec: GroupSpec, state: PopulationState, member: int) -> nnx.Module
   t = _template(spec)
   host = jax.tree.map(lambda a: np.asarray(a[member]), (state.params, state.model_state))
   params = jax.tree.unflatten(t.params_def, jax.tree.leaves(host[0]))
-  leaves = [jax.random.wrap_key_data(a, impl=impl) if impl is not None else jnp.asarray(a)
-            for a, impl in zip(jax.tree.leaves(host[1]), t.key_impls)]
+  leaves = [
+    jax.random.wrap_key_data(a, impl=impl) if impl is not None else jnp.asarray(a)
+    for a, impl in zip(jax.tree.leaves(host[1]), t.key_impls)
+  ]
   return nnx.merge(t.eval_def, params, jax.tree.unflatten(t.rest_def, leaves))
 
 
@@ -700,8 +776,10 @@ def set_hparams(state: PopulationState, values: Mapping[str, Any]) -> Population
     elif k in state.hparams:
       other[k] = jnp.asarray(v, state.hparams[k].dtype)
     else:
-      raise ValueError(f"hyperparameter: unknown name {k!r}; allowed: "
-                       + ", ".join(sorted(optim.HPARAMS + tuple(state.hparams))))
+      raise ValueError(
+        f"hyperparameter: unknown name {k!r}; allowed: "
+        + ", ".join(sorted(optim.HPARAMS + tuple(state.hparams)))
+      )
   opt_state = state.opt_state
   if opt_vals:
     opt_state = optax.tree_utils.tree_set(opt_state, **opt_vals)
@@ -715,8 +793,9 @@ def reset_family(state: PopulationState, reset: jax.Array) -> PopulationState:
 
 
 @functools.partial(jax.jit, static_argnames=("key_impls",))
-def rekey(state: PopulationState, keys: jax.Array, mask: jax.Array,
-          key_impls: tuple = ()) -> PopulationState:
+def rekey(
+  state: PopulationState, keys: jax.Array, mask: jax.Array, key_impls: tuple = ()
+) -> PopulationState:
   """New PRNG keys for the members ``mask``: the engine's and every NNX RNG stream's.
 
   Args:
@@ -731,6 +810,7 @@ def rekey(state: PopulationState, keys: jax.Array, mask: jax.Array,
     ``keys``, and each RNG-stream key of their model is folded with bits of
     ``keys`` (so it no longer repeats the stream it was copied from).
   """
+
   def pick(new, old):
     return jnp.where(mask.reshape(mask.shape + (1,) * (old.ndim - 1)), new, old)
 
@@ -742,8 +822,9 @@ def rekey(state: PopulationState, keys: jax.Array, mask: jax.Array,
       typed = jax.random.wrap_key_data(leaf, impl=impl)
       leaf = pick(jax.random.key_data(jax.vmap(jax.random.fold_in)(typed, bits)), leaf)
     new_leaves.append(leaf)
-  return state.replace(key=pick(keys, state.key),
-                       model_state=jax.tree.unflatten(treedef, new_leaves))
+  return state.replace(
+    key=pick(keys, state.key), model_state=jax.tree.unflatten(treedef, new_leaves)
+  )
 
 
 def _take_members(state, index):
@@ -763,8 +844,9 @@ def _sharded_take(mesh: jax.sharding.Mesh):
 def _mesh_of(state: PopulationState) -> jax.sharding.Mesh | None:
   """The population mesh ``state`` is split over, or None."""
   sharding = getattr(state.epoch, "sharding", None)
-  if (isinstance(sharding, jax.sharding.NamedSharding)
-      and sharding.spec == jax.sharding.PartitionSpec(distributed.AXIS)):
+  if isinstance(
+    sharding, jax.sharding.NamedSharding
+  ) and sharding.spec == jax.sharding.PartitionSpec(distributed.AXIS):
     return sharding.mesh
   return None
 
@@ -785,8 +867,9 @@ def take(state: PopulationState, index) -> PopulationState:
   mesh = _mesh_of(state)
   if mesh is None:
     return _take(state, jnp.asarray(index, jnp.int32))
-  return _sharded_take(mesh)(state, distributed.put(np.asarray(index, np.int32),
-                                                    distributed.replicated(mesh)))
+  return _sharded_take(mesh)(
+    state, distributed.put(np.asarray(index, np.int32), distributed.replicated(mesh))
+  )
 
 
 def member_keys(seed: int, indices: Sequence[int]) -> jax.Array:

@@ -17,8 +17,8 @@ whatever the direction; ties keep member order.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
+import dataclasses
 from typing import Any
 
 import jax
@@ -29,7 +29,6 @@ MODES = ("max", "min")
 
 # The built-in metric names -> direction (a user's Metric carries its own).
 DIRECTIONS = {"accuracy": "max", "loss": "min", "mse": "min"}
-
 
 
 def check_mode(mode: Any, field: str = "mode") -> str:
@@ -96,8 +95,9 @@ def as_metrics(metric: Any, task: str) -> tuple[Metric, ...]:
     if isinstance(m, str) and m in builtin:
       m = builtin[m]
     if not isinstance(m, Metric):
-      raise ValueError(f"metric: {m!r} is not a metric; allowed: accuracy, mse, or an "
-                       "hpjax.Metric(name, fn, mode)")
+      raise ValueError(
+        f"metric: {m!r} is not a metric; allowed: accuracy, mse, or an hpjax.Metric(name, fn, mode)"
+      )
     out.append(m)
   names = [m.name for m in out]
   if not out or len(set(names)) != len(names):
@@ -162,9 +162,11 @@ def resolve_mode(mode: Any, want: str, fitness: str, field: str) -> str:
     return want
   check_mode(mode, field)
   if mode != want:
-    raise ValueError(f"{field}: {mode!r} contradicts fitness {fitness!r}, which is "
-                     f"{'maximised' if want == 'max' else 'minimised'}; leave it out "
-                     "(the direction follows the fitness)")
+    raise ValueError(
+      f"{field}: {mode!r} contradicts fitness {fitness!r}, which is "
+      f"{'maximised' if want == 'max' else 'minimised'}; leave it out "
+      "(the direction follows the fitness)"
+    )
   return want
 
 

@@ -29,10 +29,10 @@ validation, lineage and PBT's structural keys all follow from the table.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 import dataclasses
 import math
 import numbers
-from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -124,8 +124,9 @@ class HParam:
       value = value.item()
     if self.kind == "choice":
       if self.choices and not any(_same(value, c) for c in self.choices):
-        raise ValueError(f"{field}: unknown value {value!r}; allowed: "
-                         + ", ".join(str(c) for c in self.choices))
+        raise ValueError(
+          f"{field}: unknown value {value!r}; allowed: " + ", ".join(str(c) for c in self.choices)
+        )
       return value
     if self.kind == "int":
       if not _is_int(value):
@@ -137,12 +138,14 @@ class HParam:
       value = float(value)
       if not math.isfinite(value):
         raise ValueError(f"{field}: must be finite, got {value!r}")
-    if ((self.lo is not None and value < self.lo)
-        or (self.hi is not None and (value > self.hi or (self.hi_open and value >= self.hi)))):
+    if (self.lo is not None and value < self.lo) or (
+      self.hi is not None and (value > self.hi or (self.hi_open and value >= self.hi))
+    ):
       raise ValueError(f"{field}: must be in {self.range_text()}, got {value!r}")
     if self.choices and not any(_same(value, c) for c in self.choices):
-      raise ValueError(f"{field}: unknown value {value!r}; allowed: "
-                       + ", ".join(str(c) for c in self.choices))
+      raise ValueError(
+        f"{field}: unknown value {value!r}; allowed: " + ", ".join(str(c) for c in self.choices)
+      )
     return value
 
 
@@ -160,40 +163,72 @@ def _size(name, default, doc, role="model"):
 
 
 _ENTRIES = (
-    _float("learning_rate", optim.DEFAULTS["learning_rate"], 0.0, doc="base learning rate"),
-    _float("momentum", optim.DEFAULTS["momentum"], 0.0, 1.0, doc="momentum / nesterov"),
-    _float("b1", optim.DEFAULTS["b1"], 0.0, 1.0, doc="Adam's first-moment decay"),
-    _float("b2", optim.DEFAULTS["b2"], 0.0, 1.0, doc="Adam's second-moment decay"),
-    _float("eps", optim.DEFAULTS["eps"], 0.0, doc="RMSprop / Adam epsilon"),
-    _float("weight_decay", optim.DEFAULTS["weight_decay"], 0.0,
-           doc="L2 (decoupled for adamw)"),
-    _float("rms_decay", optim.DEFAULTS["rms_decay"], 0.0, 1.0, doc="RMSprop's decay"),
-    HParam("optimizer", "choice", False, "adam", "optimizer", choices=optim.FAMILIES,
-           doc="optimizer family"),
-    HParam("activation", "choice", False, "relu", "model", choices=tuple(ACTIVATIONS),
-           doc="activation function"),
-    HParam("loss", "choice", False, None, "loss",
-           choices=tuple(dict.fromkeys(losses_lib.CLASSIFICATION_LOSSES
-                                       + losses_lib.REGRESSION_LOSSES)),
-           doc="training loss (default: cross_entropy, or mse for regression)"),
-    _float("dropout", 0.0, 0.0, 1.0, hi_open=True, role="model", doc="dropout rate"),
-    _float("label_smoothing", 0.0, 0.0, 1.0, hi_open=True, role="loss",
-           doc="label smoothing of the cross-entropy / one-hot MSE"),
-    # Traced: members of all batch sizes share one program, stepping through
-    # micro-batches of the smallest (hpjax.population); structural only when
-    # the sizes are not all multiples of the smallest.
-    HParam("batch_size", "int", False, 32, "train", 1, None, doc="training minibatch size"),
-    # The built-in model families' structural hyperparameters (hpjax.models).
-    HParam("family", "choice", True, "vgg", choices=tuple(models.FAMILIES),
-           doc="built-in model family"),
-    _size("depth", 2, "stages / blocks / hidden layers"),
-    _size("width", 16, "channels of the first stage / hidden units"),
-    _size("kernel_size", 3, "convolution kernel size"),
-    _size("dense", 64, "hidden units of the VGG head"),
-    _size("convs_per_stage", 1, "convolutions per VGG stage / blocks per ResNet stage"),
-    HParam("batch_norm", "bool", True, False, doc="BatchNorm after each convolution"),
-    HParam("conv_impl", "choice", True, "auto", choices=("auto", "slices", "xla"),
-           doc="convolution implementation of the built-in models (auto: by backend)"),
+  _float("learning_rate", optim.DEFAULTS["learning_rate"], 0.0, doc="base learning rate"),
+  _float("momentum", optim.DEFAULTS["momentum"], 0.0, 1.0, doc="momentum / nesterov"),
+  _float("b1", optim.DEFAULTS["b1"], 0.0, 1.0, doc="Adam's first-moment decay"),
+  _float("b2", optim.DEFAULTS["b2"], 0.0, 1.0, doc="Adam's second-moment decay"),
+  _float("eps", optim.DEFAULTS["eps"], 0.0, doc="RMSprop / Adam epsilon"),
+  _float("weight_decay", optim.DEFAULTS["weight_decay"], 0.0, doc="L2 (decoupled for adamw)"),
+  _float("rms_decay", optim.DEFAULTS["rms_decay"], 0.0, 1.0, doc="RMSprop's decay"),
+  HParam(
+    "optimizer",
+    "choice",
+    False,
+    "adam",
+    "optimizer",
+    choices=optim.FAMILIES,
+    doc="optimizer family",
+  ),
+  HParam(
+    "activation",
+    "choice",
+    False,
+    "relu",
+    "model",
+    choices=tuple(ACTIVATIONS),
+    doc="activation function",
+  ),
+  HParam(
+    "loss",
+    "choice",
+    False,
+    None,
+    "loss",
+    choices=tuple(dict.fromkeys(losses_lib.CLASSIFICATION_LOSSES + losses_lib.REGRESSION_LOSSES)),
+    doc="training loss (default: cross_entropy, or mse for regression)",
+  ),
+  _float("dropout", 0.0, 0.0, 1.0, hi_open=True, role="model", doc="dropout rate"),
+  _float(
+    "label_smoothing",
+    0.0,
+    0.0,
+    1.0,
+    hi_open=True,
+    role="loss",
+    doc="label smoothing of the cross-entropy / one-hot MSE",
+  ),
+  # Traced: members of all batch sizes share one program, stepping through
+  # micro-batches of the smallest (hpjax.population); structural only when
+  # the sizes are not all multiples of the smallest.
+  HParam("batch_size", "int", False, 32, "train", 1, None, doc="training minibatch size"),
+  # The built-in model families' structural hyperparameters (hpjax.models).
+  HParam(
+    "family", "choice", True, "vgg", choices=tuple(models.FAMILIES), doc="built-in model family"
+  ),
+  _size("depth", 2, "stages / blocks / hidden layers"),
+  _size("width", 16, "channels of the first stage / hidden units"),
+  _size("kernel_size", 3, "convolution kernel size"),
+  _size("dense", 64, "hidden units of the VGG head"),
+  _size("convs_per_stage", 1, "convolutions per VGG stage / blocks per ResNet stage"),
+  HParam("batch_norm", "bool", True, False, doc="BatchNorm after each convolution"),
+  HParam(
+    "conv_impl",
+    "choice",
+    True,
+    "auto",
+    choices=("auto", "slices", "xla"),
+    doc="convolution implementation of the built-in models (auto: by backend)",
+  ),
 )
 
 BUILTIN: dict[str, HParam] = {h.name: h for h in _ENTRIES}
@@ -223,8 +258,11 @@ def lookup(name: str, space: Mapping[str, Any] | None = None) -> HParam:
     return BUILTIN[name]
   dim = (space or {}).get(name)
   if dim is None:
-    raise ValueError(f"hyperparameter: unknown name {name!r}; built in: "
-                     + ", ".join(BUILTIN) + " (declare your own in the search space)")
+    raise ValueError(
+      f"hyperparameter: unknown name {name!r}; built in: "
+      + ", ".join(BUILTIN)
+      + " (declare your own in the search space)"
+    )
   return dim.hparam(name)
 
 
@@ -279,8 +317,14 @@ class HParams(Mapping):
       updated), False in evaluation.
   """
 
-  def __init__(self, values: Mapping[str, Any], *, train: bool = False,
-               key: jax.Array | None = None, reads: set | None = None):
+  def __init__(
+    self,
+    values: Mapping[str, Any],
+    *,
+    train: bool = False,
+    key: jax.Array | None = None,
+    reads: set | None = None,
+  ):
     self._values = dict(values)
     self.train = train
     self._key = key
@@ -292,8 +336,9 @@ class HParams(Mapping):
     try:
       return self._values[name]
     except KeyError:
-      raise KeyError(f"hyperparameter {name!r} is not set; available: "
-                     + ", ".join(sorted(self._values))) from None
+      raise KeyError(
+        f"hyperparameter {name!r} is not set; available: " + ", ".join(sorted(self._values))
+      ) from None
 
   def __iter__(self) -> Iterator[str]:
     return iter(self._values)
@@ -331,8 +376,7 @@ def encode(h: HParam, value: Any, candidates: Sequence[Any] = ()) -> float | int
   for i, c in enumerate(candidates):
     if _same(value, c):
       return i
-  raise ValueError(f"{h.name}: {value!r} is not among the compiled candidates "
-                   f"{tuple(candidates)}")
+  raise ValueError(f"{h.name}: {value!r} is not among the compiled candidates {tuple(candidates)}")
 
 
 def decode(h: HParam, number: Any, candidates: Sequence[Any] = ()) -> Any:

@@ -21,9 +21,9 @@ member whose row that was, ``changes`` lists where the schedule moves.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from hpjax import hparams as hp_lib
@@ -73,13 +73,20 @@ def read_jsonl(path: str, warnings: list[str] | None = None) -> list[dict[str, A
     if bad == [last]:
       warnings.append(f"{name}: skipped the truncated last line {last}")
     else:
-      warnings.append(f"{name}: skipped {len(bad)} unreadable line(s): "
-                      + ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else ""))
+      warnings.append(
+        f"{name}: skipped {len(bad)} unreadable line(s): "
+        + ", ".join(map(str, bad[:5]))
+        + (" ..." if len(bad) > 5 else "")
+      )
   return rows
 
 
-def member_schedule(metrics: Iterable[Mapping[str, Any]], lineage: Iterable[Mapping[str, Any]],
-                    member: int, last_epoch: int | None = None) -> list[dict[str, Any]]:
+def member_schedule(
+  metrics: Iterable[Mapping[str, Any]],
+  lineage: Iterable[Mapping[str, Any]],
+  member: int,
+  last_epoch: int | None = None,
+) -> list[dict[str, Any]]:
   """The per-epoch hyperparameters behind ``member``'s weights at ``last_epoch``.
 
   Args:
@@ -116,11 +123,14 @@ def member_schedule(metrics: Iterable[Mapping[str, Any]], lineage: Iterable[Mapp
   for epoch in range(last, 0, -1):
     row = rows.get((epoch, cur))
     if row is None:
-      raise ValueError(f"metrics: no row for member {cur} at epoch {epoch} "
-                       f"(tracing member {member})")
+      raise ValueError(
+        f"metrics: no row for member {cur} at epoch {epoch} (tracing member {member})"
+      )
     if "hparams" not in row:
-      raise ValueError("metrics: rows carry no 'hparams' (a run logged by an older hpjax); "
-                       "the schedule cannot be traced")
+      raise ValueError(
+        "metrics: rows carry no 'hparams' (a run logged by an older hpjax); "
+        "the schedule cannot be traced"
+      )
     out.append({"epoch": epoch, "trained_by": cur, "hparams": dict(row["hparams"])})
     cur = copies.get((epoch - 1, cur), cur)
   out.reverse()
@@ -131,15 +141,23 @@ def schedule_changes(schedule: Sequence[Mapping[str, Any]]) -> list[dict[str, An
   """Where consecutive epochs of a schedule differ: ``[{epoch, copied_from, changes}]``."""
   out = []
   for prev, cur in zip(schedule, schedule[1:]):
-    diff = {k: [prev["hparams"].get(k), v] for k, v in cur["hparams"].items()
-            if k not in STRUCTURAL and prev["hparams"].get(k) != v}
+    diff = {
+      k: [prev["hparams"].get(k), v]
+      for k, v in cur["hparams"].items()
+      if k not in STRUCTURAL and prev["hparams"].get(k) != v
+    }
     if diff or prev["trained_by"] != cur["trained_by"]:
       out.append({"epoch": cur["epoch"], "copied_from": prev["trained_by"], "changes": diff})
   return out
 
 
-def export_schedule(workdir: str, member: int, path: str | None = None,
-                    last_epoch: int | None = None, fitness: str | None = None) -> dict[str, Any]:
+def export_schedule(
+  workdir: str,
+  member: int,
+  path: str | None = None,
+  last_epoch: int | None = None,
+  fitness: str | None = None,
+) -> dict[str, Any]:
   """Traces ``member``'s schedule from a workdir's logs and writes it as JSON.
 
   Args:
@@ -156,9 +174,14 @@ def export_schedule(workdir: str, member: int, path: str | None = None,
   lineage = read_jsonl(os.path.join(workdir, "lineage.jsonl"))
   schedule = member_schedule(metrics, lineage, member, last_epoch)
   first = schedule[0]["hparams"]
-  doc = {"member": int(member), "epochs": len(schedule), "fitness": fitness,
-         "structural": {k: first[k] for k in STRUCTURAL if k in first},
-         "schedule": schedule, "changes": schedule_changes(schedule)}
+  doc = {
+    "member": int(member),
+    "epochs": len(schedule),
+    "fitness": fitness,
+    "structural": {k: first[k] for k in STRUCTURAL if k in first},
+    "schedule": schedule,
+    "changes": schedule_changes(schedule),
+  }
   path = path or os.path.join(workdir, "best", "schedule.json")
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, "w") as f:
@@ -178,12 +201,16 @@ def check_schedule(schedule: Any, epochs: int) -> list[dict[str, Any]]:
   if isinstance(schedule, Mapping):
     schedule = schedule.get("schedule")
   if not isinstance(schedule, Sequence) or isinstance(schedule, str) or not schedule:
-    raise ValueError("config.hparam_schedule: must be a non-empty list of per-epoch "
-                     "hyperparameters (or an exported schedule document)")
+    raise ValueError(
+      "config.hparam_schedule: must be a non-empty list of per-epoch "
+      "hyperparameters (or an exported schedule document)"
+    )
   per_epoch = []
   for k, entry in enumerate(schedule):
     if not isinstance(entry, Mapping):
-      raise ValueError(f"config.hparam_schedule[{k}]: must be a mapping, got {type(entry).__name__}")
+      raise ValueError(
+        f"config.hparam_schedule[{k}]: must be a mapping, got {type(entry).__name__}"
+      )
     hp = entry.get("hparams", entry)
     if not isinstance(hp, Mapping):
       raise ValueError(f"config.hparam_schedule[{k}].hparams: must be a mapping")
@@ -191,8 +218,10 @@ def check_schedule(schedule: Any, epochs: int) -> list[dict[str, Any]]:
   for k, hp in enumerate(per_epoch[1:], 1):
     for name in STRUCTURAL:
       if name in hp and name in per_epoch[0] and hp[name] != per_epoch[0][name]:
-        raise ValueError(f"config.hparam_schedule[{k}].{name}: structural hyperparameters "
-                         f"cannot change along a schedule ({per_epoch[0][name]!r} -> {hp[name]!r})")
+        raise ValueError(
+          f"config.hparam_schedule[{k}].{name}: structural hyperparameters "
+          f"cannot change along a schedule ({per_epoch[0][name]!r} -> {hp[name]!r})"
+        )
   while len(per_epoch) < epochs:
     per_epoch.append(per_epoch[-1])
   return per_epoch

@@ -9,20 +9,23 @@ so a resumed run continues exactly where the checkpoint left it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 import contextlib
 import dataclasses
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from hpjax import distributed
 from hpjax import engine
-from hpjax.controllers.base import Controller, Decision, View
+from hpjax.controllers.base import Controller
+from hpjax.controllers.base import Decision
+from hpjax.controllers.base import View
 from hpjax.population import Population
-from hpjax.writers import EpochRecord, Writer
+from hpjax.writers import EpochRecord
+from hpjax.writers import Writer
 
 
 @dataclasses.dataclass
@@ -53,10 +56,14 @@ class Progress:
 
   @classmethod
   def from_extra(cls, extra: Mapping[str, Any]) -> "Progress":
-    return cls(epoch=int(extra["epoch"]), generation=int(extra["generation"]),
-               member_steps=int(extra["member_steps"]), elapsed=float(extra["elapsed"]),
-               decided=bool(extra.get("decided", True)),
-               initial_val_loss=extra.get("initial_val_loss"))
+    return cls(
+      epoch=int(extra["epoch"]),
+      generation=int(extra["generation"]),
+      member_steps=int(extra["member_steps"]),
+      elapsed=float(extra["elapsed"]),
+      decided=bool(extra.get("decided", True)),
+      initial_val_loss=extra.get("initial_val_loss"),
+    )
 
 
 class Interrupted(Exception):
@@ -109,24 +116,37 @@ class Run:
     return self.phases.phase(name) if self.phases is not None else contextlib.nullcontext()
 
 
-def decide(run: Run, epoch: int, fitness: np.ndarray, hparams: Sequence[Mapping[str, Any]]
-           ) -> str:
+def decide(run: Run, epoch: int, fitness: np.ndarray, hparams: Sequence[Mapping[str, Any]]) -> str:
   """Asks the controller, applies its decision, writes its events; returns its note."""
   pop, p = run.pop, run.progress
   p.generation += 1
-  view = View(epoch=epoch, generation=p.generation, seed=run.seed,
-              fitness=np.asarray(fitness, np.float64), mode=run.mode, hparams=hparams,
-              groups=pop.group_ids(), space=run.space, structural=pop.structural_names(),
-              max_epochs=run.epochs)
+  view = View(
+    epoch=epoch,
+    generation=p.generation,
+    seed=run.seed,
+    fitness=np.asarray(fitness, np.float64),
+    mode=run.mode,
+    hparams=hparams,
+    groups=pop.group_ids(),
+    space=run.space,
+    structural=pop.structural_names(),
+    max_epochs=run.epochs,
+  )
   decision: Decision = run.controller.decide(view)
   ids = pop.ids
-  events = [{k: (int(ids[v]) if k in ("target", "donor", "member") else v)
-             for k, v in e.items()} for e in decision.events]
+  events = [
+    {k: (int(ids[v]) if k in ("target", "donor", "member") else v) for k, v in e.items()}
+    for e in decision.events
+  ]
   if decision.donors is not None or decision.hparams is not None:
     hps = decision.hparams if decision.hparams is not None else hparams
-    pop.set_member_hparams(hps, donors=decision.donors, new_keys={
-        int(i): engine.exploit_key(run.seed, int(ids[i]), p.generation)
-        for i in decision.replaced})
+    pop.set_member_hparams(
+      hps,
+      donors=decision.donors,
+      new_keys={
+        int(i): engine.exploit_key(run.seed, int(ids[i]), p.generation) for i in decision.replaced
+      },
+    )
   if decision.keep is not None:
     pop.compact(decision.keep)
   for w in run.writers:
@@ -169,10 +189,20 @@ def train(run: Run) -> None:
       note = decide(run, epoch, fit, hparams) if acts and epoch < run.epochs else ""
     p.epoch, p.decided = epoch, not (acts and epoch == run.epochs)
     record = EpochRecord(
-        epoch=epoch, epochs=run.epochs, ids=ids, train=train_metrics, val=val,
-        hparams=hparams, fitness_name=run.fitness, mode=run.mode,
-        generation=p.generation if run.controller.counts_generations else None,
-        seconds=seconds, member_steps=steps, wall_s=time.perf_counter() - start, note=note)
+      epoch=epoch,
+      epochs=run.epochs,
+      ids=ids,
+      train=train_metrics,
+      val=val,
+      hparams=hparams,
+      fitness_name=run.fitness,
+      mode=run.mode,
+      generation=p.generation if run.controller.counts_generations else None,
+      seconds=seconds,
+      member_steps=steps,
+      wall_s=time.perf_counter() - start,
+      note=note,
+    )
     with run.phase("write"):
       for w in run.writers:
         w.epoch(record)
@@ -181,13 +211,21 @@ def train(run: Run) -> None:
     if ckpt.should_save(epoch) or final:
       p.elapsed = time.perf_counter() - start
       with run.phase("checkpoint"):
-        ckpt.save(epoch, pop.checkpoint_states(), p.extra(pop.ids),
-                  metric=float(fit[record.best_position]), force=final)
+        ckpt.save(
+          epoch,
+          pop.checkpoint_states(),
+          p.extra(pop.ids),
+          metric=float(fit[record.best_position]),
+          force=final,
+        )
     if stop_now and epoch < run.epochs:
       ckpt.wait()
-      raise Interrupted(f"stopped by {run.stop.signal_name or 'a signal to another process'} "
-                        f"after epoch {epoch}/{run.epochs}; the checkpoint is saved: relaunch "
-                        "the same command to resume", run.stop.signum or signal.SIGTERM)
+      raise Interrupted(
+        f"stopped by {run.stop.signal_name or 'a signal to another process'} "
+        f"after epoch {epoch}/{run.epochs}; the checkpoint is saved: relaunch "
+        "the same command to resume",
+        run.stop.signum or signal.SIGTERM,
+      )
   p.elapsed = time.perf_counter() - start
 
 
@@ -219,6 +257,7 @@ class StopOnSignal:
 
   def __enter__(self):
     import threading  # pylint: disable=g-import-not-at-top
+
     if threading.current_thread() is threading.main_thread():
       for sig in (signal.SIGINT, signal.SIGTERM):
         self._old[sig] = signal.signal(sig, self._handle)

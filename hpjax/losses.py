@@ -36,8 +36,13 @@ def check_losses(names: Sequence[str], task: str) -> tuple[str, ...]:
   return names
 
 
-def per_example_loss(name: str, outputs: jax.Array, targets: jax.Array, num_classes: int,
-                     label_smoothing: jax.Array = 0.0) -> jax.Array:
+def per_example_loss(
+  name: str,
+  outputs: jax.Array,
+  targets: jax.Array,
+  num_classes: int,
+  label_smoothing: jax.Array = 0.0,
+) -> jax.Array:
   """One named loss per example.
 
   Args:
@@ -101,13 +106,20 @@ def builtin(outputs: jax.Array, targets: jax.Array, hp) -> jax.Array:
     ``[B]`` losses.
   """
   choice = hp["loss"]
-  return total_per_example(choice.index, choice.values, outputs, targets, outputs.shape[-1],
-                           hp["label_smoothing"])
+  return total_per_example(
+    choice.index, choice.values, outputs, targets, outputs.shape[-1], hp["label_smoothing"]
+  )
 
 
-def loss(index: jax.Array, names: Sequence[str], outputs: jax.Array, targets: jax.Array,
-         num_classes: int, label_smoothing: jax.Array = 0.0,
-         weights: jax.Array | None = None) -> jax.Array:
+def loss(
+  index: jax.Array,
+  names: Sequence[str],
+  outputs: jax.Array,
+  targets: jax.Array,
+  num_classes: int,
+  label_smoothing: jax.Array = 0.0,
+  weights: jax.Array | None = None,
+) -> jax.Array:
   """Mean of the member's selected loss over the batch.
 
   Args:

@@ -33,9 +33,9 @@ not reset: the schedule follows the run's steps.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import dataclasses
 import functools
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
@@ -47,13 +47,13 @@ SCHEDULES = ("constant", "cosine", "warmup_cosine", "warmup")
 
 # Defaults of the vectorized optimizer hyperparameters (optax's where it has one).
 DEFAULTS = {
-    "learning_rate": 1e-3,
-    "momentum": 0.9,      # momentum / nesterov
-    "b1": 0.9,            # adam / adamw
-    "b2": 0.999,          # adam / adamw
-    "eps": 1e-8,          # rmsprop / adam / adamw
-    "weight_decay": 0.0,  # L2 (decoupled for adamw)
-    "rms_decay": 0.9,     # rmsprop's squared-gradient decay
+  "learning_rate": 1e-3,
+  "momentum": 0.9,  # momentum / nesterov
+  "b1": 0.9,  # adam / adamw
+  "b2": 0.999,  # adam / adamw
+  "eps": 1e-8,  # rmsprop / adam / adamw
+  "weight_decay": 0.0,  # L2 (decoupled for adamw)
+  "rms_decay": 0.9,  # rmsprop's squared-gradient decay
 }
 HPARAMS = tuple(DEFAULTS) + ("optimizer",)
 
@@ -95,11 +95,14 @@ class EpochSchedule:
     if self.kind not in SCHEDULES:
       raise ValueError(f"schedule: unknown value {self.kind!r}; allowed: {', '.join(SCHEDULES)}")
     if self.kind in ("warmup", "warmup_cosine") and not self.warmup_epochs > 0:
-      raise ValueError(f"schedule.warmup_epochs: must be > 0 for {self.kind!r}, "
-                       f"got {self.warmup_epochs}")
+      raise ValueError(
+        f"schedule.warmup_epochs: must be > 0 for {self.kind!r}, got {self.warmup_epochs}"
+      )
     if self.kind in ("cosine", "warmup_cosine") and not self.total_epochs > self.warmup_epochs:
-      raise ValueError("schedule.total_epochs: must exceed warmup_epochs, got "
-                       f"{self.total_epochs} <= {self.warmup_epochs}")
+      raise ValueError(
+        "schedule.total_epochs: must exceed warmup_epochs, got "
+        f"{self.total_epochs} <= {self.warmup_epochs}"
+      )
     if not 0.0 <= self.alpha <= 1.0:
       raise ValueError(f"schedule.alpha: must be in [0, 1], got {self.alpha}")
     return self
@@ -125,6 +128,7 @@ class EpochSchedule:
 
 class FamilyState(NamedTuple):
   """Shared optimizer buffers: step count, first and second moments."""
+
   count: jax.Array
   mu: optax.Updates
   nu: optax.Updates
@@ -149,12 +153,15 @@ def reset_family_state(opt_state, reset: jax.Array):
     return jnp.where(mask, jnp.zeros((), a.dtype), a)
 
   return jax.tree.map(
-      lambda node: jax.tree.map(zero, node) if isinstance(node, FamilyState) else node,
-      opt_state, is_leaf=lambda node: isinstance(node, FamilyState))
+    lambda node: jax.tree.map(zero, node) if isinstance(node, FamilyState) else node,
+    opt_state,
+    is_leaf=lambda node: isinstance(node, FamilyState),
+  )
 
 
-def scale_by_family(optimizer, momentum, b1, b2, eps, weight_decay, rms_decay,
-                    families: Sequence[str] = FAMILIES) -> optax.GradientTransformation:
+def scale_by_family(
+  optimizer, momentum, b1, b2, eps, weight_decay, rms_decay, families: Sequence[str] = FAMILIES
+) -> optax.GradientTransformation:
   """The update direction of family ``FAMILIES[optimizer]`` (before -lr).
 
   Args:
@@ -209,7 +216,7 @@ def scale_by_family(optimizer, momentum, b1, b2, eps, weight_decay, rms_decay,
       if is_("adam", "adamw") is not False:
         m_adam = b1 * m + (1.0 - b1) * g
         v_adam = b2 * v + (1.0 - b2) * g * g
-        d_adam = (m_adam / (1.0 - b1 ** t)) / (jnp.sqrt(v_adam / (1.0 - b2 ** t)) + eps)
+        d_adam = (m_adam / (1.0 - b1**t)) / (jnp.sqrt(v_adam / (1.0 - b2**t)) + eps)
         directions["adam"] = d_adam
         directions["adamw"] = d_adam + where(is_("adamw"), weight_decay, 0.0) * p
         new_m = where(is_("adam", "adamw"), m_adam, new_m)
@@ -218,8 +225,9 @@ def scale_by_family(optimizer, momentum, b1, b2, eps, weight_decay, rms_decay,
       order = [n for n in FAMILIES if n in fams]
       d = directions[order[-1]]
       if len(order) > 1:
-        d = jnp.select([fam == family_index(n) for n in order[:-1]],
-                       [directions[n] for n in order[:-1]], d)
+        d = jnp.select(
+          [fam == family_index(n) for n in order[:-1]], [directions[n] for n in order[:-1]], d
+        )
       return d.astype(g.dtype), new_m, new_v
 
     out = jax.tree.map(per_leaf, updates, state.mu, state.nu, params)
@@ -233,19 +241,27 @@ def scale_by_family(optimizer, momentum, b1, b2, eps, weight_decay, rms_decay,
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def family_optimizer(learning_rate, optimizer, momentum=DEFAULTS["momentum"],
-                     b1=DEFAULTS["b1"], b2=DEFAULTS["b2"], eps=DEFAULTS["eps"],
-                     weight_decay=DEFAULTS["weight_decay"], rms_decay=DEFAULTS["rms_decay"],
-                     lr_scale=1.0, *, families: Sequence[str] = FAMILIES
-                     ) -> optax.GradientTransformation:
+def family_optimizer(
+  learning_rate,
+  optimizer,
+  momentum=DEFAULTS["momentum"],
+  b1=DEFAULTS["b1"],
+  b2=DEFAULTS["b2"],
+  eps=DEFAULTS["eps"],
+  weight_decay=DEFAULTS["weight_decay"],
+  rms_decay=DEFAULTS["rms_decay"],
+  lr_scale=1.0,
+  *,
+  families: Sequence[str] = FAMILIES,
+) -> optax.GradientTransformation:
   """One member's optimizer: a family direction scaled by ``-learning_rate * lr_scale``.
 
   ``lr_scale`` is the schedule's factor at this step, set by the training
   loop before every update (:class:`EpochSchedule`).
   """
   return optax.chain(
-      scale_by_family(optimizer, momentum, b1, b2, eps, weight_decay, rms_decay, families),
-      optax.scale(-learning_rate * lr_scale),
+    scale_by_family(optimizer, momentum, b1, b2, eps, weight_decay, rms_decay, families),
+    optax.scale(-learning_rate * lr_scale),
   )
 
 
@@ -267,18 +283,33 @@ def make_optimizer(families: Sequence[str] = FAMILIES, **hparams) -> optax.Gradi
   """
   unknown = set(hparams) - set(HPARAMS)
   if unknown:
-    raise ValueError(f"optimizer hyperparameters: unknown {sorted(unknown)}; allowed: {', '.join(HPARAMS)}")
+    raise ValueError(
+      f"optimizer hyperparameters: unknown {sorted(unknown)}; allowed: {', '.join(HPARAMS)}"
+    )
   values = {**DEFAULTS, "optimizer": 0, "lr_scale": 1.0, **hparams}
   fams = tuple(families)
   factory = optax.inject_hyperparams(
-      lambda learning_rate, optimizer, momentum, b1, b2, eps, weight_decay, rms_decay, lr_scale:
-      family_optimizer(learning_rate, optimizer, momentum, b1, b2, eps, weight_decay, rms_decay,
-                       lr_scale, families=fams),
-      hyperparam_dtype=jnp.float32)
+    lambda learning_rate, optimizer, momentum, b1, b2, eps, weight_decay, rms_decay, lr_scale: (
+      family_optimizer(
+        learning_rate,
+        optimizer,
+        momentum,
+        b1,
+        b2,
+        eps,
+        weight_decay,
+        rms_decay,
+        lr_scale,
+        families=fams,
+      )
+    ),
+    hyperparam_dtype=jnp.float32,
+  )
   return factory(**values)
 
 
 def with_lr_scale(opt_state, factor: jax.Array):
   """``opt_state`` (of :func:`make_optimizer`) with the schedule's factor for the next update."""
-  return opt_state._replace(hyperparams={**opt_state.hyperparams,
-                                         "lr_scale": jnp.asarray(factor, jnp.float32)})
+  return opt_state._replace(
+    hyperparams={**opt_state.hyperparams, "lr_scale": jnp.asarray(factor, jnp.float32)}
+  )

@@ -18,16 +18,16 @@ With one device nothing changes.
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable, Iterator, Mapping, Sequence
 import dataclasses
 import difflib
 import functools
-from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from hpjax import distributed
 from hpjax import engine
@@ -37,7 +37,9 @@ from hpjax import losses as losses_lib
 from hpjax import models
 from hpjax import optim
 from hpjax.data.stream import Stream
-from hpjax.engine import GroupFunctions, PopulationState, pad_eval  # pylint: disable=unused-import
+from hpjax.engine import GroupFunctions
+from hpjax.engine import pad_eval
+from hpjax.engine import PopulationState
 
 
 class Member(Mapping):
@@ -94,6 +96,7 @@ class Group:
   On a population mesh ``state`` may hold pad members after the
   ``len(members)`` real ones (see :mod:`hpjax.distributed`).
   """
+
   fns: GroupFunctions
   members: list[int]
   state: PopulationState
@@ -151,16 +154,25 @@ class Population:
       members'), structural otherwise.
   """
 
-  def __init__(self, members: Sequence[Mapping[str, Any]], data, *,
-               model: Callable[..., nnx.Module] | None = None, loss: Callable | None = None,
-               metric: fitness_lib.Metric | Sequence[fitness_lib.Metric] | None = None,
-               val_loss: Callable | None = None,
-               space: Mapping[str, Any] | None = None,
-               candidates: Mapping[str, Sequence[Any]] | None = None, seed: int = 0,
-               schedule: optim.EpochSchedule = optim.EpochSchedule(),
-               eval_batch_size: int = 256, mesh: jax.sharding.Mesh | str | None = "auto",
-               shared_order: bool = False, member_chunk: int | None = None,
-               batch_mode: str = "auto"):
+  def __init__(
+    self,
+    members: Sequence[Mapping[str, Any]],
+    data,
+    *,
+    model: Callable[..., nnx.Module] | None = None,
+    loss: Callable | None = None,
+    metric: fitness_lib.Metric | Sequence[fitness_lib.Metric] | None = None,
+    val_loss: Callable | None = None,
+    space: Mapping[str, Any] | None = None,
+    candidates: Mapping[str, Sequence[Any]] | None = None,
+    seed: int = 0,
+    schedule: optim.EpochSchedule = optim.EpochSchedule(),
+    eval_batch_size: int = 256,
+    mesh: jax.sharding.Mesh | str | None = "auto",
+    shared_order: bool = False,
+    member_chunk: int | None = None,
+    batch_mode: str = "auto",
+  ):
     if not members:
       raise ValueError("members: a population needs at least one member")
     self.data = data
@@ -190,8 +202,8 @@ class Population:
     # common length made every validation pass 512). The test set's
     # evaluate compiles once, at its first use.
     self._eval = {
-        "val": pad_eval(data.x_val, data.y_val, eval_batch_size),
-        "test": pad_eval(data.x_test, data.y_test, eval_batch_size),
+      "val": pad_eval(data.x_val, data.y_val, eval_batch_size),
+      "test": pad_eval(data.x_test, data.y_test, eval_batch_size),
     }
     self._train = None if self.stream else (data.x_train, data.y_train)
     self.mesh = distributed.resolve_mesh(mesh)
@@ -214,9 +226,12 @@ class Population:
   def _families(self, raw, candidates: Mapping[str, Sequence[Any]]) -> tuple[str, ...]:
     """The optimizer families compiled in: the candidates', else the space's, else the members'."""
     dim = self.space.get("optimizer")
-    names = (candidates.get("optimizer") or getattr(dim, "values", None)
-             or ((dim.value,) if hasattr(dim, "value") else None)
-             or [m.get("optimizer", hp_lib.BUILTIN["optimizer"].default) for m in raw])
+    names = (
+      candidates.get("optimizer")
+      or getattr(dim, "values", None)
+      or ((dim.value,) if hasattr(dim, "value") else None)
+      or [m.get("optimizer", hp_lib.BUILTIN["optimizer"].default) for m in raw]
+    )
     for n in names:
       hp_lib.BUILTIN["optimizer"].check(n)
     return tuple(f for f in optim.FAMILIES if f in set(names))
@@ -227,21 +242,28 @@ class Population:
       raise ValueError(f"batch_mode: unknown value {mode!r}; allowed: auto, traced, structural")
     if self.stream:  # one batch size, the stream's (members are checked against it)
       if mode == "traced":
-        raise ValueError("batch_mode: 'traced' needs batch sizes of the members' own; a "
-                         "Stream's batches are every member's")
+        raise ValueError(
+          "batch_mode: 'traced' needs batch sizes of the members' own; a "
+          "Stream's batches are every member's"
+        )
       self.micro, self.batch_traced = self.data.batch_size, False
       return
     dim = self.space.get("batch_size")
-    sizes = (candidates.get("batch_size") or getattr(dim, "values", None)
-             or ((dim.value,) if hasattr(dim, "value") else None)
-             or (tuple(range(dim.lo, dim.hi + 1)) if hasattr(dim, "lo") else None)
-             or [m.get("batch_size", hp_lib.BUILTIN["batch_size"].default) for m in raw])
+    sizes = (
+      candidates.get("batch_size")
+      or getattr(dim, "values", None)
+      or ((dim.value,) if hasattr(dim, "value") else None)
+      or (tuple(range(dim.lo, dim.hi + 1)) if hasattr(dim, "lo") else None)
+      or [m.get("batch_size", hp_lib.BUILTIN["batch_size"].default) for m in raw]
+    )
     sizes = sorted({hp_lib.BUILTIN["batch_size"].check(int(v)) for v in sizes})
     self.micro = sizes[0]
     multiples = all(v % self.micro == 0 for v in sizes)
     if mode == "traced" and not multiples:
-      raise ValueError(f"batch_size: batch_mode 'traced' needs every size to be a multiple of "
-                       f"the smallest; got {sizes}")
+      raise ValueError(
+        f"batch_size: batch_mode 'traced' needs every size to be a multiple of "
+        f"the smallest; got {sizes}"
+      )
     self.batch_traced = multiples and (mode == "traced" or (mode == "auto" and len(sizes) > 1))
     if self.batch_traced:
       self.traced += ("batch_size",)
@@ -251,8 +273,9 @@ class Population:
 
     The batch size joins them when it is traced (see ``batch_mode``).
     """
-    names = [h.name for h in hp_lib.BUILTIN.values()
-             if h.traced and h.role not in ("optimizer", "train")]
+    names = [
+      h.name for h in hp_lib.BUILTIN.values() if h.traced and h.role not in ("optimizer", "train")
+    ]
     for name in list(self.space) + [k for m in raw for k in m]:
       if name not in hp_lib.BUILTIN and not hp_lib.is_structural(name, self.space):
         hp_lib.lookup(name, self.space)  # an undeclared name is an error here
@@ -271,7 +294,8 @@ class Population:
       else:
         dim = self.space.get(name)
         values = tuple(getattr(dim, "values", ())) or (
-            (dim.value,) if hasattr(dim, "value") else ())
+          (dim.value,) if hasattr(dim, "value") else ()
+        )
         if not values:
           used = [m.get(name, self._default(h)) for m in raw]
           order = list(h.choices) or list(dict.fromkeys(used))
@@ -300,8 +324,11 @@ class Population:
       names = list(hp_lib.MODEL_STRUCTURAL)
     else:
       names = [k for k in hp_lib.MODEL_STRUCTURAL if k in m]
-    names += [k for k in list(self.space) + list(m)
-              if k not in hp_lib.BUILTIN and hp_lib.is_structural(k, self.space)]
+    names += [
+      k
+      for k in list(self.space) + list(m)
+      if k not in hp_lib.BUILTIN and hp_lib.is_structural(k, self.space)
+    ]
     return list(dict.fromkeys(names))
 
   def resolve(self, member: Mapping[str, Any]) -> dict[str, Any]:
@@ -318,8 +345,10 @@ class Population:
     for name in m:
       if name not in names:
         h = hp_lib.lookup(name, self.space)  # unknown -> error naming it
-        raise ValueError(f"{name}: a {'structural' if h.structural else 'traced'} "
-                         "hyperparameter this population's model does not take")
+        raise ValueError(
+          f"{name}: a {'structural' if h.structural else 'traced'} "
+          "hyperparameter this population's model does not take"
+        )
     for name in dict.fromkeys(names):
       h = hp_lib.lookup(name, self.space)
       value = m.get(name, self._default(h))
@@ -327,18 +356,22 @@ class Population:
         raise ValueError(f"{name}: no value and no default; set it on every member")
       value = h.check(value)
       if name == "batch_size" and self.batch_traced and value % self.micro:
-        raise ValueError(f"batch_size: {value} is not a multiple of {self.micro}, the "
-                         "micro-batch compiled for this population (give every batch size a "
-                         "controller may choose among the candidates)")
+        raise ValueError(
+          f"batch_size: {value} is not a multiple of {self.micro}, the "
+          "micro-batch compiled for this population (give every batch size a "
+          "controller may choose among the candidates)"
+        )
       if name == "optimizer" and value not in self.families:
-        raise ValueError(f"optimizer: {value!r} is not among the families compiled for this "
-                         f"population {self.families} (give every family a controller may "
-                         "choose among the candidates)")
+        raise ValueError(
+          f"optimizer: {value!r} is not among the families compiled for this "
+          f"population {self.families} (give every family a controller may "
+          "choose among the candidates)"
+        )
       if name in self.candidates and not any(
-          hp_lib.encode(h, value, self.candidates[name]) == i
-          for i in range(len(self.candidates[name]))):
-        raise ValueError(f"{name}: {value!r} is not among the candidates "
-                         f"{self.candidates[name]}")
+        hp_lib.encode(h, value, self.candidates[name]) == i
+        for i in range(len(self.candidates[name]))
+      ):
+        raise ValueError(f"{name}: {value!r} is not among the candidates {self.candidates[name]}")
       out[name] = value
     return out
 
@@ -353,23 +386,30 @@ class Population:
     for name in list(optim.HPARAMS) + list(self.traced):
       h = hp_lib.lookup(name, self.space)
       cands = self._cands(name)
-      out[name] = np.array([hp_lib.encode(h, m[name], cands) for m in members],
-                           hp_lib.dtype(h))
+      out[name] = np.array([hp_lib.encode(h, m[name], cands) for m in members], hp_lib.dtype(h))
     return out
 
   def _spec(self, key: tuple) -> engine.GroupSpec:
     batch_size, structural = key
     return engine.GroupSpec(
-        model=self.model, structural=structural, batch_size=batch_size,
-        input_shape=tuple(self.data.input_shape),
-        num_outputs=self.data.num_classes if self.data.task == "classification" else 1,
-        task=self.data.task,
-        traced=tuple((n, self.candidates.get(n, ())) for n in self.traced),
-        loss=self.loss, metrics=self.metrics, val_loss=self.val_loss, schedule=self.schedule,
-        mean=tuple(float(v) for v in np.ravel(self.data.mean)),
-        std=tuple(float(v) for v in np.ravel(self.data.std)),
-        eval_batch_size=self.eval_batch_size, optimizer_families=self.families,
-        order_seed=int(self.seed), **self._static)
+      model=self.model,
+      structural=structural,
+      batch_size=batch_size,
+      input_shape=tuple(self.data.input_shape),
+      num_outputs=self.data.num_classes if self.data.task == "classification" else 1,
+      task=self.data.task,
+      traced=tuple((n, self.candidates.get(n, ())) for n in self.traced),
+      loss=self.loss,
+      metrics=self.metrics,
+      val_loss=self.val_loss,
+      schedule=self.schedule,
+      mean=tuple(float(v) for v in np.ravel(self.data.mean)),
+      std=tuple(float(v) for v in np.ravel(self.data.std)),
+      eval_batch_size=self.eval_batch_size,
+      optimizer_families=self.families,
+      order_seed=int(self.seed),
+      **self._static,
+    )
 
   def _new_group(self, key: tuple, ids: list[int]) -> Group:
     spec = self._spec(key)
@@ -381,8 +421,11 @@ class Population:
       fns = engine.group_functions(spec, self.mesh)
       pad = distributed.pad_index(range(len(ids)), distributed.padded_size(len(ids), self.mesh))
       keys = np.asarray(engine.member_keys(self.seed, ids))[pad]
-      state = fns.init(*distributed.put((keys, {k: v[pad] for k, v in hp.items()}),
-                                        distributed.member_sharding(self.mesh)))
+      state = fns.init(
+        *distributed.put(
+          (keys, {k: v[pad] for k, v in hp.items()}), distributed.member_sharding(self.mesh)
+        )
+      )
     return Group(fns, list(ids), state)
 
   def _check_read(self) -> None:
@@ -401,8 +444,10 @@ class Population:
       if name not in read:
         close = difflib.get_close_matches(name, list(hp_lib.BUILTIN) + list(read), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"space.{name}: neither the model nor the loss reads this "
-                         f"hyperparameter (hp[{name!r}]){hint}")
+        raise ValueError(
+          f"space.{name}: neither the model nor the loss reads this "
+          f"hyperparameter (hp[{name!r}]){hint}"
+        )
 
   # -- training and evaluation --------------------------------------------------
 
@@ -414,7 +459,7 @@ class Population:
     for g, metrics in zip(self.groups, per_group):
       for k, v in metrics.items():
         arr = out.setdefault(k, np.full(self.size, np.nan, np.float64))
-        arr[g.members] = np.asarray(v)[:len(g.members)]
+        arr[g.members] = np.asarray(v)[: len(g.members)]
     return out
 
   def train_epoch(self) -> dict[str, np.ndarray]:
@@ -494,8 +539,12 @@ class Population:
 
   def structural_names(self) -> tuple[str, ...]:
     """Every hyperparameter name that fixes a member's group."""
-    return tuple(dict.fromkeys(([] if self.batch_traced else ["batch_size"]) + [
-        k for m in self.members for k in self._structural_names(m)]))
+    return tuple(
+      dict.fromkeys(
+        ([] if self.batch_traced else ["batch_size"])
+        + [k for m in self.members for k in self._structural_names(m)]
+      )
+    )
 
   def member_model(self, position: int) -> nnx.Module:
     """The model of the member at ``position``, as a plain NNX module in eval mode."""
@@ -505,9 +554,12 @@ class Population:
 
   # -- controllers' decisions -------------------------------------------------
 
-  def set_member_hparams(self, hparams: Sequence[Mapping[str, Any]],
-                         donors: Sequence[int] | None = None,
-                         new_keys: Mapping[int, Any] | None = None) -> None:
+  def set_member_hparams(
+    self,
+    hparams: Sequence[Mapping[str, Any]],
+    donors: Sequence[int] | None = None,
+    new_keys: Mapping[int, Any] | None = None,
+  ) -> None:
     """Exploit and explore: copy members and give them new hyperparameters.
 
     One gather per group on the device (the whole state of ``donors``), then
@@ -537,18 +589,7 @@ class Population:
     traced = list(optim.HPARAMS) + list(self.traced)
     before = [dict(m) for m in self.members]
     for g in self.groups:
-      local = {m: j for j, m in enumerate(g.members)}
-      try:
-        index = [local[donors[m]] for m in g.members]
-      except KeyError:
-        bad = [m for m in g.members if donors[m] not in local][0]
-        raise ValueError(f"donors: member {bad} cannot copy member {donors[bad]} "
-                         "(different structural group)") from None
-      state = g.state
-      # Pad members (sharded groups) follow the group's first member.
-      index = distributed.pad_index(index, state.size)
-      if index != list(range(len(index))):
-        state = engine.take(state, index)
+      state = _donors_state(g, donors)
       current = {k: np.array(v) for k, v in self._host(engine.get_hparams(state)).items()}
       reset = np.zeros(state.size, bool)
       for j, m in enumerate(g.members):
@@ -557,38 +598,69 @@ class Population:
           h = hp_lib.lookup(name, self.space)  # an unknown name is an error
           if name not in traced:
             if name in member and member[name] != value:
-              raise ValueError(f"{name}: member {m} cannot take {value!r} (structural: "
-                               f"fixed by its group at {member[name]!r})")
+              raise ValueError(
+                f"{name}: member {m} cannot take {value!r} (structural: "
+                f"fixed by its group at {member[name]!r})"
+              )
             continue
-          member[name] = h.check(value)
-          if name == "optimizer" and member[name] not in self.families:
-            raise ValueError(f"optimizer: {member[name]!r} is not among the families compiled "
-                             f"for this population {self.families}")
-          if name == "batch_size" and member[name] % self.micro:
-            raise ValueError(f"batch_size: {member[name]} is not a multiple of {self.micro}, "
-                             "the micro-batch compiled for this population")
+          member[name] = self._checked_value(name, h, value)
           number = hp_lib.encode(h, member[name], self._cands(name))
           if name == "optimizer":
             reset[j] = number != current[name][j]
           current[name][j] = number
         self.members[m] = member
-      mask = np.zeros(state.size, bool)
-      keys = np.zeros((state.size, 2), np.uint32)
-      for j, m in enumerate(g.members):
-        if m in new_keys:
-          mask[j], keys[j] = True, np.asarray(new_keys[m], np.uint32)
-      if self.mesh is not None:
-        n = len(g.members)
-        for v in list(current.values()) + [reset, mask, keys]:
-          v[n:] = v[0]
-        current, reset, mask, keys = distributed.put(
-            (current, reset, mask, keys), distributed.member_sharding(self.mesh))
-      state = engine.set_hparams(state, current)
-      if np.any(reset):
-        state = engine.reset_family(state, reset)
-      if np.any(mask):
-        state = engine.rekey(state, keys, mask, key_impls=g.fns.key_impls)
-      g.state = state
+      g.state = self._with_values(g, state, current, reset, new_keys)
+
+  def _checked_value(self, name: str, h: hp_lib.HParam, value: Any) -> Any:
+    """A traced hyperparameter's new value, checked against its entry and this population."""
+    value = h.check(value)
+    if name == "optimizer" and value not in self.families:
+      raise ValueError(
+        f"optimizer: {value!r} is not among the families compiled "
+        f"for this population {self.families}"
+      )
+    if name == "batch_size" and value % self.micro:
+      raise ValueError(
+        f"batch_size: {value} is not a multiple of {self.micro}, "
+        "the micro-batch compiled for this population"
+      )
+    return value
+
+  def _with_values(
+    self,
+    g: Group,
+    state: PopulationState,
+    current: dict[str, np.ndarray],
+    reset: np.ndarray,
+    new_keys: Mapping[int, Any],
+  ) -> PopulationState:
+    """``state`` with new traced values, keys and, where ``reset``, optimizer buffers.
+
+    Args:
+      g: the group.
+      state: its state, donors copied.
+      current: name -> ``[size]`` encoded traced values.
+      reset: bool ``[size]``: the members whose optimizer family changed.
+      new_keys: member -> PRNG key data replacing its keys.
+    """
+    mask = np.zeros(state.size, bool)
+    keys = np.zeros((state.size, 2), np.uint32)
+    for j, m in enumerate(g.members):
+      if m in new_keys:
+        mask[j], keys[j] = True, np.asarray(new_keys[m], np.uint32)
+    if self.mesh is not None:
+      n = len(g.members)
+      for v in list(current.values()) + [reset, mask, keys]:
+        v[n:] = v[0]
+      current, reset, mask, keys = distributed.put(
+        (current, reset, mask, keys), distributed.member_sharding(self.mesh)
+      )
+    state = engine.set_hparams(state, current)
+    if np.any(reset):
+      state = engine.reset_family(state, reset)
+    if np.any(mask):
+      state = engine.rekey(state, keys, mask, key_impls=g.fns.key_impls)
+    return state
 
   def compacted(self, keep: Sequence[int]) -> tuple[list[Group], list[dict], np.ndarray]:
     """The groups, members and ids that :meth:`compact` would leave (self unchanged)."""
@@ -604,8 +676,9 @@ class Population:
       if len(local) == len(g.members):
         state = g.state
       else:
-        state = engine.take(g.state, distributed.pad_index(
-            local, distributed.padded_size(len(local), self.mesh)))
+        state = engine.take(
+          g.state, distributed.pad_index(local, distributed.padded_size(len(local), self.mesh))
+        )
       groups.append(Group(g.fns, [new_pos[g.members[j]] for j in local], state))
     return groups, [self.members[k] for k in keep], self.ids[keep]
 
@@ -647,7 +720,7 @@ class Population:
     groups = self.groups if groups is None else groups
     if self.mesh is None:
       return [g.state for g in groups]
-    return [jax.tree.map(lambda a, n=len(g.members): a[:n], self._host(g.state)) for g in groups]
+    return [_leading_rows(self._host(g.state), len(g.members)) for g in groups]
 
   def checkpoint_templates(self, groups: Sequence[Group] | None = None) -> list[Any]:
     """Restore templates matching :meth:`checkpoint_states` (shapes, dtypes, placement).
@@ -659,11 +732,7 @@ class Population:
     groups = self.groups if groups is None else groups
     if self.mesh is None:
       return [g.state for g in groups]
-
-    def stand_in(a, n):
-      return np.broadcast_to(np.zeros((), a.dtype), (n,) + tuple(a.shape[1:]))
-
-    return [jax.tree.map(lambda a, n=len(g.members): stand_in(a, n), g.state) for g in groups]
+    return [_stand_ins(g.state, len(g.members)) for g in groups]
 
   def load_checkpoint_states(self, states: Sequence[Any]) -> None:
     """Sets every group's state from :meth:`checkpoint_states`-shaped values.
@@ -681,5 +750,39 @@ class Population:
         g.state = st
         continue
       index = np.asarray(distributed.pad_index(range(len(g.members)), g.state.size))
-      g.state = distributed.put(jax.tree.map(lambda a: np.asarray(a)[index], st),
-                                distributed.member_sharding(self.mesh))
+      g.state = distributed.put(_take_rows(st, index), distributed.member_sharding(self.mesh))
+
+
+def _leading_rows(tree: Any, n: int) -> Any:
+  """Every leaf's first ``n`` rows: the real members of a padded state."""
+  return jax.tree.map(lambda a: a[:n], tree)
+
+
+def _stand_ins(tree: Any, n: int) -> Any:
+  """Zero-cost numpy stand-ins for ``tree``'s leaves with ``n`` rows each."""
+  return jax.tree.map(
+    lambda a: np.broadcast_to(np.zeros((), a.dtype), (n,) + tuple(a.shape[1:])), tree
+  )
+
+
+def _take_rows(tree: Any, index: np.ndarray) -> Any:
+  """Every leaf's rows ``index`` (host numpy arrays)."""
+  return jax.tree.map(lambda a: np.asarray(a)[index], tree)
+
+
+def _donors_state(g: Group, donors: Sequence[int]) -> PopulationState:
+  """The group's state with each member's row its donor's (donors must be in the group)."""
+  local = {m: j for j, m in enumerate(g.members)}
+  try:
+    index = [local[donors[m]] for m in g.members]
+  except KeyError:
+    bad = [m for m in g.members if donors[m] not in local][0]
+    raise ValueError(
+      f"donors: member {bad} cannot copy member {donors[bad]} (different structural group)"
+    ) from None
+  state = g.state
+  # Pad members (sharded groups) follow the group's first member.
+  index = distributed.pad_index(index, state.size)
+  if index != list(range(len(index))):
+    state = engine.take(state, index)
+  return state

@@ -15,15 +15,15 @@ killed::
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Mapping
 from typing import Any
 
+from flax import nnx
 import jax
 import numpy as np
-from flax import nnx
 
 from hpjax import checkpoint
 from hpjax import engine
@@ -63,8 +63,13 @@ class Results:
       (default: the built-in families).
   """
 
-  def __init__(self, workdir: str, summary: Mapping[str, Any], population=None,
-               model: Callable[..., nnx.Module] | None = None):
+  def __init__(
+    self,
+    workdir: str,
+    summary: Mapping[str, Any],
+    population=None,
+    model: Callable[..., nnx.Module] | None = None,
+  ):
     self.workdir = os.path.abspath(workdir)
     self.summary = dict(summary)
     self.population = population
@@ -93,15 +98,22 @@ class Results:
       except (OSError, ValueError) as e:
         raise ValueError(f"{path}: cannot be read ({e})") from None
     from hpjax import report  # pylint: disable=g-import-not-at-top
+
     try:
       partial = report.summarize(report.load_run(workdir))
     except (report.ReportError, KeyError, ValueError) as e:
       raise ValueError(f"{workdir}: no run to load ({e})") from None
-    summary = {"status": "partial", "best_member": partial["best_member"],
-               "hyperparameters": partial["hyperparameters"] or {}, "val": partial["val"],
-               "test": {}, "fitness": partial["fitness"], "mode": partial["mode"],
-               "epochs": partial["epochs_done"],
-               "ranking": [r["member"] for r in partial["ranking"]]}
+    summary = {
+      "status": "partial",
+      "best_member": partial["best_member"],
+      "hyperparameters": partial["hyperparameters"] or {},
+      "val": partial["val"],
+      "test": {},
+      "fitness": partial["fitness"],
+      "mode": partial["mode"],
+      "epochs": partial["epochs_done"],
+      "ranking": [r["member"] for r in partial["ranking"]],
+    }
     return cls(workdir, summary, model=model)
 
   @property
@@ -122,16 +134,25 @@ class Results:
       return json.load(f)
 
   def _unfinished(self) -> str:
-    return ("the run has not finished: its best model and schedule are exported at the end; "
-            "resume it to finish" if not self.finished else "not exported")
+    return (
+      "the run has not finished: its best model and schedule are exported at the end; "
+      "resume it to finish"
+      if not self.finished
+      else "not exported"
+    )
 
   @property
   def best(self) -> Best:
     """The best member at the end of the run (by the run's fitness and direction)."""
     s = self.summary
-    return Best(member=int(s["best_member"]), hparams=dict(s["hyperparameters"]),
-                val=dict(s["val"]), test=dict(s.get("test") or {}), fitness=s["fitness"],
-                mode=s.get("mode", "max"))
+    return Best(
+      member=int(s["best_member"]),
+      hparams=dict(s["hyperparameters"]),
+      val=dict(s["val"]),
+      test=dict(s.get("test") or {}),
+      fitness=s["fitness"],
+      mode=s.get("mode", "max"),
+    )
 
   def dataframe(self):
     """Every member-epoch as a ``pandas.DataFrame``.
@@ -141,6 +162,7 @@ class Results:
     hyperparameter the member trained with that epoch.
     """
     import pandas as pd  # pylint: disable=g-import-not-at-top
+
     rows = []
     for r in lineage.read_jsonl(os.path.join(self.workdir, "metrics.jsonl")):
       hp = r.pop("hparams", {}) or {}
@@ -170,15 +192,30 @@ class Results:
     """The exported best model (``WORKDIR/best/model``) rebuilt with the model factory."""
     params, state, meta = checkpoint.load_model(os.path.join(self.workdir, "best", "model"))
     from hpjax import models  # pylint: disable=g-import-not-at-top
+
     factory = self._model or models.builtin
     structural = tuple(meta.get("structural", {}).items())
-    spec = engine.GroupSpec(model=factory, structural=structural, batch_size=1,
-                            input_shape=tuple(meta["input_shape"]),
-                            num_outputs=int(meta["num_outputs"]), task=meta["task"], traced=(),
-                            loss=None, metrics=(), val_loss=None)
+    spec = engine.GroupSpec(
+      model=factory,
+      structural=structural,
+      batch_size=1,
+      input_shape=tuple(meta["input_shape"]),
+      num_outputs=int(meta["num_outputs"]),
+      task=meta["task"],
+      traced=(),
+      loss=None,
+      metrics=(),
+      val_loss=None,
+    )
     lead = jax.tree.map(lambda a: np.asarray(a)[None], {"params": params, "state": state})
-    host = engine.PopulationState(params=lead["params"], model_state=lead["state"],
-                                  opt_state=None, hparams={}, key=None, epoch=None)
+    host = engine.PopulationState(
+      params=lead["params"],
+      model_state=lead["state"],
+      opt_state=None,
+      hparams={},
+      key=None,
+      epoch=None,
+    )
     return engine.model_of(spec, host, 0), meta
 
   def predict(self, x) -> np.ndarray:
@@ -201,22 +238,28 @@ class Results:
   def plot(self) -> list[str]:
     """Writes the report's plots (``WORKDIR/plots/*.png``) and returns their paths."""
     from hpjax import report  # pylint: disable=g-import-not-at-top
+
     return report.build_report(self.workdir)["plots"]
 
   def table(self, top: int = 10) -> str:
     """The ranking table as text."""
     from hpjax import report  # pylint: disable=g-import-not-at-top
+
     return report.format_table(report.summarize(report.load_run(self.workdir)), top=top)
 
   def __repr__(self) -> str:
     b = self.best
-    return (f"Results(workdir={self.workdir!r}, best member {b.member}: val "
-            + ", ".join(f"{k}={v:.4g}" for k, v in b.val.items()) + ")")
+    return (
+      f"Results(workdir={self.workdir!r}, best member {b.member}: val "
+      + ", ".join(f"{k}={v:.4g}" for k, v in b.val.items())
+      + ")"
+    )
 
 
 def _call(model: nnx.Module, x, meta: Mapping[str, Any]):
   """Calls an exported model in eval mode with its recorded hyperparameters."""
   from hpjax import hparams as hp_lib  # pylint: disable=g-import-not-at-top
+
   values = {}
   for k, v in meta["hyperparameters"].items():
     values[k] = hp_lib.TracedChoice(0, (v,)) if isinstance(v, str) else v

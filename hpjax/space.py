@@ -24,13 +24,13 @@ Mutation (the *explore* step of population-based training):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import itertools
 import math
 import numbers
+from typing import Any, ClassVar, Generic, TypeVar
 import warnings
-from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -46,9 +46,12 @@ NAMES = VECTORIZED + STRUCTURAL
 # range, up to this many.
 GRID_MAX_INT_VALUES = 16
 
-_FIELDS = {"float": ("lo", "hi", "log", "points", "structural"),
-           "int": ("lo", "hi", "log", "points", "structural"),
-           "choice": ("values", "ordered", "structural"), "fixed": ("value", "structural")}
+_FIELDS = {
+  "float": ("lo", "hi", "log", "points", "structural"),
+  "int": ("lo", "hi", "log", "points", "structural"),
+  "choice": ("values", "ordered", "structural"),
+  "fixed": ("value", "structural"),
+}
 
 
 def _is_real(v: Any) -> bool:
@@ -80,12 +83,108 @@ def _check_points(name: str, points: Any, most: float) -> None:
   if not _is_int(points) or points < 2:
     raise ValueError(f"space.{name}.points: must be an integer >= 2 (or None), got {points!r}")
   if points > most:
-    raise ValueError(f"space.{name}.points: at most {most} (the integers in [lo, hi]), "
-                     f"got {points}")
+    raise ValueError(
+      f"space.{name}.points: at most {most} (the integers in [lo, hi]), got {points}"
+    )
+
+
+_Number = TypeVar("_Number", float, int)
 
 
 @dataclasses.dataclass(frozen=True)
-class Float:
+class _Range(Generic[_Number]):
+  """What :class:`Float` and :class:`Int` share: the fields of a range and their checks."""
+
+  lo: _Number
+  hi: _Number
+  log: bool = False
+  points: int | None = None
+  structural: bool = False
+
+  # The table kind; which values a bound may take, and their name in messages;
+  # whether a bound must be checked finite (an int always is).
+  _kind: ClassVar[str]
+  _is_bound: ClassVar[Callable[[Any], bool]]
+  _bounds: ClassVar[str]
+  _bounded: ClassVar[bool]
+
+  def hparam(self, name: str) -> hp_lib.HParam:
+    """The table entry of a user's hyperparameter declared by this dimension."""
+    return hp_lib.HParam(name, self._kind, self.structural, None, "model", doc="user-defined")
+
+  def count(self) -> float:
+    raise NotImplementedError
+
+  def _end(self) -> float:
+    """Where the prior's support ends: ``hi``, or ``hi + 1`` for the integers' last bin."""
+    raise NotImplementedError
+
+  def _values(self, v: np.ndarray) -> list:
+    """Points of the support as the dimension's values, inside ``[lo, hi]``."""
+    raise NotImplementedError
+
+  def sample(self, rng: np.random.Generator, n: int) -> list:
+    """Draws from the prior: uniform, or log-uniform when ``log``.
+
+    Args:
+      rng: the random generator.
+      n: number of draws.
+
+    Returns:
+      ``n`` Python floats (ints for an :class:`Int`) in ``[lo, hi]``.
+    """
+    if self.log:
+      return self._values(np.exp(rng.uniform(math.log(self.lo), math.log(self._end()), n)))
+    return self._uniform(rng, n)
+
+  def _uniform(self, rng: np.random.Generator, n: int) -> list:
+    """``n`` uniform draws."""
+    raise NotImplementedError
+
+  def from_unit(self, u: np.ndarray) -> list:
+    """Maps points of ``[0, 1)`` onto the dimension (quasi-random sampling).
+
+    The inverse of the prior's CDF (its floor for an :class:`Int`: equal-width
+    bins of ``u`` map to each integer, log-width bins when ``log``, as
+    :meth:`sample` draws).
+
+    Args:
+      u: values in ``[0, 1)``.
+
+    Returns:
+      One Python float (int for an :class:`Int`) per entry of ``u``, monotone in ``u``.
+    """
+    u = np.asarray(u, np.float64)
+    end = self._end()
+    if self.log:
+      v = np.exp(math.log(self.lo) + u * (math.log(end) - math.log(self.lo)))
+    else:
+      v = self.lo + u * (end - self.lo)
+    return self._values(v)
+
+  def check(self, name: str) -> None:
+    """Validates the fields.
+
+    Args:
+      name: the dimension's name, used in the message.
+
+    Raises:
+      ValueError: one line naming ``space.<name>`` and the problem.
+    """
+    if not (self._is_bound(self.lo) and self._is_bound(self.hi)):
+      raise ValueError(
+        f"space.{name}: lo and hi must be {self._bounds}, got lo={self.lo!r}, hi={self.hi!r}"
+      )
+    finite = not self._bounded or (np.isfinite(self.lo) and np.isfinite(self.hi))
+    if not finite or self.lo >= self.hi:
+      raise ValueError(f"space.{name}: lo must be < hi, got lo={self.lo}, hi={self.hi}")
+    if self.log and self.lo <= 0:
+      raise ValueError(f"space.{name}: a log scale needs lo > 0, got lo={self.lo}")
+    _check_points(name, self.points, self.count())
+
+
+@dataclasses.dataclass(frozen=True)
+class Float(_Range[float]):
   """A real value in ``[lo, hi]``, sampled uniformly or log-uniformly.
 
   Attributes:
@@ -96,47 +195,20 @@ class Float:
       spaced from ``lo`` to ``hi`` (geometrically when ``log``); ``None``: the
       dimension cannot enter a grid.
   """
-  lo: float
-  hi: float
-  log: bool = False
-  points: int | None = None
-  structural: bool = False
 
-  def hparam(self, name: str) -> hp_lib.HParam:
-    """The table entry of a user's hyperparameter declared by this dimension."""
-    return hp_lib.HParam(name, "float", self.structural, None, "model", doc="user-defined")
+  _kind = "float"
+  _is_bound = staticmethod(_is_real)
+  _bounds = "numbers"
+  _bounded = True
 
-  def sample(self, rng: np.random.Generator, n: int) -> list[float]:
-    """Draws from the prior.
+  def _uniform(self, rng: np.random.Generator, n: int) -> list[float]:
+    return self._values(rng.uniform(self.lo, self.hi, n))
 
-    Args:
-      rng: the random generator.
-      n: number of draws.
+  def _end(self) -> float:
+    return self.hi
 
-    Returns:
-      ``n`` Python floats in ``[lo, hi]``.
-    """
-    if self.log:
-      v = np.exp(rng.uniform(math.log(self.lo), math.log(self.hi), n))
-    else:
-      v = rng.uniform(self.lo, self.hi, n)
+  def _values(self, v: np.ndarray) -> list[float]:
     # exp(log(hi)) can round a hair above hi.
-    return [float(x) for x in np.clip(v, self.lo, self.hi)]
-
-  def from_unit(self, u: np.ndarray) -> list[float]:
-    """Maps points of ``[0, 1)`` onto the dimension (quasi-random sampling).
-
-    Args:
-      u: values in ``[0, 1)``.
-
-    Returns:
-      One Python float per entry of ``u``, monotone in ``u``.
-    """
-    u = np.asarray(u, np.float64)
-    if self.log:
-      v = np.exp(math.log(self.lo) + u * (math.log(self.hi) - math.log(self.lo)))
-    else:
-      v = self.lo + u * (self.hi - self.lo)
     return [float(x) for x in np.clip(v, self.lo, self.hi)]
 
   def grid_values(self, name: str) -> tuple[float, ...]:
@@ -152,8 +224,10 @@ class Float:
       ValueError: when ``points`` is not set.
     """
     if self.points is None:
-      raise ValueError(f"space.{name}.points: a grid needs points (the number of values) "
-                       "for a float dimension, got None")
+      raise ValueError(
+        f"space.{name}.points: a grid needs points (the number of values) "
+        "for a float dimension, got None"
+      )
     fn = np.geomspace if self.log else np.linspace
     return tuple(float(x) for x in fn(self.lo, self.hi, self.points))
 
@@ -161,27 +235,9 @@ class Float:
     """Number of distinct values: ``math.inf`` for a real interval."""
     return math.inf
 
-  def check(self, name: str) -> None:
-    """Validates the fields.
-
-    Args:
-      name: the dimension's name, used in the message.
-
-    Raises:
-      ValueError: one line naming ``space.<name>`` and the problem.
-    """
-    if not (_is_real(self.lo) and _is_real(self.hi)):
-      raise ValueError(f"space.{name}: lo and hi must be numbers, got lo={self.lo!r}, "
-                       f"hi={self.hi!r}")
-    if not (np.isfinite(self.lo) and np.isfinite(self.hi)) or self.lo >= self.hi:
-      raise ValueError(f"space.{name}: lo must be < hi, got lo={self.lo}, hi={self.hi}")
-    if self.log and self.lo <= 0:
-      raise ValueError(f"space.{name}: a log scale needs lo > 0, got lo={self.lo}")
-    _check_points(name, self.points, math.inf)
-
 
 @dataclasses.dataclass(frozen=True)
-class Int:
+class Int(_Range[int]):
   """An integer in ``[lo, hi]`` (inclusive), uniform or log-uniform.
 
   Attributes:
@@ -192,46 +248,19 @@ class Int:
       ``None``: every integer of the range, allowed for at most
       :data:`GRID_MAX_INT_VALUES` of them.
   """
-  lo: int
-  hi: int
-  log: bool = False
-  points: int | None = None
-  structural: bool = False
 
-  def hparam(self, name: str) -> hp_lib.HParam:
-    """The table entry of a user's hyperparameter declared by this dimension."""
-    return hp_lib.HParam(name, "int", self.structural, None, "model", doc="user-defined")
+  _kind = "int"
+  _is_bound = staticmethod(_is_int)
+  _bounds = "integers"
+  _bounded = False
 
-  def sample(self, rng: np.random.Generator, n: int) -> list[int]:
-    """Draws from the prior.
-
-    Args:
-      rng: the random generator.
-      n: number of draws.
-
-    Returns:
-      ``n`` Python ints in ``[lo, hi]``.
-    """
-    if self.log:
-      v = np.exp(rng.uniform(math.log(self.lo), math.log(self.hi + 1), n))
-      return [int(min(max(math.floor(x), self.lo), self.hi)) for x in v]
+  def _uniform(self, rng: np.random.Generator, n: int) -> list[int]:
     return [int(v) for v in rng.integers(self.lo, self.hi + 1, n)]
 
-  def from_unit(self, u: np.ndarray) -> list[int]:
-    """Maps points of ``[0, 1)`` onto the integers (the floor of the prior's CDF inverse).
+  def _end(self) -> int:
+    return self.hi + 1
 
-    Args:
-      u: values in ``[0, 1)``.
-
-    Returns:
-      One Python int per entry of ``u``; equal-width bins of ``u`` map to
-      each integer (log-width bins when ``log``), as :meth:`sample` draws.
-    """
-    u = np.asarray(u, np.float64)
-    if self.log:
-      v = np.exp(math.log(self.lo) + u * (math.log(self.hi + 1) - math.log(self.lo)))
-    else:
-      v = self.lo + u * (self.hi - self.lo + 1)
+  def _values(self, v: np.ndarray) -> list[int]:
     return [int(x) for x in np.clip(np.floor(v), self.lo, self.hi)]
 
   def grid_values(self, name: str) -> tuple[int, ...]:
@@ -250,8 +279,10 @@ class Int:
     """
     if self.points is None:
       if self.count() > GRID_MAX_INT_VALUES:
-        raise ValueError(f"space.{name}.points: a grid needs points for an int range of "
-                         f"{self.count()} values (more than {GRID_MAX_INT_VALUES}), got None")
+        raise ValueError(
+          f"space.{name}.points: a grid needs points for an int range of "
+          f"{self.count()} values (more than {GRID_MAX_INT_VALUES}), got None"
+        )
       return tuple(range(self.lo, self.hi + 1))
     fn = np.geomspace if self.log else np.linspace
     return tuple(sorted({int(math.floor(x + 0.5)) for x in fn(self.lo, self.hi, self.points)}))
@@ -259,24 +290,6 @@ class Int:
   def count(self) -> int:
     """Number of distinct values: the integers in ``[lo, hi]``."""
     return int(self.hi - self.lo + 1)
-
-  def check(self, name: str) -> None:
-    """Validates the fields.
-
-    Args:
-      name: the dimension's name, used in the message.
-
-    Raises:
-      ValueError: one line naming ``space.<name>`` and the problem.
-    """
-    if not (_is_int(self.lo) and _is_int(self.hi)):
-      raise ValueError(f"space.{name}: lo and hi must be integers, got lo={self.lo!r}, "
-                       f"hi={self.hi!r}")
-    if self.lo >= self.hi:
-      raise ValueError(f"space.{name}: lo must be < hi, got lo={self.lo}, hi={self.hi}")
-    if self.log and self.lo <= 0:
-      raise ValueError(f"space.{name}: a log scale needs lo > 0, got lo={self.lo}")
-    _check_points(name, self.points, self.count())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,6 +302,7 @@ class Choice:
     ordered: the values have a meaningful order (e.g. batch sizes), so PBT
       moves to a neighbour instead of jumping anywhere.
   """
+
   values: tuple
   ordered: bool = False
   structural: bool = False
@@ -304,8 +318,15 @@ class Choice:
     strings (or mixed values) as an index, handed to the model as a
     :class:`hpjax.hparams.TracedChoice`.
     """
-    return hp_lib.HParam(name, _kind_of(self.values), self.structural, None, "model",
-                         choices=tuple(self.values), doc="user-defined")
+    return hp_lib.HParam(
+      name,
+      _kind_of(self.values),
+      self.structural,
+      None,
+      "model",
+      choices=tuple(self.values),
+      doc="user-defined",
+    )
 
   def sample(self, rng: np.random.Generator, n: int) -> list[Any]:
     """Draws uniformly among the values.
@@ -364,8 +385,10 @@ class Choice:
       # True == 1 in Python; a bool only matches a bool.
       if _is_bool(v) == _is_bool(value) and v == value:
         return i
-    raise ValueError(f"value: {value!r} is not among the choices; allowed: "
-                     + ", ".join(repr(v) for v in self.values))
+    raise ValueError(
+      f"value: {value!r} is not among the choices; allowed: "
+      + ", ".join(repr(v) for v in self.values)
+    )
 
   def check(self, name: str) -> None:
     """Validates the values.
@@ -383,8 +406,9 @@ class Choice:
     try:
       distinct = len(set(self.values))
     except TypeError:
-      raise ValueError(f"space.{name}.values: must be hashable (numbers, strings, bools), "
-                       f"got {list(self.values)}") from None
+      raise ValueError(
+        f"space.{name}.values: must be hashable (numbers, strings, bools), got {list(self.values)}"
+      ) from None
     if distinct != len(self.values):
       raise ValueError(f"space.{name}: duplicated choices in {list(self.values)}")
 
@@ -396,13 +420,21 @@ class Fixed:
   Attributes:
     value: the value every member gets.
   """
+
   value: Any
   structural: bool = False
 
   def hparam(self, name: str) -> hp_lib.HParam:
     """The table entry of a user's hyperparameter declared by this dimension."""
-    return hp_lib.HParam(name, _kind_of((self.value,)), self.structural, None, "model",
-                         choices=(self.value,), doc="user-defined")
+    return hp_lib.HParam(
+      name,
+      _kind_of((self.value,)),
+      self.structural,
+      None,
+      "model",
+      choices=(self.value,),
+      doc="user-defined",
+    )
 
   def sample(self, rng: np.random.Generator, n: int) -> list[Any]:
     """The constant, ``n`` times (consumes nothing from ``rng``).
@@ -454,8 +486,9 @@ class Fixed:
       ValueError: one line naming ``space.<name>``.
     """
     if not isinstance(self.value, (numbers.Real, str, np.bool_)):
-      raise ValueError(f"space.{name}: a fixed value must be a number, string or bool, "
-                       f"got {self.value!r}")
+      raise ValueError(
+        f"space.{name}: a fixed value must be a number, string or bool, got {self.value!r}"
+      )
 
 
 Dimension = Float | Int | Choice | Fixed
@@ -490,8 +523,9 @@ def _check_name(name: str, dim: Dimension) -> None:
   if h is None:
     return  # a user's own name: the dimension is its definition
   if dim.structural and not h.structural:
-    raise ValueError(f"space.{name}.structural: {name} is a traced hyperparameter of hpjax; "
-                     "leave the flag out")
+    raise ValueError(
+      f"space.{name}.structural: {name} is a traced hyperparameter of hpjax; leave the flag out"
+    )
   kind = type(dim).__name__
   if h.kind in ("choice", "bool") and not isinstance(dim, (Choice, Fixed)):
     raise ValueError(f"space.{name}: must be a choice or fixed dimension, got {kind}")
@@ -523,8 +557,9 @@ def validate(space: Mapping[str, Dimension]) -> dict[str, Dimension]:
     if not isinstance(name, str) or not name.isidentifier():
       raise ValueError(f"space: names must be identifiers, got {name!r}")
     if not isinstance(dim, (Float, Int, Choice, Fixed)):
-      raise ValueError(f"space.{name}: must be a Float, Int, Choice or Fixed dimension, "
-                       f"got {type(dim).__name__}")
+      raise ValueError(
+        f"space.{name}: must be a Float, Int, Choice or Fixed dimension, got {type(dim).__name__}"
+      )
     dim.check(name)
     _check_name(name, dim)
   return dict(space)
@@ -576,12 +611,15 @@ def from_config(cfg: Mapping[str, Any]) -> dict[str, Dimension]:
     d = dict(d)
     kind = d.pop("type", None)
     if kind not in _FIELDS:
-      raise ValueError(f"space.{name}.type: unknown value {kind!r}; "
-                       "allowed: float, int, choice, fixed")
+      raise ValueError(
+        f"space.{name}.type: unknown value {kind!r}; allowed: float, int, choice, fixed"
+      )
     unknown = sorted(set(d) - set(_FIELDS[kind]))
     if unknown:
-      raise ValueError(f"space.{name}: unknown field {unknown[0]!r} for type {kind!r}; "
-                       f"allowed: {', '.join(_FIELDS[kind])}")
+      raise ValueError(
+        f"space.{name}: unknown field {unknown[0]!r} for type {kind!r}; "
+        f"allowed: {', '.join(_FIELDS[kind])}"
+      )
     structural = _flag(name, "structural", d.get("structural", False))
     try:
       if kind in ("float", "int"):
@@ -590,8 +628,13 @@ def from_config(cfg: Mapping[str, Any]) -> dict[str, Dimension]:
         if points is not None:
           points = _number(name, "points", points, True)
         cls = Int if integer else Float
-        dim = cls(_number(name, "lo", d["lo"], integer), _number(name, "hi", d["hi"], integer),
-                  _flag(name, "log", d.get("log", False)), points, structural)
+        dim = cls(
+          _number(name, "lo", d["lo"], integer),
+          _number(name, "hi", d["hi"], integer),
+          _flag(name, "log", d.get("log", False)),
+          points,
+          structural,
+        )
       elif kind == "choice":
         values = d["values"]
         if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
@@ -659,8 +702,7 @@ def sample_grid(space: Mapping[str, Dimension], n: int | None = None) -> list[di
   return [dict(zip(names, point)) for point in itertools.product(*axes)]
 
 
-def sample_quasi_random(space: Mapping[str, Dimension], n: int, seed: int
-                        ) -> list[dict[str, Any]]:
+def sample_quasi_random(space: Mapping[str, Dimension], n: int, seed: int) -> list[dict[str, Any]]:
   """``n`` members from a scrambled Sobol sequence: evenly spread, seeded.
 
   Each non-Fixed dimension (sorted by name) takes one Sobol coordinate,
@@ -686,6 +728,7 @@ def sample_quasi_random(space: Mapping[str, Dimension], n: int, seed: int
   if free:
     # Imported here: scipy.stats costs about a second at import time.
     from scipy.stats import qmc  # pylint: disable=g-import-not-at-top
+
     sobol = qmc.Sobol(len(free), scramble=True, seed=seed)
     with warnings.catch_warnings():
       warnings.filterwarnings("ignore", message=".*balance properties of Sobol")
@@ -724,24 +767,41 @@ def check_structural_fits(space: Mapping[str, Dimension], population: Any) -> di
     count = space[name].count()
     counts[name] = count
     if count > size:
-      raise ValueError(f"space.{name}: {count} structural values do not fit a population of "
-                       f"{size} members (each value needs a member and a compiled group)")
+      raise ValueError(
+        f"space.{name}: {count} structural values do not fit a population of "
+        f"{size} members (each value needs a member and a compiled group)"
+      )
   return counts
+
+
+def are_perturbation_factors(factors: Any) -> bool:
+  """Whether ``factors`` is a non-empty sequence of finite positive numbers (:func:`perturb`'s)."""
+  return (
+    not isinstance(factors, (str, bytes))
+    and isinstance(factors, Sequence)
+    and bool(factors)
+    and all(_is_real(f) and math.isfinite(f) and f > 0 for f in factors)
+  )
 
 
 def _check_perturb_args(rng: Any, factors: Sequence[float], resample_probability: float) -> None:
   if not isinstance(rng, np.random.Generator):
     raise ValueError(f"rng: must be a numpy.random.Generator, got {type(rng).__name__}")
-  if (isinstance(factors, (str, bytes)) or not isinstance(factors, Sequence) or not factors
-      or not all(_is_real(f) and np.isfinite(f) and f > 0 for f in factors)):
-    raise ValueError(f"perturbation_factors: must be a non-empty list of positive numbers, "
-                     f"got {factors!r}")
+  if not are_perturbation_factors(factors):
+    raise ValueError(
+      f"perturbation_factors: must be a non-empty list of positive numbers, got {factors!r}"
+    )
   if not _is_real(resample_probability) or not 0.0 <= resample_probability <= 1.0:
     raise ValueError(f"resample_probability: must be in [0, 1], got {resample_probability!r}")
 
 
-def perturb(dim: Dimension, value: Any, rng: np.random.Generator,
-            factors: Sequence[float] = (0.8, 1.2), resample_probability: float = 0.25) -> Any:
+def perturb(
+  dim: Dimension,
+  value: Any,
+  rng: np.random.Generator,
+  factors: Sequence[float] = (0.8, 1.2),
+  resample_probability: float = 0.25,
+) -> Any:
   """One explore step of population-based training on one dimension.
 
   With probability ``resample_probability`` the value is redrawn from the
@@ -780,8 +840,9 @@ def perturb(dim: Dimension, value: Any, rng: np.random.Generator,
   """
   _check_perturb_args(rng, factors, resample_probability)
   if not isinstance(dim, (Float, Int, Choice, Fixed)):
-    raise ValueError(f"dim: must be a Float, Int, Choice or Fixed dimension, "
-                     f"got {type(dim).__name__}")
+    raise ValueError(
+      f"dim: must be a Float, Int, Choice or Fixed dimension, got {type(dim).__name__}"
+    )
   if isinstance(dim, Fixed):
     return value
   if isinstance(dim, Choice):

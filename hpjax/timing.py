@@ -10,9 +10,9 @@ holds the result, so a benchmark can show where a run's seconds went.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 import contextlib
 import time
-from collections.abc import Iterator
 
 import jax
 
@@ -79,11 +79,16 @@ class Phases:
   def summary(self) -> dict:
     """The JSON record: seconds per phase, their total, and JAX's compile work."""
     total = time.perf_counter() - self._start
-    return {"phases_s": {k: round(v, 3) for k, v in self.seconds.items()},
-            "counts": dict(self.counts),
-            "accounted_s": round(sum(self.seconds.values()), 3), "total_s": round(total, 3),
-            "jax_trace_s": round(self.trace_s, 3), "jax_compile_s": round(self.compile_s, 3),
-            "programs_compiled": self.programs, "compile_cache_hits": self.cache_hits}
+    return {
+      "phases_s": {k: round(v, 3) for k, v in self.seconds.items()},
+      "counts": dict(self.counts),
+      "accounted_s": round(sum(self.seconds.values()), 3),
+      "total_s": round(total, 3),
+      "jax_trace_s": round(self.trace_s, 3),
+      "jax_compile_s": round(self.compile_s, 3),
+      "programs_compiled": self.programs,
+      "compile_cache_hits": self.cache_hits,
+    }
 
 
 def _unregister(duration_listener, event_listener) -> None:

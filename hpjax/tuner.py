@@ -14,15 +14,32 @@ the search space, model, loss, metric, controller, budget) and hand it to
   schedule and a config that retrains it), ``report.json`` and ``plots/``.
 
 The epoch loop itself is :func:`hpjax.loop.train`.
+
+Example (:func:`tune`)::
+
+  class CNN(nnx.Module):
+    def __init__(self, width, *, rngs):   # structural hyperparameters
+      self.conv = hpjax.nn.Conv(1, width, 3, rngs=rngs)
+      self.out = nnx.Linear(width * 196, 10, rngs=rngs)
+    def __call__(self, x, hp):            # traced ones
+      x = hpjax.nn.activation(self.conv(x), hp["activation"])
+      return self.out(hpjax.nn.max_pool(x).reshape(x.shape[0], -1))
+
+  results = hpjax.tune(CNN, (x, y), {
+      "learning_rate": hpjax.Float(1e-4, 1e-1, log=True),
+      "activation": hpjax.Choice(["relu", "tanh"]),
+      "width": hpjax.Choice([16, 32], structural=True)},
+      population=16, epochs=10, controller=hpjax.PBT())
+  results.best.hparams, results.best_model(), results.dataframe()
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import json
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,10 +57,17 @@ from hpjax import optim
 from hpjax import space as space_lib
 from hpjax import timing
 from hpjax import writers as writers_lib
-from hpjax.controllers import Controller, Halving, PBT, PBTHalving, Sweep
+from hpjax.controllers import Controller
+from hpjax.controllers import Halving
 from hpjax.controllers import lr_range
-from hpjax.data import Dataset, Stream, dataset_from_arrays, load_dataset
-from hpjax.loop import Interrupted  # pylint: disable=unused-import (re-exported)
+from hpjax.controllers import PBT
+from hpjax.controllers import PBTHalving
+from hpjax.controllers import Sweep
+from hpjax.data import Dataset
+from hpjax.data import dataset_from_arrays
+from hpjax.data import load_dataset
+from hpjax.data import Stream
+from hpjax.loop import Interrupted  # noqa: F401 - re-exported: hpjax.cli.tune catches it
 from hpjax.population import Population
 
 
@@ -105,8 +129,13 @@ class Experiment:
 # Building an experiment.
 
 
-def draw_members(space: Mapping[str, Any], n: int, seed: int, init: str = "random",
-                 base: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+def draw_members(
+  space: Mapping[str, Any],
+  n: int,
+  seed: int,
+  init: str = "random",
+  base: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
   """The initial members: ``n`` draws from ``space`` over ``base`` values.
 
   Args:
@@ -129,18 +158,24 @@ def draw_members(space: Mapping[str, Any], n: int, seed: int, init: str = "rando
   elif init == "quasi_random":
     draws = space_lib.sample_quasi_random(space, n, seed)
   else:
-    raise config_lib.error("init", f"unknown value {init!r}; allowed: "
-                           + ", ".join(config_lib.INITS))
+    raise config_lib.error(
+      "init", f"unknown value {init!r}; allowed: " + ", ".join(config_lib.INITS)
+    )
   return [{**dict(base or {}), **d} for d in draws]
 
 
 def _data_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
   """How a config's ``data`` section loads and splits its source (:func:`_dataset`'s options)."""
   d = cfg["data"]
-  return dict(data_dir=d["data_dir"] or None, image_size=d["image_size"] or None,
-              val_fraction=d["val_fraction"], test_fraction=d["test_fraction"],
-              max_train=d["max_train"] or None, num_classes=d["num_classes"] or None,
-              task=d["task"])
+  return dict(
+    data_dir=d["data_dir"] or None,
+    image_size=d["image_size"] or None,
+    val_fraction=d["val_fraction"],
+    test_fraction=d["test_fraction"],
+    max_train=d["max_train"] or None,
+    num_classes=d["num_classes"] or None,
+    task=d["task"],
+  )
 
 
 def _controller_section(section: Mapping[str, Any], fitness: str, mode: str) -> Controller:
@@ -159,17 +194,21 @@ def _controller_section(section: Mapping[str, Any], fitness: str, mode: str) -> 
   if name == "pbt_halving":
     unknown = set(c) - {"pbt", "halving"}
     if unknown:
-      raise config_lib.error("controller", f"unknown fields {sorted(unknown)}; allowed: name, "
-                             "pbt, halving")
-    parts = {key: _controller_section({**dict(c.get(key) or {}), "name": key}, fitness, mode)
-             for key in ("pbt", "halving")}
+      raise config_lib.error(
+        "controller", f"unknown fields {sorted(unknown)}; allowed: name, pbt, halving"
+      )
+    parts = {
+      key: _controller_section({**dict(c.get(key) or {}), "name": key}, fitness, mode)
+      for key in ("pbt", "halving")
+    }
     return PBTHalving(**parts).validate()
   cls = PBT if name == "pbt" else Halving
   fields = {f.name for f in dataclasses.fields(cls)}
   unknown = set(c) - fields
   if unknown:
-    raise config_lib.error("controller", f"unknown fields {sorted(unknown)}; allowed: name, "
-                           + ", ".join(sorted(fields)))
+    raise config_lib.error(
+      "controller", f"unknown fields {sorted(unknown)}; allowed: name, " + ", ".join(sorted(fields))
+    )
   try:
     return cls(**c).validate()
   except (TypeError, ValueError) as e:
@@ -188,14 +227,23 @@ def epoch_schedule(cfg: Mapping[str, Any]) -> optim.EpochSchedule:
   ``config.epochs``, which ties every step's rate to the run's length.
   """
   s = cfg["schedule"]
-  schedule = optim.EpochSchedule(s["kind"], float(s["warmup_epochs"]),
-                                 float(s["decay_epochs"]) or float(cfg["epochs"]),
-                                 float(s["alpha"]))
-  if (schedule.kind in ("cosine", "warmup_cosine") and not float(s["decay_epochs"])
-      and schedule.total_epochs <= schedule.warmup_epochs):
-    raise config_lib.error("epochs", f"a {schedule.kind} schedule decays after its warm-up "
-                           f"(schedule.warmup_epochs={s['warmup_epochs']:g}), so it needs more "
-                           f"epochs than that, got {cfg['epochs']}")
+  schedule = optim.EpochSchedule(
+    s["kind"],
+    float(s["warmup_epochs"]),
+    float(s["decay_epochs"]) or float(cfg["epochs"]),
+    float(s["alpha"]),
+  )
+  if (
+    schedule.kind in ("cosine", "warmup_cosine")
+    and not float(s["decay_epochs"])
+    and schedule.total_epochs <= schedule.warmup_epochs
+  ):
+    raise config_lib.error(
+      "epochs",
+      f"a {schedule.kind} schedule decays after its warm-up "
+      f"(schedule.warmup_epochs={s['warmup_epochs']:g}), so it needs more "
+      f"epochs than that, got {cfg['epochs']}",
+    )
   try:
     return schedule.validate()
   except ValueError as e:
@@ -228,22 +276,29 @@ def _config_model(cfg: Mapping[str, Any]) -> tuple[Callable | None, dict[str, An
   if not cfg["model"]["factory"]:
     return None, section
   value = cfg["model"]["factory"]
-  factory = _imported(value, "model.factory", callable,
-                      "an nnx.Module class or a function returning one")
+  factory = _imported(
+    value, "model.factory", callable, "an nnx.Module class or a function returning one"
+  )
   # The names the engine will pass it (None: it takes **kwargs).
   accepted = engine._accepted(factory)  # pylint: disable=protected-access
   out = {}
   for name, v in section.items():
     named = accepted is not None and name in accepted
     default = hp_lib.BUILTIN[name].default if name in hp_lib.MODEL_STRUCTURAL else None
-    if (name in hp_lib.MODEL_STRUCTURAL and not named and v == default
-        and isinstance(v, bool) == isinstance(default, bool)):
+    if (
+      name in hp_lib.MODEL_STRUCTURAL
+      and not named
+      and v == default
+      and isinstance(v, bool) == isinstance(default, bool)
+    ):
       continue
     if accepted is not None and not named:
       takes = ", ".join(sorted(accepted - {"self", "rngs", "input_shape", "num_outputs"}))
       raise config_lib.error(
-          f"model.{name}", f"{value} takes no argument {name!r} (it takes: {takes or 'none'}); "
-          "with model.factory, config.model holds the factory's structural arguments only")
+        f"model.{name}",
+        f"{value} takes no argument {name!r} (it takes: {takes or 'none'}); "
+        "with model.factory, config.model holds the factory's structural arguments only",
+      )
     out[name] = v
   return factory, out
 
@@ -267,27 +322,51 @@ def from_config(config: Any) -> Experiment:
     loss = _imported(loss, "loss", callable, "a function (outputs, y, hp) -> [B] losses")
   metric = cfg["metric"] or None
   if config_lib.is_import_string(metric):
-    metric = _imported(metric, "metric", _is_metrics, "an hpjax.Metric (or a list of them); "
-                       "wrap a function: hpjax.Metric('name', fn, 'max')")
+    metric = _imported(
+      metric,
+      "metric",
+      _is_metrics,
+      "an hpjax.Metric (or a list of them); wrap a function: hpjax.Metric('name', fn, 'max')",
+    )
   source = cfg["data"]["source"]
   if config_lib.is_import_string(source):
     source = _imported(source, "data.source", callable, "a function of no arguments")
   return _experiment(
-      model=model, data=source, space=cfg["space"], population=int(cfg["population"]),
-      epochs=int(cfg["epochs"]), controller=cfg["controller"], metric=metric,
-      fitness=cfg["fitness"] or None, loss=loss, val_loss=None, members=None,
-      seed=int(cfg["seed"]), init=cfg["init"], batch_size=int(cfg["batch_size"]),
-      schedule=epoch_schedule(cfg), eval_batch_size=int(cfg["eval_batch_size"]),
-      checkpoint_every=int(cfg["checkpoint"]["every"]),
-      checkpoint_keep=int(cfg["checkpoint"]["keep"]), tensorboard=cfg["tensorboard"],
-      report=cfg["report"], progress=cfg["progress"], shard=cfg["shard"], writers=(),
-      data_options=_data_options(cfg), structural=structural,
-      hparam_schedule=cfg["hparam_schedule"], lr_range_test=cfg["lr_range_test"],
-      shared_order=cfg["shared_order"], config=cfg)
+    model=model,
+    data=source,
+    space=cfg["space"],
+    population=int(cfg["population"]),
+    epochs=int(cfg["epochs"]),
+    controller=cfg["controller"],
+    metric=metric,
+    fitness=cfg["fitness"] or None,
+    loss=loss,
+    val_loss=None,
+    members=None,
+    seed=int(cfg["seed"]),
+    init=cfg["init"],
+    batch_size=int(cfg["batch_size"]),
+    schedule=epoch_schedule(cfg),
+    eval_batch_size=int(cfg["eval_batch_size"]),
+    checkpoint_every=int(cfg["checkpoint"]["every"]),
+    checkpoint_keep=int(cfg["checkpoint"]["keep"]),
+    tensorboard=cfg["tensorboard"],
+    report=cfg["report"],
+    progress=cfg["progress"],
+    shard=cfg["shard"],
+    writers=(),
+    data_options=_data_options(cfg),
+    structural=structural,
+    hparam_schedule=cfg["hparam_schedule"],
+    lr_range_test=cfg["lr_range_test"],
+    shared_order=cfg["shared_order"],
+    config=cfg,
+  )
 
 
-def _check_replay(schedule: Any, epochs: int, controller: Controller, population: int,
-                  space: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _check_replay(
+  schedule: Any, epochs: int, controller: Controller, population: int, space: Mapping[str, Any]
+) -> list[dict[str, Any]]:
   """A replayed schedule: one fresh model trained on given per-epoch hyperparameters.
 
   The space may only declare a user's own names (their kind, and whether
@@ -297,13 +376,17 @@ def _check_replay(schedule: Any, epochs: int, controller: Controller, population
   if not isinstance(controller, Sweep):
     raise config_lib.error("controller.name", "must be 'none' when replaying an hparam_schedule")
   if population != 1:
-    raise config_lib.error("population", "must be 1 when replaying an hparam_schedule, got "
-                           f"{population}")
+    raise config_lib.error(
+      "population", f"must be 1 when replaying an hparam_schedule, got {population}"
+    )
   builtin = [name for name in space if name in hp_lib.BUILTIN]
   if builtin:
-    raise config_lib.error("space", "must be empty when replaying an hparam_schedule (the "
-                           "schedule gives every hyperparameter; only your model's own names "
-                           f"may be declared), got {builtin[0]!r}")
+    raise config_lib.error(
+      "space",
+      "must be empty when replaying an hparam_schedule (the "
+      "schedule gives every hyperparameter; only your model's own names "
+      f"may be declared), got {builtin[0]!r}",
+    )
   for k, hp in enumerate(sched):
     for name, value in hp.items():
       try:
@@ -352,10 +435,21 @@ class Outcome:
 
 def build_population(exp: Experiment) -> Population:
   """The population an experiment trains (before any checkpoint is restored)."""
-  return Population(exp.members, exp.data, model=exp.model, loss=exp.loss, metric=exp.metric,
-                    val_loss=exp.val_loss, space=exp.space, candidates=exp.candidates,
-                    seed=exp.seed, schedule=exp.schedule, eval_batch_size=exp.eval_batch_size,
-                    mesh="auto" if exp.shard else None, shared_order=exp.shared_order)
+  return Population(
+    exp.members,
+    exp.data,
+    model=exp.model,
+    loss=exp.loss,
+    metric=exp.metric,
+    val_loss=exp.val_loss,
+    space=exp.space,
+    candidates=exp.candidates,
+    seed=exp.seed,
+    schedule=exp.schedule,
+    eval_batch_size=exp.eval_batch_size,
+    mesh="auto" if exp.shard else None,
+    shared_order=exp.shared_order,
+  )
 
 
 def _read_json(path: str) -> Any:
@@ -366,8 +460,10 @@ def _read_json(path: str) -> Any:
     with open(path) as f:
       return json.load(f)
   except (OSError, ValueError) as e:
-    raise ValueError(f"{path}: cannot be read as JSON ({getattr(e, 'strerror', None) or e}); "
-                     "the workdir is damaged: restore the file or use a new --workdir") from None
+    raise ValueError(
+      f"{path}: cannot be read as JSON ({getattr(e, 'strerror', None) or e}); "
+      "the workdir is damaged: restore the file or use a new --workdir"
+    ) from None
 
 
 def check_workdir(workdir: str, config: Mapping[str, Any]) -> None:
@@ -383,27 +479,37 @@ def check_workdir(workdir: str, config: Mapping[str, Any]) -> None:
   if old is None:
     ckpts = os.path.join(workdir, "checkpoints")
     if os.path.isdir(ckpts) and os.listdir(ckpts):
-      raise ValueError(f"--workdir: {workdir!r} holds checkpoints but no config.json, so "
-                       "nothing says what they were trained with; restore config.json or use "
-                       "a new --workdir")
+      raise ValueError(
+        f"--workdir: {workdir!r} holds checkpoints but no config.json, so "
+        "nothing says what they were trained with; restore config.json or use "
+        "a new --workdir"
+      )
     return
   if isinstance(old, dict) and "api" not in old and "api" not in config:
     old = config_lib.with_new_fields(old)  # a launcher run of an older hpjax
   diffs = config_lib.diff(old, config)
   if diffs:
-    raise ValueError(f"--workdir: {workdir!r} holds a run with another config ("
-                     + ", ".join(diffs[:8]) + (" ..." if len(diffs) > 8 else "")
-                     + " differ); use a new --workdir, or relaunch with the same config "
-                     "(only epochs may grow)")
+    raise ValueError(
+      f"--workdir: {workdir!r} holds a run with another config ("
+      + ", ".join(diffs[:8])
+      + (" ..." if len(diffs) > 8 else "")
+      + " differ); use a new --workdir, or relaunch with the same config "
+      "(only epochs may grow)"
+    )
   old_epochs, epochs = int(old.get("epochs", 0)), int(config["epochs"])
   s = config.get("schedule") or {}
-  if (old_epochs != epochs and s.get("kind") in ("cosine", "warmup_cosine")
-      and not s.get("decay_epochs")):
+  if (
+    old_epochs != epochs
+    and s.get("kind") in ("cosine", "warmup_cosine")
+    and not s.get("decay_epochs")
+  ):
     raise config_lib.error(
-        "epochs", f"{workdir!r} was started with epochs={old_epochs} and a {s.get('kind')} "
-        "learning-rate schedule over them (schedule.decay_epochs 0), so running it for "
-        f"{epochs} would change the rate of every step; use a new --workdir (set "
-        "schedule.decay_epochs to make a run extendable)")
+      "epochs",
+      f"{workdir!r} was started with epochs={old_epochs} and a {s.get('kind')} "
+      "learning-rate schedule over them (schedule.decay_epochs 0), so running it for "
+      f"{epochs} would change the rate of every step; use a new --workdir (set "
+      "schedule.decay_epochs to make a run extendable)",
+    )
 
 
 def _make_workdir(workdir: str) -> None:
@@ -430,12 +536,20 @@ def _make_workdir(workdir: str) -> None:
       with open(path, "r" if name == "config.json" else "r+"):  # nothing truncated
         pass
     except OSError as e:
-      raise ValueError(f"{path}: cannot be {'read' if name == 'config.json' else 'written'} "
-                       f"({e.strerror}); fix it or use a new --workdir") from None
+      raise ValueError(
+        f"{path}: cannot be {'read' if name == 'config.json' else 'written'} "
+        f"({e.strerror}); fix it or use a new --workdir"
+      ) from None
 
 
-def _start(exp: Experiment, pop: Population, ckpt: checkpoint.Checkpointer, workdir: str,
-           main: bool, log: Callable[[str], None]) -> loop.Progress:
+def _start(
+  exp: Experiment,
+  pop: Population,
+  ckpt: checkpoint.Checkpointer,
+  workdir: str,
+  main: bool,
+  log: Callable[[str], None],
+) -> loop.Progress:
   """Restores the newest checkpoint into ``pop`` (a resume), or starts the files afresh."""
   metrics, lineage_path = (os.path.join(workdir, n) for n in ("metrics.jsonl", "lineage.jsonl"))
   if ckpt.latest_step() is None:
@@ -467,29 +581,43 @@ def _start(exp: Experiment, pop: Population, ckpt: checkpoint.Checkpointer, work
   if main:
     # Both logs are read and checked before either is rewritten: a damaged
     # one leaves the workdir as it was.
-    kept = [(path, writers_lib.resumable_lines(path, progress.epoch))
-            for path in (metrics, lineage_path)]
+    kept = [
+      (path, writers_lib.resumable_lines(path, progress.epoch)) for path in (metrics, lineage_path)
+    ]
     for path, lines in kept:
       writers_lib.resume_jsonl(path, progress.epoch, lines)
   log(f"resuming from the checkpoint of epoch {progress.epoch} in {workdir}")
   return progress
 
 
-def _writers(exp: Experiment, workdir: str, start_epoch: int,
-             log: Callable[[str], None]) -> list[writers_lib.Writer]:
+def _writers(
+  exp: Experiment, workdir: str, start_epoch: int, log: Callable[[str], None]
+) -> list[writers_lib.Writer]:
   """The run's sinks (process 0 only)."""
-  out = [writers_lib.MetricsFile(os.path.join(workdir, "metrics.jsonl")),
-         writers_lib.LineageFile(os.path.join(workdir, "lineage.jsonl")),
-         writers_lib.Console(epochs=exp.epochs, start_epoch=start_epoch,
-                             interval=exp.controller.interval,
-                             shown=[k for k in exp.space], log=log, progress=exp.progress)]
+  out = [
+    writers_lib.MetricsFile(os.path.join(workdir, "metrics.jsonl")),
+    writers_lib.LineageFile(os.path.join(workdir, "lineage.jsonl")),
+    writers_lib.Console(
+      epochs=exp.epochs,
+      start_epoch=start_epoch,
+      interval=exp.controller.interval,
+      shown=[k for k in exp.space],
+      log=log,
+      progress=exp.progress,
+    ),
+  ]
   if exp.tensorboard:
     out.append(writers_lib.TensorBoard(os.path.join(workdir, "tensorboard"), start_epoch))
   return out + list(exp.writers)
 
 
-def execute(exp: Experiment, workdir: str, *, log: Callable[[str], None] = print,
-            phases: timing.Phases | None = None) -> Outcome:
+def execute(
+  exp: Experiment,
+  workdir: str,
+  *,
+  log: Callable[[str], None] = print,
+  phases: timing.Phases | None = None,
+) -> Outcome:
   """Trains ``exp`` in ``workdir`` (resuming it when it holds a checkpoint).
 
   Several processes (:mod:`hpjax.distributed`) all run this in step; only
@@ -510,33 +638,55 @@ def execute(exp: Experiment, workdir: str, *, log: Callable[[str], None] = print
       phases.__exit__(None, None, None)
 
 
-def _execute(exp: Experiment, workdir: str, log: Callable[[str], None],
-             phases: timing.Phases) -> Outcome:
+def _execute(
+  exp: Experiment, workdir: str, log: Callable[[str], None], phases: timing.Phases
+) -> Outcome:
   main = distributed.is_main_process()
   if not main:
     log = lambda text: None
   log(exp.data.summary())
   with phases.phase("build"):
     pop = build_population(exp)
-  log(f"population: {pop.size} members in {len(pop.groups)} compiled group(s)"
-      + (f", split over {pop.mesh.size} devices" if pop.mesh is not None else ""))
+  log(
+    f"population: {pop.size} members in {len(pop.groups)} compiled group(s)"
+    + (f", split over {pop.mesh.size} devices" if pop.mesh is not None else "")
+  )
   check_workdir(workdir, exp.config)
   distributed.barrier("hpjax: workdir checked")  # before process 0 writes to it
   _make_workdir(workdir)
-  with (checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=exp.checkpoint_keep,
-                                every=exp.checkpoint_every, best_mode=exp.mode) as ckpt,
-        loop.StopOnSignal() as stop):
+  with (
+    checkpoint.Checkpointer(
+      os.path.join(workdir, "checkpoints"),
+      keep=exp.checkpoint_keep,
+      every=exp.checkpoint_every,
+      best_mode=exp.mode,
+    ) as ckpt,
+    loop.StopOnSignal() as stop,
+  ):
     with phases.phase("start"):
       progress = _start(exp, pop, ckpt, workdir, main, log)
     start_epoch = progress.epoch
     if start_epoch >= exp.epochs:
-      log(f"the run in {workdir} already trained {start_epoch} epochs (epochs={exp.epochs}); "
-          "raise epochs to extend it")
+      log(
+        f"the run in {workdir} already trained {start_epoch} epochs (epochs={exp.epochs}); "
+        "raise epochs to extend it"
+      )
     sinks = _writers(exp, workdir, start_epoch, log) if main else []
-    run_ = loop.Run(pop=pop, controller=exp.controller, fitness=exp.fitness, mode=exp.mode,
-                    epochs=exp.epochs, seed=exp.seed, space=exp.space, writers=sinks,
-                    checkpointer=ckpt, stop=stop, progress=progress,
-                    hparam_schedule=exp.hparam_schedule, phases=phases)
+    run_ = loop.Run(
+      pop=pop,
+      controller=exp.controller,
+      fitness=exp.fitness,
+      mode=exp.mode,
+      epochs=exp.epochs,
+      seed=exp.seed,
+      space=exp.space,
+      writers=sinks,
+      checkpointer=ckpt,
+      stop=stop,
+      progress=progress,
+      hparam_schedule=exp.hparam_schedule,
+      phases=phases,
+    )
     try:
       loop.train(run_)
       with phases.phase("final"):
@@ -560,9 +710,15 @@ def _execute(exp: Experiment, workdir: str, log: Callable[[str], None],
   return Outcome(summary, pop, workdir)
 
 
-def _summary(exp: Experiment, pop: Population, val: Mapping[str, np.ndarray],
-             progress: loop.Progress, workdir: str, main: bool,
-             log: Callable[[str], None]) -> dict[str, Any]:
+def _summary(
+  exp: Experiment,
+  pop: Population,
+  val: Mapping[str, np.ndarray],
+  progress: loop.Progress,
+  workdir: str,
+  main: bool,
+  log: Callable[[str], None],
+) -> dict[str, Any]:
   """Ranks the final population, evaluates the best on the test split, exports it."""
   test = pop.evaluate("test")
   ranking = fitness_lib.rank(val[exp.fitness], exp.mode)
@@ -571,20 +727,20 @@ def _summary(exp: Experiment, pop: Population, val: Mapping[str, np.ndarray],
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   wall = max(progress.elapsed, 1e-9)
   summary = {
-      "best_member": int(pop.ids[best]),
-      "hyperparameters": hps[best],
-      "val": {k: float(v[best]) for k, v in val.items()},
-      "test": {k: float(v[best]) for k, v in test.items()},
-      "fitness": exp.fitness,
-      "mode": exp.mode,
-      "members": len(exp.members),
-      "members_at_end": pop.size,
-      "member_epochs": sum(1 for _ in open(metrics_path)) if main else None,
-      "epochs": max(progress.epoch, exp.epochs),
-      "wall_time_s": wall,
-      "member_steps_per_s": progress.member_steps / wall,
-      "ranking": [int(pop.ids[i]) for i in ranking],
-      "ranking_positions": [int(i) for i in ranking],
+    "best_member": int(pop.ids[best]),
+    "hyperparameters": hps[best],
+    "val": {k: float(v[best]) for k, v in val.items()},
+    "test": {k: float(v[best]) for k, v in test.items()},
+    "fitness": exp.fitness,
+    "mode": exp.mode,
+    "members": len(exp.members),
+    "members_at_end": pop.size,
+    "member_epochs": sum(1 for _ in open(metrics_path)) if main else None,
+    "epochs": max(progress.epoch, exp.epochs),
+    "wall_time_s": wall,
+    "member_steps_per_s": progress.member_steps / wall,
+    "ranking": [int(pop.ids[i]) for i in ranking],
+    "ranking_positions": [int(i) for i in ranking],
   }
   if exp.lr_range_test:
     summary["lr_range"] = _lr_range(metrics_path, progress.initial_val_loss, pop, log)
@@ -600,19 +756,28 @@ def _report(exp: Experiment, workdir: str, main: bool, log: Callable[[str], None
   if not main:
     return
   from hpjax import report  # pylint: disable=g-import-not-at-top
+
   try:
     log("\n" + report.format_table(report.summarize(report.load_run(workdir)), top=5))
     if exp.report:
       plots = report.build_report(workdir)["plots"]
-      log(f"plots: {len(plots)} PNG files in {os.path.join(workdir, 'plots')} "
-          f"(rebuild any time: hpjax-report {workdir})")
-  except Exception as e:  # pylint: disable=broad-except
+      log(
+        f"plots: {len(plots)} PNG files in {os.path.join(workdir, 'plots')} "
+        f"(rebuild any time: hpjax-report {workdir})"
+      )
+  except Exception as e:  # noqa: BLE001
     # A plot must never cost the user the run it reports on.
     log(f"report not written: {type(e).__name__}: {e}")
 
 
-def export_best(workdir: str, exp: Experiment, pop: Population, position: int,
-                summary: Mapping[str, Any], log: Callable[[str], None]) -> dict[str, str]:
+def export_best(
+  workdir: str,
+  exp: Experiment,
+  pop: Population,
+  position: int,
+  summary: Mapping[str, Any],
+  log: Callable[[str], None],
+) -> dict[str, str]:
   """Exports the best member to ``WORKDIR/best/``.
 
   * ``model/``: its parameters and model state (orbax) and ``model.json``
@@ -634,51 +799,92 @@ def export_best(workdir: str, exp: Experiment, pop: Population, position: int,
   state = pop.checkpoint_states([group])[0]  # host copies on a mesh (every process calls)
   params = _member_tree(state.params, j)
   model_state = _member_tree(state.model_state, j)
-  data = exp.data
-  meta = {"member": summary["best_member"], "epochs": summary["epochs"],
-          "hyperparameters": summary["hyperparameters"], "val": summary["val"],
-          "test": summary["test"], "task": data.task, "input_shape": list(data.input_shape),
-          "num_outputs": data.num_classes if data.task == "classification" else 1,
-          "mean": np.ravel(data.mean).tolist(), "std": np.ravel(data.std).tolist(),
-          "structural": dict(group.fns.spec.structural), "data": exp.config.get("data", {})}
-  result = {"model": checkpoint.save_model(os.path.join(out_dir, "model"), params, model_state,
-                                           meta)}
+  meta = _model_meta(exp, summary, group.fns.spec.structural)
+  result = {
+    "model": checkpoint.save_model(os.path.join(out_dir, "model"), params, model_state, meta)
+  }
   if not distributed.is_main_process():
     return result  # the rest reads and writes process 0's logs
   try:
-    doc = lineage.export_schedule(workdir, summary["best_member"],
-                                  os.path.join(out_dir, "schedule.json"),
-                                  last_epoch=summary["epochs"], fitness=summary["fitness"])
+    doc = lineage.export_schedule(
+      workdir,
+      summary["best_member"],
+      os.path.join(out_dir, "schedule.json"),
+      last_epoch=summary["epochs"],
+      fitness=summary["fitness"],
+    )
   except ValueError as e:  # e.g. logs of a run started by an older hpjax
     log(f"best member's schedule not exported: {e}")
     return result
   result["schedule"] = os.path.join(out_dir, "schedule.json")
   if exp.config.get("api") == "python":
     return result  # hpjax.tune's objects: no launcher config names them
-  retrain = json.loads(json.dumps(exp.config, default=str))
+  config_path = _write_retrain_config(exp.config, doc, os.path.join(out_dir, "config.json"))
+  result.update(
+    config=config_path,
+    retrain=(
+      "python -m experiments.tune --config=experiments/configs/from_json.py:"
+      f"{config_path} --workdir=WORKDIR"
+    ),
+  )
+  return result
+
+
+def _model_meta(
+  exp: Experiment, summary: Mapping[str, Any], structural: Mapping[str, Any]
+) -> dict[str, Any]:
+  """What ``best/model/model.json`` holds beside the weights (:func:`checkpoint.load_model`)."""
+  data = exp.data
+  return {
+    "member": summary["best_member"],
+    "epochs": summary["epochs"],
+    "hyperparameters": summary["hyperparameters"],
+    "val": summary["val"],
+    "test": summary["test"],
+    "task": data.task,
+    "input_shape": list(data.input_shape),
+    "num_outputs": data.num_classes if data.task == "classification" else 1,
+    "mean": np.ravel(data.mean).tolist(),
+    "std": np.ravel(data.std).tolist(),
+    "structural": dict(structural),
+    "data": exp.config.get("data", {}),
+  }
+
+
+def _write_retrain_config(
+  config: Mapping[str, Any], doc: Mapping[str, Any], config_path: str
+) -> str:
+  """Writes a launcher config that retrains one fresh model on the exported schedule ``doc``."""
+  retrain = json.loads(json.dumps(config, default=str))
   # A user's own names stay declared (their kind, whether structural); the
   # schedule gives every value.
   space = {k: v for k, v in (retrain.get("space") or {}).items() if k not in hp_lib.BUILTIN}
-  retrain.update(population=1, init="random", space=space, controller={"name": "none"},
-                 lr_range_test=False, epochs=doc["epochs"],
-                 hparam_schedule=[{"epoch": e["epoch"], "hparams": e["hparams"]}
-                                  for e in doc["schedule"]])
-  config_path = os.path.join(out_dir, "config.json")
+  retrain.update(
+    population=1,
+    init="random",
+    space=space,
+    controller={"name": "none"},
+    lr_range_test=False,
+    epochs=doc["epochs"],
+    hparam_schedule=[{"epoch": e["epoch"], "hparams": e["hparams"]} for e in doc["schedule"]],
+  )
   with open(config_path, "w") as f:
     json.dump(retrain, f, indent=2, sort_keys=True)
-  result.update(config=config_path,
-                retrain=("python -m experiments.tune --config=experiments/configs/from_json.py:"
-                         f"{config_path} --workdir=WORKDIR"))
-  return result
+  return config_path
 
 
 def _member_tree(tree, j: int):
   import jax  # pylint: disable=g-import-not-at-top
+
   return jax.tree.map(lambda a: np.asarray(a[j]), tree)
 
 
-def _lr_range(metrics_path: str, initial_loss: Sequence[float] | None, pop: Population,
-              log: Callable[[str], None]) -> dict[str, Any]:
+def _lr_range(
+  metrics_path: str,
+  initial_loss: Sequence[float] | None,
+  pop: Population,
+  log: Callable[[str], None],
+) -> dict[str, Any]:
   """Analyses a learning-rate range test from the validation-loss curves.
 
   Each curve starts at the member's loss before training, so a rate that
@@ -692,10 +898,15 @@ def _lr_range(metrics_path: str, initial_loss: Sequence[float] | None, pop: Popu
   result = lr_range.analyse(rates, losses)
   text = lr_range.describe(result)
   log(f"learning-rate range test: {text}")
-  return {"rates": result.rates.tolist(), "final_losses": result.losses.tolist(),
-          "slopes": result.slopes.tolist(), "diverged": result.diverged.tolist(),
-          "best_rate": float(result.best_rate),
-          "suggested_range": [float(v) for v in result.suggested_range], "description": text}
+  return {
+    "rates": result.rates.tolist(),
+    "final_losses": result.losses.tolist(),
+    "slopes": result.slopes.tolist(),
+    "diverged": result.diverged.tolist(),
+    "best_rate": float(result.best_rate),
+    "suggested_range": [float(v) for v in result.suggested_range],
+    "description": text,
+  }
 
 
 # ---------------------------------------------------------------------------
@@ -722,12 +933,14 @@ def _dataset(data: Any, seed: int, *, field: str = "data", **options: Any) -> Da
     name = f"{getattr(data, '__module__', '?')}:{getattr(data, '__qualname__', data)}"
     try:
       data = data()
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:  # noqa: BLE001
       # The user's own function failed: what, and where, on one line.
       raise ValueError(f"{field}: {name!r} raised {config_lib.exception_line(e)}") from None
     if not isinstance(data, (Dataset, Stream, Mapping, tuple, list)):
-      raise ValueError(f"{field}: {name!r} returned {config_lib.describe(data)}; it must return "
-                       "(x, y), (x, y, x_test, y_test), a dict of arrays or an hpjax.Dataset")
+      raise ValueError(
+        f"{field}: {name!r} returned {config_lib.describe(data)}; it must return "
+        "(x, y), (x, y, x_test, y_test), a dict of arrays or an hpjax.Dataset"
+      )
   if isinstance(data, (Dataset, Stream)):
     return data
   if isinstance(data, str):
@@ -736,16 +949,23 @@ def _dataset(data: Any, seed: int, *, field: str = "data", **options: Any) -> Da
   if isinstance(data, Mapping):
     unknown = set(data) - {"x_train", "y_train", "x_val", "y_val", "x_test", "y_test"}
     if unknown:
-      raise ValueError(f"{field}: unknown keys {sorted(unknown)}; allowed: x_train, y_train, "
-                       "x_val, y_val, x_test, y_test")
+      raise ValueError(
+        f"{field}: unknown keys {sorted(unknown)}; allowed: x_train, y_train, "
+        "x_val, y_val, x_test, y_test"
+      )
     return dataset_from_arrays(name, **dict(data), seed=seed, **options)
   if isinstance(data, (tuple, list)) and len(data) in (2, 4):
     return dataset_from_arrays(name, *data, seed=seed, **options)
-  raise ValueError(f"{field}: a source name ('digits', 'mnist', ...), an hpjax.Dataset, an "
-                   f"hpjax.data.Stream, (x, y), (x, y, x_test, y_test), a dict of arrays or a "
-                   f"function returning one; got "
-                   + (f"a {type(data).__name__} of {len(data)} items"
-                      if isinstance(data, (tuple, list)) else type(data).__name__))
+  raise ValueError(
+    f"{field}: a source name ('digits', 'mnist', ...), an hpjax.Dataset, an "
+    f"hpjax.data.Stream, (x, y), (x, y, x_test, y_test), a dict of arrays or a "
+    f"function returning one; got "
+    + (
+      f"a {type(data).__name__} of {len(data)} items"
+      if isinstance(data, (tuple, list))
+      else type(data).__name__
+    )
+  )
 
 
 def _digest(data: Dataset | Stream) -> str:
@@ -753,6 +973,7 @@ def _digest(data: Dataset | Stream) -> str:
   if isinstance(data, Stream):
     return data.fingerprint()
   import hashlib  # pylint: disable=g-import-not-at-top
+
   h = hashlib.sha256()
   for split in ("train", "val", "test"):
     for a in (getattr(data, f"x_{split}"), getattr(data, f"y_{split}")):
@@ -781,70 +1002,66 @@ def _controller(controller: Any, fitness: str, mode: str) -> Controller:
   if controller in ("pbt", "halving", "pbt_halving"):
     return {"pbt": PBT, "halving": Halving, "pbt_halving": PBTHalving}[controller]()
   if not isinstance(controller, Controller):
-    raise ValueError(f"controller: an hpjax.PBT(), hpjax.Halving(), hpjax.PBTHalving(), "
-                     f"hpjax.Sweep() or one of 'pbt', 'halving', 'pbt_halving', 'none'; got "
-                     f"{controller!r}")
+    raise ValueError(
+      f"controller: an hpjax.PBT(), hpjax.Halving(), hpjax.PBTHalving(), "
+      f"hpjax.Sweep() or one of 'pbt', 'halving', 'pbt_halving', 'none'; got "
+      f"{controller!r}"
+    )
   return controller.validate()
 
 
-def tune(model: Callable | None = None, data: Any = "digits",
-         space: Mapping[str, Any] | None = None, *, population: int = 16, epochs: int = 10,
-         controller: Controller | str | None = None, metric: Any = None,
-         fitness: str | None = None, loss: Callable | None = None,
-         val_loss: Callable | None = None, members: list | None = None, seed: int = 0,
-         init: str = "random", batch_size: int | None = None,
-         schedule: optim.EpochSchedule | str = "constant", workdir: str | None = None,
-         eval_batch_size: int = 256, checkpoint_every: int = 1, checkpoint_keep: int = 3,
-         tensorboard: bool = False, report: bool = False, progress: bool | None = None,
-         shard: bool = True, writers: Sequence[writers_lib.Writer] = (),
-         log: Callable[[str], None] = print):
+def tune(
+  model: Callable | None = None,
+  data: Any = "digits",
+  space: Mapping[str, Any] | None = None,
+  *,
+  population: int = 16,
+  epochs: int = 10,
+  controller: Controller | str | None = None,
+  metric: Any = None,
+  fitness: str | None = None,
+  loss: Callable | None = None,
+  val_loss: Callable | None = None,
+  members: list | None = None,
+  seed: int = 0,
+  init: str = "random",
+  batch_size: int | None = None,
+  schedule: optim.EpochSchedule | str = "constant",
+  workdir: str | None = None,
+  eval_batch_size: int = 256,
+  checkpoint_every: int = 1,
+  checkpoint_keep: int = 3,
+  tensorboard: bool = False,
+  report: bool = False,
+  progress: bool | None = None,
+  shard: bool = True,
+  writers: Sequence[writers_lib.Writer] = (),
+  log: Callable[[str], None] = print,
+):
   """Tunes the hyperparameters of ``model`` on ``data`` by training a population at once.
 
-  Example::
-
-    class CNN(nnx.Module):
-      def __init__(self, width, *, rngs):   # structural hyperparameters
-        self.conv = hpjax.nn.Conv(1, width, 3, rngs=rngs)
-        self.out = nnx.Linear(width * 196, 10, rngs=rngs)
-      def __call__(self, x, hp):            # traced ones
-        x = hpjax.nn.activation(self.conv(x), hp["activation"])
-        return self.out(hpjax.nn.max_pool(x).reshape(x.shape[0], -1))
-
-    results = hpjax.tune(CNN, (x, y), {
-        "learning_rate": hpjax.Float(1e-4, 1e-1, log=True),
-        "activation": hpjax.Choice(["relu", "tanh"]),
-        "width": hpjax.Choice([16, 32], structural=True)},
-        population=16, epochs=10, controller=hpjax.PBT())
-    results.best.hparams, results.best_model(), results.dataframe()
-
   Args:
-    model: an ``nnx.Module`` class or factory: called with the member's
-      structural hyperparameters (and ``rngs``, plus ``input_shape`` /
-      ``num_outputs`` when it takes them), then as ``model(x, hp)`` with its
-      traced ones (or ``model(x)``). Default: the built-in CNN families.
-    data: a source name (``'digits'``, ``'mnist'``, ...), an
-      :class:`hpjax.Dataset`, ``(x, y)``, ``(x, y, x_test, y_test)``, a dict
-      of those arrays (validation split seeded and stratified), a function of
-      no arguments returning one of these (but a name), or an
-      :class:`hpjax.data.Stream` for training data larger than the device
-      (every member trains on its batches, in its order).
-    space: hyperparameter name -> :class:`hpjax.Float` / ``Int`` /
-      ``Choice`` / ``Fixed``. Built-in names (``learning_rate``,
-      ``optimizer``, ``activation``, ``batch_size``, ...) or your own: those
-      are traced unless declared ``structural=True``.
+    model: an ``nnx.Module`` class or factory, called with the member's structural
+      hyperparameters (and ``rngs``; ``input_shape`` / ``num_outputs`` when it takes them),
+      then as ``model(x, hp)`` with the traced ones (or ``model(x)``). Default: built-in families.
+    data: a source name (``'digits'``, ``'mnist'``, ...), an :class:`hpjax.Dataset`,
+      ``(x, y)``, ``(x, y, x_test, y_test)``, a dict of those arrays (validation
+      split seeded and stratified), a function of no arguments returning one of
+      these (but a name), or an :class:`hpjax.data.Stream` for training data
+      larger than the device (every member trains on its batches, in its order).
+    space: name -> :class:`hpjax.Float` / ``Int`` / ``Choice`` / ``Fixed``:
+      built-in names (``learning_rate``, ``optimizer``, ``activation``,
+      ``batch_size``, ...) or your own, traced unless ``structural=True``.
     population: members trained at once.
-    epochs: epochs each member trains (halving's survivors) .
-    controller: :class:`hpjax.PBT`, :class:`hpjax.Halving`,
-      :class:`hpjax.Sweep` (default) or their names.
-    metric: ``'accuracy'`` (classification default), ``'mse'`` (regression
-      default), an :class:`hpjax.Metric` (per-example or per-batch values),
-      or a list of them: all are logged, the first is the default fitness.
-    fitness: what ranks members: a metric's name (default: the first) or
-      ``'loss'`` (the validation loss).
-    loss: a built-in loss name (``'cross_entropy'``, ``'mse'``, ``'huber'``)
-      for every member, or your ``(outputs, y, hp) -> [B]`` per-example
-      training loss (default: the built-in loss, chosen per member by
-      ``hp['loss']``, which the space may search).
+    epochs: epochs each member trains (halving's survivors).
+    controller: :class:`hpjax.PBT`, ``Halving``, ``Sweep`` (default) or their names.
+    metric: ``'accuracy'`` / ``'mse'`` (the classification / regression default), an
+      :class:`hpjax.Metric` (per-example or per-batch values) or a list of them:
+      all are logged, the first is the default fitness.
+    fitness: a metric's name (default: the first) or ``'loss'`` (validation loss).
+    loss: a built-in loss name (``'cross_entropy'``, ``'mse'``, ``'huber'``) for
+      every member, or your ``(outputs, y, hp) -> [B]`` per-example training loss
+      (default: the built-in one chosen per member by ``hp['loss']``, searchable).
     val_loss: ``(outputs, y) -> [B]`` validation loss, one objective for all
       members (default: cross-entropy, or squared error for regression).
     members: explicit initial members (dicts) instead of ``population`` draws.
@@ -852,20 +1069,20 @@ def tune(model: Callable | None = None, data: Any = "digits",
     init: ``random``, ``grid`` or ``quasi_random`` draws from the space.
     batch_size: the batch size of members whose space does not set one
       (default 32; a Stream's: its batches are every member's).
-    schedule: ``'constant'``, ``'cosine'`` (over ``epochs``), or an
-      :class:`hpjax.optim.EpochSchedule`.
+    schedule: ``'constant'``, ``'cosine'`` (over ``epochs``) or an :class:`hpjax.EpochSchedule`.
     workdir: where logs, checkpoints and the best model go (default: a new
       temporary directory); relaunching on it resumes.
     eval_batch_size, checkpoint_every, checkpoint_keep, tensorboard,
       report, progress, shard: as the launcher's config fields.
-    writers: more sinks for every epoch's results and the controller's
-      changes (:class:`hpjax.writers.Writer`).
+    writers: more sinks (:class:`hpjax.writers.Writer`) for every epoch's
+      results and the controller's changes.
     log: where progress lines go.
 
   Returns:
-    :class:`hpjax.Results`.
+    :class:`hpjax.Results` (the module docstring has an example).
   """
   from hpjax.results import Results  # pylint: disable=g-import-not-at-top
+
   args = {k: v for k, v in locals().items() if k not in ("workdir", "log", "Results")}
   with timing.Phases() as phases:
     with phases.phase("config_and_data"):
@@ -875,94 +1092,229 @@ def tune(model: Callable | None = None, data: Any = "digits",
   return Results(workdir, outcome.summary, outcome.population, model=model)
 
 
-def _experiment(*, model, data, space, population, epochs, controller, metric, fitness, loss,
-                val_loss, members, seed, init, batch_size, schedule, eval_batch_size,
-                checkpoint_every, checkpoint_keep, tensorboard, report, progress,
-                shard, writers, data_options=None, structural=None, hparam_schedule=None,
-                lr_range_test=False, shared_order=False, config=None) -> Experiment:
+def _experiment(
+  *,
+  data,
+  space,
+  population,
+  epochs,
+  controller,
+  metric,
+  fitness,
+  loss,
+  members,
+  seed,
+  init,
+  batch_size,
+  schedule,
+  data_options=None,
+  structural=None,
+  hparam_schedule=None,
+  config=None,
+  **settings,
+) -> Experiment:
   """An :class:`Experiment`, every argument checked: what :func:`tune` and :func:`from_config` build.
 
   Args:
-    model, data, ..., writers: as :func:`tune`'s (``controller`` may also be
+    data, space, ..., schedule: as :func:`tune`'s (``controller`` may also be
       a config's ``controller`` section, ``schedule`` an EpochSchedule).
     data_options: how ``data`` is loaded and split (``config.data``).
     structural: the model's structural values every member starts from
       (``config.model``); a user's own name among them that the space does
       not declare becomes a structural constant of the space.
     hparam_schedule: a replayed schedule (``config.hparam_schedule``).
-    lr_range_test, shared_order: as the launcher's config fields.
     config: the launcher's validated config, recorded in ``config.json``
       (None: a description of this call is recorded). It also names the
       fields in messages (``config.fitness`` rather than ``fitness``).
+    **settings: the :class:`Experiment` fields taken as given: ``model``,
+      ``val_loss``, ``eval_batch_size``, ``checkpoint_every``,
+      ``checkpoint_keep``, ``tensorboard``, ``report``, ``progress``,
+      ``shard``, ``writers`` (as :func:`tune`'s), ``lr_range_test``,
+      ``shared_order`` (as the launcher's config fields).
   """
   prefix = "config." if config is not None else ""
-  space = space_lib.from_config(space) if space and all(
-      isinstance(v, Mapping) for v in space.values()) else space_lib.validate(space or {})
-  for name, value in (("population", population), ("epochs", epochs), ("batch_size", batch_size),
-                      ("eval_batch_size", eval_batch_size)):
-    if (name != "batch_size" or value is not None) and (
-        isinstance(value, bool) or not isinstance(value, int) or value < 1):
-      raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+  space = _search_space(space)
+  _check_counts(population, epochs, batch_size, settings["eval_batch_size"])
   structural = dict(structural or {})
-  # A user's structural constant is declared like any of the user's names.
-  space.update({name: space_lib.Fixed(value, structural=True) for name, value in structural.items()
-                if name not in hp_lib.BUILTIN and name not in space})
-  data = _dataset(data, seed, field=f"{prefix}data.source" if prefix else "data",
-                  **(data_options or {}))
+  space.update(_user_constants(structural, space))
+  data = _dataset(
+    data, seed, field=f"{prefix}data.source" if prefix else "data", **(data_options or {})
+  )
   if batch_size is None:
     batch_size = data.batch_size if isinstance(data, Stream) else 32
-  metric = fitness_lib.as_metrics(metric, data.task)
-  fitness = fitness or metric[0].name
-  # The built-in metric alone: the message names the task ("... for regression").
-  mode = fitness_lib.check(fitness, data.task if len(metric) == 1 and metric[0] is
-                           fitness_lib.TASK_METRIC[data.task] else metric, f"{prefix}fitness")
+  metric, fitness, mode = _ranking(metric, fitness, data.task, prefix)
   controller = _controller(controller, fitness, mode)
-  if isinstance(schedule, str):
-    if schedule not in optim.SCHEDULES:
-      raise ValueError(f"schedule: unknown value {schedule!r}; allowed: "
-                       + ", ".join(optim.SCHEDULES) + ", or an hpjax.EpochSchedule")
-    # A decay over the run's length (decay_epochs 0): the run cannot be extended.
-    schedule_config = {"kind": schedule, "warmup_epochs": 0.0, "alpha": 0.0, "decay_epochs": 0.0}
-    schedule = optim.EpochSchedule(schedule, 0.0, float(epochs))
-  else:
-    schedule_config = {"kind": schedule.kind, "warmup_epochs": schedule.warmup_epochs,
-                       "alpha": schedule.alpha, "decay_epochs": schedule.total_epochs}
+  schedule, schedule_config = _schedule(schedule, epochs)
   base = {**structural, "batch_size": batch_size}
   if isinstance(loss, str):  # a built-in loss for every member
-    try:
-      losses_lib.check_losses([loss], data.task)
-    except ValueError as e:
-      raise ValueError(f"{prefix}{e}") from None
-    base["loss"], loss = loss, None
-  candidates, sched = None, None
-  if hparam_schedule:
-    sched = _check_replay(hparam_schedule, epochs, controller, population, space)
-    members = [{**base, **sched[0]}]
-    # Every value the schedule switches to is compiled in from the start.
-    candidates = {name: tuple(dict.fromkeys(h[name] for h in [members[0], *sched] if name in h))
-                  for name in ("activation", "loss", "optimizer") if name in members[0]}
-  elif members is None:
-    members = draw_members(space, population, seed, init, base)
-  else:
-    members = [{**base, **dict(m)} for m in members]
+    base["loss"], loss = _builtin_loss(loss, data.task, prefix), None
+  members, candidates, sched = _initial_members(
+    members, base, space, population, seed, init, epochs, controller, hparam_schedule
+  )
+  exp = Experiment(
+    data=data,
+    members=members,
+    space=dict(space),
+    controller=controller,
+    fitness=fitness,
+    mode=mode,
+    epochs=epochs,
+    seed=seed,
+    config={} if config is None else config,
+    loss=loss,
+    metric=metric,
+    schedule=schedule,
+    candidates=candidates,
+    hparam_schedule=sched,
+    **{**settings, "writers": tuple(settings["writers"])},
+  )
   if config is None:
-    config = {"api": "python", "model": _qualname(model), "loss": _qualname(loss),
-              "metric": _qualname(metric), "val_loss": _qualname(val_loss),
-              "data": {"name": data.name, "task": data.task, "train": data.num_train,
-                       "val": data.num_val, "test": data.num_test,
-                       "input_shape": list(data.input_shape), "digest": _digest(data)},
-              "space": space_lib.to_config(space), "members": members,
-              "population": len(members), "epochs": epochs, "seed": seed, "init": init,
-              "fitness": fitness, "mode": mode, "controller": controller.settings(),
-              "schedule": schedule_config, "eval_batch_size": eval_batch_size, "shard": shard,
-              "report": report, "progress": progress, "tensorboard": tensorboard,
-              "checkpoint": {"every": checkpoint_every, "keep": checkpoint_keep}}
-    config = json.loads(json.dumps(config, default=str))
-  return Experiment(
-      data=data, members=members, space=dict(space), controller=controller, fitness=fitness,
-      mode=mode, epochs=epochs, seed=seed, config=config, model=model, loss=loss,
-      metric=metric, val_loss=val_loss, schedule=schedule, candidates=candidates,
-      eval_batch_size=eval_batch_size, shard=shard, shared_order=shared_order,
-      checkpoint_every=checkpoint_every, checkpoint_keep=checkpoint_keep,
-      tensorboard=tensorboard, report=report, progress=progress, lr_range_test=lr_range_test,
-      hparam_schedule=sched, writers=tuple(writers))
+    exp.config = _call_description(exp, init, schedule_config)
+  return exp
+
+
+def _search_space(space: Mapping[str, Any] | None) -> dict[str, Any]:
+  """:func:`tune`'s space (dimensions) or a config's (dicts), checked."""
+  if space and all(isinstance(v, Mapping) for v in space.values()):
+    return space_lib.from_config(space)
+  return space_lib.validate(space or {})
+
+
+def _check_counts(population: Any, epochs: Any, batch_size: Any, eval_batch_size: Any) -> None:
+  """Each count is an integer >= 1 (``batch_size`` may be None: the default)."""
+  for name, value in (
+    ("population", population),
+    ("epochs", epochs),
+    ("batch_size", batch_size),
+    ("eval_batch_size", eval_batch_size),
+  ):
+    if (name != "batch_size" or value is not None) and (
+      isinstance(value, bool) or not isinstance(value, int) or value < 1
+    ):
+      raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
+
+
+def _user_constants(structural: Mapping[str, Any], space: Mapping[str, Any]) -> dict[str, Any]:
+  """A user's structural values the space does not declare, as constants of the space.
+
+  A user's structural constant is declared like any of the user's names.
+  """
+  return {
+    name: space_lib.Fixed(value, structural=True)
+    for name, value in structural.items()
+    if name not in hp_lib.BUILTIN and name not in space
+  }
+
+
+def _builtin_loss(loss: str, task: str, prefix: str) -> str:
+  """A built-in loss name for every member, checked against the task."""
+  try:
+    losses_lib.check_losses([loss], task)
+  except ValueError as e:
+    raise ValueError(f"{prefix}{e}") from None
+  return loss
+
+
+def _ranking(metric: Any, fitness: str | None, task: str, prefix: str) -> tuple[list, str, str]:
+  """The run's metrics, the fitness that ranks members (default: the first metric), its mode."""
+  metric = fitness_lib.as_metrics(metric, task)
+  fitness = fitness or metric[0].name
+  # The built-in metric alone: the message names the task ("... for regression").
+  mode = fitness_lib.check(
+    fitness,
+    task if len(metric) == 1 and metric[0] is fitness_lib.TASK_METRIC[task] else metric,
+    f"{prefix}fitness",
+  )
+  return metric, fitness, mode
+
+
+def _schedule(
+  schedule: optim.EpochSchedule | str, epochs: int
+) -> tuple[optim.EpochSchedule, dict[str, Any]]:
+  """The learning-rate schedule of :func:`tune`'s argument, and what config.json records of it."""
+  if not isinstance(schedule, str):
+    return schedule, {
+      "kind": schedule.kind,
+      "warmup_epochs": schedule.warmup_epochs,
+      "alpha": schedule.alpha,
+      "decay_epochs": schedule.total_epochs,
+    }
+  if schedule not in optim.SCHEDULES:
+    raise ValueError(
+      f"schedule: unknown value {schedule!r}; allowed: "
+      + ", ".join(optim.SCHEDULES)
+      + ", or an hpjax.EpochSchedule"
+    )
+  # A decay over the run's length (decay_epochs 0): the run cannot be extended.
+  recorded = {"kind": schedule, "warmup_epochs": 0.0, "alpha": 0.0, "decay_epochs": 0.0}
+  return optim.EpochSchedule(schedule, 0.0, float(epochs)), recorded
+
+
+def _initial_members(
+  members: list | None,
+  base: Mapping[str, Any],
+  space: Mapping[str, Any],
+  population: int,
+  seed: int,
+  init: str,
+  epochs: int,
+  controller: Controller,
+  hparam_schedule: Any,
+) -> tuple[list[dict], dict | None, list | None]:
+  """The members a run starts from, the traced choices to compile, the replayed schedule.
+
+  ``base`` (structural values, batch size, a built-in loss) is every
+  member's starting point: under a replayed schedule, its first epoch's
+  values; otherwise ``members`` given, or ``population`` drawn from ``space``.
+  """
+  if not hparam_schedule:
+    if members is None:
+      return draw_members(space, population, seed, init, base), None, None
+    return [{**base, **dict(m)} for m in members], None, None
+  sched = _check_replay(hparam_schedule, epochs, controller, population, space)
+  first = {**base, **sched[0]}
+  # Every value the schedule switches to is compiled in from the start.
+  candidates = {
+    name: tuple(dict.fromkeys(h[name] for h in [first, *sched] if name in h))
+    for name in ("activation", "loss", "optimizer")
+    if name in first
+  }
+  return [first], candidates, sched
+
+
+def _call_description(exp: Experiment, init: str, schedule: dict[str, Any]) -> dict[str, Any]:
+  """What ``config.json`` records of a :func:`tune` call (its objects by name)."""
+  data = exp.data
+  config = {
+    "api": "python",
+    "model": _qualname(exp.model),
+    "loss": _qualname(exp.loss),
+    "metric": _qualname(exp.metric),
+    "val_loss": _qualname(exp.val_loss),
+    "data": {
+      "name": data.name,
+      "task": data.task,
+      "train": data.num_train,
+      "val": data.num_val,
+      "test": data.num_test,
+      "input_shape": list(data.input_shape),
+      "digest": _digest(data),
+    },
+    "space": space_lib.to_config(exp.space),
+    "members": exp.members,
+    "population": len(exp.members),
+    "epochs": exp.epochs,
+    "seed": exp.seed,
+    "init": init,
+    "fitness": exp.fitness,
+    "mode": exp.mode,
+    "controller": exp.controller.settings(),
+    "schedule": schedule,
+    "eval_batch_size": exp.eval_batch_size,
+    "shard": exp.shard,
+    "report": exp.report,
+    "progress": exp.progress,
+    "tensorboard": exp.tensorboard,
+    "checkpoint": {"every": exp.checkpoint_every, "keep": exp.checkpoint_keep},
+  }
+  return json.loads(json.dumps(config, default=str))

@@ -20,12 +20,12 @@ drops what was written after the checkpoint it resumes from.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import json
 import math
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -88,8 +88,9 @@ class Writer:
   def events(self, epoch: int, events: Sequence[Mapping[str, Any]]) -> None:
     """A controller's changes after ``epoch`` (member ids, not positions)."""
 
-  def finish(self, ids: Sequence[int], hparams: Sequence[Mapping[str, Any]],
-             val: Mapping[str, np.ndarray]) -> None:
+  def finish(
+    self, ids: Sequence[int], hparams: Sequence[Mapping[str, Any]], val: Mapping[str, np.ndarray]
+  ) -> None:
     """The end of a run that trained to its last epoch: final hyperparameters and metrics."""
 
   def close(self) -> None:
@@ -141,8 +142,10 @@ def resumable_lines(path: str, last_epoch: int) -> list[str] | None:
     except (ValueError, TypeError, AttributeError):
       if n == len(lines):
         break  # torn by a kill during the write
-      raise ValueError(f"{path}: line {n} is not a JSON record of an epoch; the run's log "
-                       "is damaged (restore it, or use a new --workdir)") from None
+      raise ValueError(
+        f"{path}: line {n} is not a JSON record of an epoch; the run's log "
+        "is damaged (restore it, or use a new --workdir)"
+      ) from None
     if epoch <= last_epoch:
       rows.append(line if line.endswith("\n") else line + "\n")
   return rows
@@ -198,10 +201,16 @@ class MetricsFile(_JsonLines):
   def epoch(self, record: EpochRecord) -> None:
     rows = []
     for i, member in enumerate(record.ids):
-      rows.append({"epoch": record.epoch, "member": int(member),
-                   **{k: float(v[i]) for k, v in record.train.items()},
-                   **{f"val_{k}": float(v[i]) for k, v in record.val.items()},
-                   "hparams": record.hparams[i], "wall_s": record.wall_s})
+      rows.append(
+        {
+          "epoch": record.epoch,
+          "member": int(member),
+          **{k: float(v[i]) for k, v in record.train.items()},
+          **{f"val_{k}": float(v[i]) for k, v in record.val.items()},
+          "hparams": record.hparams[i],
+          "wall_s": record.wall_s,
+        }
+      )
     self._write(rows)
 
 
@@ -230,8 +239,10 @@ class TensorBoard(Writer):
     w = self._writers.get(member)
     if w is None:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      w = SummaryWriter(os.path.join(self._dir, f"member_{member:03d}"),
-                        purge_step=self._purge, flush_secs=30)
+
+      w = SummaryWriter(
+        os.path.join(self._dir, f"member_{member:03d}"), purge_step=self._purge, flush_secs=30
+      )
       self._writers[member] = w
     return w
 
@@ -288,9 +299,11 @@ def generation_table(record: EpochRecord, shown: Sequence[str]) -> str:
   if record.note:
     head += f"  {record.note}"
   b = record.best_position
-  lines = [head, f"  val {record.fitness_name}: {stats}"
-           + (f"  ({diverged} diverged)" if diverged else ""),
-           f"  best member {record.ids[b]}: {describe_hparams(record.hparams[b], shown)}"]
+  lines = [
+    head,
+    f"  val {record.fitness_name}: {stats}" + (f"  ({diverged} diverged)" if diverged else ""),
+    f"  best member {record.ids[b]}: {describe_hparams(record.hparams[b], shown)}",
+  ]
   return "\n".join(lines)
 
 
@@ -306,9 +319,16 @@ class Console(Writer):
     progress: True/False, or None for "only on a terminal".
   """
 
-  def __init__(self, *, epochs: int, start_epoch: int = 0, interval: int = 1,
-               shown: Sequence[str] = (), log: Callable[[str], None] = print,
-               progress: bool | None = None):
+  def __init__(
+    self,
+    *,
+    epochs: int,
+    start_epoch: int = 0,
+    interval: int = 1,
+    shown: Sequence[str] = (),
+    log: Callable[[str], None] = print,
+    progress: bool | None = None,
+  ):
     self.epochs, self.interval = int(epochs), max(1, int(interval))
     self.shown = tuple(shown) or _DEFAULT_SHOWN
     self._log = log
@@ -318,17 +338,29 @@ class Console(Writer):
     self._epoch_bar = None
     if progress and start_epoch < epochs:
       from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+
       self._tqdm = tqdm
       per_gen = self.interval > 1
-      self._gen_bar = tqdm(total=math.ceil(self.epochs / self.interval),
-                           initial=start_epoch // self.interval, position=0, leave=True,
-                           desc="generations" if per_gen else "epochs",
-                           unit="gen" if per_gen else "epoch", dynamic_ncols=True)
+      self._gen_bar = tqdm(
+        total=math.ceil(self.epochs / self.interval),
+        initial=start_epoch // self.interval,
+        position=0,
+        leave=True,
+        desc="generations" if per_gen else "epochs",
+        unit="gen" if per_gen else "epoch",
+        dynamic_ncols=True,
+      )
       self._bars.append(self._gen_bar)
       if per_gen:
-        self._epoch_bar = tqdm(total=self.interval, initial=start_epoch % self.interval,
-                               position=1, leave=False, desc="epochs of this generation",
-                               unit="epoch", dynamic_ncols=True)
+        self._epoch_bar = tqdm(
+          total=self.interval,
+          initial=start_epoch % self.interval,
+          position=1,
+          leave=False,
+          desc="epochs of this generation",
+          unit="epoch",
+          dynamic_ncols=True,
+        )
         self._bars.append(self._epoch_bar)
 
   def print(self, text: str) -> None:
@@ -350,8 +382,7 @@ class Console(Writer):
       if self._epoch_bar is not None:
         self._epoch_bar.reset()
     best = record.fitness[record.best_position]
-    self._gen_bar.set_postfix({f"best {record.fitness_name}": round(float(best), 4)},
-                              refresh=True)
+    self._gen_bar.set_postfix({f"best {record.fitness_name}": round(float(best), 4)}, refresh=True)
 
   def close(self) -> None:
     for b in reversed(self._bars):

@@ -19,8 +19,9 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest
 
-_CACHE = os.environ.get("HPJAX_TEST_CACHE_DIR",
-                        os.path.join(os.path.dirname(os.path.dirname(__file__)), ".jax_cache"))
+_CACHE = os.environ.get(
+  "HPJAX_TEST_CACHE_DIR", os.path.join(os.path.dirname(os.path.dirname(__file__)), ".jax_cache")
+)
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
@@ -29,6 +30,7 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 def digits():
   """The embedded digits data at 8x8 (default splits, seed 0)."""
   from hpjax.data import load_dataset  # pylint: disable=g-import-not-at-top
+
   return load_dataset("digits", seed=0)
 
 
@@ -36,4 +38,5 @@ def digits():
 def digits_small():
   """Digits capped to 256 training examples: fast epochs for engine tests."""
   from hpjax.data import load_dataset  # pylint: disable=g-import-not-at-top
+
   return load_dataset("digits", seed=0, max_train=256)

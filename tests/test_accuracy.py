@@ -7,8 +7,11 @@ import hpjax
 
 def test_population_of_16_reaches_97_percent(digits):
   lrs = np.logspace(-3, -1.5, 8)
-  members = [hpjax.Member(learning_rate=float(lr), optimizer=opt, activation=act)
-             for lr in lrs for opt, act in (("adam", "relu"), ("rmsprop", "tanh"))]
+  members = [
+    hpjax.Member(learning_rate=float(lr), optimizer=opt, activation=act)
+    for lr in lrs
+    for opt, act in (("adam", "relu"), ("rmsprop", "tanh"))
+  ]
   pop = hpjax.Population(members, digits, seed=0)
   for _ in range(10):
     pop.train_epoch()

@@ -7,12 +7,12 @@ user's module, ``nnx`` and ``optax``), written here from scratch.
 import json
 import os
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax import nnx
 
 import hpjax
 from hpjax import engine
@@ -35,9 +35,11 @@ class StockCNN(nnx.Module):
     return self.out(self.drop(x.reshape(x.shape[0], -1)))
 
 
-SPACE = {"learning_rate": hpjax.Float(1e-3, 3e-2, log=True),
-         "scale": hpjax.Float(0.5, 1.5),
-         "width": hpjax.Choice((4, 6), structural=True)}
+SPACE = {
+  "learning_rate": hpjax.Float(1e-3, 3e-2, log=True),
+  "scale": hpjax.Float(0.5, 1.5),
+  "width": hpjax.Choice((4, 6), structural=True),
+}
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +50,7 @@ def one_batch():
 
 def test_stock_layers_train_as_the_model_would_alone(one_batch):
   data = one_batch
-  member = {"width": 4, "scale": 1.25, "learning_rate": 0.01, "optimizer": "adam",
-            "batch_size": 64}
+  member = {"width": 4, "scale": 1.25, "learning_rate": 0.01, "optimizer": "adam", "batch_size": 64}
   pop = hpjax.Population([member], data, model=StockCNN, space=SPACE, seed=3, mesh=None)
   # The same member alone: its initial keys, an optax Adam, the whole training set.
   init = jax.random.fold_in(jax.random.wrap_key_data(engine.member_keys(3, [0])[0]), 0)
@@ -76,8 +77,9 @@ def test_stock_layers_train_as_the_model_would_alone(one_batch):
   want = nnx.to_pure_dict(params)
   for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(want)):
     np.testing.assert_allclose(np.asarray(a)[0], b, rtol=2e-5, atol=1e-6)
-  np.testing.assert_allclose(state.model_state["bn"]["mean"][0], rest["bn"]["mean"][...],
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    state.model_state["bn"]["mean"][0], rest["bn"]["mean"][...], rtol=1e-5, atol=1e-6
+  )
   count = rest["drop"]["rngs"]["count"][...]
   assert int(state.model_state["drop"]["rngs"]["count"][0]) == int(count) == 2
 
@@ -90,9 +92,17 @@ def _top2(outputs, y):
 def _tune(workdir, **kw):
   digits = hpjax.load_dataset("digits", seed=0, max_train=256)
   x, y = np.asarray(digits.x_train), np.asarray(digits.y_train)  # the user's own arrays
-  args = dict(data=(x, y), space=SPACE, population=4, epochs=3, controller=hpjax.PBT(),
-              metric=hpjax.Metric("top2", _top2, "max"), batch_size=32, workdir=str(workdir),
-              log=lambda s: None)
+  args = dict(
+    data=(x, y),
+    space=SPACE,
+    population=4,
+    epochs=3,
+    controller=hpjax.PBT(),
+    metric=hpjax.Metric("top2", _top2, "max"),
+    batch_size=32,
+    workdir=str(workdir),
+    log=lambda s: None,
+  )
   return hpjax.tune(StockCNN, **{**args, **kw})
 
 
@@ -105,8 +115,15 @@ def test_tune_a_users_model_end_to_end(tmp_path_factory):
   assert set(best.val) == {"top2", "loss"} and 0.0 <= best.val["top2"] <= 1.0
   assert best.hparams["width"] in (4, 6) and 0.5 <= best.hparams["scale"] <= 1.5
   df = results.dataframe()
-  assert len(df) == 12 and {"epoch", "member", "val_top2", "train_top2", "scale",
-                            "width", "learning_rate"} <= set(df.columns)
+  assert len(df) == 12 and {
+    "epoch",
+    "member",
+    "val_top2",
+    "train_top2",
+    "scale",
+    "width",
+    "learning_rate",
+  } <= set(df.columns)
   final = df[df.epoch == 3].set_index("member")["val_top2"]
   assert best.val["top2"] == pytest.approx(final.max())
   events = [json.loads(l) for l in open(workdir / "lineage.jsonl")]
@@ -124,8 +141,16 @@ def test_tune_a_users_model_end_to_end(tmp_path_factory):
   assert again.best == best
   # Every second of the run accounted to a phase, JAX's compile time measured.
   t = results.summary["timings"]
-  assert {"config_and_data", "build", "train", "evaluate", "controller", "write",
-          "checkpoint", "summary_and_export"} <= set(t["phases_s"])
+  assert {
+    "config_and_data",
+    "build",
+    "train",
+    "evaluate",
+    "controller",
+    "write",
+    "checkpoint",
+    "summary_and_export",
+  } <= set(t["phases_s"])
   assert t["counts"]["train"] == 3 and t["accounted_s"] >= 0.95 * t["total_s"]
   assert t["jax_compile_s"] > 0 and t["programs_compiled"] > 0
 
@@ -148,14 +173,23 @@ def test_tune_relaunch_resumes_and_refuses_another_space(tmp_path):
     _tune(workdir, space={**SPACE, "scale": hpjax.Float(0.5, 2.0)})
 
 
-@pytest.mark.parametrize("space, match", [
-    ({**SPACE, "scael": hpjax.Float(0.5, 1.5)},
-     r"space.scael: neither the model nor the loss reads .*did you mean 'scale'"),
-    ({**SPACE, "depth": hpjax.Choice((1, 2), structural=False)},
-     r"space.depth.structural|model: StockCNN takes no argument 'depth'"),
-    ({**SPACE, "blocks": hpjax.Choice((1, 2), structural=True)},
-     r"model: StockCNN takes no argument 'blocks'"),
-])
+@pytest.mark.parametrize(
+  "space, match",
+  [
+    (
+      {**SPACE, "scael": hpjax.Float(0.5, 1.5)},
+      r"space.scael: neither the model nor the loss reads .*did you mean 'scale'",
+    ),
+    (
+      {**SPACE, "depth": hpjax.Choice((1, 2), structural=False)},
+      r"space.depth.structural|model: StockCNN takes no argument 'depth'",
+    ),
+    (
+      {**SPACE, "blocks": hpjax.Choice((1, 2), structural=True)},
+      r"model: StockCNN takes no argument 'blocks'",
+    ),
+  ],
+)
 def test_a_users_mistakes_are_one_clear_line(tmp_path, space, match):
   with pytest.raises(ValueError, match=match):
     _tune(tmp_path / "run", space=space, population=2, epochs=1)
@@ -168,16 +202,20 @@ def test_bad_data_and_metric_are_one_clear_line(tmp_path):
     hpjax.tune(StockCNN, (x, np.zeros(9, np.int32)), SPACE, workdir=str(tmp_path / "a"))
   with pytest.raises(ValueError, match="metric.name: must be an identifier other than 'loss'"):
     hpjax.Metric("loss", _top2, "max")
-  with pytest.raises(ValueError, match="fitness: unknown value 'f1' for classification; "
-                     "allowed: accuracy, loss"):
+  with pytest.raises(
+    ValueError, match="fitness: unknown value 'f1' for classification; allowed: accuracy, loss"
+  ):
     hpjax.tune(StockCNN, "digits", SPACE, fitness="f1", workdir=str(tmp_path / "b"))
   assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_a_users_traced_name_changes_without_a_recompile_and_structural_forms_groups(one_batch):
   from jax._src import dispatch  # pylint: disable=g-import-not-at-top
-  members = [{"width": w, "scale": s, "learning_rate": 0.01, "batch_size": 64}
-             for w, s in ((4, 1.0), (6, 1.0), (4, 0.7))]
+
+  members = [
+    {"width": w, "scale": s, "learning_rate": 0.01, "batch_size": 64}
+    for w, s in ((4, 1.0), (6, 1.0), (4, 0.7))
+  ]
   pop = hpjax.Population(members, one_batch, model=StockCNN, space=SPACE, seed=0, mesh=None)
   assert sorted(g.members for g in pop.groups) == [[0, 2], [1]]  # width: a group per value
   assert [dict(g.fns.spec.structural)["width"] for g in pop.groups] == [4, 6]
@@ -191,8 +229,9 @@ def test_a_users_traced_name_changes_without_a_recompile_and_structural_forms_gr
   def generation(scales):
     pop.train_epoch()
     pop.evaluate("val")
-    pop.set_member_hparams([dict(h, scale=s) for h, s in zip(pop.hparams(), scales)],
-                           donors=[2, 1, 2])
+    pop.set_member_hparams(
+      [dict(h, scale=s) for h, s in zip(pop.hparams(), scales)], donors=[2, 1, 2]
+    )
 
   generation([1.1, 1.0, 0.9])  # the first generation compiles everything
   jax.monitoring.register_event_duration_secs_listener(listener)
@@ -216,11 +255,18 @@ def _error(outputs, y):
 
 @pytest.mark.parametrize("mode", ["max", "min"])
 def test_users_loss_and_metric_rank_in_the_metrics_direction(tmp_path, mode):
-  metric = (hpjax.Metric("acc", lambda o, y: 1.0 - _error(o, y), "max") if mode == "max"
-            else hpjax.Metric("error", _error, "min"))
-  results = _tune(tmp_path / "run", loss=_squared, metric=[metric, hpjax.Metric("top2", _top2,
-                                                                                "max")],
-                  controller=hpjax.Halving(grace_period=1, reduction_factor=2), epochs=2)
+  metric = (
+    hpjax.Metric("acc", lambda o, y: 1.0 - _error(o, y), "max")
+    if mode == "max"
+    else hpjax.Metric("error", _error, "min")
+  )
+  results = _tune(
+    tmp_path / "run",
+    loss=_squared,
+    metric=[metric, hpjax.Metric("top2", _top2, "max")],
+    controller=hpjax.Halving(grace_period=1, reduction_factor=2),
+    epochs=2,
+  )
   assert results.best.fitness == metric.name and results.best.mode == mode
   df = results.dataframe()
   assert {f"val_{metric.name}", "val_top2", f"train_{metric.name}"} <= set(df.columns)

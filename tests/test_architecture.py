@@ -3,10 +3,10 @@ model family and a writer, each added without touching the loop."""
 
 import dataclasses
 
+from flax import nnx
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 import hpjax
 from hpjax import hparams as hp_lib
@@ -31,8 +31,13 @@ class Tiny(nnx.Module):
 @pytest.fixture
 def input_noise(monkeypatch):
   """The table entry of the doc's example, added for one test."""
-  entry = hp_lib._float("input_noise", 0.0, 0.0, role="model",  # pylint: disable=protected-access
-                        doc="std of Gaussian noise on the inputs")
+  entry = hp_lib._float(
+    "input_noise",
+    0.0,
+    0.0,
+    role="model",  # pylint: disable=protected-access
+    doc="std of Gaussian noise on the inputs",
+  )
   monkeypatch.setitem(hp_lib.BUILTIN, "input_noise", entry)
   return entry
 
@@ -45,8 +50,13 @@ def test_a_built_in_hyperparameter_is_one_entry_plus_its_use(input_noise, tmp_pa
   assert "input_noise" in pop.groups[0].state.hparams and len(pop.groups) == 1
   with pytest.raises(ValueError, match=r"input_noise: must be in \[0, inf\)"):
     hpjax.Population([{"input_noise": -1.0}], data, model=Tiny, mesh=None)
-  results = hpjax.tune(Tiny, **{**DATA, "data": data}, workdir=str(tmp_path / "run"),
-                       space={"input_noise": hpjax.Float(0.0, 1.0)}, controller=hpjax.PBT())
+  results = hpjax.tune(
+    Tiny,
+    **{**DATA, "data": data},
+    workdir=str(tmp_path / "run"),
+    space={"input_noise": hpjax.Float(0.0, 1.0)},
+    controller=hpjax.PBT(),
+  )
   df = results.dataframe()
   assert df["input_noise"].between(0.0, 1.0).all() and df["input_noise"].nunique() > 4
 
@@ -54,6 +64,7 @@ def test_a_built_in_hyperparameter_is_one_entry_plus_its_use(input_noise, tmp_pa
 @dataclasses.dataclass(frozen=True)
 class DropWorst(hpjax.controllers.Controller):
   """The doc's controller: drops the worst member after every epoch until ``keep`` remain."""
+
   name = "drop_worst"
   keep: int = 2
 
@@ -66,8 +77,10 @@ class DropWorst(hpjax.controllers.Controller):
       return hpjax.controllers.Decision()
     survivors = np.sort(order[:-1])
     return hpjax.controllers.Decision(
-        keep=survivors, events=[{"event": "pruned", "member": int(order[-1])}],
-        note=f"dropped 1, {len(survivors)} left")
+      keep=survivors,
+      events=[{"event": "pruned", "member": int(order[-1])}],
+      note=f"dropped 1, {len(survivors)} left",
+    )
 
 
 class BestPerEpoch(hpjax.writers.Writer):
@@ -82,10 +95,14 @@ class BestPerEpoch(hpjax.writers.Writer):
 
 def test_a_controller_and_a_writer_join_a_run_without_touching_the_loop(tmp_path):
   best = BestPerEpoch()
-  results = hpjax.tune(None, **{**DATA, "epochs": 3}, workdir=str(tmp_path / "run"),
-                       space={"learning_rate": hpjax.Float(1e-3, 1e-1, log=True),
-                              "width": hpjax.Fixed(4)},
-                       controller=DropWorst(keep=2), writers=[best])
+  results = hpjax.tune(
+    None,
+    **{**DATA, "epochs": 3},
+    workdir=str(tmp_path / "run"),
+    space={"learning_rate": hpjax.Float(1e-3, 1e-1, log=True), "width": hpjax.Fixed(4)},
+    controller=DropWorst(keep=2),
+    writers=[best],
+  )
   assert results.summary["members_at_end"] == 2  # 4 -> 3 -> 2 (none after the last epoch)
   df = results.dataframe()
   assert df.groupby("epoch").size().tolist() == [4, 3, 2]
@@ -112,10 +129,14 @@ def _tiny(kw, *, kernel_size, convs_per_stage, dense, conv_impl):
 def test_a_model_family_is_one_registry_entry(monkeypatch):
   monkeypatch.setitem(models.FAMILIES, "tiny", (_tiny, False))
   # The table's choices follow FAMILIES (at import; here re-derived for the test).
-  monkeypatch.setitem(hp_lib.BUILTIN, "family", dataclasses.replace(
-      hp_lib.BUILTIN["family"], choices=tuple(models.FAMILIES)))
+  monkeypatch.setitem(
+    hp_lib.BUILTIN,
+    "family",
+    dataclasses.replace(hp_lib.BUILTIN["family"], choices=tuple(models.FAMILIES)),
+  )
   data = hpjax.load_dataset("digits", seed=0, max_train=128)
-  pop = hpjax.Population([{"family": "tiny"}, {"family": "vgg", "width": 4, "depth": 1}], data,
-                         mesh=None)
+  pop = hpjax.Population(
+    [{"family": "tiny"}, {"family": "vgg", "width": 4, "depth": 1}], data, mesh=None
+  )
   assert len(pop.groups) == 2 and isinstance(pop.member_model(0), TinyNet)
   assert np.isfinite(pop.train_epoch()["train_loss"]).all()

@@ -25,13 +25,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "experiments", "configs")
 SWEEP = os.path.join(CONFIGS, "digits_sweep.py")
 FROM_JSON = os.path.join(CONFIGS, "from_json.py")
-TINY = ["--config.population=2", "--config.data.max_train=100", "--config.model.width=4",
-        "--config.model.depth=1", "--config.model.dense=16", "--config.report=False",
-        "--config.tensorboard=False"]
+TINY = [
+  "--config.population=2",
+  "--config.data.max_train=100",
+  "--config.model.width=4",
+  "--config.model.depth=1",
+  "--config.model.dense=16",
+  "--config.report=False",
+  "--config.tensorboard=False",
+]
 # The same run as a JSON config (with from_json.py).
-TINY_JSON = {"population": 2, "epochs": 1, "data": {"max_train": 100},
-             "model": {"width": 4, "depth": 1, "dense": 16}, "report": False,
-             "tensorboard": False}
+TINY_JSON = {
+  "population": 2,
+  "epochs": 1,
+  "data": {"max_train": 100},
+  "model": {"width": 4, "depth": 1, "dense": 16},
+  "report": False,
+  "tensorboard": False,
+}
 
 # Stands in for a file the user may not write (tests run as root, for whom
 # chmod stops nothing): open() of $HPJAX_TEST_READ_ONLY_FILE (a base name) for
@@ -57,8 +68,14 @@ def _env(**extra):
   """The launcher's environment in tests: CPU, the suite's compilation cache."""
   cache = os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache"))
   path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
-  return dict(os.environ, HPJAX_CACHE_MIN_SECS="0", HPJAX_CACHE_DIR=cache, JAX_PLATFORMS="cpu",
-              PYTHONPATH=path, **extra)
+  return dict(
+    os.environ,
+    HPJAX_CACHE_MIN_SECS="0",
+    HPJAX_CACHE_DIR=cache,
+    JAX_PLATFORMS="cpu",
+    PYTHONPATH=path,
+    **extra,
+  )
 
 
 def _tune(*args, launcher=None, env=None, config=SWEEP, tiny=True):
@@ -67,8 +84,9 @@ def _tune(*args, launcher=None, env=None, config=SWEEP, tiny=True):
   if config is not None:
     argv.append(f"--config={config}")
   argv += [*(TINY if tiny and config == SWEEP else []), *args]
-  return subprocess.run(argv, cwd=ROOT, env=env or _env(), capture_output=True, text=True,
-                        timeout=600)
+  return subprocess.run(
+    argv, cwd=ROOT, env=env or _env(), capture_output=True, text=True, timeout=600
+  )
 
 
 def _one_error(r, *words):
@@ -128,8 +146,12 @@ def _copy(finished, tmp_path):
 def test_unwritable_log_on_resume_is_one_line_naming_it(finished, tmp_path, name):
   workdir = _copy(finished, tmp_path)
   before = _snapshot(workdir)
-  r = _tune(f"--workdir={workdir}", "--config.epochs=2", launcher=_READ_ONLY_FILE_LAUNCHER,
-            env=_env(HPJAX_TEST_READ_ONLY_FILE=name))
+  r = _tune(
+    f"--workdir={workdir}",
+    "--config.epochs=2",
+    launcher=_READ_ONLY_FILE_LAUNCHER,
+    env=_env(HPJAX_TEST_READ_ONLY_FILE=name),
+  )
   _one_error(r, str(workdir / name), "Permission denied")
   assert "epoch   2" not in r.stdout
   assert _snapshot(workdir) == before
@@ -191,8 +213,9 @@ def test_torn_last_line_is_dropped_on_resume(finished, tmp_path):
 # 6. Loading the config file.
 
 
-@pytest.mark.parametrize("kind", ["missing", "syntax", "raises", "json_missing", "json_corrupt",
-                                  "not_python_dir"])
+@pytest.mark.parametrize(
+  "kind", ["missing", "syntax", "raises", "json_missing", "json_corrupt", "not_python_dir"]
+)
 def test_config_file_that_cannot_be_loaded_is_one_line(tmp_path, kind):
   bad = tmp_path / "bad.py"
   if kind == "missing":
@@ -224,13 +247,15 @@ def test_config_in_a_package_imports_its_siblings_from_any_directory(tmp_path):
   pkg.mkdir()
   (pkg / "__init__.py").write_text("")
   (pkg / "base.py").write_text("POPULATION = 0\n")
-  (pkg / "run.py").write_text(textwrap.dedent("""\
+  (pkg / "run.py").write_text(
+    textwrap.dedent("""\
       import ml_collections
       from my_configs import base
 
       def get_config():
         return ml_collections.ConfigDict({"population": base.POPULATION})
-      """))
+      """)
+  )
   r = _tune(f"--workdir={tmp_path / 'run'}", config=str(pkg / "run.py"))
   _one_error(r, "config.population: must be >= 1, got 0")  # loaded: the sibling was found
 
@@ -252,8 +277,11 @@ def test_no_field_only_for_a_real_unknown_override(tmp_path):
   assert not workdir.exists()
   # A JSON config with a few fields is valid: the rest take their defaults,
   # and can be overridden on the command line too.
-  r = _tune(f"--workdir={workdir}", "--config.seed=3",
-            config=_json_config(tmp_path, dict(TINY_JSON, population=1)))
+  r = _tune(
+    f"--workdir={workdir}",
+    "--config.seed=3",
+    config=_json_config(tmp_path, dict(TINY_JSON, population=1)),
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   saved = json.loads((workdir / "config.json").read_text())
   assert saved["seed"] == 3 and saved["population"] == 1 and saved["batch_size"] == 32
@@ -263,10 +291,13 @@ def test_no_field_only_for_a_real_unknown_override(tmp_path):
 # 8. Unknown keys in a JSON config.
 
 
-@pytest.mark.parametrize("values, message", [
+@pytest.mark.parametrize(
+  "values, message",
+  [
     ({"populaton": 8}, "config.populaton: unknown field; did you mean 'population'?"),
     ({"data": {"sourse": "digits"}}, "config.data.sourse: unknown field; did you mean 'source'?"),
-])
+  ],
+)
 def test_unknown_key_in_a_json_config_has_a_hint(tmp_path, values, message):
   r = _tune(f"--workdir={tmp_path / 'run'}", config=_json_config(tmp_path, values))
   _one_error(r, message)
@@ -277,21 +308,36 @@ def test_unknown_key_in_a_json_config_has_a_hint(tmp_path, values, message):
 # 9. Values: types, bounds, non-finite numbers, arrays that cannot fit.
 
 
-@pytest.mark.parametrize("values, words", [
+@pytest.mark.parametrize(
+  "values, words",
+  [
     ({"epochs": "two"}, ["config.epochs: must be an integer >= 1, got 'two'"]),
     ({"epochs": float("inf")}, ["config.epochs: must be an integer >= 1, got inf"]),
-    ({"schedule": {"kind": "warmup_cosine", "warmup_epochs": -1.0}},
-     ["config.schedule.warmup_epochs: must be in [0, inf), got -1"]),
-    ({"schedule": {"kind": "cosine", "alpha": -0.5}},
-     ["config.schedule.alpha: must be in [0, 1], got -0.5"]),
-    ({"data": {"val_fraction": float("nan")}},
-     ["config.data.val_fraction: must be a finite number", "got nan"]),
-    ({"data": {"image_size": 100000}},
-     ["config.data.image_size: 100000 makes each image", "more than this machine's memory"]),
-    ({"eval_batch_size": 10 ** 12},
-     ["config.eval_batch_size: 1000000000000 pads the validation and test splits",
-      "more than this machine's memory"]),
-])
+    (
+      {"schedule": {"kind": "warmup_cosine", "warmup_epochs": -1.0}},
+      ["config.schedule.warmup_epochs: must be in [0, inf), got -1"],
+    ),
+    (
+      {"schedule": {"kind": "cosine", "alpha": -0.5}},
+      ["config.schedule.alpha: must be in [0, 1], got -0.5"],
+    ),
+    (
+      {"data": {"val_fraction": float("nan")}},
+      ["config.data.val_fraction: must be a finite number", "got nan"],
+    ),
+    (
+      {"data": {"image_size": 100000}},
+      ["config.data.image_size: 100000 makes each image", "more than this machine's memory"],
+    ),
+    (
+      {"eval_batch_size": 10**12},
+      [
+        "config.eval_batch_size: 1000000000000 pads the validation and test splits",
+        "more than this machine's memory",
+      ],
+    ),
+  ],
+)
 def test_bad_value_is_refused_before_anything_is_built(tmp_path, values, words):
   r = _tune(f"--workdir={tmp_path / 'run'}", config=_json_config(tmp_path, values))
   _one_error(r, *words)
@@ -318,14 +364,23 @@ _OUT_OF_MEMORY_LAUNCHER = textwrap.dedent("""\
     """)
 
 
-@pytest.mark.parametrize("kind, words", [
+@pytest.mark.parametrize(
+  "kind, words",
+  [
     ("host", ["out of memory (MemoryError"]),
-    ("device", ["out of memory (JaxRuntimeError: RESOURCE_EXHAUSTED: Out of memory allocating "
-                "4000000000 bytes."]),
-])
+    (
+      "device",
+      [
+        "out of memory (JaxRuntimeError: RESOURCE_EXHAUSTED: Out of memory allocating "
+        "4000000000 bytes."
+      ],
+    ),
+  ],
+)
 def test_memory_that_runs_out_anyway_is_one_line(tmp_path, kind, words):
-  r = _tune(f"--workdir={tmp_path / 'run'}", launcher=_OUT_OF_MEMORY_LAUNCHER,
-            env=_env(HPJAX_TEST_OOM=kind))
+  r = _tune(
+    f"--workdir={tmp_path / 'run'}", launcher=_OUT_OF_MEMORY_LAUNCHER, env=_env(HPJAX_TEST_OOM=kind)
+  )
   _one_error(r, *words, "lower config.population, data.image_size, batch_size or eval_batch_size")
   assert not (tmp_path / "run").exists()
 
@@ -377,9 +432,14 @@ def test_ctrl_c_during_imports_is_one_line(tmp_path):
   if not os.path.exists("/proc/self/status"):
     pytest.skip("needs /proc to see when the handler is installed")
   workdir = tmp_path / "run"
-  proc = subprocess.Popen([sys.executable, "-m", "experiments.tune", f"--config={SWEEP}",
-                           f"--workdir={workdir}", *TINY], cwd=ROOT, env=_env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(
+    [sys.executable, "-m", "experiments.tune", f"--config={SWEEP}", f"--workdir={workdir}", *TINY],
+    cwd=ROOT,
+    env=_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   deadline = time.time() + 60
   while not _handlers_installed(proc.pid) and proc.poll() is None and time.time() < deadline:
     time.sleep(0.002)
@@ -394,13 +454,26 @@ def test_second_ctrl_c_stops_at_once_with_the_checkpoint_intact(tmp_path):
   workdir = tmp_path / "run"
   # Epochs of a few seconds: both signals land inside epoch 2, after the
   # checkpoint of epoch 1 is complete (waited for, below).
-  args = [f"--workdir={workdir}", "--config.population=6", "--config.epochs=3",
-          "--config.data.image_size=32", "--config.model.width=8", "--config.model.depth=1",
-          "--config.model.dense=16", "--config.batch_size=16", "--config.report=False",
-          "--config.tensorboard=False"]
-  proc = subprocess.Popen([sys.executable, "-m", "experiments.tune", f"--config={SWEEP}", *args],
-                          cwd=ROOT, env=_env(PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+  args = [
+    f"--workdir={workdir}",
+    "--config.population=6",
+    "--config.epochs=3",
+    "--config.data.image_size=32",
+    "--config.model.width=8",
+    "--config.model.depth=1",
+    "--config.model.dense=16",
+    "--config.batch_size=16",
+    "--config.report=False",
+    "--config.tensorboard=False",
+  ]
+  proc = subprocess.Popen(
+    [sys.executable, "-m", "experiments.tune", f"--config={SWEEP}", *args],
+    cwd=ROOT,
+    env=_env(PYTHONUNBUFFERED="1"),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   for line in proc.stdout:
     if line.startswith("epoch   1/3"):
       break
@@ -416,8 +489,10 @@ def test_second_ctrl_c_stops_at_once_with_the_checkpoint_intact(tmp_path):
   proc.send_signal(signal.SIGINT)  # the second, inside epoch 2: at once
   _, err = proc.communicate(timeout=300)
   assert proc.returncode == 130, err[-3000:]
-  assert err.splitlines() == [f"SIGINT: stopped at once; the checkpoint of epoch 1 in {workdir} "
-                              "is intact: relaunch the same command to resume"], err
+  assert err.splitlines() == [
+    f"SIGINT: stopped at once; the checkpoint of epoch 1 in {workdir} "
+    "is intact: relaunch the same command to resume"
+  ], err
   assert not (workdir / "checkpoints" / "2").exists()  # stopped inside epoch 2
   r = _tune(*args, config=SWEEP, tiny=False)
   assert r.returncode == 0, r.stderr[-3000:]
@@ -436,24 +511,47 @@ def test_command_line_mistakes_are_one_line(tmp_path):
   _one_error(r, "missing required flags: --config, --workdir")
   regular = tmp_path / "file.txt"
   regular.write_text("not a workdir")
-  r = subprocess.run([sys.executable, "-m", "experiments.report", str(regular)], cwd=ROOT,
-                     env=_env(), capture_output=True, text=True, timeout=300)
+  r = subprocess.run(
+    [sys.executable, "-m", "experiments.report", str(regular)],
+    cwd=ROOT,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   _one_error(r, f"{regular}: not a directory")
-  r = subprocess.run([sys.executable, "-m", "experiments.report", str(tmp_path), "extra"],
-                     cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+  r = subprocess.run(
+    [sys.executable, "-m", "experiments.report", str(tmp_path), "extra"],
+    cwd=ROOT,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   _one_error(r, "unexpected arguments: extra")
 
 
-@pytest.mark.parametrize("module, flags", [
+@pytest.mark.parametrize(
+  "module, flags",
+  [
     ("tune", ["--config", "--workdir", "--seed", "--jax_cache_dir", "--num_processes"]),
     ("report", ["--workdir", "--top"]),
-])
+  ],
+)
 def test_console_script_help_lists_the_flags(module, flags):
   # What pip's console-script wrapper runs (setup.cfg points it at hpjax.cli).
-  wrapper = (f"import sys; from hpjax.cli.{module} import run; "
-             f"sys.argv[0] = 'hpjax-{module}'; sys.exit(run())")
-  r = subprocess.run([sys.executable, "-c", wrapper, "--help"], cwd=ROOT, env=_env(),
-                     capture_output=True, text=True, timeout=300)
+  wrapper = (
+    f"import sys; from hpjax.cli.{module} import run; "
+    f"sys.argv[0] = 'hpjax-{module}'; sys.exit(run())"
+  )
+  r = subprocess.run(
+    [sys.executable, "-c", wrapper, "--help"],
+    cwd=ROOT,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert "Traceback" not in r.stderr, r.stderr[-3000:]  # absl's --help exits with status 1
   listed = [l.split(":")[0].strip() for l in r.stdout.splitlines() if l.startswith("  --")]
   assert set(flags) <= set(listed), r.stdout
@@ -465,6 +563,8 @@ def test_installed_distribution_claims_only_hpjax():
   cfg.read(os.path.join(ROOT, "setup.cfg"))
   include = cfg["options.packages.find"]["include"].split()
   assert include == ["hpjax", "hpjax.*"]
-  scripts = dict(line.split(" = ") for line in
-                 cfg["options.entry_points"]["console_scripts"].strip().splitlines())
+  scripts = dict(
+    line.split(" = ")
+    for line in cfg["options.entry_points"]["console_scripts"].strip().splitlines()
+  )
   assert scripts == {"hpjax-tune": "hpjax.cli.tune:run", "hpjax-report": "hpjax.cli.report:run"}

@@ -4,19 +4,20 @@ References are plain single-model loops (the same model, optax, the member's
 batch order), written here from scratch.
 """
 
+from flax import nnx
 import jax
+from jax._src import dispatch  # event names of JAX's own compile monitoring
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax import nnx
-from jax._src import dispatch  # event names of JAX's own compile monitoring
 
 import hpjax
 from hpjax import engine
 from hpjax import models
 from hpjax.data import normalize
-from hpjax.hparams import HParams, TracedChoice
+from hpjax.hparams import HParams
+from hpjax.hparams import TracedChoice
 
 TINY = dict(family="vgg", depth=1, width=4, dense=16)
 SIZES = (8, 16, 32)
@@ -28,10 +29,13 @@ def data():
 
 
 def _population(data, batch_norm=False, mode="auto", **kw):
-  members = [{**TINY, "batch_size": b, "learning_rate": 0.02, "optimizer": "adam",
-              "batch_norm": batch_norm} for b in SIZES]
-  return hpjax.Population(members, data, seed=5, candidates={"activation": ("relu",)},
-                          mesh=None, batch_mode=mode, **kw)
+  members = [
+    {**TINY, "batch_size": b, "learning_rate": 0.02, "optimizer": "adam", "batch_norm": batch_norm}
+    for b in SIZES
+  ]
+  return hpjax.Population(
+    members, data, seed=5, candidates={"activation": ("relu",)}, mesh=None, batch_mode=mode, **kw
+  )
 
 
 def _reference(data, member, batch_size, epochs, batch_norm=False, micro=None):
@@ -41,9 +45,15 @@ def _reference(data, member, batch_size, epochs, batch_norm=False, micro=None):
   normalizes each one) and their gradients are averaged into one update.
   """
   key = jax.random.wrap_key_data(engine.member_keys(5, [member])[0])
-  model = models.builtin(**TINY, batch_norm=batch_norm, input_shape=data.input_shape,
-                         num_outputs=10, rngs=nnx.Rngs(jax.random.fold_in(jax.random.fold_in(
-                             key, 0), 1), params=jax.random.fold_in(key, 0)))
+  model = models.builtin(
+    **TINY,
+    batch_norm=batch_norm,
+    input_shape=data.input_shape,
+    num_outputs=10,
+    rngs=nnx.Rngs(
+      jax.random.fold_in(jax.random.fold_in(key, 0), 1), params=jax.random.fold_in(key, 0)
+    ),
+  )
   model.train()
   opt = nnx.Optimizer(model, optax.adam(0.02), wrt=nnx.Param)
   x, y = normalize(data.x_train, data.mean, data.std), jnp.asarray(data.y_train)
@@ -58,13 +68,13 @@ def _reference(data, member, batch_size, epochs, batch_norm=False, micro=None):
     epoch_key, perm_key, _ = jax.random.split(epoch_key, 3)
     perm = jax.random.permutation(perm_key, n)
     for j in range(n // batch_size):
-      batch = perm[j * batch_size:(j + 1) * batch_size]
+      batch = perm[j * batch_size : (j + 1) * batch_size]
       parts = [batch] if micro is None else np.split(batch, batch_size // micro)
       grads = None
       for part in parts:
         _, g = nnx.value_and_grad(loss_fn)(model, part)
         grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
-      opt.update(model, jax.tree.map(lambda a: a / len(parts), grads))
+      opt.update(model, jax.tree.map(lambda a: a / len(parts), grads))  # noqa: B023 - called at once
   return model
 
 
@@ -104,8 +114,9 @@ def test_batch_norm_normalizes_each_micro_batch(data):
   pop = _population(data, batch_norm=True)
   pop.train_epoch()
   ref = _reference(data, 2, 32, 1, batch_norm=True, micro=8)
-  for got, want in zip(jax.tree.leaves(_params(pop, 2)),
-                       jax.tree.leaves(nnx.to_pure_dict(nnx.state(ref, nnx.Param)))):
+  for got, want in zip(
+    jax.tree.leaves(_params(pop, 2)), jax.tree.leaves(nnx.to_pure_dict(nnx.state(ref, nnx.Param)))
+  ):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-6)
   stats = nnx.to_pure_dict(nnx.state(ref, nnx.BatchStat))
   got = jax.tree.map(lambda a: np.asarray(a[2]), pop.groups[0].state.model_state)

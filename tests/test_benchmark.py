@@ -15,30 +15,54 @@ import re
 import shlex
 import subprocess
 
+from absl import flags
 import jax
 import pytest
-from absl import flags
 
 from experiments import bench_lib
 from experiments import benchmark
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The smallest config that still takes the tuner's path (compiles dominate).
-_TINY_CONFIG = ("population=2", "model.width=4", "model.depth=1", "model.dense=8",
-                "data.max_train=200", "space.batch_size.values=(32,)",
-                "space.activation.values=('relu',)", "space.optimizer.values=('sgd',)")
+_TINY_CONFIG = (
+  "population=2",
+  "model.width=4",
+  "model.depth=1",
+  "model.dense=8",
+  "data.max_train=200",
+  "space.batch_size.values=(32,)",
+  "space.activation.values=('relu',)",
+  "space.optimizer.values=('sgd',)",
+)
 
 
 def _tiny(**changes) -> bench_lib.Options:
-  base = dict(populations=(1, 2), workloads=("digits8",), steps={"digits8": 2}, min_time=0.0,
-              min_reps=2, alone_members=2, torch="off", matmul_size=256, matmul_reps=2,
-              memory_workload="digits8", lever_workload="digits8", lever_population=2,
-              lever_rounds=2, programs_population=2, programs_rounds=1, programs_reps=2,
-              eval_batches=(64,), stream_workload="digits8", stream_population=2,
-              stream_rounds=2, stream_calls=(1, 39, 100),
-              # JAX fixes its persistent cache at the first compile; the
-              # children must use the one this process has.
-              cache_dir=jax.config.jax_compilation_cache_dir)
+  base = dict(
+    populations=(1, 2),
+    workloads=("digits8",),
+    steps={"digits8": 2},
+    min_time=0.0,
+    min_reps=2,
+    alone_members=2,
+    torch="off",
+    matmul_size=256,
+    matmul_reps=2,
+    memory_workload="digits8",
+    lever_workload="digits8",
+    lever_population=2,
+    lever_rounds=2,
+    programs_population=2,
+    programs_rounds=1,
+    programs_reps=2,
+    eval_batches=(64,),
+    stream_workload="digits8",
+    stream_population=2,
+    stream_rounds=2,
+    stream_calls=(1, 39, 100),
+    # JAX fixes its persistent cache at the first compile; the
+    # children must use the one this process has.
+    cache_dir=jax.config.jax_compilation_cache_dir,
+  )
   base.update(changes)
   return bench_lib.Options(**base)
 
@@ -53,10 +77,16 @@ def _parse(argv, **defaults) -> bench_lib.Options:
 def test_options_flags_and_child_argv_round_trip():
   # Flags and a child's arguments are generated from the dataclass: every
   # field survives the trip, a comma inside a repeatable value included.
-  opts = _tiny(parts=("throughput", "levers"), conv_impls=("slices", "xla"),
-               steps={"digits8": 3, "resnet32": 1}, resnet={"family": "resnet", "width": 8},
-               compile_overrides=_TINY_CONFIG, memory_populations=(1, 4), min_time=0.25,
-               cache_dir="/tmp/x")
+  opts = _tiny(
+    parts=("throughput", "levers"),
+    conv_impls=("slices", "xla"),
+    steps={"digits8": 3, "resnet32": 1},
+    resnet={"family": "resnet", "width": 8},
+    compile_overrides=_TINY_CONFIG,
+    memory_populations=(1, 4),
+    min_time=0.25,
+    cache_dir="/tmp/x",
+  )
   argv = bench_lib.to_argv(opts)
   assert {a.split("=", 1)[0][2:] for a in argv} == set(bench_lib.flag_names())
   assert _parse(argv) == dataclasses.replace(opts, argv=tuple(argv))
@@ -80,7 +110,7 @@ def test_gpu_check_flags_are_the_benchmarks():
   text = open(path).read()
   arrays = re.findall(r"\b(?:SIZES|COMPILE|MEMORY|DEVICES|torch)=\((.*?)\)", text, re.S)
   steps = re.findall(r"\n +step (\S+)((?:[^\n]*\\\n)*[^\n]*)", text)
-  assert [name for name, _ in steps] == ["\"throughput_$impl\"", "compile", "memory", "devices"]
+  assert [name for name, _ in steps] == ['"throughput_$impl"', "compile", "memory", "devices"]
   assert "for impl in slices xla; do" in text and '--conv_impls="$impl"' in steps[0][1]
   assert len(arrays) == 10  # SIZES, COMPILE, MEMORY, DEVICES twice; torch off / on
   used = set(re.findall(r"--([a-z_]+)=", " ".join(arrays + [flags for _, flags in steps])))
@@ -91,8 +121,9 @@ def test_gpu_check_flags_are_the_benchmarks():
 
 def test_throughput_flops_memory_give_sane_numbers(tmp_path):
   # One memory child (P=2): a process start costs more than all the rest.
-  result = benchmark.run(_tiny(parts=("throughput", "flops", "memory"), memory_populations=(2,)),
-                         log=lambda _: None)
+  result = benchmark.run(
+    _tiny(parts=("throughput", "flops", "memory"), memory_populations=(2,)), log=lambda _: None
+  )
   path = tmp_path / "bench.json"
   path.write_text(json.dumps(result))
   result = json.loads(path.read_text())  # what --out writes: plain JSON
@@ -124,8 +155,9 @@ def test_throughput_flops_memory_give_sane_numbers(tmp_path):
 def test_throughput_times_each_conv_impl():
   # The xla convolution is a structural hyperparameter: its own group and
   # program, its own table; the states are the engine's init either way.
-  result = benchmark.run(_tiny(parts=("throughput",), populations=(2,), conv_impls=("xla",)),
-                         log=lambda _: None)
+  result = benchmark.run(
+    _tiny(parts=("throughput",), populations=(2,), conv_impls=("xla",)), log=lambda _: None
+  )
   (w,) = result["workloads"]
   assert w["conv_impl"] == "xla" and w["model"] == {"conv_impl": "xla"}
   (row,) = w["rows"]
@@ -138,16 +170,22 @@ def test_levers_and_programs_parts():
   lev = result["levers"]
   assert [r["variant"] for r in lev["rows"]][0].startswith("default")
   assert {json.dumps(r["spec_changes"], sort_keys=True) for r in lev["rows"]} >= {
-      "{}", '{"optimizer_families": ["adam"]}', '{"shared_order": true}', '{"member_chunk": 0}'}
+    "{}",
+    '{"optimizer_families": ["adam"]}',
+    '{"shared_order": true}',
+    '{"member_chunk": 0}',
+  }
   for r in lev["rows"]:
     assert r["member_steps_per_s"] > 0 and len(r["call_s"]) == 2
   assert lev["rows"][0]["vs_default"] == 1.0
 
   prog = result["programs"]
   assert [(r["program"], r["setting"]) for r in prog["compiles"]] == [
-      ("init", "XLA default"), ("init", "backend optimisations off"),
-      ("evaluate (validation set)", "XLA default"),
-      ("evaluate (validation set)", "backend optimisations off")]
+    ("init", "XLA default"),
+    ("init", "backend optimisations off"),
+    ("evaluate (validation set)", "XLA default"),
+    ("evaluate (validation set)", "backend optimisations off"),
+  ]
   for r in prog["compiles"]:
     assert r["compile_s"] > 0 and r["call_s"] > 0 and r["max_difference"] < 1e-5
   own, at_once, longer = prog["validation"]
@@ -168,8 +206,10 @@ def test_stream_part_times_the_stream_against_memory():
   assert st["steps_per_epoch"] == 39 and st["population"] == 2
   # A call of more batches than an epoch holds is not timed.
   assert [(r["variant"], r["calls_per_epoch"]) for r in st["rows"]] == [
-      ("in memory (shared_order=True)", 1), ("stream, steps_per_call=1", 39),
-      ("stream, steps_per_call=39", 1)]
+    ("in memory (shared_order=True)", 1),
+    ("stream, steps_per_call=1", 39),
+    ("stream, steps_per_call=39", 1),
+  ]
   for r in st["rows"]:
     assert r["member_steps_per_s"] > 0 and len(r["epoch_s"]) == 2 and r["cpu_s_per_epoch"] > 0
   assert st["rows"][0]["vs_in_memory"] == 1.0 and "host_side_epoch_s" not in st["rows"][0]
@@ -178,18 +218,30 @@ def test_stream_part_times_the_stream_against_memory():
 
 
 def test_linearity_and_targets():
-  rows = [{"population": p, "state_bytes": 1000 * p, "peak_rss_bytes": 10**6 + 2000 * p,
-           "rss_after_bytes": 3000 * p + 10, "rss_before_bytes": 10} for p in (1, 8, 32)]
+  rows = [
+    {
+      "population": p,
+      "state_bytes": 1000 * p,
+      "peak_rss_bytes": 10**6 + 2000 * p,
+      "rss_after_bytes": 3000 * p + 10,
+      "rss_before_bytes": 10,
+    }
+    for p in (1, 8, 32)
+  ]
   lin = benchmark.linearity(rows)
   assert abs(lin["state_bytes"]["bytes_per_member"] - 1000) < 1e-6
   assert lin["state_bytes"]["max_relative_residual"] < 1e-9
   assert abs(lin["peak_rss_bytes"]["intercept_bytes"] - 10**6) < 1e-3
-  result = {"memory": {"linearity": lin}, "compile": {
-      "cold": {"compile_s": 12.0}, "warm": {"compile_s": 4.0}}}
+  result = {
+    "memory": {"linearity": lin},
+    "compile": {"cold": {"compile_s": 12.0}, "warm": {"compile_s": 4.0}},
+  }
   met = {t["target"]: t["met"] for t in benchmark.targets(result)}
-  assert met == {"compile of the default config, cold cache": True,
-                 "compile of the default config, warm cache": False,
-                 "population state linear in P (max relative residual of a line fit)": True}
+  assert met == {
+    "compile of the default config, cold cache": True,
+    "compile of the default config, warm cache": False,
+    "population state linear in P (max relative residual of a line fit)": True,
+  }
 
 
 def test_compile_child_builds_the_tuners_population():
@@ -205,9 +257,16 @@ def test_compile_child_builds_the_tuners_population():
 def test_devices_part_scales_over_simulated_devices():
   # Two children: the plain engine on one device, and 3 members split over
   # 2 simulated CPU devices (padded to 4, two per device).
-  result = benchmark.run(_tiny(parts=("devices",), device_counts=(2, 1), device_population=3,
-                               device_workload="digits8", device_rounds=1),
-                         log=lambda _: None)
+  result = benchmark.run(
+    _tiny(
+      parts=("devices",),
+      device_counts=(2, 1),
+      device_population=3,
+      device_workload="digits8",
+      device_rounds=1,
+    ),
+    log=lambda _: None,
+  )
   dev = result["devices"]
   assert dev["backend"] == "cpu" and dev["simulated"] and "sharing" in dev["note"]
   rows = {r["devices"]: r for r in dev["rows"]}

@@ -8,13 +8,16 @@ import sys
 import threading
 
 import jax
+from jax._src import dispatch  # event names of JAX's own compile monitoring
 import numpy as np
 import pytest
-from jax._src import dispatch  # event names of JAX's own compile monitoring
 
 import hpjax
 from hpjax import checkpoint as ckpt_lib
-from hpjax.checkpoint import CheckpointError, Checkpointer, diff_configs, fingerprint
+from hpjax.checkpoint import Checkpointer
+from hpjax.checkpoint import CheckpointError
+from hpjax.checkpoint import diff_configs
+from hpjax.checkpoint import fingerprint
 
 TINY = dict(depth=1, width=4, dense=16)
 
@@ -28,8 +31,9 @@ def _population(data):
   # Two structural groups (batch sizes 32 and 16).
   members = [hpjax.Member(**TINY, learning_rate=lr, batch_size=32) for lr in (1e-3, 1e-2, 3e-2)]
   members += [hpjax.Member(**TINY, learning_rate=1e-2, batch_size=16, activation="tanh")]
-  return hpjax.Population(members, data, candidates={"activation": ("relu", "tanh")},
-                          batch_mode="structural")
+  return hpjax.Population(
+    members, data, candidates={"activation": ("relu", "tanh")}, batch_mode="structural"
+  )
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +65,12 @@ def _tiny_state(v):
 def test_round_trip_is_bit_exact_and_training_continues_identically(pop, data, tmp_path):
   states = [g.state for g in pop.groups]
   before = _host(states)
-  extra = {"generation": 1, "history": [[0.5, 0.25]], "rng": [1, 2, 3],
-           "controller": {"name": "pbt", "ready": [True, False]}}
+  extra = {
+    "generation": 1,
+    "history": [[0.5, 0.25]],
+    "rng": [1, 2, 3],
+    "controller": {"name": "pbt", "ready": [True, False]},
+  }
   with Checkpointer(str(tmp_path / "ck")) as ck:
     assert ck.save(1, states, extra, metric=0.5)
     # The caller donates its buffers right after save returns: the checkpoint
@@ -107,8 +115,11 @@ def test_round_trip_is_bit_exact_and_training_continues_identically(pop, data, t
 
 def test_keep_latest_and_best(tmp_path):
   metrics = [0.9, 0.1, 0.2, 0.3]
-  for keep_best, mode, want in [(True, "max", [1, 3, 4]), (False, "max", [3, 4]),
-                                (True, "min", [2, 3, 4])]:
+  for keep_best, mode, want in [
+    (True, "max", [1, 3, 4]),
+    (False, "max", [3, 4]),
+    (True, "min", [2, 3, 4]),
+  ]:
     d = str(tmp_path / f"{keep_best}{mode}")
     with Checkpointer(d, keep=2, keep_best=keep_best, best_mode=mode) as ck:
       for step, m in enumerate(metrics, 1):
@@ -144,8 +155,11 @@ def test_damaged_newest_falls_back(pop, tmp_path, caplog):
     for step in (1, 2, 3):
       ck.save(step, states, {"gen": step})
   # Truncate a data file of step 3.
-  files = [f for f in glob.glob(os.path.join(d, "3", "states", "**", "d", "*"), recursive=True)
-           if os.path.getsize(f) > 0]
+  files = [
+    f
+    for f in glob.glob(os.path.join(d, "3", "states", "**", "d", "*"), recursive=True)
+    if os.path.getsize(f) > 0
+  ]
   assert files
   for f in files:
     with open(f, "r+b") as fh:
@@ -188,7 +202,9 @@ def test_mismatch_and_bad_extra(tmp_path):
     with pytest.raises(CheckpointError, match="1 groups saved, 2 templates"):
       ck.restore([_tiny_state(0), _tiny_state(0)])
     bad = {"w": np.zeros((2, 4), np.float32), "epoch": np.zeros(2, np.int32)}
-    with pytest.raises(CheckpointError, match=r"leaf w is float32\[2, 3\], template float32\[2, 4\]"):
+    with pytest.raises(
+      CheckpointError, match=r"leaf w is float32\[2, 3\], template float32\[2, 4\]"
+    ):
       ck.restore([bad])
 
 
@@ -250,10 +266,18 @@ def test_close_stops_background_threads(tmp_path):
 
 
 def test_fingerprint_and_diff():
-  a = {"population": 8, "epochs": 10, "space": {"learning_rate": {"lo": 1e-4, "hi": 0.1}},
-       "model": {"depth": 2, "widths": [16, 32]}}
-  b = {"space": {"learning_rate": {"hi": 0.1, "lo": 1e-4}}, "model": {"widths": (16, 32), "depth": 2.0},
-       "epochs": 30, "population": 8}
+  a = {
+    "population": 8,
+    "epochs": 10,
+    "space": {"learning_rate": {"lo": 1e-4, "hi": 0.1}},
+    "model": {"depth": 2, "widths": [16, 32]},
+  }
+  b = {
+    "space": {"learning_rate": {"hi": 0.1, "lo": 1e-4}},
+    "model": {"widths": (16, 32), "depth": 2.0},
+    "epochs": 30,
+    "population": 8,
+  }
   assert fingerprint(a) == fingerprint(b)
   assert len(fingerprint(a)) == 32 and fingerprint(a) == fingerprint(dict(a))
   assert diff_configs(a, b) == []
@@ -283,14 +307,16 @@ def test_interrupted_save_is_ignored_and_cleaned(tmp_path):
 
 def test_exit_without_close_finishes_the_save(tmp_path):
   script = (
-      "import numpy as np\n"
-      "from hpjax.checkpoint import Checkpointer\n"
-      f"ck = Checkpointer({str(tmp_path)!r})\n"
-      "ck.save(1, [{'w': np.ones((64, 64), np.float32)}], {'gen': 1})\n")
+    "import numpy as np\n"
+    "from hpjax.checkpoint import Checkpointer\n"
+    f"ck = Checkpointer({str(tmp_path)!r})\n"
+    "ck.save(1, [{'w': np.ones((64, 64), np.float32)}], {'gen': 1})\n"
+  )
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = {**os.environ, "PYTHONPATH": root, "JAX_PLATFORMS": "cpu"}
-  proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                        text=True, timeout=120)
+  proc = subprocess.run(
+    [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
   with Checkpointer(str(tmp_path)) as ck:

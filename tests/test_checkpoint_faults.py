@@ -25,8 +25,14 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "experiments", "configs", "digits_sweep.py")
-TINY = ["--config.population=2", "--config.data.max_train=200", "--config.model.width=4",
-        "--config.model.depth=1", "--config.model.dense=16", "--config.report=False"]
+TINY = [
+  "--config.population=2",
+  "--config.data.max_train=200",
+  "--config.model.width=4",
+  "--config.model.depth=1",
+  "--config.model.dense=16",
+  "--config.report=False",
+]
 # Orbax's own timeouts are 300 s (signals between its threads) and 1200 s (a
 # whole background save): a run that fails promptly ends far below this.
 PROMPT_S = 60
@@ -54,8 +60,14 @@ _READ_ONLY_LAUNCHER = textwrap.dedent("""\
 def _env(**extra):
   cache = os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache"))
   path = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
-  return dict(os.environ, HPJAX_CACHE_MIN_SECS="0", HPJAX_CACHE_DIR=cache, JAX_PLATFORMS="cpu",
-              PYTHONPATH=path, **extra)
+  return dict(
+    os.environ,
+    HPJAX_CACHE_MIN_SECS="0",
+    HPJAX_CACHE_DIR=cache,
+    JAX_PLATFORMS="cpu",
+    PYTHONPATH=path,
+    **extra,
+  )
 
 
 def _with_ulimit_f(kib, argv):
@@ -73,12 +85,13 @@ def _run(argv, env):
   """Runs a child to its end; returns (returncode, stdout, stderr, seconds)."""
   start = time.monotonic()
   try:
-    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=PROMPT_S)
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=PROMPT_S)
   except subprocess.TimeoutExpired as e:
     err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
-    pytest.fail(f"the process was still running after {PROMPT_S} s (a failed save must end "
-                f"the run promptly); stderr so far:\n{err[-3000:]}")
+    pytest.fail(
+      f"the process was still running after {PROMPT_S} s (a failed save must end "
+      f"the run promptly); stderr so far:\n{err[-3000:]}"
+    )
   return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start
 
 
@@ -111,8 +124,9 @@ def _one_error_line(stderr):
 def two_epochs(tmp_path_factory):
   """A finished 2-epoch run: checkpoints 1 and 2; the tests copy it."""
   workdir = tmp_path_factory.mktemp("faults") / "run"
-  rc, _, err, _ = _run([sys.executable, "-m", "experiments.tune",
-                        *_launcher_args(workdir, 2)], _env())
+  rc, _, err, _ = _run(
+    [sys.executable, "-m", "experiments.tune", *_launcher_args(workdir, 2)], _env()
+  )
   assert rc == 0, err[-3000:]
   steps = sorted(p for p in os.listdir(workdir / "checkpoints") if p.isdigit())
   assert steps == ["1", "2"]
@@ -126,8 +140,9 @@ def _assert_step_2_intact_and_resumes(workdir, before):
   assert _tree_digest(ckdir / "2") == before
   # The fault gone (chmod u+w, ulimit -f unlimited), the same command
   # resumes from step 2 and finishes.
-  rc, out, err, _ = _run([sys.executable, "-m", "experiments.tune",
-                          *_launcher_args(workdir, 3)], _env())
+  rc, out, err, _ = _run(
+    [sys.executable, "-m", "experiments.tune", *_launcher_args(workdir, 3)], _env()
+  )
   assert rc == 0, err[-3000:]
   assert "resuming from the checkpoint of epoch 2" in out
   assert sorted(p for p in os.listdir(ckdir) if p.isdigit()) == ["1", "2", "3"]
@@ -156,8 +171,9 @@ def test_read_only_checkpoint_directory_ends_the_run_promptly(tmp_path, two_epoc
   ckdir = workdir / "checkpoints"
   before = _tree_digest(ckdir / "2")
   rc, out, err, seconds = _run(
-      [sys.executable, "-c", _READ_ONLY_LAUNCHER, *_launcher_args(workdir, 3)],
-      _env(HPJAX_TEST_READ_ONLY=str(ckdir)))
+    [sys.executable, "-c", _READ_ONLY_LAUNCHER, *_launcher_args(workdir, 3)],
+    _env(HPJAX_TEST_READ_ONLY=str(ckdir)),
+  )
   assert "resuming from the checkpoint of epoch 2" in out
   assert rc == 1, err[-3000:]
   line = _one_error_line(err)
@@ -184,9 +200,12 @@ def test_file_size_limit_is_one_clear_line(tmp_path, two_epochs):
   shutil.copytree(two_epochs, workdir)
   ckdir = workdir / "checkpoints"
   before = _tree_digest(ckdir / "2")
-  rc, out, err, seconds = _run(_with_ulimit_f(8, [
-      sys.executable, "-m", "experiments.tune", *_launcher_args(workdir, 3), "--jax_cache_dir="]),
-      _env())
+  rc, out, err, seconds = _run(
+    _with_ulimit_f(
+      8, [sys.executable, "-m", "experiments.tune", *_launcher_args(workdir, 3), "--jax_cache_dir="]
+    ),
+    _env(),
+  )
   assert "resuming from the checkpoint of epoch 2" in out
   assert rc == 1, err[-3000:]
   line = _one_error_line(err)
@@ -225,8 +244,9 @@ _SAVE_SCRIPT = textwrap.dedent("""\
     """)
 
 
-@pytest.mark.parametrize("fault,problem", [("mkdir", "Permission denied"),
-                                           ("fsize", "File too large")])
+@pytest.mark.parametrize(
+  "fault,problem", [("mkdir", "Permission denied"), ("fsize", "File too large")]
+)
 def test_failed_save_raises_one_error_and_leaves_no_thread(tmp_path, fault, problem):
   """The same faults under a bare Checkpointer: save or wait raises, close ends orbax's threads.
 
@@ -245,7 +265,9 @@ def test_failed_save_raises_one_error_and_leaves_no_thread(tmp_path, fault, prob
   # No orbax thread was left waiting to keep the process alive.
   assert seconds < PROMPT_S
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   from hpjax.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
+
   with Checkpointer(directory) as ck:
     assert ck.all_steps() == [1]
     step, (state,), extra = ck.restore([{"w": np.zeros((64, 64), np.float32)}])

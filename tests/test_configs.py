@@ -12,8 +12,11 @@ from hpjax import space as space_lib
 from hpjax import tuner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "experiments", "configs", "*.py"))
-                 if not os.path.basename(p).startswith(("_", "common", "from_json")))
+CONFIGS = sorted(
+  os.path.basename(p)[:-3]
+  for p in glob.glob(os.path.join(ROOT, "experiments", "configs", "*.py"))
+  if not os.path.basename(p).startswith(("_", "common", "from_json"))
+)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -30,8 +33,17 @@ def test_config_loads_and_validates(name):
 
 
 def test_config_list_is_not_empty():
-  assert {"digits_sweep", "digits_pbt", "digits28_pbt", "digits_halving", "digits_lr_range",
-          "mnist_pbt", "fashion_mnist_pbt", "cifar10_pbt", "diabetes_regression"} <= set(CONFIGS)
+  assert {
+    "digits_sweep",
+    "digits_pbt",
+    "digits28_pbt",
+    "digits_halving",
+    "digits_lr_range",
+    "mnist_pbt",
+    "fashion_mnist_pbt",
+    "cifar10_pbt",
+    "diabetes_regression",
+  } <= set(CONFIGS)
 
 
 @pytest.mark.parametrize("init", ["random", "grid", "quasi_random"])
@@ -39,8 +51,10 @@ def test_initial_population_methods(init):
   module = importlib.import_module("experiments.configs.digits_sweep")
   cfg = config_lib.validate(module.get_config())
   cfg["init"] = init
-  cfg["space"] = {"optimizer": {"type": "choice", "values": ["sgd", "adam"]},
-                  "activation": {"type": "choice", "values": ["relu", "tanh", "sigmoid"]}}
+  cfg["space"] = {
+    "optimizer": {"type": "choice", "values": ["sgd", "adam"]},
+    "activation": {"type": "choice", "values": ["relu", "tanh", "sigmoid"]},
+  }
   cfg["population"] = 6
   members = tuner.draw_members(space_lib.from_config(cfg["space"]), 6, 0, init)
   combos = {(m["optimizer"], m["activation"]) for m in members}
@@ -51,8 +65,11 @@ def test_initial_population_methods(init):
 
 def test_grid_with_wrong_population_says_how_many():
   space = space_lib.from_config(
-      {"optimizer": {"type": "choice", "values": ["sgd", "adam"]},
-       "activation": {"type": "choice", "values": ["relu", "tanh", "sigmoid"]}})
+    {
+      "optimizer": {"type": "choice", "values": ["sgd", "adam"]},
+      "activation": {"type": "choice", "values": ["relu", "tanh", "sigmoid"]},
+    }
+  )
   with pytest.raises(ValueError, match="needs 6 members"):
     tuner.draw_members(space, 5, 0, "grid")
   with pytest.raises(ValueError, match="config.init: unknown value 'sobol'"):
@@ -65,7 +82,10 @@ def test_grid_with_wrong_population_says_how_many():
 
 def test_from_json_config_reads_a_run_config(tmp_path):
   import json  # pylint: disable=g-import-not-at-top
-  from experiments.configs import digits_pbt, from_json  # pylint: disable=g-import-not-at-top
+
+  from experiments.configs import digits_pbt  # pylint: disable=g-import-not-at-top
+  from experiments.configs import from_json  # pylint: disable=g-import-not-at-top
+
   path = tmp_path / "config.json"
   path.write_text(json.dumps(digits_pbt.get_config().to_dict()))
   cfg = from_json.get_config(str(path))

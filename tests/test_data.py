@@ -11,20 +11,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hpjax.data import (
-  SOURCES,
-  DataError,
-  DataWarning,
-  Dataset,
-  dataset_from_arrays,
-  load_dataset,
-  read_cifar_batch,
-  read_idx,
-  resize_images,
-  write_cifar_batch,
-  write_idx,
-)
-from hpjax.data.testing import write_fake_cifar10, write_fake_mnist
+from hpjax.data import DataError
+from hpjax.data import Dataset
+from hpjax.data import dataset_from_arrays
+from hpjax.data import DataWarning
+from hpjax.data import load_dataset
+from hpjax.data import read_cifar_batch
+from hpjax.data import read_idx
+from hpjax.data import resize_images
+from hpjax.data import SOURCES
+from hpjax.data import write_cifar_batch
+from hpjax.data import write_idx
+from hpjax.data.testing import write_fake_cifar10
+from hpjax.data.testing import write_fake_mnist
 
 SPLITS = ("train", "val", "test")
 
@@ -92,7 +91,7 @@ def test_splits_are_disjoint_and_cover_everything(digits):
 
   original = np.rint(load_digits().images.reshape(-1, 64) * 255 / 16).astype(np.uint8)
   # Same multiset of images (sorted row-wise), so nothing is lost or duplicated.
-  key = lambda a: a[np.lexsort(a.T[::-1])]  # noqa: E731
+  key = lambda a: a[np.lexsort(a.T[::-1])]
   np.testing.assert_array_equal(key(rows), key(original))
 
 

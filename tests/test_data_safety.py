@@ -19,7 +19,10 @@ import sys
 import numpy as np
 import pytest
 
-from hpjax.data import DataError, load_dataset, read_cifar_batch, write_cifar_batch
+from hpjax.data import DataError
+from hpjax.data import load_dataset
+from hpjax.data import read_cifar_batch
+from hpjax.data import write_cifar_batch
 from hpjax.data.testing import write_fake_cifar10
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -33,8 +33,14 @@ RTOL, ATOL = 1e-4, 1e-6
 
 def _env(devices: int, **extra) -> dict:
   """A subprocess environment: CPU with ``devices`` devices, the suite's cache."""
-  return dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices),
-              HPJAX_CACHE_DIR=CACHE, HPJAX_CACHE_MIN_SECS="0", **extra)
+  return dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    JAX_NUM_CPU_DEVICES=str(devices),
+    HPJAX_CACHE_DIR=CACHE,
+    HPJAX_CACHE_MIN_SECS="0",
+    **extra,
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -154,8 +160,9 @@ _SHARDED_VS_SINGLE = textwrap.dedent("""
 
 def test_sharded_over_4_devices_equals_one_device():
   code = _SHARDED_VS_SINGLE.format(cache=CACHE, rtol=RTOL, atol=ATOL)
-  r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(4), capture_output=True,
-                     text=True, timeout=600)
+  r = subprocess.run(
+    [sys.executable, "-c", code], cwd=ROOT, env=_env(4), capture_output=True, text=True, timeout=600
+  )
   assert r.returncode == 0, r.stderr[-4000:]
   assert "sharded == single OK" in r.stdout
 
@@ -194,14 +201,27 @@ def config_file(tmp_path_factory):
 
 
 def _cmd(config_file, workdir, *args):
-  return [sys.executable, "-m", "experiments.tune", f"--config={config_file}",
-          f"--workdir={workdir}", f"--jax_cache_dir={CACHE}", *args]
+  return [
+    sys.executable,
+    "-m",
+    "experiments.tune",
+    f"--config={config_file}",
+    f"--workdir={workdir}",
+    f"--jax_cache_dir={CACHE}",
+    *args,
+  ]
 
 
 def _launch(config_file, workdir, devices, *args):
   """Starts the launcher in one process with ``devices`` CPU devices."""
-  return subprocess.Popen(_cmd(config_file, workdir, *args), cwd=ROOT, env=_env(devices),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return subprocess.Popen(
+    _cmd(config_file, workdir, *args),
+    cwd=ROOT,
+    env=_env(devices),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
 
 
 def _finish(*procs, timeout=600):
@@ -254,16 +274,24 @@ def _assert_same_run(got, want):
     assert {k: a[k] for k in exact} == {k: b[k] for k in exact}
   assert summary["best_member"] == want_summary["best_member"]
   assert summary["hyperparameters"] == want_summary["hyperparameters"]
-  np.testing.assert_allclose(summary["test"]["accuracy"], want_summary["test"]["accuracy"],
-                             rtol=RTOL)
+  np.testing.assert_allclose(
+    summary["test"]["accuracy"], want_summary["test"]["accuracy"], rtol=RTOL
+  )
 
 
 def test_launcher_bad_process_flags_are_one_clear_line(config_file, tmp_path):
-  r = subprocess.run(_cmd(config_file, tmp_path / "run", "--num_processes=2"), cwd=ROOT,
-                     env=_env(1), capture_output=True, text=True, timeout=300)
+  r = subprocess.run(
+    _cmd(config_file, tmp_path / "run", "--num_processes=2"),
+    cwd=ROOT,
+    env=_env(1),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert r.returncode == 1
   assert r.stderr.strip().splitlines()[-1] == (
-      "error: coordinator_address: required with num_processes=2")
+    "error: coordinator_address: required with num_processes=2"
+  )
   assert not (tmp_path / "run").exists()
 
 
@@ -283,21 +311,42 @@ def test_two_processes_with_gloo_equal_one_process(config_file, single_run, tmp_
   port = _free_port()
   # Process 0 takes flags, process 1 the environment variables.
   p0 = subprocess.Popen(
-      _cmd(config_file, workdir, f"--coordinator_address=localhost:{port}",
-           "--num_processes=2", "--process_id=0"),
-      cwd=ROOT, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _cmd(
+      config_file,
+      workdir,
+      f"--coordinator_address=localhost:{port}",
+      "--num_processes=2",
+      "--process_id=0",
+    ),
+    cwd=ROOT,
+    env=_env(2),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   p1 = subprocess.Popen(
-      _cmd(config_file, workdir), cwd=ROOT,
-      env=_env(2, HPJAX_COORDINATOR_ADDRESS=f"localhost:{port}", HPJAX_NUM_PROCESSES="2",
-               HPJAX_PROCESS_ID="1"),
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _cmd(config_file, workdir),
+    cwd=ROOT,
+    env=_env(
+      2,
+      HPJAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+      HPJAX_NUM_PROCESSES="2",
+      HPJAX_PROCESS_ID="1",
+    ),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   (out0, _), (out1, _) = _finish(p0, p1)
   assert "epoch   2/2" in out0 and "best member" in out0
   assert "epoch" not in out1 and "best member" not in out1  # only process 0 reports
   _assert_same_run(_run_record(workdir), single_run)
   # Cross-process exploit: the lineage matches, and so do the exported model and checkpoint.
   assert (workdir / "best" / "model" / "model.json").exists()
-  assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["1", "2"]
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [
+    "1",
+    "2",
+  ]
 
 
 @pytest.mark.xdist_group("distributed_single")

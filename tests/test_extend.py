@@ -35,6 +35,7 @@ def _quiet(config, workdir):
 
 def _cosine(**overrides):
   from experiments.configs import digits_pbt  # pylint: disable=g-import-not-at-top
+
   c = _digits(digits_pbt, population=4, **overrides)
   c["space"].pop("batch_size")
   c["schedule"]["kind"] = "cosine"
@@ -44,12 +45,17 @@ def _cosine(**overrides):
 def test_cosine_run_tied_to_its_length_cannot_be_extended(tmp_path):
   workdir = str(tmp_path / "run")
   _quiet(_cosine(epochs=1), workdir)
-  before = {f: open(os.path.join(workdir, f), "rb").read()
-            for f in ("metrics.jsonl", "lineage.jsonl", "config.json", "summary.json")}
+  before = {
+    f: open(os.path.join(workdir, f), "rb").read()
+    for f in ("metrics.jsonl", "lineage.jsonl", "config.json", "summary.json")
+  }
   steps = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
-  with pytest.raises(ValueError, match=r"config.epochs: .* was started with epochs=1 and a cosine "
-                     r"learning-rate schedule .* running it for 3 would change the rate of every "
-                     r"step; use a new --workdir \(set schedule.decay_epochs"):
+  with pytest.raises(
+    ValueError,
+    match=r"config.epochs: .* was started with epochs=1 and a cosine "
+    r"learning-rate schedule .* running it for 3 would change the rate of every "
+    r"step; use a new --workdir \(set schedule.decay_epochs",
+  ):
     _quiet(_cosine(epochs=3), workdir)
   for f, content in before.items():
     assert open(os.path.join(workdir, f), "rb").read() == content
@@ -68,6 +74,7 @@ def test_cosine_with_its_own_length_extends_like_a_straight_run(tmp_path):
 
 def test_halving_extension_makes_the_rung_at_the_old_last_epoch(tmp_path):
   from experiments.configs import digits_halving  # pylint: disable=g-import-not-at-top
+
   straight, extended = str(tmp_path / "straight"), str(tmp_path / "extended")
   config = lambda epochs: _digits(digits_halving, population=9, epochs=epochs)
   a = _quiet(config(4), straight)  # rungs after epochs 1 and 3: 9 -> 3 -> 1

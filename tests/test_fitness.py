@@ -21,8 +21,10 @@ def test_direction_follows_the_metric():
   with pytest.raises(ValueError, match="fitness: unknown value 'f1'; allowed: accuracy"):
     fitness.direction("f1")
   assert fitness.check("loss", "classification") == "min"
-  with pytest.raises(ValueError, match="config.fitness: unknown value 'mse' for classification; "
-                     "allowed: accuracy, loss"):
+  with pytest.raises(
+    ValueError,
+    match="config.fitness: unknown value 'mse' for classification; allowed: accuracy, loss",
+  ):
     fitness.check("mse", "classification")
   with pytest.raises(ValueError, match="allowed: mse, loss"):
     fitness.check("accuracy", "regression")
@@ -31,8 +33,9 @@ def test_direction_follows_the_metric():
 def test_resolve_mode_refuses_a_contradiction():
   assert fitness.resolve_mode(None, "min", "loss", "m") == "min"
   assert fitness.resolve_mode("max", "max", "accuracy", "m") == "max"
-  with pytest.raises(ValueError, match="config.controller.mode: 'max' contradicts fitness 'loss', "
-                     "which is minimised"):
+  with pytest.raises(
+    ValueError, match="config.controller.mode: 'max' contradicts fitness 'loss', which is minimised"
+  ):
     fitness.resolve_mode("max", "min", "loss", "config.controller.mode")
   with pytest.raises(ValueError, match="m: unknown value 'up'"):
     fitness.resolve_mode("up", "min", "loss", "m")
@@ -52,11 +55,18 @@ def test_rank_puts_non_finite_last_and_keeps_ties_in_order(mode, expected):
 def test_validation_loss_is_one_objective_for_every_member(digits_small):
   # Members that train with smoothed cross-entropy and with MSE report the same
   # validation objective: plain cross-entropy of their predictions.
-  members = [hpjax.Member(**TINY, learning_rate=0.01, loss="cross_entropy",
-                          label_smoothing=0.2),
-             hpjax.Member(**TINY, learning_rate=0.01, loss="mse"),
-             hpjax.Member(**TINY, learning_rate=0.01, loss="cross_entropy")]
-  pop = hpjax.Population(members, digits_small, seed=0, candidates={"activation": ("relu",), "loss": ("cross_entropy", "mse")}, mesh=None)
+  members = [
+    hpjax.Member(**TINY, learning_rate=0.01, loss="cross_entropy", label_smoothing=0.2),
+    hpjax.Member(**TINY, learning_rate=0.01, loss="mse"),
+    hpjax.Member(**TINY, learning_rate=0.01, loss="cross_entropy"),
+  ]
+  pop = hpjax.Population(
+    members,
+    digits_small,
+    seed=0,
+    candidates={"activation": ("relu",), "loss": ("cross_entropy", "mse")},
+    mesh=None,
+  )
   pop.train_epoch()
   val = pop.evaluate("val")
   g = pop.groups[0]
@@ -68,6 +78,7 @@ def test_validation_loss_is_one_objective_for_every_member(digits_small):
 
 def _config(**overrides):
   from experiments.configs import digits_pbt  # pylint: disable=g-import-not-at-top
+
   c = digits_pbt.get_config().to_dict()
   c.update(population=8, epochs=3, progress=False, report=False, tensorboard=False)
   c["data"]["max_train"] = 256
@@ -94,11 +105,16 @@ def test_pbt_on_loss_copies_the_lowest_losses(tmp_path):
   assert summary["val"]["loss"] == pytest.approx(min(last.values()))
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (dict(fitness="f1"), "config.fitness: unknown value 'f1' for classification; allowed: "
-     "accuracy, loss"),
+@pytest.mark.parametrize(
+  "overrides,message",
+  [
+    (
+      dict(fitness="f1"),
+      "config.fitness: unknown value 'f1' for classification; allowed: accuracy, loss",
+    ),
     (dict(fitness="mse"), "config.fitness: unknown value 'mse' for classification"),
-])
+  ],
+)
 def test_bad_fitness_is_an_error_before_anything_is_written(tmp_path, overrides, message):
   workdir = tmp_path / "run"
   with pytest.raises(ValueError, match=message):
@@ -119,6 +135,7 @@ def test_contradicting_controller_mode_is_an_error_at_start_up(tmp_path):
 
 def test_regression_accuracy_fitness_is_refused(tmp_path):
   from experiments.configs import diabetes_regression  # pylint: disable=g-import-not-at-top
+
   c = diabetes_regression.get_config().to_dict()
   c["fitness"] = "accuracy"
   workdir = tmp_path / "run"

@@ -8,12 +8,13 @@ import pytest
 from hpjax.controllers import halving
 from hpjax.controllers.halving import Halving
 
-
 # ---------------------------------------------------------------------------
 # Configuration and schedule.
 
 
-@pytest.mark.parametrize("grace, eta, max_epochs, expected", [
+@pytest.mark.parametrize(
+  "grace, eta, max_epochs, expected",
+  [
     (1, 3, 30, [1, 3, 9, 27]),
     (1, 3, 27, [1, 3, 9]),  # no rung at max_epochs itself: training ends there
     (1, 3, 28, [1, 3, 9, 27]),
@@ -23,7 +24,8 @@ from hpjax.controllers.halving import Halving
     (5, 3, 5, []),  # grace reaches the end: nothing to cut
     (5, 3, 6, [5]),
     (1, 3, 1, []),
-])
+  ],
+)
 def test_rung_epochs(grace, eta, max_epochs, expected):
   cfg = Halving(grace_period=grace, reduction_factor=eta)
   assert halving.rung_epochs(cfg, max_epochs) == expected
@@ -39,7 +41,9 @@ def test_rung_index():
       halving.rung_index(e, cfg)
 
 
-@pytest.mark.parametrize("kwargs, field", [
+@pytest.mark.parametrize(
+  "kwargs, field",
+  [
     ({"reduction_factor": 1}, "reduction_factor"),
     ({"reduction_factor": 0}, "reduction_factor"),
     ({"reduction_factor": 2.0}, "reduction_factor"),
@@ -48,7 +52,8 @@ def test_rung_index():
     ({"grace_period": -1}, "grace_period"),
     ({"grace_period": 1.5}, "grace_period"),
     ({"min_members": 0}, "min_members"),
-])
+  ],
+)
 def test_validation_errors_name_the_field(kwargs, field):
   with pytest.raises(ValueError, match=rf"^halving\.{field}: ") as e:
     Halving(**kwargs).validate()
@@ -90,11 +95,24 @@ def test_bad_arguments():
 # Keep sizes.
 
 
-@pytest.mark.parametrize("p, eta, min_members, expected", [
-    (0, 3, 1, 0), (1, 3, 1, 1), (2, 3, 1, 1), (3, 3, 1, 1), (4, 3, 1, 2), (9, 3, 1, 3),
-    (10, 3, 1, 4), (27, 3, 1, 9), (8, 2, 1, 4), (7, 2, 1, 4),
-    (9, 3, 5, 5), (4, 3, 5, 4), (5, 3, 5, 5),
-])
+@pytest.mark.parametrize(
+  "p, eta, min_members, expected",
+  [
+    (0, 3, 1, 0),
+    (1, 3, 1, 1),
+    (2, 3, 1, 1),
+    (3, 3, 1, 1),
+    (4, 3, 1, 2),
+    (9, 3, 1, 3),
+    (10, 3, 1, 4),
+    (27, 3, 1, 9),
+    (8, 2, 1, 4),
+    (7, 2, 1, 4),
+    (9, 3, 5, 5),
+    (4, 3, 5, 4),
+    (5, 3, 5, 5),
+  ],
+)
 def test_keep_size_is_ceil_with_floor(p, eta, min_members, expected):
   cfg = Halving(reduction_factor=eta, min_members=min_members)
   assert halving.keep_size(p, cfg) == expected
@@ -175,8 +193,8 @@ def test_records_hold_pruned_members_last_fitness_and_rung():
   c = halving.cut(f, cfg, epoch=8)  # 2 * 2**2: the third rung
   assert c.keep.tolist() == [1, 3]
   assert c.records == [
-      {"rung": 2, "epoch": 8, "member": 0, "fitness": 0.1, "rank": 2},
-      {"rung": 2, "epoch": 8, "member": 2, "fitness": c.records[1]["fitness"], "rank": 3},
+    {"rung": 2, "epoch": 8, "member": 0, "fitness": 0.1, "rank": 2},
+    {"rung": 2, "epoch": 8, "member": 2, "fitness": c.records[1]["fitness"], "rank": 3},
   ]
   assert math.isnan(c.records[1]["fitness"])
   assert all(type(r["fitness"]) is float and type(r["member"]) is int for r in c.records)

@@ -8,7 +8,8 @@ import pytest
 import hpjax
 from hpjax import tuner
 from hpjax.controllers import View
-from hpjax.space import Choice, Float
+from hpjax.space import Choice
+from hpjax.space import Float
 
 SPACE = {"learning_rate": Float(1e-4, 1e-1, log=True), "optimizer": Choice(("sgd", "adam"))}
 
@@ -16,9 +17,18 @@ SPACE = {"learning_rate": Float(1e-4, 1e-1, log=True), "optimizer": Choice(("sgd
 def _view(fitness, epoch, mode="max"):
   p = len(fitness)
   hparams = [{"learning_rate": 1e-3 * (i + 1), "optimizer": "adam"} for i in range(p)]
-  return View(epoch=epoch, generation=epoch, seed=0, fitness=np.asarray(fitness, float),
-              mode=mode, hparams=hparams, groups=np.zeros(p, int), space=SPACE,
-              structural=(), max_epochs=9)
+  return View(
+    epoch=epoch,
+    generation=epoch,
+    seed=0,
+    fitness=np.asarray(fitness, float),
+    mode=mode,
+    hparams=hparams,
+    groups=np.zeros(p, int),
+    space=SPACE,
+    structural=(),
+    max_epochs=9,
+  )
 
 
 def test_cut_then_pbt_among_the_survivors():
@@ -42,12 +52,16 @@ def test_cut_then_pbt_among_the_survivors():
 @pytest.mark.xdist_group("hybrid_run")
 def test_hybrid_run_spends_fewer_member_epochs(tmp_path):
   from experiments.configs import digits_pbt  # pylint: disable=g-import-not-at-top
+
   c = digits_pbt.get_config().to_dict()
   c.update(population=8, epochs=4, progress=False, report=False, tensorboard=False)
   c["data"]["max_train"] = 200
   c["model"].update(width=4, depth=1, dense=16)
-  c["controller"] = {"name": "pbt_halving", "pbt": {"quantile_fraction": 0.25},
-                     "halving": {"grace_period": 1, "reduction_factor": 2, "min_members": 2}}
+  c["controller"] = {
+    "name": "pbt_halving",
+    "pbt": {"quantile_fraction": 0.25},
+    "halving": {"grace_period": 1, "reduction_factor": 2, "min_members": 2},
+  }
   summary = tuner.run(c, str(tmp_path / "run"), log=lambda s: None)
   assert summary["members_at_end"] == 2  # 8 -> 4 (epoch 1) -> 2 (epoch 2)
   assert summary["member_epochs"] == 8 + 4 + 2 + 2

@@ -10,8 +10,14 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "experiments", "configs", "digits_sweep.py")
-SMALL = ["--config.population=4", "--config.epochs=2", "--config.data.max_train=200",
-         "--config.model.width=4", "--config.model.depth=1", "--config.model.dense=16"]
+SMALL = [
+  "--config.population=4",
+  "--config.epochs=2",
+  "--config.data.max_train=200",
+  "--config.model.width=4",
+  "--config.model.depth=1",
+  "--config.model.dense=16",
+]
 
 
 def _env():
@@ -27,9 +33,21 @@ def _run(config, workdir, *args):
   in ``args`` wins): they cost seconds and have their own tests.
   """
   return subprocess.run(
-      [sys.executable, "-m", "experiments.tune", f"--config={config}", f"--workdir={workdir}",
-       "--config.report=False", *args],
-      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    [
+      sys.executable,
+      "-m",
+      "experiments.tune",
+      f"--config={config}",
+      f"--workdir={workdir}",
+      "--config.report=False",
+      *args,
+    ],
+    cwd=ROOT,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
 
 
 def _launch(workdir, *extra):
@@ -61,7 +79,8 @@ def test_launcher_trains_and_writes_workdir(small_run):
   assert {"learning_curves.png", "hparam_trajectories.png", "fitness_vs_hparams.png"} <= set(plots)
   assert "plots: " in r.stdout and "hpjax-report" in r.stdout
   assert sorted(p.name for p in (run / "tensorboard").iterdir()) == [
-      f"member_{i:03d}" for i in range(4)]
+    f"member_{i:03d}" for i in range(4)
+  ]
   assert (run / "best" / "model" / "model.json").exists()
 
 
@@ -91,9 +110,15 @@ def test_launcher_retrains_the_exported_best_member(tmp_path, small_run):
     assert again["hyperparameters"][k] == summary["hyperparameters"][k]
 
 
-PBT_ARGS = ["--config.population=6", "--config.data.image_size=0", "--config.data.max_train=200",
-            "--config.model.width=4", "--config.model.depth=1", "--config.model.dense=16",
-            "--config.space.batch_size.values=(16, 32)"]
+PBT_ARGS = [
+  "--config.population=6",
+  "--config.data.image_size=0",
+  "--config.data.max_train=200",
+  "--config.model.width=4",
+  "--config.model.depth=1",
+  "--config.model.dense=16",
+  "--config.space.batch_size.values=(16, 32)",
+]
 
 
 def _pbt(workdir, epochs):
@@ -129,10 +154,16 @@ HALVING_CONFIG = os.path.join(ROOT, "experiments", "configs", "digits_halving.py
 
 
 def test_launcher_successive_halving_compacts_population(tmp_path):
-  r = _run(HALVING_CONFIG, tmp_path / "sh",
-      "--config.population=9", "--config.epochs=4",
-      "--config.data.max_train=200", "--config.model.width=4", "--config.model.depth=1",
-      "--config.model.dense=16")
+  r = _run(
+    HALVING_CONFIG,
+    tmp_path / "sh",
+    "--config.population=9",
+    "--config.epochs=4",
+    "--config.data.max_train=200",
+    "--config.model.width=4",
+    "--config.model.depth=1",
+    "--config.model.dense=16",
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   summary = json.loads((tmp_path / "sh" / "summary.json").read_text())
   assert summary["members"] == 9 and summary["members_at_end"] == 1  # rungs at 1 and 3: 9 -> 3 -> 1
@@ -147,11 +178,19 @@ def test_launcher_successive_halving_compacts_population(tmp_path):
 
 def test_launcher_learning_rate_range_test(tmp_path):
   config = os.path.join(ROOT, "experiments", "configs", "digits_lr_range.py")
-  r = _run(config, tmp_path / "lr",
-      "--config.population=8", "--config.epochs=3",
-      "--config.space.learning_rate.points=8", "--config.space.learning_rate.lo=1e-5",
-      "--config.space.learning_rate.hi=10.0", "--config.data.max_train=300",
-      "--config.model.width=4", "--config.model.depth=1", "--config.model.dense=16")
+  r = _run(
+    config,
+    tmp_path / "lr",
+    "--config.population=8",
+    "--config.epochs=3",
+    "--config.space.learning_rate.points=8",
+    "--config.space.learning_rate.lo=1e-5",
+    "--config.space.learning_rate.hi=10.0",
+    "--config.data.max_train=300",
+    "--config.model.width=4",
+    "--config.model.depth=1",
+    "--config.model.dense=16",
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   lr = json.loads((tmp_path / "lr" / "summary.json").read_text())["lr_range"]
   assert len(lr["rates"]) == 8 and lr["rates"] == sorted(lr["rates"])
@@ -164,6 +203,7 @@ def test_launcher_learning_rate_range_test(tmp_path):
 def _digest_run(workdir):
   """Every number a run leaves: metrics rows and the newest checkpoint's leaves."""
   from hpjax import checkpoint  # pylint: disable=g-import-not-at-top
+
   rows = []
   for line in (workdir / "metrics.jsonl").read_text().splitlines():
     row = json.loads(line)
@@ -202,19 +242,38 @@ def test_relaunch_with_other_config_is_refused_untouched(tmp_path, small_run):
   assert before == after
 
 
-KILL_ARGS = ["--config.population=4", "--config.epochs=12", "--config.data.max_train=600",
-             "--config.model.width=4", "--config.model.depth=1", "--config.model.dense=16"]
+KILL_ARGS = [
+  "--config.population=4",
+  "--config.epochs=12",
+  "--config.data.max_train=600",
+  "--config.model.width=4",
+  "--config.model.depth=1",
+  "--config.model.dense=16",
+]
 
 
 def _start(workdir):
-  return subprocess.Popen([sys.executable, "-m", "experiments.tune", f"--config={CONFIG}",
-                           f"--workdir={workdir}", "--config.report=False", *KILL_ARGS],
-                          cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+  return subprocess.Popen(
+    [
+      sys.executable,
+      "-m",
+      "experiments.tune",
+      f"--config={CONFIG}",
+      f"--workdir={workdir}",
+      "--config.report=False",
+      *KILL_ARGS,
+    ],
+    cwd=ROOT,
+    env=_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
 
 
 def _wait_for_epoch(workdir, epoch, proc, timeout=300):
   import time  # pylint: disable=g-import-not-at-top
+
   deadline = time.time() + timeout
   path = workdir / "metrics.jsonl"
   while time.time() < deadline and proc.poll() is None:
@@ -237,6 +296,7 @@ def _finish(workdir):
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
 def test_signal_saves_and_resume_completes_identically(tmp_path, straight_run, signame):
   import signal  # pylint: disable=g-import-not-at-top
+
   signum = getattr(signal, signame)
   proc = _start(tmp_path / "run")
   assert _wait_for_epoch(tmp_path / "run", 2, proc), "the run ended before it could be stopped"
@@ -254,6 +314,7 @@ def test_kill_9_at_any_point_resumes_to_the_same_result(tmp_path, straight_run):
   # One run killed three times: after epochs 1, 4 and 7, each time resumed
   # from what the kill left; it ends where the uninterrupted run ends.
   import signal  # pylint: disable=g-import-not-at-top
+
   for kill_after in (1, 4, 7):
     proc = _start(tmp_path / "run")
     assert _wait_for_epoch(tmp_path / "run", kill_after, proc), kill_after
@@ -276,6 +337,7 @@ def test_damaged_newest_checkpoint_falls_back_to_previous(tmp_path, straight_run
   proc = _start(tmp_path / "run")
   assert _wait_for_epoch(tmp_path / "run", 5, proc)
   import signal  # pylint: disable=g-import-not-at-top
+
   proc.send_signal(signal.SIGKILL)
   proc.communicate(timeout=60)
   ckdir = tmp_path / "run" / "checkpoints"
@@ -306,6 +368,7 @@ def test_unusable_workdir_is_a_clear_error_before_training(tmp_path):
 @pytest.mark.parametrize("name", ["mnist_pbt", "fashion_mnist_pbt", "cifar10_pbt"])
 def test_launcher_file_based_configs_on_generated_copies(tmp_path, name):
   from hpjax.data import testing as data_lib  # pylint: disable=g-import-not-at-top
+
   if name == "cifar10_pbt":
     data_dir = data_lib.write_fake_cifar10(str(tmp_path / "cifar"), n_per_batch=12)
     extra = ["--config.batch_size=16", "--config.model.convs_per_stage=1"]
@@ -313,10 +376,16 @@ def test_launcher_file_based_configs_on_generated_copies(tmp_path, name):
     data_dir = data_lib.write_fake_mnist(str(tmp_path / "idx"), n_train=120, n_test=40, gz=True)
     extra = ["--config.model.dense=16"]
   config = os.path.join(ROOT, "experiments", "configs", f"{name}.py")
-  r = _run(config, tmp_path / "mnist",
-      f"--config.data.data_dir={data_dir}",
-      "--config.population=4", "--config.epochs=2", "--config.model.width=4",
-      "--config.model.depth=1", *extra)
+  r = _run(
+    config,
+    tmp_path / "mnist",
+    f"--config.data.data_dir={data_dir}",
+    "--config.population=4",
+    "--config.epochs=2",
+    "--config.model.width=4",
+    "--config.model.depth=1",
+    *extra,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   summary = json.loads((tmp_path / "mnist" / "summary.json").read_text())
   assert summary["members"] == 4 and 0.0 <= summary["test"]["accuracy"] <= 1.0
@@ -326,5 +395,6 @@ def test_mistyped_config_field_is_one_clear_line(tmp_path):
   r = _launch(tmp_path / "typo", "--config.populaton=3")
   assert r.returncode == 1
   assert r.stderr.strip().splitlines() == [
-      "error: --config: no field 'populaton'; did you mean 'population'?"]
+    "error: --config: no field 'populaton'; did you mean 'population'?"
+  ]
   assert not (tmp_path / "typo").exists()

@@ -19,8 +19,12 @@ from hpjax import tuner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "experiments", "examples", "my_config.py")
-SMALL = ["--config.population=4", "--config.epochs=2", "--config.data.max_train=200",
-         "--config.report=False"]
+SMALL = [
+  "--config.population=4",
+  "--config.epochs=2",
+  "--config.data.max_train=200",
+  "--config.report=False",
+]
 
 
 def _env(path=None):
@@ -34,8 +38,13 @@ def _env(path=None):
 
 def _run(workdir, *args, config=CONFIG, path=None):
   return subprocess.run(
-      [sys.executable, "-m", "experiments.tune", f"--config={config}", f"--workdir={workdir}",
-       *args], cwd=ROOT, env=_env(path), capture_output=True, text=True, timeout=600)
+    [sys.executable, "-m", "experiments.tune", f"--config={config}", f"--workdir={workdir}", *args],
+    cwd=ROOT,
+    env=_env(path),
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +67,10 @@ def test_example_trains_the_users_model_ranked_by_the_users_metric(example_run):
   assert summary["members"] == 4 and summary["member_epochs"] == 8
   assert summary["fitness"] == "error" and summary["mode"] == "min"  # the user's metric ranks
   assert set(summary["val"]) == {"error", "top2", "loss"} and set(summary["test"]) == {
-      "error", "top2", "loss"}
+    "error",
+    "top2",
+    "loss",
+  }
   hp = summary["hyperparameters"]
   assert hp["hidden"] == 32 and hp["channels"] in (8, 16) and 0.0 <= hp["noise"]
   rows = _jsonl(workdir / "metrics.jsonl")
@@ -96,8 +108,11 @@ def test_best_config_retrains_the_users_model(tmp_path, example_run):
   assert best["model"]["factory"] == "experiments.examples.my_model:CNN"
   assert best["population"] == 1 and set(best["space"]) == {"channels", "noise"}
   from_json = os.path.join(ROOT, "experiments", "configs", "from_json.py")
-  r = _run(tmp_path / "retrained", "--config.report=False",
-           config=f"{from_json}:{workdir / 'best' / 'config.json'}")
+  r = _run(
+    tmp_path / "retrained",
+    "--config.report=False",
+    config=f"{from_json}:{workdir / 'best' / 'config.json'}",
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   again = json.loads((tmp_path / "retrained" / "summary.json").read_text())
   summary = json.loads((workdir / "summary.json").read_text())
@@ -135,9 +150,9 @@ def _one_error(r, *words):
 
 # The user's modules of the bad cases, written to a directory on PYTHONPATH.
 MODULES = {
-    "raises_inside.py": "import os\nraise RuntimeError('the user module fails')\n",
-    "imports_missing.py": "import surely_not_installed_xyz\n",
-    "objects.py": textwrap.dedent("""\
+  "raises_inside.py": "import os\nraise RuntimeError('the user module fails')\n",
+  "imports_missing.py": "import surely_not_installed_xyz\n",
+  "objects.py": textwrap.dedent("""\
         WIDTH = 3
         def name():
           return "digits"
@@ -149,30 +164,53 @@ MODULES = {
 }
 
 BAD = [
-    ("model.factory=experiments.examples.my_model.CNN", ["config.model.factory",
-                                                         "is not an import string",
-                                                         "module.path:name"]),
-    ("model.factory=no_such_module_xyz:CNN", ["config.model.factory",
-                                              "no module named 'no_such_module_xyz'"]),
-    ("model.factory=raises_inside:CNN", ["config.model.factory", "module 'raises_inside' was "
-                                         "found but importing it failed", "RuntimeError: the "
-                                         "user module fails", "raises_inside.py, line 2"]),
-    ("model.factory=imports_missing:CNN", ["config.model.factory", "module 'imports_missing' "
-                                           "was found but importing it failed",
-                                           "No module named 'surely_not_installed_xyz'"]),
-    ("model.factory=experiments.examples.my_model:CNNN", ["config.model.factory",
-                                                          "has no attribute 'CNNN'",
-                                                          "did you mean 'CNN'"]),
-    ("model.factory=objects:WIDTH", ["config.model.factory", "'objects:WIDTH' is an int, not an "
-                                     "nnx.Module class"]),
-    ("data.source=objects:failing", ["config.data.source", "'objects:failing' raised ValueError: "
-                                     "no data today", "objects.py, line 5"]),
-    ("data.source=objects:name", ["config.data.source", "returned a str; it must return (x, y)"]),
-    ("data.source=objects:nothing", ["config.data.source", "has no attribute 'nothing'"]),
-    ("loss=objects:WIDTH", ["config.loss", "is an int, not a function"]),
-    ("loss=focal", ["config.loss", "unknown value 'focal'", "import string"]),
-    ("metric=objects:metric", ["config.metric", "is a function, not an hpjax.Metric"]),
-    ("fitness=accuracy", ["config.fitness", "unknown value 'accuracy'; allowed: error, top2, loss"]),
+  (
+    "model.factory=experiments.examples.my_model.CNN",
+    ["config.model.factory", "is not an import string", "module.path:name"],
+  ),
+  (
+    "model.factory=no_such_module_xyz:CNN",
+    ["config.model.factory", "no module named 'no_such_module_xyz'"],
+  ),
+  (
+    "model.factory=raises_inside:CNN",
+    [
+      "config.model.factory",
+      "module 'raises_inside' was found but importing it failed",
+      "RuntimeError: the user module fails",
+      "raises_inside.py, line 2",
+    ],
+  ),
+  (
+    "model.factory=imports_missing:CNN",
+    [
+      "config.model.factory",
+      "module 'imports_missing' was found but importing it failed",
+      "No module named 'surely_not_installed_xyz'",
+    ],
+  ),
+  (
+    "model.factory=experiments.examples.my_model:CNNN",
+    ["config.model.factory", "has no attribute 'CNNN'", "did you mean 'CNN'"],
+  ),
+  (
+    "model.factory=objects:WIDTH",
+    ["config.model.factory", "'objects:WIDTH' is an int, not an nnx.Module class"],
+  ),
+  (
+    "data.source=objects:failing",
+    [
+      "config.data.source",
+      "'objects:failing' raised ValueError: no data today",
+      "objects.py, line 5",
+    ],
+  ),
+  ("data.source=objects:name", ["config.data.source", "returned a str; it must return (x, y)"]),
+  ("data.source=objects:nothing", ["config.data.source", "has no attribute 'nothing'"]),
+  ("loss=objects:WIDTH", ["config.loss", "is an int, not a function"]),
+  ("loss=focal", ["config.loss", "unknown value 'focal'", "import string"]),
+  ("metric=objects:metric", ["config.metric", "is a function, not an hpjax.Metric"]),
+  ("fitness=accuracy", ["config.fitness", "unknown value 'accuracy'; allowed: error, top2, loss"]),
 ]
 
 
@@ -192,17 +230,27 @@ def test_a_factory_on_a_built_in_config_refuses_a_changed_built_in_field(tmp_pat
   # The built-in fields at their defaults are left out for the factory;
   # depth=3 was set on purpose, and CNN does not take it.
   sweep = os.path.join(ROOT, "experiments", "configs", "digits_sweep.py")
-  r = _run(tmp_path / "run", *SMALL, "--config.model.factory=experiments.examples.my_model:CNN",
-           "--config.model.depth=3", config=sweep)
-  _one_error(r, "config.model.depth: experiments.examples.my_model:CNN takes no argument "
-             "'depth' (it takes: channels, hidden)")
+  r = _run(
+    tmp_path / "run",
+    *SMALL,
+    "--config.model.factory=experiments.examples.my_model:CNN",
+    "--config.model.depth=3",
+    config=sweep,
+  )
+  _one_error(
+    r,
+    "config.model.depth: experiments.examples.my_model:CNN takes no argument "
+    "'depth' (it takes: channels, hidden)",
+  )
   assert not (tmp_path / "run").exists()
 
 
 def test_example_config_builds_without_training():
   from experiments.examples import my_config  # pylint: disable=g-import-not-at-top
+
   assert "python -m experiments.tune --config=experiments/examples/my_config.py" in (
-      my_config.__doc__)
+    my_config.__doc__
+  )
   c = my_config.get_config()
   cfg = config_lib.validate(c)
   assert set(cfg["model"]) == {"factory", "hidden"}  # no built-in name filled in
@@ -217,6 +265,7 @@ def test_example_config_builds_without_training():
 
 def test_a_factory_ignores_built_in_model_defaults_but_not_changed_ones():
   from experiments.examples import my_config  # pylint: disable=g-import-not-at-top
+
   c = my_config.get_config().to_dict()
   # A model section made from the defaults, as --config.model.factory on a
   # built-in config would leave it: the built-in names still at theirs.
@@ -231,6 +280,7 @@ def test_a_factory_ignores_built_in_model_defaults_but_not_changed_ones():
 
 def test_an_older_workdir_config_without_the_import_fields_resumes(tmp_path):
   from experiments.configs import digits_sweep  # pylint: disable=g-import-not-at-top
+
   cfg = config_lib.validate(digits_sweep.get_config())
   old = json.loads(json.dumps(cfg))
   del old["loss"], old["metric"], old["model"]["factory"]

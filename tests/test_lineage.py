@@ -14,8 +14,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _row(epoch, member, lr):
-  return {"epoch": epoch, "member": member, "val_accuracy": 0.5,
-          "hparams": {"learning_rate": lr, "optimizer": "sgd", "batch_size": 16, "model": {}}}
+  return {
+    "epoch": epoch,
+    "member": member,
+    "val_accuracy": 0.5,
+    "hparams": {"learning_rate": lr, "optimizer": "sgd", "batch_size": 16, "model": {}},
+  }
 
 
 def _rows(epochs, members):
@@ -65,8 +69,12 @@ def test_schedule_errors_name_the_problem():
 
 
 def test_check_schedule_validates_and_pads():
-  doc = {"schedule": [{"epoch": 1, "hparams": {"learning_rate": 0.1, "batch_size": 16}},
-                      {"epoch": 2, "hparams": {"learning_rate": 0.2, "batch_size": 16}}]}
+  doc = {
+    "schedule": [
+      {"epoch": 1, "hparams": {"learning_rate": 0.1, "batch_size": 16}},
+      {"epoch": 2, "hparams": {"learning_rate": 0.2, "batch_size": 16}},
+    ]
+  }
   per_epoch = lineage.check_schedule(doc, 4)
   assert [h["learning_rate"] for h in per_epoch] == [0.1, 0.2, 0.2, 0.2]
   assert lineage.check_schedule([{"learning_rate": 0.3}], 2) == [{"learning_rate": 0.3}] * 2
@@ -102,6 +110,7 @@ def test_read_jsonl_notes_what_it_skips(tmp_path):
 
 def _tiny_config(**overrides):
   from experiments.configs import digits_pbt  # pylint: disable=g-import-not-at-top
+
   c = digits_pbt.get_config().to_dict()
   c.update(population=6, epochs=3, progress=False, report=False)
   c["data"]["max_train"] = 300
@@ -134,7 +143,8 @@ def test_run_exports_the_best_members_schedule(pbt_run):
   assert [s["hparams"]["learning_rate"] for s in doc["schedule"]] == expected[::-1]
   # The last epoch's hyperparameters are the ones the summary reports.
   assert doc["schedule"][-1]["hparams"]["learning_rate"] == pytest.approx(
-      summary["hyperparameters"]["learning_rate"])
+    summary["hyperparameters"]["learning_rate"]
+  )
   retrain = json.load(open(os.path.join(workdir, "best", "config.json")))
   assert retrain["population"] == 1 and retrain["controller"] == {"name": "none"}
   assert len(retrain["hparam_schedule"]) == 3
@@ -147,6 +157,7 @@ def test_exported_model_reproduces_the_best_members_accuracy(pbt_run, digits):
   assert meta["member"] == summary["best_member"] and params
   from hpjax import data as data_lib  # pylint: disable=g-import-not-at-top
   from hpjax.results import Results  # pylint: disable=g-import-not-at-top
+
   data = data_lib.load_dataset("digits", seed=0, max_train=300)
   # Rebuilt from the files alone (a new process would do the same).
   logits = Results.load(workdir).predict(data.x_val)
@@ -157,9 +168,11 @@ def test_exported_model_reproduces_the_best_members_accuracy(pbt_run, digits):
 
 def test_replay_applies_the_schedule_each_epoch(tmp_path):
   hp = {"learning_rate": 0.05, "optimizer": "sgd", "activation": "tanh", "batch_size": 16}
-  schedule = [{"epoch": 1, "hparams": hp},
-              {"epoch": 2, "hparams": {**hp, "learning_rate": 0.0}},   # frozen
-              {"epoch": 3, "hparams": {**hp, "optimizer": "adam", "learning_rate": 0.01}}]
+  schedule = [
+    {"epoch": 1, "hparams": hp},
+    {"epoch": 2, "hparams": {**hp, "learning_rate": 0.0}},  # frozen
+    {"epoch": 3, "hparams": {**hp, "optimizer": "adam", "learning_rate": 0.01}},
+  ]
   cfg = _tiny_config(population=1, space={}, controller={"name": "none"}, hparam_schedule=schedule)
   summary = tuner.run(cfg, str(tmp_path / "replay"), log=lambda s: None)
   rows = lineage.read_jsonl(str(tmp_path / "replay" / "metrics.jsonl"))
@@ -174,16 +187,32 @@ def test_replay_applies_the_schedule_each_epoch(tmp_path):
 def test_replay_refuses_a_population_or_a_controller(tmp_path):
   schedule = [{"learning_rate": 0.05}]
   with pytest.raises(ValueError, match="config.population: must be 1 when replaying"):
-    tuner.run(_tiny_config(controller={"name": "none"}, hparam_schedule=schedule),
-              str(tmp_path / "a"), log=lambda s: None)
+    tuner.run(
+      _tiny_config(controller={"name": "none"}, hparam_schedule=schedule),
+      str(tmp_path / "a"),
+      log=lambda s: None,
+    )
   with pytest.raises(ValueError, match="config.controller.name: must be 'none'"):
-    tuner.run(_tiny_config(population=1, hparam_schedule=schedule), str(tmp_path / "b"),
-              log=lambda s: None)
+    tuner.run(
+      _tiny_config(population=1, hparam_schedule=schedule), str(tmp_path / "b"), log=lambda s: None
+    )
   with pytest.raises(ValueError, match="config.space: must be empty when replaying"):
-    tuner.run(_tiny_config(population=1, controller={"name": "none"}, hparam_schedule=schedule),
-              str(tmp_path / "d"), log=lambda s: None)
-  with pytest.raises(ValueError, match=r"config.hparam_schedule\[0\]: activation: unknown value .softsign."):
-    tuner.run(_tiny_config(population=1, controller={"name": "none"}, space={},
-                           hparam_schedule=[{"activation": "softsign"}]),
-              str(tmp_path / "c"), log=lambda s: None)
+    tuner.run(
+      _tiny_config(population=1, controller={"name": "none"}, hparam_schedule=schedule),
+      str(tmp_path / "d"),
+      log=lambda s: None,
+    )
+  with pytest.raises(
+    ValueError, match=r"config.hparam_schedule\[0\]: activation: unknown value .softsign."
+  ):
+    tuner.run(
+      _tiny_config(
+        population=1,
+        controller={"name": "none"},
+        space={},
+        hparam_schedule=[{"activation": "softsign"}],
+      ),
+      str(tmp_path / "c"),
+      log=lambda s: None,
+    )
   assert not any((tmp_path / d).exists() for d in "abcd")

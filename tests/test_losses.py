@@ -30,7 +30,8 @@ def test_selected_loss_is_the_one_computed():
 def test_label_smoothing():
   logits, labels = _batch()
   smooth = optax.softmax_cross_entropy(
-      logits, optax.smooth_labels(jax.nn.one_hot(labels, 4), 0.2)).mean()
+    logits, optax.smooth_labels(jax.nn.one_hot(labels, 4), 0.2)
+  ).mean()
   got = losses.loss(0, ("cross_entropy",), logits, labels, 4, label_smoothing=0.2)
   assert float(got) == pytest.approx(float(smooth), rel=1e-6)
   assert float(got) != pytest.approx(float(losses.loss(0, ("cross_entropy",), logits, labels, 4)))

@@ -21,13 +21,13 @@ def _synthetic(rates, n_points=20):
   for r in rates:
     if r < 2e-2:
       # Speed in log-rate: a bump centred on log10(3e-3).
-      speed = 0.3 * math.exp(-((math.log10(r) - math.log10(3e-3)) / 0.6) ** 2)
+      speed = 0.3 * math.exp(-(((math.log10(r) - math.log10(3e-3)) / 0.6) ** 2))
       curves.append(2.3 * np.exp(-speed * t))
     elif r < 5e-2:
       curves.append(2.3 * np.exp(0.05 * t))  # rises to ~5.9: above 1.5 x initial
     else:
       c = 2.3 * np.exp(0.3 * t)
-      c[n_points // 2:] = np.nan
+      c[n_points // 2 :] = np.nan
       curves.append(c)
   return np.stack(curves)
 
@@ -47,12 +47,21 @@ def test_log_spaced_rates():
   np.testing.assert_allclose(np.diff(np.log(RATES)), np.log(10) / 2)
 
 
-@pytest.mark.parametrize("args, field", [
-    ((0.0, 1.0, 3), "lo"), ((-1e-3, 1.0, 3), "lo"), ((math.nan, 1.0, 3), "lo"),
+@pytest.mark.parametrize(
+  "args, field",
+  [
+    ((0.0, 1.0, 3), "lo"),
+    ((-1e-3, 1.0, 3), "lo"),
+    ((math.nan, 1.0, 3), "lo"),
     (("1e-3", 1.0, 3), "lo"),
-    ((1e-3, 1e-3, 3), "hi"), ((1e-3, 1e-4, 3), "hi"), ((1e-3, math.inf, 3), "hi"),
-    ((1e-3, 1e-1, 1), "n"), ((1e-3, 1e-1, 2.0), "n"), ((1e-3, 1e-1, True), "n"),
-])
+    ((1e-3, 1e-3, 3), "hi"),
+    ((1e-3, 1e-4, 3), "hi"),
+    ((1e-3, math.inf, 3), "hi"),
+    ((1e-3, 1e-1, 1), "n"),
+    ((1e-3, 1e-1, 2.0), "n"),
+    ((1e-3, 1e-1, True), "n"),
+  ],
+)
 def test_log_spaced_rates_validation(args, field):
   with pytest.raises(ValueError, match=rf"^{field}: ") as e:
     lr_range.log_spaced_rates(*args)
@@ -69,7 +78,7 @@ def test_synthetic_sweep():
   np.testing.assert_array_equal(res.rates, RATES)
   # 3e-2 grows past 1.5x its start, 1e-1 goes NaN; nothing else diverges.
   assert res.diverged.tolist() == [False] * 7 + [True, True]
-  assert res.best_rate == pytest.approx(10 ** -2.5)  # the medium band, 3.2e-3
+  assert res.best_rate == pytest.approx(10**-2.5)  # the medium band, 3.2e-3
   lo, hi = res.suggested_range
   assert lo == pytest.approx(1e-3) and hi == pytest.approx(1e-2)
   # Contiguous: every rate in [lo, hi] qualifies and did not diverge.
@@ -192,15 +201,17 @@ def _collapse_sweep(top=(2.31, 2.38, 2.45)):
 def test_collapse_to_chance_at_the_top_is_flagged():
   rates, curves = _collapse_sweep()
   res = lr_range.analyse(rates, curves)
-  assert res.best_rate == pytest.approx(10 ** -2.5)
+  assert res.best_rate == pytest.approx(10**-2.5)
   # Before: final 2.31-2.45 against 2.30 at the start is below 1.5 x the
   # initial loss, and nothing was flagged.
   assert res.diverged.tolist() == [False] * 6 + [True] * 3
   lo, hi = res.suggested_range
-  assert lo == pytest.approx(10 ** -3.5) and hi == pytest.approx(10 ** -1.5)
+  assert lo == pytest.approx(10**-3.5) and hi == pytest.approx(10**-1.5)
   text = lr_range.describe(res)
-  assert text == ("loss falls fastest at lr 3.2e-03; useful range 3.2e-04 – 3.2e-02; "
-                  "too high (no progress) from 1.0e-01; too low (slow) below 3.2e-04")
+  assert text == (
+    "loss falls fastest at lr 3.2e-03; useful range 3.2e-04 – 3.2e-02; "
+    "too high (no progress) from 1.0e-01; too low (slow) below 3.2e-04"
+  )
   assert res.no_progress.tolist() == [False] * 6 + [True] * 3
   # The small rate removed less than 10 % too, but it is slow, not flagged.
   assert 0 < res.slopes[0] < 0.1 and not res.no_progress[0] and not res.diverged[0]
@@ -224,7 +235,7 @@ def test_no_progress_is_excluded_from_the_range():
   rates, curves = _collapse_sweep(top=(2.28, 2.38, 2.45))
   res = lr_range.analyse(rates, curves, range_fraction=0.005)
   assert res.slopes[6] > 0.005 * res.slopes[3]
-  assert res.suggested_range == (pytest.approx(1e-4), pytest.approx(10 ** -1.5))
+  assert res.suggested_range == (pytest.approx(1e-4), pytest.approx(10**-1.5))
   assert res.no_progress[6] and res.diverged[6]
 
 
@@ -237,8 +248,9 @@ def test_min_progress():
   res = lr_range.analyse(rates, curves, min_progress=0.6)
   assert res.no_progress.tolist() == [False] * 6 + [True] * 3
   # ... and the threshold is exact: 1 - 0.75 = 0.25 is not below 0.25.
-  res = lr_range.analyse([1e-3, 1e-2, 1e-1], [[1.0, 0.5], [1.0, 0.75], [1.0, 0.75000001]],
-                         min_progress=0.25)
+  res = lr_range.analyse(
+    [1e-3, 1e-2, 1e-1], [[1.0, 0.5], [1.0, 0.75], [1.0, 0.75000001]], min_progress=0.25
+  )
   assert res.no_progress.tolist() == [False, False, True]
   # Nothing above the best rate: nothing to flag.
   assert not lr_range.analyse(rates[:4], curves[:4]).no_progress.any()
@@ -271,8 +283,10 @@ def test_describe_names_both_reasons_at_the_top():
 def test_describe_mentions_the_numbers():
   res = lr_range.analyse(RATES, _synthetic(RATES))
   text = lr_range.describe(res)
-  assert text == ("loss falls fastest at lr 3.2e-03; useful range 1.0e-03 – 1.0e-02; "
-                  "too high (diverged) from 3.2e-02; too low (slow) below 1.0e-03")
+  assert text == (
+    "loss falls fastest at lr 3.2e-03; useful range 1.0e-03 – 1.0e-02; "
+    "too high (diverged) from 3.2e-02; too low (slow) below 1.0e-03"
+  )
   assert "\n" not in text
 
 
@@ -293,7 +307,9 @@ def test_describe_rejects_other_types():
 # Validation.
 
 
-@pytest.mark.parametrize("rates, curves, kwargs, field", [
+@pytest.mark.parametrize(
+  "rates, curves, kwargs, field",
+  [
     ([1e-3], [[1.0, 0.5]], {}, "rates"),
     ([[1e-3, 1e-2]], [[1.0, 0.5], [1.0, 0.5]], {}, "rates"),
     ([0.0, 1e-2], [[1.0, 0.5], [1.0, 0.5]], {}, "rates"),
@@ -311,7 +327,8 @@ def test_describe_rejects_other_types():
     ([1e-3, 1e-2], [[1.0, 0.5], [1.0, 0.5]], {"min_progress": -0.1}, "min_progress"),
     ([1e-3, 1e-2], [[1.0, 0.5], [1.0, 0.5]], {"min_progress": 1.0}, "min_progress"),
     ([1e-3, 1e-2], [[1.0, 0.5], [1.0, 0.5]], {"min_progress": "0.1"}, "min_progress"),
-])
+  ],
+)
 def test_analyse_validation(rates, curves, kwargs, field):
   with pytest.raises(ValueError, match=rf"^{field}: ") as e:
     lr_range.analyse(rates, curves, **kwargs)

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import functools
 
+from flax import nnx
 import flax.linen
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
-from jax import lax
 
-from hpjax.hparams import HParams, TracedChoice
 from hpjax import nn
-from hpjax.models import ACTIVATIONS, FAMILIES, builtin
+from hpjax.hparams import HParams
+from hpjax.hparams import TracedChoice
+from hpjax.models import ACTIVATIONS
+from hpjax.models import builtin
+from hpjax.models import FAMILIES
 
 NAMES = ("relu", "tanh", "sigmoid")
 IMAGE_FAMILIES = ("vgg", "resnet", "inception")
@@ -38,8 +40,16 @@ def _rngs(seed):
 
 
 def _model(family, input_shape, *, seed=0, **kw):
-  return builtin(family=family, depth=2, width=4, dense=8, **kw, input_shape=input_shape,
-                 num_outputs=10, rngs=_rngs(seed))
+  return builtin(
+    family=family,
+    depth=2,
+    width=4,
+    dense=8,
+    **kw,
+    input_shape=input_shape,
+    num_outputs=10,
+    rngs=_rngs(seed),
+  )
 
 
 def _hp(act, rate=0.0, *, train=False, key=None):
@@ -113,9 +123,18 @@ def test_deep_models_on_small_inputs(family):
   # at 1x1 (7x5 -> 4x3 -> 2x2 -> 1x1), Inception skips pools that would go
   # below 2 (7x5 -> 3x2, then none). Shapes only (tracing).
   shape = (7, 5, 2)
-  model = nnx.eval_shape(lambda: builtin(family=family, depth=4, width=2, convs_per_stage=2,
-                                         batch_norm=True, input_shape=shape, num_outputs=3,
-                                         rngs=nnx.Rngs(0)))
+  model = nnx.eval_shape(
+    lambda: builtin(
+      family=family,
+      depth=4,
+      width=2,
+      convs_per_stage=2,
+      batch_norm=True,
+      input_shape=shape,
+      num_outputs=3,
+      rngs=nnx.Rngs(0),
+    )
+  )
   graphdef, state = nnx.split(model)
 
   def forward(state, x):
@@ -144,8 +163,11 @@ def test_inception_structure():
   assert blocks[1].b5.conv.kernel.shape == (5, 5, 4, 8)
   assert model.pool_after == (True, False)
   assert model.out.in_features == 32
-  deep = nnx.eval_shape(lambda: builtin(family="inception", depth=4, width=2,
-                                        input_shape=(8, 8, 1), num_outputs=10, rngs=nnx.Rngs(0)))
+  deep = nnx.eval_shape(
+    lambda: builtin(
+      family="inception", depth=4, width=2, input_shape=(8, 8, 1), num_outputs=10, rngs=nnx.Rngs(0)
+    )
+  )
   assert deep.pool_after == (True, True, False, False)  # 8 -> 4 -> 2, then no pool
 
 
@@ -163,7 +185,6 @@ def test_batch_stats_update_only_in_train_mode(family):
   _, after_train = _run(model, x, train=True)
   for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after_train)):
     assert not np.allclose(a, b)
-
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -254,8 +275,9 @@ def test_activation_matches_table_python_index():
     np.testing.assert_allclose(ours[i], table[i], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(single[i], table[i], rtol=1e-5, atol=1e-6)
   # Eagerly, with a plain Python int.
-  np.testing.assert_allclose(nn.activation(x, 2, ALL_NAMES), ACTIVATIONS[ALL_NAMES[2]](x),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    nn.activation(x, 2, ALL_NAMES), ACTIVATIONS[ALL_NAMES[2]](x), rtol=1e-5, atol=1e-6
+  )
 
 
 def test_activation_matches_table_under_vmap():
@@ -280,7 +302,8 @@ def test_max_pool_matches_flax(hw):
   x = _inputs((*hw, 3), seed=4)  # random normals: no ties, so gradients are unique
   ours = _value_and_grad_of_squares(lambda x: nn.max_pool(x, 2))(x)
   ref = _value_and_grad_of_squares(
-      lambda x: flax.linen.max_pool(x, (2, 2), strides=(2, 2), padding="VALID"))(x)
+    lambda x: flax.linen.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+  )(x)
   np.testing.assert_array_equal(ours[0], ref[0])
   np.testing.assert_array_equal(ours[0], nnx.max_pool(x, (2, 2), (2, 2), "VALID"))
   np.testing.assert_allclose(ours[1], ref[1], rtol=1e-6, atol=1e-6)
@@ -291,7 +314,7 @@ def _first_max_pool(x, window=2):
   its first maximum in row-major order (``argmax`` takes the first)."""
   b, h, w, c = x.shape
   ho, wo = h // window, w // window
-  win = x[:, :ho * window, :wo * window, :].reshape(b, ho, window, wo, window, c)
+  win = x[:, : ho * window, : wo * window, :].reshape(b, ho, window, wo, window, c)
   win = win.transpose(0, 1, 3, 5, 2, 4).reshape(b, ho, wo, c, window * window)
   first = jnp.argmax(win, axis=-1)[..., None]
   return jnp.take_along_axis(win, first, axis=-1)[..., 0]
@@ -302,7 +325,7 @@ def _tied_windows(x, window=2):
   x = np.asarray(x)
   b, h, w, c = x.shape
   ho, wo = h // window, w // window
-  win = x[:, :ho * window, :wo * window, :].reshape(b, ho, window, wo, window, c)
+  win = x[:, : ho * window, : wo * window, :].reshape(b, ho, window, wo, window, c)
   return np.mean((win == win.max(axis=(2, 4), keepdims=True)).sum(axis=(2, 4)) > 1)
 
 
@@ -311,6 +334,7 @@ def _weighted_sum_grad(pool):
   def loss(x):
     y = pool(x)
     return jnp.sum(y * jax.random.normal(jax.random.key(9), y.shape))
+
   return fast_jit(jax.grad(loss))
 
 
@@ -335,7 +359,8 @@ def test_max_pool_ties_gradient_goes_to_the_first_maximum(digits):
     np.testing.assert_array_equal(nn.max_pool(x, 2), _first_max_pool(x))
     np.testing.assert_allclose(ours, _weighted_sum_grad(_first_max_pool)(x), rtol=1e-6, atol=1e-6)
     flax_grad = _weighted_sum_grad(
-        lambda x: flax.linen.max_pool(x, (2, 2), strides=(2, 2), padding="VALID"))(x)
+      lambda x: flax.linen.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+    )(x)
     np.testing.assert_allclose(ours, flax_grad, rtol=1e-6, atol=1e-6)
     # One nonzero per window: the gradient's total is the pooled gradient's.
     assert np.count_nonzero(ours) == np.prod(nn.max_pool(x, 2).shape)
@@ -365,6 +390,7 @@ def test_max_pool_ties_first_conv_kernel_gradient(digits, monkeypatch, act):
     def loss(p):
       out = _mode(nnx.merge(graphdef, p, stats), False)(x, _hp(act))
       return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(out), y[:, None], axis=1))
+
     # A fresh jit: traced with whichever max_pool the model finds now.
     return fast_jit(jax.grad(loss))(params)["convs"][0]["kernel"][...]
 
@@ -382,23 +408,25 @@ def test_max_pool_nan_propagates_and_takes_the_gradient():
   np.testing.assert_array_equal(y, nnx.max_pool(x, (2, 2), (2, 2), "VALID"))
   assert np.isnan(y[0, 0, 0, 0]) and np.isnan(y).sum() == 1
   (grad,) = vjp(jnp.arange(1.0, 5.0).reshape(1, 2, 2, 1))
-  np.testing.assert_array_equal(grad[0, :, :, 0], [[0, 0, 2, 0], [1, 0, 0, 0], [3, 0, 4, 0],
-                                                   [0, 0, 0, 0]])
+  np.testing.assert_array_equal(
+    grad[0, :, :, 0], [[0, 0, 2, 0], [1, 0, 0, 0], [3, 0, 4, 0], [0, 0, 0, 0]]
+  )
 
 
 def test_max_pool_same_ties_match_reduce_window():
   # jnp.maximum splits a tie 0.5 / 0.5; max_pool_same gives each window's
   # gradient to its first maximum, as lax.reduce_window does.
-  np.testing.assert_array_equal(
-      jax.grad(jnp.maximum, argnums=(0, 1))(1.0, 1.0), (0.5, 0.5))
+  np.testing.assert_array_equal(jax.grad(jnp.maximum, argnums=(0, 1))(1.0, 1.0), (0.5, 0.5))
   x = np.zeros((2, 6, 7, 2), np.float32)
   x[:, 1:4, 2:6] = 9.0
   x[0, 4, 0] = 3.0
   ours = _weighted_sum_grad(lambda x: nn.max_pool_same(x, 3))(x)
   ref = _weighted_sum_grad(
-      lambda x: flax.linen.max_pool(x, (3, 3), strides=(1, 1), padding="SAME"))(x)
-  np.testing.assert_array_equal(nn.max_pool_same(x, 3),
-                                flax.linen.max_pool(x, (3, 3), strides=(1, 1), padding="SAME"))
+    lambda x: flax.linen.max_pool(x, (3, 3), strides=(1, 1), padding="SAME")
+  )(x)
+  np.testing.assert_array_equal(
+    nn.max_pool_same(x, 3), flax.linen.max_pool(x, (3, 3), strides=(1, 1), padding="SAME")
+  )
   np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6)
   x[1, 2, 3, 1] = np.nan  # a NaN propagates to its windows, as with jnp.maximum
   out = np.asarray(nn.max_pool_same(x, 3))
@@ -410,7 +438,8 @@ def test_max_pool_same_matches_flax(hw):
   x = _inputs((*hw, 3), seed=6)
   ours = _value_and_grad_of_squares(lambda x: nn.max_pool_same(x, 3))(x)
   ref = _value_and_grad_of_squares(
-      lambda x: flax.linen.max_pool(x, (3, 3), strides=(1, 1), padding="SAME"))(x)
+    lambda x: flax.linen.max_pool(x, (3, 3), strides=(1, 1), padding="SAME")
+  )(x)
   np.testing.assert_array_equal(ours[0], ref[0])
   np.testing.assert_allclose(ours[1], ref[1], rtol=1e-6, atol=1e-6)
 

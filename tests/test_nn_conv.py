@@ -16,15 +16,16 @@ import subprocess
 import sys
 import textwrap
 
+from flax import nnx
 import jax
+from jax import lax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
-from jax import lax
 
 import hpjax.nn
-from hpjax.nn import Conv, conv
+from hpjax.nn import Conv
+from hpjax.nn import conv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RTOL, ATOL = 1e-5, 1e-6
@@ -32,12 +33,12 @@ P, B, H, W, C, O = 3, 2, 7, 6, 3, 4
 
 # (kernel (kh, kw), strides, padding)
 GEOMETRIES = [
-    ((3, 3), 1, "SAME"),
-    ((3, 3), 2, "SAME"),
-    ((3, 3), 2, "VALID"),
-    ((1, 1), 1, "SAME"),
-    ((3, 2), (2, 1), ((2, 0), (1, 3))),
-    ((2, 3), 2, 1),
+  ((3, 3), 1, "SAME"),
+  ((3, 3), 2, "SAME"),
+  ((3, 3), 2, "VALID"),
+  ((1, 1), 1, "SAME"),
+  ((3, 2), (2, 1), ((2, 0), (1, 3))),
+  ((2, 3), 2, 1),
 ]
 
 
@@ -46,8 +47,9 @@ def _ref(x, kernel, strides=1, padding="SAME"):
   strides = (strides, strides) if isinstance(strides, int) else strides
   if isinstance(padding, int):
     padding = ((padding, padding),) * 2
-  return lax.conv_general_dilated(x, kernel, strides, padding,
-                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return lax.conv_general_dilated(
+    x, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
 
 
 def _data(kshape=(3, 3), members=P, seed=0):
@@ -95,8 +97,9 @@ def test_alone_matches_lax_conv(kshape, strides, padding):
 
 
 @pytest.mark.parametrize("impl", ["auto", "slices"])
-@pytest.mark.parametrize("in_axes", [(0, 0), (None, 0), (0, None)],
-                         ids=["x_and_kernel", "shared_x", "shared_kernel"])
+@pytest.mark.parametrize(
+  "in_axes", [(0, 0), (None, 0), (0, None)], ids=["x_and_kernel", "shared_x", "shared_kernel"]
+)
 @pytest.mark.parametrize("kshape,strides,padding", [GEOMETRIES[0], GEOMETRIES[2], GEOMETRIES[4]])
 def test_vmap_over_members(kshape, strides, padding, in_axes, impl):
   xs, ks = _data(kshape)
@@ -130,14 +133,17 @@ def test_paths_chosen_by_input_channels(channels):
   for x_axis in (None, 0):
     x = xs if x_axis == 0 else xs[0]
     run = lambda f, x=x, x_axis=x_axis: jax.jit(
-        jax.vmap(jax.value_and_grad(f, (0, 1)), in_axes=(x_axis, 0)))(x, ks[0])
+      jax.vmap(jax.value_and_grad(f, (0, 1)), in_axes=(x_axis, 0))
+    )(x, ks[0])
     _close(run(ours), run(stock))
-    total = lambda f, x=x, x_axis=x_axis: jax.jit(jax.grad(
-        lambda a, b: jax.vmap(f, in_axes=(x_axis, 0))(a, b).sum(), (0, 1)))(x, ks[0])
+    total = lambda f, x=x, x_axis=x_axis: jax.jit(
+      jax.grad(lambda a, b: jax.vmap(f, in_axes=(x_axis, 0))(a, b).sum(), (0, 1))
+    )(x, ks[0])
     _close(total(ours), total(stock))
     # Nested: an outer vmap over the kernels only.
-    nested = lambda f, x=x, x_axis=x_axis: jax.jit(jax.vmap(
-        jax.vmap(jax.value_and_grad(f, (0, 1)), in_axes=(x_axis, 0)), in_axes=(None, 0)))(x, ks)
+    nested = lambda f, x=x, x_axis=x_axis: jax.jit(
+      jax.vmap(jax.vmap(jax.value_and_grad(f, (0, 1)), in_axes=(x_axis, 0)), in_axes=(None, 0))
+    )(x, ks)
     _close(nested(ours), nested(stock))
 
 
@@ -250,8 +256,14 @@ _SHARD_MAP = textwrap.dedent("""
 
 def test_shard_map_on_two_devices():
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="2")
-  r = subprocess.run([sys.executable, "-c", _SHARD_MAP], cwd=ROOT, env=env, capture_output=True,
-                     text=True, timeout=600)
+  r = subprocess.run(
+    [sys.executable, "-c", _SHARD_MAP],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert r.returncode == 0, r.stderr[-4000:]
   assert "shard_map OK" in r.stdout
 
@@ -262,11 +274,13 @@ def test_fallback_options_and_errors():
   k = jnp.asarray(rng.normal(size=(3, 3, 4, O)), jnp.float32)
   dn = ("NHWC", "HWIO", "NHWC")
   cases = {
-      "kernel_dilation": (dict(kernel_dilation=2), dict(rhs_dilation=(2, 2))),
-      # (lax has no 'SAME' with input dilation: explicit pads.)
-      "input_dilation": (dict(input_dilation=2, padding=((1, 1), (1, 1))),
-                         dict(lhs_dilation=(2, 2), padding=((1, 1), (1, 1)))),
-      "feature_group_count": (dict(feature_group_count=2), dict(feature_group_count=2)),
+    "kernel_dilation": (dict(kernel_dilation=2), dict(rhs_dilation=(2, 2))),
+    # (lax has no 'SAME' with input dilation: explicit pads.)
+    "input_dilation": (
+      dict(input_dilation=2, padding=((1, 1), (1, 1))),
+      dict(lhs_dilation=(2, 2), padding=((1, 1), (1, 1))),
+    ),
+    "feature_group_count": (dict(feature_group_count=2), dict(feature_group_count=2)),
   }
   for name, (ours_kw, lax_kw) in cases.items():
     kk = k[:, :, :2] if name == "feature_group_count" else k
@@ -303,9 +317,13 @@ def test_conv_is_nnx_conv_with_the_same_constructor_and_init():
     assert ours[name].default is p.default or ours[name].default == p.default, name
   assert {"Conv", "conv"} <= set(hpjax.nn.__all__)
   # (An int kernel_size is a 1-D kernel, in nnx.Conv and here.)
-  for kw in [dict(), dict(kernel_size=(3, 2), strides=2, padding="VALID", use_bias=False),
-             dict(kernel_init=nnx.initializers.normal(1.0), bias_init=nnx.initializers.ones),
-             dict(kernel_size=(3,)), dict(feature_group_count=3, in_features=6)]:
+  for kw in [
+    dict(),
+    dict(kernel_size=(3, 2), strides=2, padding="VALID", use_bias=False),
+    dict(kernel_init=nnx.initializers.normal(1.0), bias_init=nnx.initializers.ones),
+    dict(kernel_size=(3,)),
+    dict(feature_group_count=3, in_features=6),
+  ]:
     kw = dict(dict(in_features=3, out_features=4, kernel_size=(3, 3)), **kw)
     a = Conv(**kw, rngs=nnx.Rngs(params=7))
     b = nnx.Conv(**kw, rngs=nnx.Rngs(params=7))
@@ -317,20 +335,25 @@ def test_conv_is_nnx_conv_with_the_same_constructor_and_init():
   # The same Rngs stream advances the same way: the next draw agrees too.
   ra, rb = nnx.Rngs(3), nnx.Rngs(3)
   Conv(3, 4, (3, 3), rngs=ra), nnx.Conv(3, 4, (3, 3), rngs=rb)
-  np.testing.assert_array_equal(np.asarray(jax.random.key_data(ra.params())),
-                                np.asarray(jax.random.key_data(rb.params())))
+  np.testing.assert_array_equal(
+    np.asarray(jax.random.key_data(ra.params())), np.asarray(jax.random.key_data(rb.params()))
+  )
   with pytest.raises(ValueError, match="impl: unknown value"):
     Conv(3, 4, 3, impl="grouped", rngs=nnx.Rngs(0))
 
 
-@pytest.mark.parametrize("options", [
+@pytest.mark.parametrize(
+  "options",
+  [
     dict(),
     dict(strides=2, padding="VALID"),
     dict(kernel_size=(3, 2), padding=((1, 0), (2, 1)), use_bias=False),
     dict(padding="CIRCULAR", strides=(1, 2)),
     dict(padding="REFLECT", mask=jnp.tril(jnp.ones((3, 3, C, O)))),
     dict(padding=2, bias_init=nnx.initializers.normal(1.0)),
-], ids=["default", "stride2_valid", "explicit_pairs", "circular", "reflect_mask", "int_pad"])
+  ],
+  ids=["default", "stride2_valid", "explicit_pairs", "circular", "reflect_mask", "int_pad"],
+)
 def test_layer_matches_nnx_conv(options):
   kw = dict(dict(in_features=C, out_features=O, kernel_size=(3, 3)), **options)
   x = _data()[0][0]
@@ -351,24 +374,39 @@ def test_layer_matches_nnx_conv(options):
 def test_layer_fallbacks_match_nnx_conv_and_slices_names_the_option():
   rng = np.random.default_rng(3)
   cases = {
-      "kernel_dilation": (dict(in_features=4, out_features=O, kernel_size=(3, 3),
-                               kernel_dilation=2),
-                          (B, H, W, 4)),
-      "input_dilation": (dict(in_features=4, out_features=O, kernel_size=(3, 3), input_dilation=2,
-                              padding=1),
-                         (B, H, W, 4)),
-      "feature_group_count": (dict(in_features=4, out_features=O, kernel_size=(3, 3),
-                                   feature_group_count=2), (B, H, W, 4)),
-      "1-D convolution": (dict(in_features=4, out_features=O, kernel_size=(3,), padding="CAUSAL"),
-                          (B, W, 4)),
-      "3-D convolution": (dict(in_features=4, out_features=O, kernel_size=(2, 2, 2)),
-                          (B, 4, H, W, 4)),
-      "preferred_element_type": (dict(in_features=4, out_features=O, kernel_size=(3, 3),
-                                      preferred_element_type=jnp.float32), (B, H, W, 4)),
-      "custom conv_general_dilated": (dict(in_features=4, out_features=O, kernel_size=(3, 3),
-                                           conv_general_dilated=lambda *a, **k: (
-                                               lax.conv_general_dilated(*a, **k))),
-                                      (B, H, W, 4)),
+    "kernel_dilation": (
+      dict(in_features=4, out_features=O, kernel_size=(3, 3), kernel_dilation=2),
+      (B, H, W, 4),
+    ),
+    "input_dilation": (
+      dict(in_features=4, out_features=O, kernel_size=(3, 3), input_dilation=2, padding=1),
+      (B, H, W, 4),
+    ),
+    "feature_group_count": (
+      dict(in_features=4, out_features=O, kernel_size=(3, 3), feature_group_count=2),
+      (B, H, W, 4),
+    ),
+    "1-D convolution": (
+      dict(in_features=4, out_features=O, kernel_size=(3,), padding="CAUSAL"),
+      (B, W, 4),
+    ),
+    "3-D convolution": (
+      dict(in_features=4, out_features=O, kernel_size=(2, 2, 2)),
+      (B, 4, H, W, 4),
+    ),
+    "preferred_element_type": (
+      dict(in_features=4, out_features=O, kernel_size=(3, 3), preferred_element_type=jnp.float32),
+      (B, H, W, 4),
+    ),
+    "custom conv_general_dilated": (
+      dict(
+        in_features=4,
+        out_features=O,
+        kernel_size=(3, 3),
+        conv_general_dilated=lambda *a, **k: lax.conv_general_dilated(*a, **k),
+      ),
+      (B, H, W, 4),
+    ),
   }
   for name, (kw, shape) in cases.items():
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
@@ -379,8 +417,10 @@ def test_layer_fallbacks_match_nnx_conv_and_slices_names_the_option():
   # impl='xla' is nnx.Conv's own call.
   x = jnp.asarray(rng.normal(size=(B, H, W, C)), jnp.float32)
   kw = dict(in_features=C, out_features=O, kernel_size=(3, 3), strides=2)
-  np.testing.assert_array_equal(np.asarray(Conv(**kw, impl="xla", rngs=nnx.Rngs(0))(x)),
-                                np.asarray(nnx.Conv(**kw, rngs=nnx.Rngs(0))(x)))
+  np.testing.assert_array_equal(
+    np.asarray(Conv(**kw, impl="xla", rngs=nnx.Rngs(0))(x)),
+    np.asarray(nnx.Conv(**kw, rngs=nnx.Rngs(0))(x)),
+  )
   # Reduced precision follows nnx.Conv's dtype promotion.
   kw = dict(in_features=C, out_features=O, kernel_size=(3, 3), dtype=jnp.bfloat16)
   a = Conv(**kw, rngs=nnx.Rngs(0))(x)
@@ -431,7 +471,7 @@ def test_nnx_model_vmapped_over_members(shared_batch):
 def test_documented_autodiff_limits():
   x, k = _data()
   x, k = x[0], k[0] * 0.1
-  f = lambda impl: (lambda k: jnp.sum(jnp.sin(conv(x, k, impl=impl))))
+  f = lambda impl: lambda k: jnp.sum(jnp.sin(conv(x, k, impl=impl)))
   with pytest.raises(TypeError, match="forward-mode"):
     jax.jvp(f("auto"), (k,), (k,))
   with pytest.raises(ValueError, match="Linearization failed"):

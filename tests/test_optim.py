@@ -8,17 +8,19 @@ import pytest
 
 from hpjax import optim
 
-HP = dict(learning_rate=0.05, momentum=0.8, b1=0.8, b2=0.99, eps=1e-6, weight_decay=0.01,
-          rms_decay=0.7)
+HP = dict(
+  learning_rate=0.05, momentum=0.8, b1=0.8, b2=0.99, eps=1e-6, weight_decay=0.01, rms_decay=0.7
+)
 
 REFERENCES = {
-    "sgd": optax.chain(optax.add_decayed_weights(0.01), optax.sgd(0.05)),
-    "momentum": optax.chain(optax.add_decayed_weights(0.01), optax.sgd(0.05, momentum=0.8)),
-    "nesterov": optax.chain(optax.add_decayed_weights(0.01),
-                            optax.sgd(0.05, momentum=0.8, nesterov=True)),
-    "rmsprop": optax.chain(optax.add_decayed_weights(0.01), optax.rmsprop(0.05, decay=0.7, eps=1e-6)),
-    "adam": optax.chain(optax.add_decayed_weights(0.01), optax.adam(0.05, b1=0.8, b2=0.99, eps=1e-6)),
-    "adamw": optax.adamw(0.05, b1=0.8, b2=0.99, eps=1e-6, weight_decay=0.01),
+  "sgd": optax.chain(optax.add_decayed_weights(0.01), optax.sgd(0.05)),
+  "momentum": optax.chain(optax.add_decayed_weights(0.01), optax.sgd(0.05, momentum=0.8)),
+  "nesterov": optax.chain(
+    optax.add_decayed_weights(0.01), optax.sgd(0.05, momentum=0.8, nesterov=True)
+  ),
+  "rmsprop": optax.chain(optax.add_decayed_weights(0.01), optax.rmsprop(0.05, decay=0.7, eps=1e-6)),
+  "adam": optax.chain(optax.add_decayed_weights(0.01), optax.adam(0.05, b1=0.8, b2=0.99, eps=1e-6)),
+  "adamw": optax.adamw(0.05, b1=0.8, b2=0.99, eps=1e-6, weight_decay=0.01),
 }
 
 
@@ -80,8 +82,9 @@ def test_learning_rate_zero_leaves_params_unchanged():
 def test_weight_decay_shrinks_weights(family):
   params = _params()
   zeros = jax.tree.map(jnp.zeros_like, params)
-  opt = optim.make_optimizer(learning_rate=0.1, optimizer=optim.family_index(family),
-                             weight_decay=0.5)
+  opt = optim.make_optimizer(
+    learning_rate=0.1, optimizer=optim.family_index(family), weight_decay=0.5
+  )
   u, _ = opt.update(zeros, opt.init(params), params)
   new = optax.apply_updates(params, u)
   np.testing.assert_allclose(new["w"], params["w"] * (1 - 0.1 * 0.5), rtol=1e-6)
@@ -101,10 +104,13 @@ def test_hyperparams_are_injected_and_settable():
   np.testing.assert_array_equal(u["w"], np.zeros((3, 4)))
 
 
-@pytest.mark.parametrize("kind,expected", [
+@pytest.mark.parametrize(
+  "kind,expected",
+  [
     ("constant", [1.0, 1.0, 1.0, 1.0]),
     ("warmup", [0.0, 0.5, 1.0, 1.0]),
-])
+  ],
+)
 def test_schedule_factor(kind, expected):
   s = optim.EpochSchedule(kind=kind, warmup_epochs=2.0, total_epochs=10.0)
   np.testing.assert_allclose(s.factor(jnp.array([0.0, 1.0, 2.0, 5.0])), expected, atol=1e-6)
@@ -113,8 +119,9 @@ def test_schedule_factor(kind, expected):
 @pytest.mark.parametrize("kind", ["cosine", "warmup_cosine"])
 def test_epoch_schedules_match_optax_at_every_step(kind):
   # 7 updates per epoch over 3 epochs: progress = step / 7 epochs.
-  s = optim.EpochSchedule(kind=kind, warmup_epochs=1.0 if kind == "warmup_cosine" else 0.0,
-                          total_epochs=3.0, alpha=0.1)
+  s = optim.EpochSchedule(
+    kind=kind, warmup_epochs=1.0 if kind == "warmup_cosine" else 0.0, total_epochs=3.0, alpha=0.1
+  )
   if kind == "cosine":
     ref = optax.cosine_decay_schedule(1.0, 21, 0.1)
   else:

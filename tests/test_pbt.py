@@ -10,17 +10,24 @@ from hpjax.controllers import pbt
 from hpjax.controllers.pbt import PBT
 
 SPACE = {
-    "learning_rate": S.Float(1e-4, 1e-1, log=True),
-    "dropout": S.Float(0.0, 0.5),
-    "optimizer": S.Choice(("sgd", "rmsprop", "adam")),
-    "batch_size": S.Choice((16, 32), ordered=True),
+  "learning_rate": S.Float(1e-4, 1e-1, log=True),
+  "dropout": S.Float(0.0, 0.5),
+  "optimizer": S.Choice(("sgd", "rmsprop", "adam")),
+  "batch_size": S.Choice((16, 32), ordered=True),
 }
 
 
 def _hparams(p, batch_sizes=None):
   batch_sizes = batch_sizes or [32] * p
-  return [{"learning_rate": 1e-3 * (i + 1), "dropout": 0.1, "optimizer": "adam",
-           "batch_size": batch_sizes[i]} for i in range(p)]
+  return [
+    {
+      "learning_rate": 1e-3 * (i + 1),
+      "dropout": 0.1,
+      "optimizer": "adam",
+      "batch_size": batch_sizes[i],
+    }
+    for i in range(p)
+  ]
 
 
 # Batch size as in a population where it is structural (a compiled group per
@@ -33,8 +40,16 @@ def _plan(fitness, hparams=None, groups=None, cfg=PBT(), seed=0, **kw):
   p = len(fitness)
   hparams = hparams if hparams is not None else _hparams(p)
   groups = np.zeros(p, int) if groups is None else np.asarray(groups)
-  return pbt.exploit_explore(np.asarray(fitness, float), hparams, SPACE, groups, cfg,
-                             np.random.default_rng(seed), generation=kw.pop("generation", 1), **kw)
+  return pbt.exploit_explore(
+    np.asarray(fitness, float),
+    hparams,
+    SPACE,
+    groups,
+    cfg,
+    np.random.default_rng(seed),
+    generation=kw.pop("generation", 1),
+    **kw,
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -74,7 +89,9 @@ def test_quantile_size():
 # Configuration.
 
 
-@pytest.mark.parametrize("kwargs, words", [
+@pytest.mark.parametrize(
+  "kwargs, words",
+  [
     ({"quantile_fraction": 0.0}, "pbt.quantile_fraction: must be in (0, 0.5]"),
     ({"quantile_fraction": 0.6}, "pbt.quantile_fraction: must be in (0, 0.5]"),
     ({"interval": 0}, "pbt.interval"),
@@ -82,7 +99,8 @@ def test_quantile_size():
     ({"resample_probability": -0.1}, "pbt.resample_probability: must be in [0, 1]"),
     ({"perturbation_factors": ()}, "pbt.perturbation_factors"),
     ({"perturbation_factors": (0.8, 0.0)}, "pbt.perturbation_factors"),
-])
+  ],
+)
 def test_invalid_configs(kwargs, words):
   with pytest.raises(ValueError) as e:
     PBT(**kwargs).validate()
@@ -202,8 +220,16 @@ def test_explore_changes_only_vectorized_dims_within_bounds():
   space = {**SPACE, "depth": S.Choice((1, 2, 3))}
   hp = [{**h, "depth": 2, "note": "kept"} for h in _hparams(8)]
   for seed in range(30):
-    plan = pbt.exploit_explore(np.arange(8.0), hp, space, np.zeros(8, int), PBT(),
-                               np.random.default_rng(seed), generation=3, structural=STRUCTURAL)
+    plan = pbt.exploit_explore(
+      np.arange(8.0),
+      hp,
+      space,
+      np.zeros(8, int),
+      PBT(),
+      np.random.default_rng(seed),
+      generation=3,
+      structural=STRUCTURAL,
+    )
     for i in plan.replaced.tolist():
       new, donor = plan.hparams[i], hp[plan.donors[i]]
       assert new["depth"] == donor["depth"] and new["batch_size"] == donor["batch_size"]
@@ -258,15 +284,24 @@ def test_events_record_old_and_new_values():
 
 def test_bad_inputs():
   with pytest.raises(ValueError, match=r"hparams: needs one dict per member \(3\), got 2"):
-    pbt.exploit_explore(np.zeros(3), _hparams(2), SPACE, np.zeros(3, int), PBT(),
-                        np.random.default_rng(), 1)
+    pbt.exploit_explore(
+      np.zeros(3), _hparams(2), SPACE, np.zeros(3, int), PBT(), np.random.default_rng(), 1
+    )
   with pytest.raises(ValueError, match="groups: must be an int array"):
-    pbt.exploit_explore(np.zeros(3), _hparams(3), SPACE, np.zeros(2, int), PBT(),
-                        np.random.default_rng(), 1)
+    pbt.exploit_explore(
+      np.zeros(3), _hparams(3), SPACE, np.zeros(2, int), PBT(), np.random.default_rng(), 1
+    )
   with pytest.raises(ValueError, match=r"hparams\[0\]: missing 'dropout'"):
-    pbt.exploit_explore(np.zeros(2), [{"learning_rate": 1e-3, "optimizer": "adam"}] * 2, SPACE,
-                        np.zeros(2, int), PBT(), np.random.default_rng(), 1,
-                        structural=STRUCTURAL)
+    pbt.exploit_explore(
+      np.zeros(2),
+      [{"learning_rate": 1e-3, "optimizer": "adam"}] * 2,
+      SPACE,
+      np.zeros(2, int),
+      PBT(),
+      np.random.default_rng(),
+      1,
+      structural=STRUCTURAL,
+    )
   with pytest.raises(ValueError, match="rng: must be a numpy.random.Generator"):
     pbt.exploit_explore(np.zeros(2), _hparams(2), SPACE, np.zeros(2, int), PBT(), 0, 1)
 
@@ -288,4 +323,3 @@ def test_a_traced_batch_size_is_explored_like_any_value():
       assert {donor["batch_size"], new["batch_size"]} == {16, 32}  # the only neighbour
       moved.add((hp[i]["batch_size"], donor["batch_size"]))
   assert (16, 32) in moved or (32, 16) in moved  # a copy across batch sizes happened
-

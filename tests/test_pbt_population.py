@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import numpy as np
 
 import hpjax
-from hpjax import population as pop_lib
 from hpjax import space as space_lib
 from hpjax.controllers import pbt
 
@@ -13,10 +12,12 @@ TINY = dict(family="vgg", depth=1, width=4, dense=16)
 
 
 def test_diverged_members_are_replaced_and_training_goes_on(digits_small):
-  members = [hpjax.Member(**TINY, optimizer="sgd", learning_rate=1e4),
-             hpjax.Member(**TINY, optimizer="adam", learning_rate=1e-2),
-             hpjax.Member(**TINY, optimizer="sgd", learning_rate=1e4),
-             hpjax.Member(**TINY, optimizer="adam", learning_rate=2e-2)]
+  members = [
+    hpjax.Member(**TINY, optimizer="sgd", learning_rate=1e4),
+    hpjax.Member(**TINY, optimizer="adam", learning_rate=1e-2),
+    hpjax.Member(**TINY, optimizer="sgd", learning_rate=1e4),
+    hpjax.Member(**TINY, optimizer="adam", learning_rate=2e-2),
+  ]
   pop = hpjax.Population(members, digits_small, seed=0, candidates={"activation": ("relu",)})
   for _ in range(4):  # tiny members on 256 examples: 4 epochs to clear 0.4 (0.60, 0.79)
     pop.train_epoch()
@@ -32,8 +33,15 @@ def test_diverged_members_are_replaced_and_training_goes_on(digits_small):
 
   space = {"learning_rate": space_lib.Float(1e-4, 1e4, log=True)}
   cfg = pbt.PBT(quantile_fraction=0.5, resample_probability=0.0)
-  plan = pbt.exploit_explore(val["accuracy"], pop.hparams(), space, pop.group_ids(), cfg,
-                             np.random.default_rng(0), generation=1)
+  plan = pbt.exploit_explore(
+    val["accuracy"],
+    pop.hparams(),
+    space,
+    pop.group_ids(),
+    cfg,
+    np.random.default_rng(0),
+    generation=1,
+  )
   replaced = sorted(int(t) for t in np.flatnonzero(plan.donors != np.arange(4)))
   assert replaced == [0, 2]
   assert set(plan.donors[[0, 2]].tolist()) <= {1, 3}

@@ -5,15 +5,12 @@ import dataclasses
 
 import chex
 import jax
-import jax.numpy as jnp
+from jax._src import dispatch  # event names of JAX's own compile monitoring
 import numpy as np
 import pytest
-from jax._src import dispatch  # event names of JAX's own compile monitoring
 
 import hpjax
 from hpjax import engine
-from hpjax import optim
-from hpjax import population as pop_lib
 
 TINY = dict(family="vgg", depth=1, width=4, dense=16)
 ACTS = ("relu", "tanh", "sigmoid")
@@ -21,18 +18,25 @@ ACTS = ("relu", "tanh", "sigmoid")
 
 def _members():
   return [
-      hpjax.Member(learning_rate=0.01, optimizer="adam", activation="relu", **TINY),
-      hpjax.Member(learning_rate=0.1, optimizer="sgd", activation="tanh", **TINY),
-      hpjax.Member(learning_rate=0.003, optimizer="rmsprop", activation="sigmoid", **TINY,
-                   weight_decay=1e-3),
-      hpjax.Member(learning_rate=0.02, optimizer="nesterov", activation="relu", **TINY,
-                   dropout=0.3, loss="mse"),
+    hpjax.Member(learning_rate=0.01, optimizer="adam", activation="relu", **TINY),
+    hpjax.Member(learning_rate=0.1, optimizer="sgd", activation="tanh", **TINY),
+    hpjax.Member(
+      learning_rate=0.003, optimizer="rmsprop", activation="sigmoid", **TINY, weight_decay=1e-3
+    ),
+    hpjax.Member(
+      learning_rate=0.02, optimizer="nesterov", activation="relu", **TINY, dropout=0.3, loss="mse"
+    ),
   ]
 
 
 def _make(data, members, seed=0, **kw):
-  return hpjax.Population(members, data, seed=seed,
-                          candidates={"activation": ACTS, "loss": ("cross_entropy", "mse")}, **kw)
+  return hpjax.Population(
+    members,
+    data,
+    seed=seed,
+    candidates={"activation": ACTS, "loss": ("cross_entropy", "mse")},
+    **kw,
+  )
 
 
 def _leaves(state):
@@ -60,8 +64,8 @@ def test_vmap_never_mixes_members(digits_small):
   full_hp = together.hparam_arrays(together.members)
   keys = engine.member_keys(0, range(4))
   for i in range(4):
-    hp = {k: v[i:i + 1] for k, v in full_hp.items()}
-    alone = fns.init(keys[i:i + 1], hp)
+    hp = {k: v[i : i + 1] for k, v in full_hp.items()}
+    alone = fns.init(keys[i : i + 1], hp)
     for _ in range(2):
       alone, _ = fns.train_epoch(alone, digits_small.x_train, digits_small.y_train)
     for a, b in zip(_leaves(together.groups[0].state), _leaves(alone)):
@@ -106,13 +110,15 @@ def test_activation_index_changes_outputs(digits_small):
 
 def test_selected_loss_is_the_one_computed(digits_small):
   import optax  # pylint: disable=g-import-not-at-top
+
   p = _make(digits_small, [_members()[0], _members()[0].replace(loss="mse")])
   # Member 1 copies member 0's weights: only the loss index differs. With a
   # learning rate of 0 an epoch's train loss is the selected loss over the whole
   # training set (256 examples, 8 batches of 32: every example once).
   g = p.groups[0]
-  g.state = engine.set_hparams(engine.take(g.state, [0, 0]),
-                                {"loss": np.array([0, 1]), "learning_rate": np.zeros(2)})
+  g.state = engine.set_hparams(
+    engine.take(g.state, [0, 0]), {"loss": np.array([0, 1]), "learning_rate": np.zeros(2)}
+  )
   logits = np.asarray(g.fns.predict(g.state, digits_small.x_train))[0]
   y = np.asarray(digits_small.y_train)
   ce = float(optax.softmax_cross_entropy_with_integer_labels(logits, y).mean())
@@ -120,14 +126,20 @@ def test_selected_loss_is_the_one_computed(digits_small):
   np.testing.assert_allclose(p.train_epoch()["train_loss"], [ce, mse], rtol=1e-4)
   # Validation loss is one objective for both (cross-entropy), whatever each trains with.
   val_logits = np.asarray(g.fns.predict(g.state, digits_small.x_val))[0]
-  val_ce = float(optax.softmax_cross_entropy_with_integer_labels(
-      val_logits, np.asarray(digits_small.y_val)).mean())
+  val_ce = float(
+    optax.softmax_cross_entropy_with_integer_labels(
+      val_logits, np.asarray(digits_small.y_val)
+    ).mean()
+  )
   np.testing.assert_allclose(p.evaluate("val")["loss"], [val_ce, val_ce], rtol=1e-4)
 
 
 def test_structural_hyperparameters_split_groups(digits_small):
-  members = [hpjax.Member(**TINY, batch_size=16), hpjax.Member(**TINY, batch_size=32),
-             hpjax.Member(**TINY, batch_size=16, learning_rate=0.1)]
+  members = [
+    hpjax.Member(**TINY, batch_size=16),
+    hpjax.Member(**TINY, batch_size=32),
+    hpjax.Member(**TINY, batch_size=16, learning_rate=0.1),
+  ]
   p = _make(digits_small, members, batch_mode="structural")
   assert sorted(g.members for g in p.groups) == [[0, 2], [1]]
   # Traced (the default when sizes are multiples): one program for all sizes.
@@ -156,9 +168,13 @@ def test_no_recompiles_after_first_epoch(digits_small):
     p.evaluate("test")
     g = p.groups[0]
     # A controller-style exploit (gather) and explore (new vectorized values).
-    g.state = engine.set_hparams(engine.take(g.state, [1, 1, 2, 3]),
-                                  {"learning_rate": np.full(4, 0.05, np.float32),
-                                   "activation": np.array([2, 1, 0, 1], np.int32)})
+    g.state = engine.set_hparams(
+      engine.take(g.state, [1, 1, 2, 3]),
+      {
+        "learning_rate": np.full(4, 0.05, np.float32),
+        "activation": np.array([2, 1, 0, 1], np.int32),
+      },
+    )
     p.hparams()
 
   generation()  # the first generation compiles everything
@@ -186,23 +202,27 @@ def test_bad_member_values(digits_small):
 
 def test_regression_population():
   data = hpjax.load_dataset("diabetes", seed=0)
-  members = [hpjax.Member(family="mlp", depth=1, width=16, learning_rate=lr,
-                          loss=loss, batch_size=16)
-             for lr, loss in ((1e-2, "mse"), (3e-2, "huber"))]
+  members = [
+    hpjax.Member(family="mlp", depth=1, width=16, learning_rate=lr, loss=loss, batch_size=16)
+    for lr, loss in ((1e-2, "mse"), (3e-2, "huber"))
+  ]
   p = hpjax.Population(members, data, seed=0)
   first = p.evaluate("val")["mse"]
   for _ in range(5):
     p.train_epoch()
   last = p.evaluate("val")["mse"]
-  assert np.all(last < first) and np.all(last < 1.0)  # standardized targets: 1.0 = predicting the mean
+  assert np.all(last < first) and np.all(
+    last < 1.0
+  )  # standardized targets: 1.0 = predicting the mean
 
 
 @pytest.mark.parametrize("chunk", [0, 1, 2])
 def test_member_chunking_does_not_change_results(digits_small, chunk):
   p = _make(digits_small, _members())
   g = p.groups[0]
-  ref_state, ref = g.fns.train_epoch(engine.take(g.state, np.arange(4)), digits_small.x_train,
-                                     digits_small.y_train)
+  ref_state, ref = g.fns.train_epoch(
+    engine.take(g.state, np.arange(4)), digits_small.x_train, digits_small.y_train
+  )
   fns = engine.group_functions(dataclasses.replace(g.fns.spec, member_chunk=chunk))
   state, got = fns.train_epoch(g.state, digits_small.x_train, digits_small.y_train)
   np.testing.assert_allclose(got["train_loss"], ref["train_loss"], rtol=1e-5)
@@ -229,8 +249,9 @@ def test_shared_order_feeds_every_member_the_same_batches(digits_small, chunk):
   for shared in (False, True):
     spec = dataclasses.replace(g.fns.spec, shared_order=shared, member_chunk=chunk)
     fns = engine.group_functions(spec)
-    state, m = fns.train_epoch(engine.take(twins, np.arange(2)), digits_small.x_train,
-                               digits_small.y_train)
+    state, m = fns.train_epoch(
+      engine.take(twins, np.arange(2)), digits_small.x_train, digits_small.y_train
+    )
     results[shared] = (state, m)
   own_state, own = results[False]
   assert not np.allclose(_leaves(own_state)[0][0], _leaves(own_state)[0][1])
@@ -239,14 +260,16 @@ def test_shared_order_feeds_every_member_the_same_batches(digits_small, chunk):
   for leaf in _leaves(shared_state):
     np.testing.assert_array_equal(leaf[0], leaf[1])
   # The next epoch draws another shared order: training goes on, deterministically.
-  again, m2 = engine.group_functions(dataclasses.replace(
-      g.fns.spec, shared_order=True, member_chunk=chunk)).train_epoch(
-          shared_state, digits_small.x_train, digits_small.y_train)
+  again, m2 = engine.group_functions(
+    dataclasses.replace(g.fns.spec, shared_order=True, member_chunk=chunk)
+  ).train_epoch(shared_state, digits_small.x_train, digits_small.y_train)
   assert m2["train_loss"][0] == m2["train_loss"][1] < shared["train_loss"][0]
 
 
 def test_population_shared_order_option(digits_small):
-  p = hpjax.Population(_members()[:2], digits_small, candidates={"activation": ACTS}, shared_order=True)
+  p = hpjax.Population(
+    _members()[:2], digits_small, candidates={"activation": ACTS}, shared_order=True
+  )
   assert all(g.fns.spec.shared_order and g.fns.spec.order_seed == 0 for g in p.groups)
   p.train_epoch()
   assert np.all(np.isfinite(p.evaluate("val")["loss"]))
@@ -294,7 +317,8 @@ def test_exploit_copies_donor_exactly_and_explore_sets_values(digits_small):
   h3 = p.hparams()[3]
   assert h3["learning_rate"] == pytest.approx(0.123) and h3["activation"] == "sigmoid"
   assert h3["optimizer"] == "sgd"
-  assert {k: v for k, v in h3.items() if k not in ("learning_rate", "activation", "optimizer")} == \
-      {k: v for k, v in hps[0].items() if k not in ("learning_rate", "activation", "optimizer")}
+  assert {k: v for k, v in h3.items() if k not in ("learning_rate", "activation", "optimizer")} == {
+    k: v for k, v in hps[0].items() if k not in ("learning_rate", "activation", "optimizer")
+  }
   with pytest.raises(ValueError, match="activation: 'elu' is not among the compiled candidates"):
     p.set_member_hparams([dict(h, activation="elu") for h in hps])

@@ -43,11 +43,15 @@ def runs(tmp_path_factory):
   from experiments.configs import digits_lr_range  # pylint: disable=g-import-not-at-top
   from experiments.configs import digits_pbt  # pylint: disable=g-import-not-at-top
   from hpjax import tuner  # pylint: disable=g-import-not-at-top
+
   base = tmp_path_factory.mktemp("report_runs")
   lr = _tiny(digits_lr_range, epochs=2)
   lr.space.learning_rate.points = 4
-  configs = {"pbt": _tiny(digits_pbt, epochs=3), "lr": lr,
-             "halving": _tiny(digits_halving, epochs=3)}
+  configs = {
+    "pbt": _tiny(digits_pbt, epochs=3),
+    "lr": lr,
+    "halving": _tiny(digits_halving, epochs=3),
+  }
   out = {}
   for name, cfg in configs.items():
     out[name] = str(base / name)
@@ -57,8 +61,11 @@ def runs(tmp_path_factory):
 
 def _copy(src: str, dst) -> str:
   """A copy of a workdir without its checkpoints and previous report."""
-  shutil.copytree(src, dst, ignore=shutil.ignore_patterns(
-      "checkpoints", "tensorboard", "best", "plots", "report.json"))
+  shutil.copytree(
+    src,
+    dst,
+    ignore=shutil.ignore_patterns("checkpoints", "tensorboard", "best", "plots", "report.json"),
+  )
   return str(dst)
 
 
@@ -89,6 +96,7 @@ def _image(path: str) -> np.ndarray:
   assert head == PNG_SIGNATURE, path
   assert os.path.getsize(path) > 15_000, (path, os.path.getsize(path))
   from matplotlib import image  # pylint: disable=g-import-not-at-top
+
   img = image.imread(path)[..., :3]
   h, w = img.shape[:2]
   assert w >= 450 and h >= 300, (path, img.shape)
@@ -114,17 +122,27 @@ def test_pbt_run_produces_every_plot_and_a_report(runs, tmp_path):
   workdir = _copy(runs["pbt"], tmp_path / "pbt")
   summary_before = hashlib.sha256(open(os.path.join(workdir, "summary.json"), "rb").read())
   result = report.build_report(workdir)
-  assert _names(result) == {"learning_curves.png", "hparam_trajectories.png", "lineage.png",
-                            "fitness_vs_hparams.png", "parallel_coordinates.png"}
+  assert _names(result) == {
+    "learning_curves.png",
+    "hparam_trajectories.png",
+    "lineage.png",
+    "fitness_vs_hparams.png",
+    "parallel_coordinates.png",
+  }
   for path in result["plots"]:
     assert os.path.dirname(path) == os.path.join(workdir, "plots")
     img = _image(path)
-    if os.path.basename(path) in ("learning_curves.png", "hparam_trajectories.png",
-                                  "fitness_vs_hparams.png"):
+    if os.path.basename(path) in (
+      "learning_curves.png",
+      "hparam_trajectories.png",
+      "fitness_vs_hparams.png",
+    ):
       assert _has_colour(img, BEST_RGB), f"{path}: the best member is not highlighted"
   # summary.json is left alone; report.json holds the summary.
-  assert hashlib.sha256(open(os.path.join(workdir, "summary.json"), "rb").read()).digest() == \
-      summary_before.digest()
+  assert (
+    hashlib.sha256(open(os.path.join(workdir, "summary.json"), "rb").read()).digest()
+    == summary_before.digest()
+  )
   with open(os.path.join(workdir, "report.json")) as f:
     saved = json.load(f)
   s = result["summary"]
@@ -146,7 +164,8 @@ def test_best_member_and_summary_content(runs):
   assert s["val"]["accuracy"] == pytest.approx(best_row["val_accuracy"])
   assert s["val"]["loss"] == pytest.approx(best_row["val_loss"])
   assert s["hyperparameters"]["learning_rate"] == pytest.approx(
-      best_row["hparams"]["learning_rate"])
+    best_row["hparams"]["learning_rate"]
+  )
   assert s["status"] == "finished" and s["epochs_done"] == s["epochs"] == 3
   assert s["member_epochs"] == len(rows) == 12
   assert s["mode"] == "max" and s["fitness"] == "accuracy" and s["controller"] == "pbt"
@@ -172,8 +191,12 @@ def test_lr_range_run(runs, tmp_path):
   workdir = _copy(runs["lr"], tmp_path / "lr")
   result = report.build_report(workdir)
   # One searched dimension: no parallel coordinates; no PBT: no lineage.
-  assert _names(result) == {"learning_curves.png", "hparam_trajectories.png",
-                            "fitness_vs_hparams.png", "lr_range.png"}
+  assert _names(result) == {
+    "learning_curves.png",
+    "hparam_trajectories.png",
+    "fitness_vs_hparams.png",
+    "lr_range.png",
+  }
   for path in result["plots"]:
     _image(path)
   lr = result["summary"]["lr_range"]
@@ -260,9 +283,14 @@ def test_incomplete_last_epoch_is_left_out(runs, tmp_path):
 
 def _write_workdir(path, rows, *, fitness="loss", space=None, lr_range_test=False):
   os.makedirs(path)
-  config = {"population": len({r["member"] for r in rows}), "epochs": 3, "fitness": fitness,
-            "controller": {"name": "none"}, "lr_range_test": lr_range_test,
-            "space": space or {}}
+  config = {
+    "population": len({r["member"] for r in rows}),
+    "epochs": 3,
+    "fitness": fitness,
+    "controller": {"name": "none"},
+    "lr_range_test": lr_range_test,
+    "space": space or {},
+  }
   with open(os.path.join(path, "config.json"), "w") as f:
     json.dump(config, f)
   with open(os.path.join(path, "metrics.jsonl"), "w") as f:
@@ -273,8 +301,9 @@ def _write_workdir(path, rows, *, fitness="loss", space=None, lr_range_test=Fals
 
 def test_loss_fitness_ranks_min_first_and_nan_last(tmp_path):
   finals = {0: 0.9, 1: float("nan"), 2: 0.3, 3: 0.3, 4: 1.7}
-  rows = [{"epoch": e, "member": m, "val_loss": v + (2 - e)} for e in (1, 2) for m, v in
-          finals.items()]
+  rows = [
+    {"epoch": e, "member": m, "val_loss": v + (2 - e)} for e in (1, 2) for m, v in finals.items()
+  ]
   run = report.load_run(_write_workdir(tmp_path / "w", rows))
   assert report.ranking(run) == [2, 3, 0, 4, 1]  # tie 2/3: lower id first; NaN last
   s = report.summarize(run)
@@ -290,15 +319,31 @@ def test_loss_fitness_ranks_min_first_and_nan_last(tmp_path):
 
 def test_lr_range_plot_marks_diverged_rates(tmp_path):
   rates = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
-  curves = {1e-4: [2.3, 2.25, 2.2], 1e-3: [2.0, 1.5, 1.2], 1e-2: [1.0, 0.5, 0.3],
-            1e-1: [2.0, 3.0, 4.0], 1.0: [5.0, float("nan"), float("nan")]}
-  rows = [{"epoch": e + 1, "member": m, "val_loss": curves[r][e], "val_accuracy": 0.5,
-           "hparams": {"learning_rate": r, "optimizer": "adam", "model": {"width": 4}}}
-          for e in range(3) for m, r in enumerate(rates)]
-  space = {"learning_rate": {"type": "float", "lo": 1e-4, "hi": 1.0, "log": True, "points": 5},
-           "optimizer": {"type": "fixed", "value": "adam"}}
-  workdir = _write_workdir(tmp_path / "w", rows, fitness="accuracy", space=space,
-                           lr_range_test=True)
+  curves = {
+    1e-4: [2.3, 2.25, 2.2],
+    1e-3: [2.0, 1.5, 1.2],
+    1e-2: [1.0, 0.5, 0.3],
+    1e-1: [2.0, 3.0, 4.0],
+    1.0: [5.0, float("nan"), float("nan")],
+  }
+  rows = [
+    {
+      "epoch": e + 1,
+      "member": m,
+      "val_loss": curves[r][e],
+      "val_accuracy": 0.5,
+      "hparams": {"learning_rate": r, "optimizer": "adam", "model": {"width": 4}},
+    }
+    for e in range(3)
+    for m, r in enumerate(rates)
+  ]
+  space = {
+    "learning_rate": {"type": "float", "lo": 1e-4, "hi": 1.0, "log": True, "points": 5},
+    "optimizer": {"type": "fixed", "value": "adam"},
+  }
+  workdir = _write_workdir(
+    tmp_path / "w", rows, fitness="accuracy", space=space, lr_range_test=True
+  )
   run = report.load_run(workdir)
   s = report.summarize(run)
   lr = s["lr_range"]
@@ -335,8 +380,14 @@ def test_missing_files_raise_one_line_errors(tmp_path):
 
 def _cli(*args) -> subprocess.CompletedProcess:
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", "experiments.report", *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
+  return subprocess.run(
+    [sys.executable, "-m", "experiments.report", *args],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
 
 
 @pytest.mark.xdist_group("report_runs")

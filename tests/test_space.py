@@ -1,60 +1,90 @@
 """Search spaces: validation, initial sampling and PBT's perturbation (host only)."""
 
-import math
-
 import numpy as np
 import pytest
 
 from hpjax import space as S
 
-
 # ---------------------------------------------------------------------------
 # Validation.
 
 
-@pytest.mark.parametrize("cfg, words", [
-    ({"learning_rate": {"type": "float", "lo": 0.1, "hi": 0.01}},
-     ["learning_rate", "lo must be < hi"]),
-    ({"learning_rate": {"type": "float", "lo": 0.1, "hi": 0.1}},
-     ["learning_rate", "lo must be < hi"]),
+@pytest.mark.parametrize(
+  "cfg, words",
+  [
+    (
+      {"learning_rate": {"type": "float", "lo": 0.1, "hi": 0.01}},
+      ["learning_rate", "lo must be < hi"],
+    ),
+    (
+      {"learning_rate": {"type": "float", "lo": 0.1, "hi": 0.1}},
+      ["learning_rate", "lo must be < hi"],
+    ),
     ({"depth": {"type": "int", "lo": 4, "hi": 2}}, ["depth", "lo must be < hi"]),
-    ({"weight_decay": {"type": "float", "lo": 0.0, "hi": 1e-3, "log": True}},
-     ["weight_decay", "lo > 0"]),
+    (
+      {"weight_decay": {"type": "float", "lo": 0.0, "hi": 1e-3, "log": True}},
+      ["weight_decay", "lo > 0"],
+    ),
     ({"optimizer": {"type": "choice", "values": ()}}, ["optimizer", "empty"]),
-    ({"optimizer": {"type": "choice", "values": ("adam", "sgd", "adam")}},
-     ["optimizer", "duplicated"]),
+    (
+      {"optimizer": {"type": "choice", "values": ("adam", "sgd", "adam")}},
+      ["optimizer", "duplicated"],
+    ),
     ({"my-scale": {"type": "float", "lo": 0.1, "hi": 1.0}}, ["space", "identifiers", "my-scale"]),
-    ({"learning_rate": {"type": "float", "lo": 0.1, "hi": 1.0, "structural": True}},
-     ["space.learning_rate.structural", "traced hyperparameter of hpjax"]),
-    ({"optimizer": {"type": "choice", "values": ("sgd", "lion")}},
-     ["space.optimizer", "'lion'", "adam"]),
+    (
+      {"learning_rate": {"type": "float", "lo": 0.1, "hi": 1.0, "structural": True}},
+      ["space.learning_rate.structural", "traced hyperparameter of hpjax"],
+    ),
+    (
+      {"optimizer": {"type": "choice", "values": ("sgd", "lion")}},
+      ["space.optimizer", "'lion'", "adam"],
+    ),
     ({"activation": {"type": "fixed", "value": "mish"}}, ["space.activation", "'mish'", "relu"]),
-    ({"loss": {"type": "choice", "values": ("hinge",)}},
-     ["space.loss", "'hinge'", "cross_entropy"]),
-    ({"learning_rate": {"type": "floaty", "lo": 0.1, "hi": 1.0}},
-     ["learning_rate.type", "float, int, choice, fixed"]),
+    (
+      {"loss": {"type": "choice", "values": ("hinge",)}},
+      ["space.loss", "'hinge'", "cross_entropy"],
+    ),
+    (
+      {"learning_rate": {"type": "floaty", "lo": 0.1, "hi": 1.0}},
+      ["learning_rate.type", "float, int, choice, fixed"],
+    ),
     ({"learning_rate": {"type": "float", "lo": 0.1}}, ["learning_rate", "missing field 'hi'"]),
-    ({"learning_rate": {"type": "float", "lo": 1e-4, "hi": 0.1, "log_scale": True}},
-     ["learning_rate", "'log_scale'", "lo, hi, log, points"]),
-    ({"learning_rate": {"type": "float", "lo": "small", "hi": 0.1}},
-     ["learning_rate.lo", "number"]),
-    ({"learning_rate": {"type": "float", "lo": 1e-4, "hi": 0.1, "log": "yes"}},
-     ["learning_rate.log", "True or False"]),
+    (
+      {"learning_rate": {"type": "float", "lo": 1e-4, "hi": 0.1, "log_scale": True}},
+      ["learning_rate", "'log_scale'", "lo, hi, log, points"],
+    ),
+    (
+      {"learning_rate": {"type": "float", "lo": "small", "hi": 0.1}},
+      ["learning_rate.lo", "number"],
+    ),
+    (
+      {"learning_rate": {"type": "float", "lo": 1e-4, "hi": 0.1, "log": "yes"}},
+      ["learning_rate.log", "True or False"],
+    ),
     ({"depth": {"type": "int", "lo": 1.5, "hi": 4}}, ["depth.lo", "integer"]),
-    ({"learning_rate": {"type": "float", "lo": 1e-4, "hi": 0.1, "points": 1}},
-     ["learning_rate.points", ">= 2"]),
+    (
+      {"learning_rate": {"type": "float", "lo": 1e-4, "hi": 0.1, "points": 1}},
+      ["learning_rate.points", ">= 2"],
+    ),
     ({"depth": {"type": "int", "lo": 1, "hi": 3, "points": 5}}, ["depth.points", "at most 3"]),
     ({"optimizer": {"type": "choice", "values": "adam"}}, ["optimizer.values", "list"]),
     ({"dropout": {"type": "float", "lo": 0.0, "hi": 1.0}}, ["space.dropout", "[0, 1)"]),
-    ({"learning_rate": {"type": "float", "lo": -1.0, "hi": 1.0}},
-     ["space.learning_rate", "[0, inf)"]),
-    ({"batch_size": {"type": "float", "lo": 8, "hi": 64}},
-     ["space.batch_size", "int, choice or fixed"]),
-    ({"batch_size": {"type": "choice", "values": (16, 0)}},
-     ["space.batch_size", "must be in [1, inf)"]),
+    (
+      {"learning_rate": {"type": "float", "lo": -1.0, "hi": 1.0}},
+      ["space.learning_rate", "[0, inf)"],
+    ),
+    (
+      {"batch_size": {"type": "float", "lo": 8, "hi": 64}},
+      ["space.batch_size", "int, choice or fixed"],
+    ),
+    (
+      {"batch_size": {"type": "choice", "values": (16, 0)}},
+      ["space.batch_size", "must be in [1, inf)"],
+    ),
     ({"optimizer": {"type": "float", "lo": 0, "hi": 3}}, ["space.optimizer", "choice or fixed"]),
     ({"batch_norm": {"type": "choice", "values": (0, 1)}}, ["space.batch_norm", "True or False"]),
-])
+  ],
+)
 def test_from_config_rejects_each_problem_with_one_line(cfg, words):
   with pytest.raises(ValueError) as e:
     S.from_config(cfg)
@@ -64,7 +94,9 @@ def test_from_config_rejects_each_problem_with_one_line(cfg, words):
     assert w in msg, (w, msg)
 
 
-@pytest.mark.parametrize("space, words", [
+@pytest.mark.parametrize(
+  "space, words",
+  [
     ({"learning_rate": S.Float(1.0, 0.5)}, ["space.learning_rate", "lo must be < hi"]),
     ({"learning_rate": S.Float(0.0, 1.0, log=True)}, ["space.learning_rate", "lo > 0"]),
     ({"width": S.Int(0, 8, log=True)}, ["space.width", "lo > 0"]),
@@ -72,7 +104,8 @@ def test_from_config_rejects_each_problem_with_one_line(cfg, words):
     ({"activation": S.Choice(("relu", "relu"))}, ["space.activation", "duplicated"]),
     ({"momentum": (0.5, 0.9)}, ["space.momentum", "Float, Int, Choice or Fixed"]),
     ({"dropout": S.Choice(([0.1], [0.2]))}, ["space.dropout", "hashable"]),
-])
+  ],
+)
 def test_validate_dimensions_built_in_python(space, words):
   with pytest.raises(ValueError) as e:
     S.validate(space)
@@ -81,13 +114,15 @@ def test_validate_dimensions_built_in_python(space, words):
 
 
 def test_valid_config_round_trips_and_stays_hashable():
-  space = S.from_config({
+  space = S.from_config(
+    {
       "learning_rate": {"type": "float", "lo": 1e-4, "hi": 1e-1, "log": True, "points": 4},
       "optimizer": {"type": "choice", "values": ["sgd", "adam"]},
       "batch_size": {"type": "choice", "values": (16, 32, 64), "ordered": True},
       "depth": {"type": "int", "lo": 1, "hi": 3},
       "batch_norm": {"type": "fixed", "value": False},
-  })
+    }
+  )
   assert space["learning_rate"] == S.Float(1e-4, 1e-1, True, 4)
   assert space["optimizer"] == S.Choice(("sgd", "adam"))
   assert space["depth"] == S.Int(1, 3)
@@ -115,8 +150,12 @@ def test_structural_dimension_must_fit_the_population():
 
 
 def test_grid_is_the_full_factorial():
-  space = {"optimizer": S.Choice(("sgd", "adam")), "learning_rate": S.Float(1e-3, 1e-1, True, 3),
-           "depth": S.Int(1, 2), "activation": S.Fixed("relu")}
+  space = {
+    "optimizer": S.Choice(("sgd", "adam")),
+    "learning_rate": S.Float(1e-3, 1e-1, True, 3),
+    "depth": S.Int(1, 2),
+    "activation": S.Fixed("relu"),
+  }
   grid = S.sample_grid(space, 12)
   assert len(grid) == 12
   assert len({tuple(sorted(g.items())) for g in grid}) == 12
@@ -150,12 +189,12 @@ def test_grid_needs_points_for_float_and_wide_int():
 
 
 SPACE = {
-    "learning_rate": S.Float(1e-4, 1e-1, log=True),
-    "dropout": S.Float(0.0, 0.5),
-    "depth": S.Int(1, 6),
-    "width": S.Int(8, 64, log=True),
-    "optimizer": S.Choice(("sgd", "rmsprop", "adam")),
-    "activation": S.Fixed("relu"),
+  "learning_rate": S.Float(1e-4, 1e-1, log=True),
+  "dropout": S.Float(0.0, 0.5),
+  "depth": S.Int(1, 6),
+  "width": S.Int(8, 64, log=True),
+  "optimizer": S.Choice(("sgd", "rmsprop", "adam")),
+  "activation": S.Fixed("relu"),
 }
 
 
@@ -190,8 +229,12 @@ def test_quasi_random_spreads_better_than_random():
     x = np.array([d["dropout"] for d in S.sample_quasi_random(dim, 16, seed)])
     assert np.bincount(np.floor(x / 0.1).astype(int), minlength=4).tolist() == [4, 4, 4, 4]
   # Log dims are spread evenly in log space.
-  lr = np.array([d["learning_rate"] for d in S.sample_quasi_random(
-      {"learning_rate": S.Float(1e-4, 1.0, log=True)}, 16, 0)])
+  lr = np.array(
+    [
+      d["learning_rate"]
+      for d in S.sample_quasi_random({"learning_rate": S.Float(1e-4, 1.0, log=True)}, 16, 0)
+    ]
+  )
   assert np.bincount(np.floor(-np.log10(lr)).astype(int), minlength=4).tolist() == [4, 4, 4, 4]
   # Random draws rarely are that balanced.
   balanced = 0
@@ -287,8 +330,9 @@ def test_resample_probability_one_always_redraws_from_the_prior():
   dim = S.Float(0.1, 0.2)
   vals = [S.perturb(dim, 0.15, rng, factors=(1.0,), resample_probability=1.0) for _ in range(100)]
   assert all(0.1 <= v <= 0.2 for v in vals) and len(set(vals)) == 100
-  ints = [S.perturb(S.Int(3, 5), 4, rng, factors=(1.0,), resample_probability=1.0)
-          for _ in range(100)]
+  ints = [
+    S.perturb(S.Int(3, 5), 4, rng, factors=(1.0,), resample_probability=1.0) for _ in range(100)
+  ]
   assert set(ints) == {3, 4, 5}
   # An unordered choice can resample its own value (a prior draw, not a move).
   ch = [S.perturb(S.Choice(("a", "b")), "a", rng, resample_probability=1.0) for _ in range(50)]
@@ -296,18 +340,25 @@ def test_resample_probability_one_always_redraws_from_the_prior():
 
 
 def test_perturb_is_deterministic_given_the_generator():
-  dims = [S.Float(1e-4, 1.0, log=True), S.Int(1, 100), S.Choice((1, 2, 3), ordered=True),
-          S.Choice(("x", "y", "z"))]
+  dims = [
+    S.Float(1e-4, 1.0, log=True),
+    S.Int(1, 100),
+    S.Choice((1, 2, 3), ordered=True),
+    S.Choice(("x", "y", "z")),
+  ]
   values = [1e-2, 50, 2, "y"]
   run = lambda: [S.perturb(d, v, _rng(11)) for d, v in zip(dims, values)]
   assert run() == run()
 
 
-@pytest.mark.parametrize("kwargs, words", [
+@pytest.mark.parametrize(
+  "kwargs, words",
+  [
     ({"factors": ()}, "perturbation_factors"),
     ({"factors": (0.8, -1.0)}, "perturbation_factors"),
     ({"resample_probability": 1.5}, "resample_probability: must be in [0, 1]"),
-])
+  ],
+)
 def test_perturb_rejects_bad_arguments(kwargs, words):
   with pytest.raises(ValueError) as e:
     S.perturb(S.Float(0.0, 1.0), 0.5, _rng(), **kwargs)
@@ -317,13 +368,23 @@ def test_perturb_rejects_bad_arguments(kwargs, words):
 
 
 def test_user_names_declare_their_own_hyperparameters():
-  space = S.from_config({"scale": {"type": "float", "lo": 0.5, "hi": 2.0},
-                         "blocks": {"type": "int", "lo": 1, "hi": 3, "structural": True},
-                         "norm": {"type": "choice", "values": ["layer", "batch"]}})
+  space = S.from_config(
+    {
+      "scale": {"type": "float", "lo": 0.5, "hi": 2.0},
+      "blocks": {"type": "int", "lo": 1, "hi": 3, "structural": True},
+      "norm": {"type": "choice", "values": ["layer", "batch"]},
+    }
+  )
   assert not S.is_structural("scale", space) and S.is_structural("blocks", space)
   assert space["blocks"].hparam("blocks").kind == "int"
   assert space["norm"].hparam("norm").kind == "choice"
   assert S.Choice((0.1, 0.2)).hparam("p").kind == "float"  # numbers stay numbers
-  assert S.to_config(space)["blocks"] == {"type": "int", "lo": 1, "hi": 3, "log": False,
-                                          "points": None, "structural": True}
+  assert S.to_config(space)["blocks"] == {
+    "type": "int",
+    "lo": 1,
+    "hi": 3,
+    "log": False,
+    "points": None,
+    "structural": True,
+  }
   assert S.from_config(S.to_config(space)) == space

@@ -12,16 +12,18 @@ import subprocess
 import sys
 import textwrap
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax import nnx
 
 import hpjax
 from hpjax import engine
-from hpjax.data import DataError, Stream, normalize
+from hpjax.data import DataError
+from hpjax.data import normalize
+from hpjax.data import Stream
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(family="vgg", depth=1, width=4, dense=16)
@@ -31,10 +33,10 @@ B = 32
 
 def _members():
   return [
-      hpjax.Member(learning_rate=0.01, optimizer="adam", activation="relu", **TINY),
-      hpjax.Member(learning_rate=0.1, optimizer="sgd", activation="tanh", dropout=0.3, **TINY),
-      hpjax.Member(learning_rate=0.003, optimizer="rmsprop", activation="sigmoid", **TINY),
-      hpjax.Member(learning_rate=0.02, optimizer="nesterov", activation="relu", **TINY),
+    hpjax.Member(learning_rate=0.01, optimizer="adam", activation="relu", **TINY),
+    hpjax.Member(learning_rate=0.1, optimizer="sgd", activation="tanh", dropout=0.3, **TINY),
+    hpjax.Member(learning_rate=0.003, optimizer="rmsprop", activation="sigmoid", **TINY),
+    hpjax.Member(learning_rate=0.02, optimizer="nesterov", activation="relu", **TINY),
   ]
 
 
@@ -55,10 +57,11 @@ class _Batches:
   def __call__(self, epoch):
     self.asked.append(epoch)
     n, b = self.x.shape[0], self.batch_size
-    perm = np.asarray(jax.random.permutation(jax.random.fold_in(jax.random.key(self.seed), epoch),
-                                             n))
+    perm = np.asarray(
+      jax.random.permutation(jax.random.fold_in(jax.random.key(self.seed), epoch), n)
+    )
     for i in range(self.steps if self.short is None else self.short):
-      idx = perm[i * b:(i + 1) * b]
+      idx = perm[i * b : (i + 1) * b]
       x = self.x[idx] if self.dtype is None else self.x[idx].astype(self.dtype)
       yield x, self.y[idx]
 
@@ -66,8 +69,14 @@ class _Batches:
 def _stream(data, train, **kw):
   kw.setdefault("mean", data.mean)
   kw.setdefault("std", data.std)
-  return Stream(train, val=(data.x_val, data.y_val), test=(data.x_test, data.y_test),
-                steps_per_epoch=train.steps, batch_size=train.batch_size, **kw)
+  return Stream(
+    train,
+    val=(data.x_val, data.y_val),
+    test=(data.x_test, data.y_test),
+    steps_per_epoch=train.steps,
+    batch_size=train.batch_size,
+    **kw,
+  )
 
 
 def _leaves(state):
@@ -114,8 +123,9 @@ class _Net(nnx.Module):
 def test_a_member_trains_as_the_model_would_alone_on_the_streams_batches(digits_small):
   train = _Batches(digits_small, batch_size=64)  # 4 steps per epoch
   stream = _stream(digits_small, train)
-  pop = hpjax.Population([{"learning_rate": 0.01, "optimizer": "adam"}], stream, model=_Net,
-                         seed=3, mesh=None)
+  pop = hpjax.Population(
+    [{"learning_rate": 0.01, "optimizer": "adam"}], stream, model=_Net, seed=3, mesh=None
+  )
   init = jax.random.fold_in(jax.random.wrap_key_data(engine.member_keys(3, [0])[0]), 0)
   model = _Net(rngs=nnx.Rngs(jax.random.fold_in(init, 1), params=init))
   model.train()
@@ -133,12 +143,14 @@ def test_a_member_trains_as_the_model_would_alone_on_the_streams_batches(digits_
       losses.append(loss)
     np.testing.assert_allclose(pop.train_epoch()["train_loss"][0], np.mean(losses), rtol=1e-5)
   state = pop.groups[0].state
-  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(nnx.to_pure_dict(
-      nnx.state(model, nnx.Param)))):
+  for a, b in zip(
+    jax.tree.leaves(state.params), jax.tree.leaves(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  ):
     np.testing.assert_allclose(np.asarray(a)[0], b, rtol=2e-5, atol=1e-6)
   rest = nnx.state(model, nnx.Not(nnx.Param))
-  np.testing.assert_allclose(state.model_state["bn"]["mean"][0], rest["bn"]["mean"][...],
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    state.model_state["bn"]["mean"][0], rest["bn"]["mean"][...], rtol=1e-5, atol=1e-6
+  )
   assert int(state.model_state["drop"]["rngs"]["count"][0]) == 8  # one draw per step
 
 
@@ -163,10 +175,14 @@ def test_statistics_come_from_the_first_pass_unless_given(digits_small):
 def test_bad_batches_and_short_streams_are_one_clear_line(digits_small):
   kw = dict(candidates={"activation": ACTS}, mesh=None)
   cases = [
-      (_Batches(digits_small, dtype=np.float32),
-       r"stream 'stream': batch 0 of epoch 0: x has dtype float32, expected uint8"),
-      (_Batches(digits_small, short=5),
-       r"stream 'stream': train\(0\) yielded 5 batches, fewer than steps_per_epoch=8"),
+    (
+      _Batches(digits_small, dtype=np.float32),
+      r"stream 'stream': batch 0 of epoch 0: x has dtype float32, expected uint8",
+    ),
+    (
+      _Batches(digits_small, short=5),
+      r"stream 'stream': train\(0\) yielded 5 batches, fewer than steps_per_epoch=8",
+    ),
   ]
   for train, match in cases:
     pop = hpjax.Population(_members()[:2], _stream(digits_small, train), **kw)
@@ -174,8 +190,11 @@ def test_bad_batches_and_short_streams_are_one_clear_line(digits_small):
       pop.train_epoch()
   stream = _stream(digits_small, _Batches(digits_small))
   x, y = np.zeros((20, 8, 8, 1), np.uint8), np.zeros(20, np.int64)
-  with pytest.raises(DataError, match=r"batch 7 of epoch 3: x has shape \(20, 8, 8, 1\), "
-                     r"expected \(32, 8, 8, 1\) \(a last partial batch\? drop it"):
+  with pytest.raises(
+    DataError,
+    match=r"batch 7 of epoch 3: x has shape \(20, 8, 8, 1\), "
+    r"expected \(32, 8, 8, 1\) \(a last partial batch\? drop it",
+  ):
     stream.check(x, y, 3, 7)
   x = np.zeros((32, 8, 8, 1), np.uint8)
   with pytest.raises(DataError, match=r"label 10 out of range \[0, 9\]"):
@@ -189,8 +208,13 @@ def test_bad_batches_and_short_streams_are_one_clear_line(digits_small):
   with pytest.raises(ValueError, match="batch_mode: 'traced'"):
     hpjax.Population(_members()[:1], stream, batch_mode="traced", **kw)
   with pytest.raises(DataError, match="steps_per_epoch must be an integer >= 1, got 0"):
-    Stream(lambda e: [], val=(x, np.arange(32) % 10), test=(x, np.arange(32) % 10),
-           steps_per_epoch=0, batch_size=32)
+    Stream(
+      lambda e: [],
+      val=(x, np.arange(32) % 10),
+      test=(x, np.arange(32) % 10),
+      steps_per_epoch=0,
+      batch_size=32,
+    )
 
 
 class _StopAfter(hpjax.writers.Writer):
@@ -205,14 +229,19 @@ class _StopAfter(hpjax.writers.Writer):
 
 
 def test_pbt_through_tune_and_a_resume_that_rereads_the_epoch(digits_small, tmp_path):
-  space = {"learning_rate": hpjax.Float(3e-3, 3e-1, log=True),
-           "activation": hpjax.Choice(ACTS)}
+  space = {"learning_rate": hpjax.Float(3e-3, 3e-1, log=True), "activation": hpjax.Choice(ACTS)}
 
   def run(train, workdir, **kw):
-    return hpjax.tune(data=_stream(digits_small, train), space=space,
-                      members=[{**TINY, **m} for m in hpjax.tuner.draw_members(space, 4, 0)],
-                      epochs=3, controller=hpjax.PBT(quantile_fraction=0.5), workdir=str(workdir),
-                      log=lambda _: None, **kw)
+    return hpjax.tune(
+      data=_stream(digits_small, train),
+      space=space,
+      members=[{**TINY, **m} for m in hpjax.tuner.draw_members(space, 4, 0)],
+      epochs=3,
+      controller=hpjax.PBT(quantile_fraction=0.5),
+      workdir=str(workdir),
+      log=lambda _: None,
+      **kw,
+    )
 
   straight_train = _Batches(digits_small)
   straight = run(straight_train, tmp_path / "straight")
@@ -241,8 +270,13 @@ def test_pbt_through_tune_and_a_resume_that_rereads_the_epoch(digits_small, tmp_
 
 def test_tune_refuses_another_batch_size_for_a_stream(digits_small):
   with pytest.raises(DataError, match=r"batch_size: 16, but stream 'stream' yields batches of 32"):
-    hpjax.tune(data=_stream(digits_small, _Batches(digits_small)), population=2, epochs=1,
-               batch_size=16, log=lambda _: None)
+    hpjax.tune(
+      data=_stream(digits_small, _Batches(digits_small)),
+      population=2,
+      epochs=1,
+      batch_size=16,
+      log=lambda _: None,
+    )
 
 
 def test_a_stream_on_two_devices_equals_one_device():
@@ -260,10 +294,22 @@ def test_a_stream_on_two_devices_equals_one_device():
       print("RESULT", json.dumps(out))
   """)
   cache = os.environ.get("HPJAX_TEST_CACHE_DIR", os.path.join(ROOT, ".jax_cache"))
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="2", HPJAX_CACHE_DIR=cache,
-             JAX_COMPILATION_CACHE_DIR=cache)
-  r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                     text=True, timeout=600, check=False)
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    JAX_NUM_CPU_DEVICES="2",
+    HPJAX_CACHE_DIR=cache,
+    JAX_COMPILATION_CACHE_DIR=cache,
+  )
+  r = subprocess.run(
+    [sys.executable, "-c", code],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   out = json.loads(r.stdout.split("RESULT ", 1)[1])
   (one, one_val, one_sharded), (two, two_val, two_sharded) = out["None"], out["auto"]

@@ -1,8 +1,8 @@
 """What a run shows and leaves: the writers (table, progress bars, TensorBoard, jsonl)."""
 
+import contextlib
 import io
 import os
-import contextlib
 
 import numpy as np
 import pytest
@@ -13,6 +13,7 @@ from hpjax import writers
 
 def _accumulator(path):
   from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+
   acc = event_accumulator.EventAccumulator(path, size_guidance={"scalars": 0})
   acc.Reload()
   return acc
@@ -21,6 +22,7 @@ def _accumulator(path):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   from experiments.configs import digits_pbt  # pylint: disable=g-import-not-at-top
+
   c = digits_pbt.get_config().to_dict()
   c.update(population=4, epochs=3, progress=False, report=False)
   c["data"]["max_train"] = 300
@@ -38,23 +40,33 @@ def test_tensorboard_holds_per_member_scalars(run):
   assert sorted(os.listdir(tb)) == [f"member_{i:03d}" for i in range(4)]
   acc = _accumulator(os.path.join(tb, "member_002"))
   tags = set(acc.Tags()["scalars"])
-  assert {"train/loss", "train/accuracy", "val/loss", "val/accuracy",
-          "hparams/learning_rate", "hparams/batch_size"} <= tags
+  assert {
+    "train/loss",
+    "train/accuracy",
+    "val/loss",
+    "val/accuracy",
+    "hparams/learning_rate",
+    "hparams/batch_size",
+  } <= tags
   assert [e.step for e in acc.Scalars("val/accuracy")] == [1, 2, 3]
   # The values are the ones in metrics.jsonl.
   import json  # pylint: disable=g-import-not-at-top
+
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   mine = [r for r in rows if r["member"] == 2]
   assert [e.value for e in acc.Scalars("val/accuracy")] == pytest.approx(
-      [r["val_accuracy"] for r in mine])
+    [r["val_accuracy"] for r in mine]
+  )
   assert [e.value for e in acc.Scalars("hparams/learning_rate")] == pytest.approx(
-      [r["hparams"]["learning_rate"] for r in mine])
+    [r["hparams"]["learning_rate"] for r in mine]
+  )
 
 
 @pytest.mark.xdist_group("monitor_run")
 def test_tensorboard_hparams_dashboard_entries(run):
   workdir, summary, _ = run
   from tensorboard.plugins.hparams import plugin_data_pb2  # pylint: disable=g-import-not-at-top
+
   acc = _accumulator(os.path.join(workdir, "tensorboard", "member_001", "hparams"))
   content = acc.PluginTagToContent("hparams")
   assert content, "no HParams plugin data"
@@ -80,11 +92,21 @@ def test_generation_table_is_printed_each_epoch(run):
 
 
 def _record(**kw):
-  base = dict(epoch=3, epochs=10, ids=[0, 1, 2, 3], train={"train_loss": np.ones(4)},
-              val={"accuracy": np.array([0.5, np.nan, 0.9, 0.7]), "loss": np.ones(4)},
-              hparams=[{"learning_rate": 0.0123, "optimizer": "adam", "width": 8}] * 4,
-              fitness_name="accuracy", mode="max", generation=2, seconds=2.0, member_steps=100,
-              wall_s=5.0, note="replaced 1")
+  base = dict(
+    epoch=3,
+    epochs=10,
+    ids=[0, 1, 2, 3],
+    train={"train_loss": np.ones(4)},
+    val={"accuracy": np.array([0.5, np.nan, 0.9, 0.7]), "loss": np.ones(4)},
+    hparams=[{"learning_rate": 0.0123, "optimizer": "adam", "width": 8}] * 4,
+    fitness_name="accuracy",
+    mode="max",
+    generation=2,
+    seconds=2.0,
+    member_steps=100,
+    wall_s=5.0,
+    note="replaced 1",
+  )
   return writers.EpochRecord(**{**base, **kw})
 
 
@@ -94,8 +116,19 @@ def test_generation_table_content():
   assert "best 0.9000  median 0.7000  worst 0.5000  (1 diverged)" in text
   assert "best member 2: learning_rate 0.0123  optimizer adam  width 8" in text
   low = writers.generation_table(
-      _record(epoch=1, epochs=1, generation=None, fitness_name="loss", mode="min", ids=[0, 1],
-              val={"loss": np.array([0.3, 0.1])}, hparams=[{}, {}], note=""), [])
+    _record(
+      epoch=1,
+      epochs=1,
+      generation=None,
+      fitness_name="loss",
+      mode="min",
+      ids=[0, 1],
+      val={"loss": np.array([0.3, 0.1])},
+      hparams=[{}, {}],
+      note="",
+    ),
+    [],
+  )
   assert "best 0.1000" in low and "worst 0.3000" in low and "generation" not in low
   assert "best member 1" in low
 
@@ -105,8 +138,16 @@ def test_progress_bars_advance_and_close():
   with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
     c = writers.Console(epochs=4, interval=2, progress=True)
     for epoch in range(1, 5):
-      c.epoch(_record(epoch=epoch, epochs=4, ids=[0], train={"train_loss": np.ones(1)},
-                      val={"accuracy": np.array([0.5])}, hparams=[{"learning_rate": 0.1}]))
+      c.epoch(
+        _record(
+          epoch=epoch,
+          epochs=4,
+          ids=[0],
+          train={"train_loss": np.ones(1)},
+          val={"accuracy": np.array([0.5])},
+          hparams=[{"learning_rate": 0.1}],
+        )
+      )
     c.close()
   bars = err.getvalue()
   assert "generations" in bars and "2/2" in bars and "best accuracy=0.5" in bars
@@ -117,8 +158,10 @@ def test_progress_bars_advance_and_close():
 
 def test_resume_jsonl_drops_later_epochs_and_a_torn_line(tmp_path):
   path = tmp_path / "metrics.jsonl"
-  path.write_text('{"epoch": 1, "member": 0}\n{"epoch": 2, "member": 0}\n'
-                  '{"epoch": 3, "member": 0}\n{"epoch": 3, "mem')
+  path.write_text(
+    '{"epoch": 1, "member": 0}\n{"epoch": 2, "member": 0}\n'
+    '{"epoch": 3, "member": 0}\n{"epoch": 3, "mem'
+  )
   writers.resume_jsonl(str(path), 2)
   assert path.read_text() == '{"epoch": 1, "member": 0}\n{"epoch": 2, "member": 0}\n'
   path.write_text('{"epoch": 1}\nnot json\n{"epoch": 2}\n')

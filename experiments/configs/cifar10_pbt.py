@@ -28,13 +28,22 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.batch_norm = True
   c.schedule.kind = "warmup_cosine"
   c.schedule.warmup_epochs = 1.0
-  c.space = ml_collections.ConfigDict(dict(
+  c.space = ml_collections.ConfigDict(
+    dict(
       learning_rate=dict(type="float", lo=1e-3, hi=3e-1, log=True),
       optimizer=dict(type="choice", values=("momentum", "nesterov", "adamw")),
       weight_decay=dict(type="float", lo=1e-5, hi=1e-2, log=True),
       label_smoothing=dict(type="float", lo=0.0, hi=0.2),
-  ))
-  c.controller = ml_collections.ConfigDict(dict(
-      name="pbt", interval=2, burn_in=2, quantile_fraction=0.25,
-      perturbation_factors=(0.8, 1.2), resample_probability=0.25))
+    )
+  )
+  c.controller = ml_collections.ConfigDict(
+    dict(
+      name="pbt",
+      interval=2,
+      burn_in=2,
+      quantile_fraction=0.25,
+      perturbation_factors=(0.8, 1.2),
+      resample_probability=0.25,
+    )
+  )
   return c

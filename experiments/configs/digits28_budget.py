@@ -21,7 +21,9 @@ def get_config() -> ml_collections.ConfigDict:
   c = digits28_pbt.get_config()
   pbt = c.controller.to_dict()
   del pbt["name"]
-  c.controller = ml_collections.ConfigDict(dict(
-      name="pbt_halving", pbt=pbt,
-      halving=dict(grace_period=2, reduction_factor=2, min_members=8)))
+  c.controller = ml_collections.ConfigDict(
+    dict(
+      name="pbt_halving", pbt=pbt, halving=dict(grace_period=2, reduction_factor=2, min_members=8)
+    )
+  )
   return c

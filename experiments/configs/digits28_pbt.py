@@ -27,13 +27,22 @@ def get_config() -> ml_collections.ConfigDict:
   c.population = 32
   c.data.image_size = 28
   c.schedule.kind = "cosine"
-  c.space = ml_collections.ConfigDict(dict(
+  c.space = ml_collections.ConfigDict(
+    dict(
       learning_rate=dict(type="float", lo=1e-4, hi=1e-1, log=True),
       optimizer=dict(type="choice", values=("sgd", "rmsprop", "adam")),
       activation=dict(type="choice", values=("relu", "tanh", "sigmoid")),
       batch_size=dict(type="choice", values=(8, 16, 32), ordered=True),
-  ))
-  c.controller = ml_collections.ConfigDict(dict(
-      name="pbt", interval=1, burn_in=0, quantile_fraction=0.25,
-      perturbation_factors=(0.8, 1.2), resample_probability=0.25))
+    )
+  )
+  c.controller = ml_collections.ConfigDict(
+    dict(
+      name="pbt",
+      interval=1,
+      burn_in=0,
+      quantile_fraction=0.25,
+      perturbation_factors=(0.8, 1.2),
+      resample_probability=0.25,
+    )
+  )
   return c

@@ -18,11 +18,14 @@ def get_config() -> ml_collections.ConfigDict:
   c = common.base_config()
   c.population = 27
   c.epochs = 12
-  c.space = ml_collections.ConfigDict(dict(
+  c.space = ml_collections.ConfigDict(
+    dict(
       learning_rate=dict(type="float", lo=1e-4, hi=1e-1, log=True),
       optimizer=dict(type="choice", values=("sgd", "momentum", "rmsprop", "adam")),
       activation=dict(type="choice", values=("relu", "tanh", "sigmoid", "gelu")),
-  ))
-  c.controller = ml_collections.ConfigDict(dict(
-      name="halving", grace_period=1, reduction_factor=3, min_members=1))
+    )
+  )
+  c.controller = ml_collections.ConfigDict(
+    dict(name="halving", grace_period=1, reduction_factor=3, min_members=1)
+  )
   return c

@@ -24,10 +24,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.population = 16
   c.epochs = 6
   c.init = "grid"
-  c.space = ml_collections.ConfigDict(dict(
+  c.space = ml_collections.ConfigDict(
+    dict(
       learning_rate=dict(type="float", lo=1e-5, hi=1.0, log=True, points=16),
       optimizer=dict(type="fixed", value="adam"),
       activation=dict(type="fixed", value="relu"),
-  ))
+    )
+  )
   c.lr_range_test = True
   return c

@@ -18,9 +18,11 @@ from experiments.configs import common
 
 def get_config() -> ml_collections.ConfigDict:
   c = common.base_config()
-  c.space = ml_collections.ConfigDict(dict(
+  c.space = ml_collections.ConfigDict(
+    dict(
       learning_rate=dict(type="float", lo=1e-4, hi=1e-1, log=True),
       optimizer=dict(type="choice", values=("sgd", "rmsprop", "adam")),
       activation=dict(type="choice", values=("relu", "tanh", "sigmoid")),
-  ))
+    )
+  )
   return c

@@ -34,8 +34,12 @@ def _with_defaults(values: dict, defaults: dict) -> dict:
   out = {k: v for k, v in defaults.items() if v is not None}
   for key, value in values.items():
     user_model = key == "model" and isinstance(value, dict) and value.get("factory")
-    if (isinstance(value, dict) and isinstance(out.get(key), dict) and key not in _OPEN
-        and not user_model):
+    if (
+      isinstance(value, dict)
+      and isinstance(out.get(key), dict)
+      and key not in _OPEN
+      and not user_model
+    ):
       value = _with_defaults(value, out[key])
     out[key] = value
   return out
@@ -43,21 +47,27 @@ def _with_defaults(values: dict, defaults: dict) -> dict:
 
 def get_config(path: str = "") -> ml_collections.ConfigDict:
   if not path:
-    raise ValueError("--config: give the JSON file after a colon, e.g. "
-                     "--config=experiments/configs/from_json.py:WORKDIR/best/config.json")
+    raise ValueError(
+      "--config: give the JSON file after a colon, e.g. "
+      "--config=experiments/configs/from_json.py:WORKDIR/best/config.json"
+    )
   try:
     with open(path) as f:
       values = json.load(f)
   except OSError as e:
     raise ValueError(f"--config: cannot read {path!r}: {e.strerror}") from None
   except UnicodeDecodeError as e:
-    raise ValueError(f"--config: {path!r} is not valid JSON: not UTF-8 text ({e.reason} at "
-                     f"byte {e.start})") from None
+    raise ValueError(
+      f"--config: {path!r} is not valid JSON: not UTF-8 text ({e.reason} at byte {e.start})"
+    ) from None
   except json.JSONDecodeError as e:
     raise ValueError(f"--config: {path!r} is not valid JSON: {e}") from None
   if not isinstance(values, dict):
-    kind = {list: "array", str: "string", bool: "boolean", int: "number",
-            float: "number"}.get(type(values), "null")
-    raise ValueError(f"--config: {path!r} must hold a JSON object of config fields "
-                     f"({{\"population\": 8, ...}}), not a JSON {kind}")
+    kind = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(
+      type(values), "null"
+    )
+    raise ValueError(
+      f"--config: {path!r} must hold a JSON object of config fields "
+      f'({{"population": 8, ...}}), not a JSON {kind}'
+    )
   return ml_collections.ConfigDict(_with_defaults(values, config_lib.defaults()))

@@ -29,17 +29,25 @@ def get_config() -> ml_collections.ConfigDict:
   c.batch_size = 32
   c.data.source = "experiments.examples.my_data:digits"
   # The model's structural constructor arguments, and no built-in ones.
-  c.model = ml_collections.ConfigDict(dict(factory="experiments.examples.my_model:CNN",
-                                           hidden=32))
+  c.model = ml_collections.ConfigDict(dict(factory="experiments.examples.my_model:CNN", hidden=32))
   c.loss = "experiments.examples.my_objectives:focal_loss"
   c.metric = "experiments.examples.my_objectives:METRICS"
   c.fitness = "error"
-  c.space = ml_collections.ConfigDict(dict(
+  c.space = ml_collections.ConfigDict(
+    dict(
       learning_rate=dict(type="float", lo=1e-3, hi=3e-2, log=True),
       noise=dict(type="float", lo=0.0, hi=0.5),  # read as hp["noise"]
       channels=dict(type="choice", values=(8, 16), structural=True),
-  ))
-  c.controller = ml_collections.ConfigDict(dict(
-      name="pbt", interval=1, burn_in=0, quantile_fraction=0.25,
-      perturbation_factors=(0.8, 1.2), resample_probability=0.25))
+    )
+  )
+  c.controller = ml_collections.ConfigDict(
+    dict(
+      name="pbt",
+      interval=1,
+      burn_in=0,
+      quantile_fraction=0.25,
+      perturbation_factors=(0.8, 1.2),
+      resample_probability=0.25,
+    )
+  )
   return c

@@ -8,8 +8,8 @@ search space, ``hidden`` from ``config.model``), plus ``input_shape`` and
 ``model(x, hp)``, where ``hp`` holds the member's traced hyperparameters.
 """
 
-import jax
 from flax import nnx
+import jax
 
 
 class CNN(nnx.Module):

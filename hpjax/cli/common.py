@@ -21,6 +21,7 @@ exit status, no traceback, and the workdir left as it was.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 import difflib
 import importlib.util
 import os
@@ -28,7 +29,6 @@ import re
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from absl import flags
@@ -68,14 +68,18 @@ def _raise_stopped(signum, frame):
 def exit_while_starting(signum, frame):
   """A signal handler for a launcher's imports: one line, then exit 128 + signum."""
   del frame
-  print(f"{signal.Signals(signum).name}: stopped while starting; nothing was written",
-        file=sys.stderr, flush=True)
+  print(
+    f"{signal.Signals(signum).name}: stopped while starting; nothing was written",
+    file=sys.stderr,
+    flush=True,
+  )
   raise SystemExit(128 + signum)
 
 
 def install(handler: Callable) -> None:
   """Makes ``handler`` the SIGINT and SIGTERM handler (main thread only)."""
   import threading  # pylint: disable=g-import-not-at-top
+
   if threading.current_thread() is threading.main_thread():
     for sig in (signal.SIGINT, signal.SIGTERM):
       signal.signal(sig, handler)
@@ -230,8 +234,9 @@ def load_config_file(spec: str, name: str = "config") -> config_dict.ConfigDict:
     code = compile(source, full, "exec")
   except (SyntaxError, ValueError) as e:
     where = f", line {e.lineno}" if getattr(e, "lineno", None) else ""
-    raise ConfigFileError(f"{flag}: {path}{where}: not valid Python: "
-                          f"{getattr(e, 'msg', None) or e}") from None
+    raise ConfigFileError(
+      f"{flag}: {path}{where}: not valid Python: {getattr(e, 'msg', None) or e}"
+    ) from None
   # A config inside a package (experiments/configs/x.py) imports its siblings
   # by package name (experiments.configs.common), wherever it is launched from.
   root = _package_root(os.path.dirname(full))
@@ -254,15 +259,18 @@ def load_config_file(spec: str, name: str = "config") -> config_dict.ConfigDict:
     # A config's own message for its user (from_json.py's, for one).
     text = first_line(e)
     raise ConfigFileError(text if text.startswith(flag) else f"{flag}: {path}: {text}") from None
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:  # noqa: BLE001
     # The user's own code failed: where, and what, on one line.
-    raise ConfigFileError(f"{flag}: {path}{_where(e, full)}: {type(e).__name__}: "
-                          f"{first_line(e)}") from None
+    raise ConfigFileError(
+      f"{flag}: {path}{_where(e, full)}: {type(e).__name__}: {first_line(e)}"
+    ) from None
   if isinstance(config, Mapping) and not isinstance(config, config_dict.ConfigDict):
     config = config_dict.ConfigDict(dict(config))
   if not isinstance(config, config_dict.ConfigDict):
-    raise ConfigFileError(f"{flag}: {path}: get_config() must return a ConfigDict or a dict, "
-                          f"got {type(config).__name__}")
+    raise ConfigFileError(
+      f"{flag}: {path}: get_config() must return a ConfigDict or a dict, "
+      f"got {type(config).__name__}"
+    )
   return config
 
 
@@ -288,6 +296,7 @@ class _ConfigFileParser(flags.ArgumentParser):
 def define_config_file(name: str, help_string: str) -> flags.FlagHolder:
   """``config_flags.DEFINE_config_file`` (overrides and all) with one-line load errors."""
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
   holder = config_flags.DEFINE_config_file(name, None, help_string, lock_config=True)
   flags.FLAGS[name].parser = _ConfigFileParser(name)
   return holder
@@ -313,17 +322,19 @@ def _missing_field(config: Any, field: str) -> str | None:
   for part in field.split("."):
     keys = list(node.keys()) if isinstance(node, (Mapping, config_dict.ConfigDict)) else None
     if keys is None:
-      return (f"no field {field!r}: {'.'.join(done)!r} is a "
-              f"{type(node).__name__}, not a group of fields")
+      return (
+        f"no field {field!r}: {'.'.join(done)!r} is a {type(node).__name__}, not a group of fields"
+      )
     if part not in keys:
       known = _known_field(".".join([*done, part]))
       if known:
-        return (f"the config file does not set {'.'.join([*done, part])!r}, so it cannot be "
-                "overridden on the command line; set it in the config file")
+        return (
+          f"the config file does not set {'.'.join([*done, part])!r}, so it cannot be "
+          "overridden on the command line; set it in the config file"
+        )
       close = difflib.get_close_matches(part, [str(k) for k in keys], n=1)
       near = ".".join([*done, close[0]]) if close else None
-      return (f"no field {'.'.join([*done, part])!r}"
-              + (f"; did you mean {near!r}?" if near else ""))
+      return f"no field {'.'.join([*done, part])!r}" + (f"; did you mean {near!r}?" if near else "")
     node = node[part]
     done.append(part)
   return None
@@ -332,6 +343,7 @@ def _missing_field(config: Any, field: str) -> str | None:
 def _known_field(field: str) -> bool:
   """Whether ``field`` is one of the launcher's config fields (hpjax.config)."""
   from hpjax import config as config_lib  # pylint: disable=g-import-not-at-top
+
   node = config_lib.defaults()
   for part in field.split("."):
     if not isinstance(node, dict) or part not in node:
@@ -340,8 +352,9 @@ def _known_field(field: str) -> bool:
   return True
 
 
-def flags_parser(max_args: int = 0, config_flag: str | None = None
-                 ) -> Callable[[list[str]], list[str]]:
+def flags_parser(
+  max_args: int = 0, config_flag: str | None = None
+) -> Callable[[list[str]], list[str]]:
   """A ``flags_parser`` for ``absl.app.run`` whose every failure is one line.
 
   Args:
@@ -372,11 +385,14 @@ def flags_parser(max_args: int = 0, config_flag: str | None = None
       for field in _overrides(argv, config_flag) if config is not None else ():
         why = _missing_field(config, field)
         if why:
-          _fail(f"--{config_flag}: {why}" if why.startswith("no field")
-                else f"--{config_flag}.{field}: {why}")
+          _fail(
+            f"--{config_flag}: {why}"
+            if why.startswith("no field")
+            else f"--{config_flag}.{field}: {why}"
+          )
       raise
     if len(rest) - 1 > max_args:
-      extra = " ".join(rest[1 + max_args:])
+      extra = " ".join(rest[1 + max_args :])
       _fail(f"unexpected arguments: {extra} (flags are --name=value; see --help)")
     return rest
 
@@ -388,7 +404,9 @@ def _flag_error(e: Exception) -> str:
   text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
   missing = re.findall(r"Flag (--\w+) must have a value other than None", text)
   if missing:
-    return f"missing required flag{'s' if len(missing) > 1 else ''}: {', '.join(missing)} (see --help)"
+    return (
+      f"missing required flag{'s' if len(missing) > 1 else ''}: {', '.join(missing)} (see --help)"
+    )
   return re.sub(r"^flag (--\S+?)=", r"\1=", text)
 
 

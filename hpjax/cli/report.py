@@ -24,8 +24,9 @@ from absl import logging
 
 from hpjax.cli import common
 
-_WORKDIR = flags.DEFINE_string("workdir", None,
-                               "The tuning run's workdir (or give it as the only argument).")
+_WORKDIR = flags.DEFINE_string(
+  "workdir", None, "The tuning run's workdir (or give it as the only argument)."
+)
 _TOP = flags.DEFINE_integer("top", 10, "Ranked members shown in the table.")
 
 
@@ -42,14 +43,16 @@ def main(argv: list[str]) -> int:
     common.error("no workdir: give it as --workdir=DIR or as the only argument")
     return 1
   if os.path.exists(workdir) and not os.path.isdir(workdir):
-    common.error(f"{workdir}: not a directory; give the run's workdir (the --workdir of "
-                 "hpjax-tune)")
+    common.error(
+      f"{workdir}: not a directory; give the run's workdir (the --workdir of hpjax-tune)"
+    )
     return 1
   if not flags.FLAGS["verbosity"].present:
     # Keep stdout to the table: absl's INFO chatter (matplotlib's font cache,
     # JAX backend probing) would bury it. --verbosity=0 brings it back.
     logging.set_verbosity(logging.WARNING)
   from hpjax import report  # pylint: disable=g-import-not-at-top
+
   try:
     result = report.build_report(workdir)
   except report.ReportError as e:
@@ -60,8 +63,12 @@ def main(argv: list[str]) -> int:
       raise
     common.error(common.os_error_line(e))
     return 1
-  lines = [report.format_table(result["summary"], top=_TOP.value), "",
-           f"report: {result['report_json']}", "plots:" if result["plots"] else "plots: none"]
+  lines = [
+    report.format_table(result["summary"], top=_TOP.value),
+    "",
+    f"report: {result['report_json']}",
+    "plots:" if result["plots"] else "plots: none",
+  ]
   lines += [f"  {path}" for path in result["plots"]]
   try:
     print("\n".join(lines), flush=True)

@@ -63,10 +63,12 @@ flags.declare_key_flag("config")  # listed by --help with this module's flags
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for logs, checkpoints and the summary.")
 _SEED = flags.DEFINE_integer("seed", None, "Overrides config.seed when given.")
 _CACHE = flags.DEFINE_string(
-    "jax_cache_dir", os.environ.get("HPJAX_CACHE_DIR", os.path.expanduser("~/.cache/hpjax/xla")),
-    "Persistent XLA compilation cache (reused across runs); empty to turn it off. "
-    "Default: $HPJAX_CACHE_DIR or ~/.cache/hpjax/xla. Programs that compiled in less than "
-    "$HPJAX_CACHE_MIN_SECS seconds (default 0: all) are not cached.")
+  "jax_cache_dir",
+  os.environ.get("HPJAX_CACHE_DIR", os.path.expanduser("~/.cache/hpjax/xla")),
+  "Persistent XLA compilation cache (reused across runs); empty to turn it off. "
+  "Default: $HPJAX_CACHE_DIR or ~/.cache/hpjax/xla. Programs that compiled in less than "
+  "$HPJAX_CACHE_MIN_SECS seconds (default 0: all) are not cached.",
+)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -79,16 +81,22 @@ def _env_int(name: str, default: int) -> int:
 
 
 _COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", os.environ.get("HPJAX_COORDINATOR_ADDRESS", ""),
-    "Multi-process runs: HOST:PORT of process 0 (jax.distributed). "
-    "Default: $HPJAX_COORDINATOR_ADDRESS; empty for one process.")
+  "coordinator_address",
+  os.environ.get("HPJAX_COORDINATOR_ADDRESS", ""),
+  "Multi-process runs: HOST:PORT of process 0 (jax.distributed). "
+  "Default: $HPJAX_COORDINATOR_ADDRESS; empty for one process.",
+)
 _NUM_PROCESSES = flags.DEFINE_integer(
-    "num_processes", _env_int("HPJAX_NUM_PROCESSES", 1),
-    "Multi-process runs: how many processes. Default: $HPJAX_NUM_PROCESSES or 1.")
+  "num_processes",
+  _env_int("HPJAX_NUM_PROCESSES", 1),
+  "Multi-process runs: how many processes. Default: $HPJAX_NUM_PROCESSES or 1.",
+)
 _PROCESS_ID = flags.DEFINE_integer(
-    "process_id", _env_int("HPJAX_PROCESS_ID", 0),
-    "Multi-process runs: this process's index, 0 .. num_processes-1 (0 writes the logs). "
-    "Default: $HPJAX_PROCESS_ID or 0.")
+  "process_id",
+  _env_int("HPJAX_PROCESS_ID", 0),
+  "Multi-process runs: this process's index, 0 .. num_processes-1 (0 writes the logs). "
+  "Default: $HPJAX_PROCESS_ID or 0.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 # The workdir of the run in progress and whether this launch created it: what
@@ -112,7 +120,9 @@ def main(argv: list[str]) -> int:
   """Runs one tuning run from the parsed flags; returns the exit status."""
   del argv  # positional arguments are refused by the flags parser
   import jax  # pylint: disable=g-import-not-at-top
+
   from hpjax import distributed  # pylint: disable=g-import-not-at-top
+
   try:
     # Before anything touches the JAX backend.
     distributed.initialize(_COORDINATOR.value or None, _NUM_PROCESSES.value, _PROCESS_ID.value)
@@ -123,11 +133,14 @@ def main(argv: list[str]) -> int:
     # Every program is cached, however fast it compiled: a run has a few per
     # structural group, and the sub-second ones (the inits, the exploit
     # gathers) add up to seconds of a warm start (docs/benchmarks.md).
-    jax.config.update("jax_persistent_cache_min_compile_time_secs",
-                      float(os.environ.get("HPJAX_CACHE_MIN_SECS", "0")))
+    jax.config.update(
+      "jax_persistent_cache_min_compile_time_secs",
+      float(os.environ.get("HPJAX_CACHE_MIN_SECS", "0")),
+    )
   from hpjax import tuner  # pylint: disable=g-import-not-at-top
   from hpjax.checkpoint import CheckpointError  # pylint: disable=g-import-not-at-top
   from hpjax.data import DataError  # pylint: disable=g-import-not-at-top
+
   config = _CONFIG.value
   if _SEED.value is not None:
     with config.unlocked():
@@ -144,6 +157,7 @@ def main(argv: list[str]) -> int:
   if "" not in sys.path and os.getcwd() not in sys.path:
     sys.path.append(os.getcwd())
   from hpjax import timing  # pylint: disable=g-import-not-at-top
+
   try:
     with timing.Phases() as phases:
       with phases.phase("config_and_data"):
@@ -156,7 +170,7 @@ def main(argv: list[str]) -> int:
     return e.exit_code
   except (ValueError, DataError, CheckpointError) as e:
     return _failed(_one_line(e))
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     if common.is_os_fault(e):
       # The system refused a file (permissions, a full disk, a path that is
       # a directory): an error of the environment, named by file and reason.
@@ -165,8 +179,10 @@ def main(argv: list[str]) -> int:
     if common.is_out_of_memory(e):
       logging.debug("the traceback of the error below", exc_info=True)
       what = common.first_line(e)[:200]
-      return _failed(f"out of memory ({type(e).__name__}{': ' + what if what else ''}); "
-                     "lower config.population, data.image_size, batch_size or eval_batch_size")
+      return _failed(
+        f"out of memory ({type(e).__name__}{': ' + what if what else ''}); "
+        "lower config.population, data.image_size, batch_size or eval_batch_size"
+      )
     raise  # a bug: its traceback is what helps
   return 0
 
@@ -178,12 +194,16 @@ def _stopped_line(e: common.Stopped) -> str:
     return f"{e.name}: stopped while starting; nothing was written"
   step = common.newest_checkpoint(workdir)
   if step is not None:
-    return (f"{e.name}: stopped at once; the checkpoint of epoch {step} in {workdir} is intact: "
-            "relaunch the same command to resume")
+    return (
+      f"{e.name}: stopped at once; the checkpoint of epoch {step} in {workdir} is intact: "
+      "relaunch the same command to resume"
+    )
   if _RUN["created"]:
     common.remove_if_empty(workdir)
-  return (f"{e.name}: stopped at once, before the first checkpoint was complete; relaunching "
-          "the same command starts the run again")
+  return (
+    f"{e.name}: stopped at once, before the first checkpoint was complete; relaunching "
+    "the same command starts the run again"
+  )
 
 
 def run() -> None:

@@ -10,7 +10,10 @@ The learning-rate range test is an analysis of a sweep's curves
 (:mod:`hpjax.controllers.lr_range`).
 """
 
-from hpjax.controllers.base import Controller, Decision, Sweep, View
+from hpjax.controllers.base import Controller
+from hpjax.controllers.base import Decision
+from hpjax.controllers.base import Sweep
+from hpjax.controllers.base import View
 from hpjax.controllers.halving import Halving
 from hpjax.controllers.hybrid import PBTHalving
 from hpjax.controllers.pbt import PBT

@@ -16,11 +16,45 @@ resume.
 from __future__ import annotations
 
 import abc
-import dataclasses
 from collections.abc import Mapping, Sequence
+import dataclasses
+import numbers
 from typing import Any
 
 import numpy as np
+
+# -- checks of settings and arguments: one line naming the field ---------------
+
+
+def is_int(v: Any) -> bool:
+  """An integer, and not a bool (Python's or NumPy's)."""
+  return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def is_real(v: Any) -> bool:
+  """A real number, and not a bool."""
+  return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
+def check_int(field: str, value: Any, least: int) -> None:
+  """Raises ``ValueError("FIELD: must be an integer >= LEAST, ...")`` unless ``value`` is one."""
+  if not is_int(value) or value < least:
+    raise ValueError(f"{field}: must be an integer >= {least}, got {value!r}")
+
+
+def check_between(
+  field: str, value: Any, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False
+) -> None:
+  """Raises ``ValueError("FIELD: must be in [LO, HI], ...")`` unless ``value`` is a number there.
+
+  ``lo_open`` / ``hi_open`` leave an end out (the message says ``(`` / ``)``).
+  """
+  inside = is_real(value) and (
+    (lo < value if lo_open else lo <= value) and (value < hi if hi_open else value <= hi)
+  )
+  if not inside:
+    interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    raise ValueError(f"{field}: must be in {interval}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value
@@ -105,7 +139,14 @@ class Controller(abc.ABC):
     return 1
 
   def validate(self) -> "Controller":
-    """Checks the settings; returns ``self``."""
+    """Checks every setting.
+
+    Returns:
+      ``self``, for chaining.
+
+    Raises:
+      ValueError: one line naming ``<name>.<field>`` and the allowed values.
+    """
     return self
 
   @abc.abstractmethod

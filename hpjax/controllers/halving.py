@@ -23,14 +23,11 @@ that a whole group can be pruned at a rung and vanish from the population.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from hpjax import fitness as fitness_lib
 from hpjax.controllers import base
-from hpjax.controllers.pbt import _is_int
 from hpjax.fitness import rank
 
 
@@ -59,25 +56,15 @@ class Halving(base.Controller):
   def decide(self, view: base.View) -> base.Decision:
     c = cut(view.fitness, self, view.epoch, view.groups, mode=view.mode)
     events = [{"event": "pruned", **rec} for rec in c.records]
-    return base.Decision(keep=c.keep, events=events,
-                         note=f"pruned {len(c.pruned)}, {len(c.keep)} left")
+    return base.Decision(
+      keep=c.keep, events=events, note=f"pruned {len(c.pruned)}, {len(c.keep)} left"
+    )
 
   def validate(self) -> "Halving":
-    """Checks every field.
-
-    Returns:
-      ``self``, for chaining.
-
-    Raises:
-      ValueError: one line naming ``halving.<field>`` and the allowed values.
-    """
-    if not _is_int(self.grace_period) or self.grace_period < 1:
-      raise ValueError(f"halving.grace_period: must be an integer >= 1, got {self.grace_period!r}")
-    if not _is_int(self.reduction_factor) or self.reduction_factor < 2:
-      raise ValueError(f"halving.reduction_factor: must be an integer >= 2, "
-                       f"got {self.reduction_factor!r}")
-    if not _is_int(self.min_members) or self.min_members < 1:
-      raise ValueError(f"halving.min_members: must be an integer >= 1, got {self.min_members!r}")
+    """Checks every field (:meth:`base.Controller.validate`); errors name ``halving.<field>``."""
+    base.check_int("halving.grace_period", self.grace_period, 1)
+    base.check_int("halving.reduction_factor", self.reduction_factor, 2)
+    base.check_int("halving.min_members", self.min_members, 1)
     return self
 
 
@@ -102,16 +89,6 @@ class Cut:
   records: list
 
 
-def _check_max_epochs(max_epochs: Any) -> None:
-  if not _is_int(max_epochs) or max_epochs < 1:
-    raise ValueError(f"max_epochs: must be an integer >= 1, got {max_epochs!r}")
-
-
-def _check_epoch(epoch: Any) -> None:
-  if not _is_int(epoch) or epoch < 0:
-    raise ValueError(f"epoch: must be an integer >= 0, got {epoch!r}")
-
-
 def rung_epochs(cfg: Halving, max_epochs: int) -> list[int]:
   """The epochs after which a rung cuts the population.
 
@@ -132,7 +109,7 @@ def rung_epochs(cfg: Halving, max_epochs: int) -> list[int]:
     ValueError: a bad config or ``max_epochs``.
   """
   cfg.validate()
-  _check_max_epochs(max_epochs)
+  base.check_int("max_epochs", max_epochs, 1)
   out = []
   e = cfg.grace_period
   while e < max_epochs:
@@ -155,7 +132,7 @@ def is_rung(epoch: int, cfg: Halving, max_epochs: int) -> bool:
   Raises:
     ValueError: a bad config, ``max_epochs`` or ``epoch``.
   """
-  _check_epoch(epoch)
+  base.check_int("epoch", epoch, 0)
   return epoch in rung_epochs(cfg, max_epochs)
 
 
@@ -173,15 +150,17 @@ def rung_index(epoch: int, cfg: Halving) -> int:
     ValueError: a bad config, or an ``epoch`` off the geometric schedule.
   """
   cfg.validate()
-  _check_epoch(epoch)
+  base.check_int("epoch", epoch, 0)
   # Integer arithmetic: a float log would misjudge large powers.
   k, e = 0, cfg.grace_period
   while e < epoch:
     k, e = k + 1, e * cfg.reduction_factor
   if e != epoch:
-    raise ValueError(f"epoch: {epoch} is not a rung epoch; allowed: grace_period * "
-                     f"reduction_factor**k ({cfg.grace_period}, "
-                     f"{cfg.grace_period * cfg.reduction_factor}, ...)")
+    raise ValueError(
+      f"epoch: {epoch} is not a rung epoch; allowed: grace_period * "
+      f"reduction_factor**k ({cfg.grace_period}, "
+      f"{cfg.grace_period * cfg.reduction_factor}, ...)"
+    )
   return k
 
 
@@ -206,14 +185,19 @@ def keep_size(population: int, cfg: Halving) -> int:
     ValueError: a bad config or a negative ``population``.
   """
   cfg.validate()
-  if not _is_int(population) or population < 0:
-    raise ValueError(f"population: must be an integer >= 0, got {population!r}")
+  base.check_int("population", population, 0)
   k = -(-population // cfg.reduction_factor)  # exact integer ceil
   return int(min(population, max(k, cfg.min_members)))
 
 
-def cut(fitness: np.ndarray, cfg: Halving, epoch: int,
-        groups: np.ndarray | None = None, *, mode: str = "max") -> Cut:
+def cut(
+  fitness: np.ndarray,
+  cfg: Halving,
+  epoch: int,
+  groups: np.ndarray | None = None,
+  *,
+  mode: str = "max",
+) -> Cut:
   """One rung: keep the best :func:`keep_size` members, prune the rest.
 
   Members are ranked globally by :func:`hpjax.fitness.rank`: NaN and
@@ -254,8 +238,13 @@ def cut(fitness: np.ndarray, cfg: Halving, epoch: int,
   pruned = np.sort(order[n_keep:]).astype(np.int64)
   records = []
   for i in pruned.tolist():
-    rec = {"rung": k, "epoch": int(epoch), "member": i, "fitness": float(f[i]),
-           "rank": int(position[i])}
+    rec = {
+      "rung": k,
+      "epoch": int(epoch),
+      "member": i,
+      "fitness": float(f[i]),
+      "rank": int(position[i]),
+    }
     if g is not None:
       rec["group"] = g[i].item()
     records.append(rec)

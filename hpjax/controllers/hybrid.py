@@ -61,9 +61,16 @@ class PBTHalving(base.Controller):
     donors, hparams = None, None
     if self.pbt.acts_at(view.epoch) and len(alive) > 1:
       plan = pbt_lib.exploit_explore(
-          view.fitness[alive], [view.hparams[i] for i in alive], view.space,
-          view.groups[alive], self.pbt, view.rng, view.generation, mode=view.mode,
-          structural=view.structural)
+        view.fitness[alive],
+        [view.hparams[i] for i in alive],
+        view.space,
+        view.groups[alive],
+        self.pbt,
+        view.rng,
+        view.generation,
+        mode=view.mode,
+        structural=view.structural,
+      )
       # The plan speaks of positions among the survivors: back to the population's.
       donors = np.arange(p)
       donors[alive] = alive[plan.donors]
@@ -73,8 +80,9 @@ class PBTHalving(base.Controller):
       for e in plan.events:
         events.append({**e, "target": int(alive[e["target"]]), "donor": int(alive[e["donor"]])})
       notes.append(f"replaced {len(plan.events)}")
-    return base.Decision(donors=donors, hparams=hparams, keep=keep, events=events,
-                         note=", ".join(notes))
+    return base.Decision(
+      donors=donors, hparams=hparams, keep=keep, events=events, note=", ".join(notes)
+    )
 
   def settings(self) -> dict:
     return {"name": self.name, "pbt": self.pbt.settings(), "halving": self.halving.settings()}

@@ -53,18 +53,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from typing import Any
 
 import numpy as np
 
-
-def _is_real(v: Any) -> bool:
-  return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
-
-
-def _is_int(v: Any) -> bool:
-  return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+from hpjax.controllers import base
 
 
 def log_spaced_rates(lo: float, hi: float, n: int) -> np.ndarray:
@@ -81,12 +74,11 @@ def log_spaced_rates(lo: float, hi: float, n: int) -> np.ndarray:
   Raises:
     ValueError: one line naming the bad argument.
   """
-  if not _is_real(lo) or not math.isfinite(lo) or lo <= 0:
+  if not base.is_real(lo) or not math.isfinite(lo) or lo <= 0:
     raise ValueError(f"lo: must be a finite number > 0, got {lo!r}")
-  if not _is_real(hi) or not math.isfinite(hi) or hi <= lo:
+  if not base.is_real(hi) or not math.isfinite(hi) or hi <= lo:
     raise ValueError(f"hi: must be a finite number > lo ({lo!r}), got {hi!r}")
-  if not _is_int(n) or n < 2:
-    raise ValueError(f"n: must be an integer >= 2, got {n!r}")
+  base.check_int("n", n, 2)
   rates = np.geomspace(float(lo), float(hi), int(n))
   # geomspace can be off by an ulp at the ends; users compare against lo / hi.
   rates[0], rates[-1] = lo, hi
@@ -130,9 +122,15 @@ class RangeResult:
       object.__setattr__(self, "no_progress", np.zeros(np.shape(self.diverged), bool))
 
 
-def analyse(rates: np.ndarray, loss_curves: np.ndarray, *, tail: int = 1,
-            diverge_factor: float = 1.5, range_fraction: float = 0.5,
-            min_progress: float = 0.1) -> RangeResult:
+def analyse(
+  rates: np.ndarray,
+  loss_curves: np.ndarray,
+  *,
+  tail: int = 1,
+  diverge_factor: float = 1.5,
+  range_fraction: float = 0.5,
+  min_progress: float = 0.1,
+) -> RangeResult:
   """Reads the loss curves of a side-by-side learning-rate sweep.
 
   See the module docstring for the exact definitions.
@@ -161,6 +159,45 @@ def analyse(rates: np.ndarray, loss_curves: np.ndarray, *, tail: int = 1,
   Raises:
     ValueError: one line naming the bad argument.
   """
+  r, c = _checked_curves(rates, loss_curves)
+  n_points = c.shape[1]
+  if not base.is_int(tail) or not 1 <= tail <= n_points - 1:
+    raise ValueError(f"tail: must be an integer in [1, {n_points - 1}], got {tail!r}")
+  if not base.is_real(diverge_factor) or not math.isfinite(diverge_factor) or diverge_factor <= 1:
+    raise ValueError(f"diverge_factor: must be a finite number > 1, got {diverge_factor!r}")
+  base.check_between("range_fraction", range_fraction, 0, 1, lo_open=True)
+  base.check_between("min_progress", min_progress, 0, 1, hi_open=True)
+
+  order = np.argsort(r, kind="stable")
+  r, c = r[order], c[order]
+  final, slopes, blew_up = _measure(c, tail, diverge_factor)
+  best_rate, suggested = math.nan, (math.nan, math.nan)
+  no_progress = np.zeros(len(r), bool)
+  # A best rate must not have blown up and must actually have lowered the loss.
+  candidates = np.flatnonzero(~blew_up & (slopes > 0))
+  if candidates.size:
+    # argmax takes the first maximum: the lowest rate among equal slopes.
+    b = int(candidates[np.argmax(slopes[candidates])])
+    if slopes[b] >= min_progress:
+      # Above a rate that learnt, one that left its loss near the start is
+      # too high (e.g. collapsed to chance), not slow.
+      no_progress = (np.arange(len(r)) > b) & ~blew_up & (slopes < min_progress)
+    ok = ~blew_up & ~no_progress & (slopes >= range_fraction * slopes[b])
+    lo, hi = _grow(ok, b)
+    best_rate, suggested = float(r[b]), (float(r[lo]), float(r[hi]))
+  return RangeResult(
+    rates=r,
+    losses=final,
+    slopes=slopes,
+    best_rate=best_rate,
+    suggested_range=suggested,
+    diverged=blew_up | no_progress,
+    no_progress=no_progress,
+  )
+
+
+def _checked_curves(rates: Any, loss_curves: Any) -> tuple[np.ndarray, np.ndarray]:
+  """:func:`analyse`'s rates ``[n]`` and loss curves ``[n, n_points]`` as float64, checked."""
   try:
     r = np.asarray(rates, np.float64)
   except (TypeError, ValueError):
@@ -176,56 +213,37 @@ def analyse(rates: np.ndarray, loss_curves: np.ndarray, *, tail: int = 1,
   except (TypeError, ValueError):
     raise ValueError("loss_curves: must be a 2-D array of numbers") from None
   if c.ndim != 2 or c.shape[0] != r.shape[0] or c.shape[1] < 2:
-    raise ValueError(f"loss_curves: must have shape ({r.shape[0]}, n_points >= 2), "
-                     f"got {c.shape}")
-  n_points = c.shape[1]
-  if not _is_int(tail) or not 1 <= tail <= n_points - 1:
-    raise ValueError(f"tail: must be an integer in [1, {n_points - 1}], got {tail!r}")
-  if not _is_real(diverge_factor) or not math.isfinite(diverge_factor) or diverge_factor <= 1:
-    raise ValueError(f"diverge_factor: must be a finite number > 1, got {diverge_factor!r}")
-  if not _is_real(range_fraction) or not 0 < range_fraction <= 1:
-    raise ValueError(f"range_fraction: must be in (0, 1], got {range_fraction!r}")
-  if not _is_real(min_progress) or not 0 <= min_progress < 1:
-    raise ValueError(f"min_progress: must be in [0, 1), got {min_progress!r}")
+    raise ValueError(f"loss_curves: must have shape ({r.shape[0]}, n_points >= 2), got {c.shape}")
+  return r, c
 
-  order = np.argsort(r, kind="stable")
-  r, c = r[order], c[order]
+
+def _measure(
+  c: np.ndarray, tail: int, diverge_factor: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Per curve: the final loss and the slope (NaN where not finite), and whether it blew up."""
   first = c[:, 0]
   with np.errstate(invalid="ignore", over="ignore"):
-    final = c[:, n_points - tail:].mean(axis=1)
+    final = c[:, c.shape[1] - tail :].mean(axis=1)
   finite = np.all(np.isfinite(c), axis=1) & np.isfinite(final)
   final = np.where(finite, final, np.nan)
   # |first| keeps the sign of the comparison right should a loss be negative;
   # for the usual positive loss it reads ``final > diverge_factor * first``.
   rose = finite & (final - first > (diverge_factor - 1.0) * np.abs(first))
-  blew_up = ~finite | rose
   denom = np.abs(first)
   with np.errstate(invalid="ignore", divide="ignore"):
     slopes = np.where(denom > 0, (first - final) / np.where(denom > 0, denom, 1.0), 0.0)
-  slopes = np.where(finite, slopes, np.nan)
+  return final, np.where(finite, slopes, np.nan), ~finite | rose
 
-  best_rate, suggested = math.nan, (math.nan, math.nan)
-  no_progress = np.zeros(len(r), bool)
-  # A best rate must not have blown up and must actually have lowered the loss.
-  candidates = np.flatnonzero(~blew_up & (slopes > 0))
-  if candidates.size:
-    # argmax takes the first maximum: the lowest rate among equal slopes.
-    b = int(candidates[np.argmax(slopes[candidates])])
-    if slopes[b] >= min_progress:
-      # Above a rate that learnt, one that left its loss near the start is
-      # too high (e.g. collapsed to chance), not slow.
-      no_progress = (np.arange(len(r)) > b) & ~blew_up & (slopes < min_progress)
-    ok = ~blew_up & ~no_progress & (slopes >= range_fraction * slopes[b])
-    lo = b
-    while lo > 0 and ok[lo - 1]:
-      lo -= 1
-    hi = b
-    while hi < len(r) - 1 and ok[hi + 1]:
-      hi += 1
-    best_rate, suggested = float(r[b]), (float(r[lo]), float(r[hi]))
-  return RangeResult(rates=r, losses=final, slopes=slopes, best_rate=best_rate,
-                     suggested_range=suggested, diverged=blew_up | no_progress,
-                     no_progress=no_progress)
+
+def _grow(ok: np.ndarray, b: int) -> tuple[int, int]:
+  """The widest run of ``ok`` positions around ``b``: its first and last position."""
+  lo = b
+  while lo > 0 and ok[lo - 1]:
+    lo -= 1
+  hi = b
+  while hi < len(ok) - 1 and ok[hi + 1]:
+    hi += 1
+  return lo, hi
 
 
 def _fmt(x: float) -> str:
@@ -258,20 +276,24 @@ def describe(result: RangeResult) -> str:
   r, div = result.rates, result.diverged
   if math.isnan(result.best_rate):
     if np.all(div):
-      return (f"every rate diverged (lowest tried {_fmt(r[0])}); "
-              f"try rates below {_fmt(r[0])}")
+      return f"every rate diverged (lowest tried {_fmt(r[0])}); try rates below {_fmt(r[0])}"
     text = "the loss did not fall at any rate that did not diverge"
     if np.any(div):
       text += f"; too high (diverged) from {_fmt(r[int(np.argmax(div))])}"
     return text + f"; try rates above {_fmt(r[~div].max())}"
   lo, hi = result.suggested_range
-  parts = [f"loss falls fastest at lr {_fmt(result.best_rate)}",
-           f"useful range {_fmt(lo)} – {_fmt(hi)}"]
+  parts = [
+    f"loss falls fastest at lr {_fmt(result.best_rate)}",
+    f"useful range {_fmt(lo)} – {_fmt(hi)}",
+  ]
   above = np.flatnonzero(div & (r > result.best_rate))
   if above.size:
     stalled = result.no_progress[above]
-    why = " or ".join(w for w, present in (("diverged", not np.all(stalled)),
-                                            ("no progress", np.any(stalled))) if present)
+    why = " or ".join(
+      w
+      for w, present in (("diverged", not np.all(stalled)), ("no progress", np.any(stalled)))
+      if present
+    )
     parts.append(f"too high ({why}) from {_fmt(r[above[0]])}")
   if np.any(~div & (r < lo)):
     parts.append(f"too low (slow) below {_fmt(lo)}")

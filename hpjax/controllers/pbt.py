@@ -20,10 +20,9 @@ only a member of its own group.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import math
-import numbers
-from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,14 +31,6 @@ from hpjax import fitness as fitness_lib
 from hpjax import space as space_lib
 from hpjax.controllers import base
 from hpjax.fitness import rank
-
-
-def _is_int(v: Any) -> bool:
-  return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
-
-
-def _is_real(v: Any) -> bool:
-  return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,35 +66,35 @@ class PBT(base.Controller):
     return should_decide(epoch, self)
 
   def decide(self, view: base.View) -> base.Decision:
-    plan = exploit_explore(view.fitness, view.hparams, view.space, view.groups, self, view.rng,
-                           view.generation, mode=view.mode, structural=view.structural)
-    return base.Decision(donors=plan.donors, hparams=plan.hparams, events=plan.events,
-                         note=f"replaced {len(plan.events)}")
+    plan = exploit_explore(
+      view.fitness,
+      view.hparams,
+      view.space,
+      view.groups,
+      self,
+      view.rng,
+      view.generation,
+      mode=view.mode,
+      structural=view.structural,
+    )
+    return base.Decision(
+      donors=plan.donors,
+      hparams=plan.hparams,
+      events=plan.events,
+      note=f"replaced {len(plan.events)}",
+    )
 
   def validate(self) -> "PBT":
-    """Checks every field.
-
-    Returns:
-      ``self``, for chaining.
-
-    Raises:
-      ValueError: one line naming ``pbt.<field>`` and the allowed values.
-    """
-    if not _is_int(self.interval) or self.interval < 1:
-      raise ValueError(f"pbt.interval: must be an integer >= 1, got {self.interval!r}")
-    if not _is_int(self.burn_in) or self.burn_in < 0:
-      raise ValueError(f"pbt.burn_in: must be an integer >= 0, got {self.burn_in!r}")
-    q = self.quantile_fraction
-    if not _is_real(q) or not 0.0 < q <= 0.5:
-      raise ValueError(f"pbt.quantile_fraction: must be in (0, 0.5], got {q!r}")
+    """Checks every field (:meth:`base.Controller.validate`); errors name ``pbt.<field>``."""
+    base.check_int("pbt.interval", self.interval, 1)
+    base.check_int("pbt.burn_in", self.burn_in, 0)
+    base.check_between("pbt.quantile_fraction", self.quantile_fraction, 0, 0.5, lo_open=True)
     f = self.perturbation_factors
-    if (isinstance(f, (str, bytes)) or not isinstance(f, Sequence) or not f
-        or not all(_is_real(x) and math.isfinite(x) and x > 0 for x in f)):
-      raise ValueError(f"pbt.perturbation_factors: must be a non-empty tuple of positive "
-                       f"numbers, got {f!r}")
-    p = self.resample_probability
-    if not _is_real(p) or not 0.0 <= p <= 1.0:
-      raise ValueError(f"pbt.resample_probability: must be in [0, 1], got {p!r}")
+    if not space_lib.are_perturbation_factors(f):
+      raise ValueError(
+        f"pbt.perturbation_factors: must be a non-empty tuple of positive numbers, got {f!r}"
+      )
+    base.check_between("pbt.resample_probability", self.resample_probability, 0, 1)
     return self
 
 
@@ -146,8 +137,7 @@ def should_decide(epoch: int, cfg: PBT) -> bool:
     ValueError: a bad config, or a negative / non-integer ``epoch``.
   """
   cfg.validate()
-  if not _is_int(epoch) or epoch < 0:
-    raise ValueError(f"epoch: must be an integer >= 0, got {epoch!r}")
+  base.check_int("epoch", epoch, 0)
   return epoch > cfg.burn_in and (epoch - cfg.burn_in) % cfg.interval == 0
 
 
@@ -172,23 +162,33 @@ def quantile_size(population: int, quantile_fraction: float) -> int:
   return min(q, population // 2)
 
 
-def _default_explore(h: dict, space: Mapping[str, Any], cfg: PBT,
-                     rng: np.random.Generator, fixed: Sequence[str] = ()) -> dict:
+def _default_explore(
+  h: dict, space: Mapping[str, Any], cfg: PBT, rng: np.random.Generator, fixed: Sequence[str] = ()
+) -> dict:
   out = dict(h)
   # Sorted names: the draw order, hence the result, does not depend on dict order.
   for name in sorted(space):
     if name in fixed or space_lib.is_structural(name, space):
       continue  # the donor's group fixes it
-    out[name] = space_lib.perturb(space[name], h[name], rng, tuple(cfg.perturbation_factors),
-                                  cfg.resample_probability)
+    out[name] = space_lib.perturb(
+      space[name], h[name], rng, tuple(cfg.perturbation_factors), cfg.resample_probability
+    )
   return out
 
 
-def exploit_explore(fitness: np.ndarray, hparams: Sequence[Mapping[str, Any]],
-                    space: Mapping[str, Any], groups: np.ndarray, cfg: PBT,
-                    rng: np.random.Generator, generation: int,
-                    explore_fn: Callable[[dict, np.random.Generator], dict] | None = None,
-                    *, mode: str = "max", structural: Sequence[str] = ()) -> Plan:
+def exploit_explore(
+  fitness: np.ndarray,
+  hparams: Sequence[Mapping[str, Any]],
+  space: Mapping[str, Any],
+  groups: np.ndarray,
+  cfg: PBT,
+  rng: np.random.Generator,
+  generation: int,
+  explore_fn: Callable[[dict, np.random.Generator], dict] | None = None,
+  *,
+  mode: str = "max",
+  structural: Sequence[str] = (),
+) -> Plan:
   """One PBT decision: who copies whom, and the new hyperparameters.
 
   The bottom :func:`quantile_size` members by :func:`rank` are replaced, in
@@ -227,6 +227,51 @@ def exploit_explore(fitness: np.ndarray, hparams: Sequence[Mapping[str, Any]],
   Raises:
     ValueError: one line naming the bad argument.
   """
+  f, g, space, fixed = _checked_inputs(
+    fitness, hparams, space, groups, cfg, rng, mode, structural, explore_fn is None
+  )
+  p = f.shape[0]
+  donors = np.arange(p, dtype=np.int64)
+  new_hparams = [dict(h) for h in hparams]
+  events: list[dict] = []
+  q = quantile_size(p, cfg.quantile_fraction)
+  if q == 0:
+    return Plan(donors, new_hparams, events)
+  order = rank(f, mode)
+  top = [int(j) for j in order[:q]]
+  bottom = {int(j) for j in order[p - q :]}
+  for i in sorted(bottom):
+    donor = _donor(i, top, bottom, order, g, rng)
+    if donor is None:
+      continue  # the whole group is in the bottom quantile: nobody to copy
+    source = dict(hparams[donor])
+    if explore_fn is None:
+      new = _default_explore(source, space, cfg, rng, fixed)
+    else:
+      new = _custom_explore(explore_fn, source, rng, fixed)
+    donors[i] = donor
+    new_hparams[i] = new
+    events.append(_event(generation, i, donor, g, f, dict(hparams[i]), new))
+  return Plan(donors, new_hparams, events)
+
+
+def _checked_inputs(
+  fitness: np.ndarray,
+  hparams: Sequence[Any],
+  space: Mapping[str, Any],
+  groups: np.ndarray,
+  cfg: PBT,
+  rng: np.random.Generator,
+  mode: str,
+  structural: Sequence[str],
+  default_explore: bool,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any], tuple[str, ...]]:
+  """Checks :func:`exploit_explore`'s arguments.
+
+  Returns:
+    The fitness and the groups as arrays, the validated space, and the names
+    an explore step must keep (the given ``structural`` and the space's).
+  """
   cfg.validate()
   fitness_lib.check_mode(mode)
   f = fitness_lib.as_array(fitness)
@@ -239,54 +284,78 @@ def exploit_explore(fitness: np.ndarray, hparams: Sequence[Mapping[str, Any]],
   if g.shape != (p,) or (p and not np.issubdtype(g.dtype, np.integer)):
     raise ValueError(f"groups: must be an int array of shape ({p},), got {g.dtype} {g.shape}")
   space = space_lib.validate(space)
-  fixed = tuple(dict.fromkeys(list(structural) + [k for k in space
-                                                  if space_lib.is_structural(k, space)]))
-  needed = [k for k in sorted(space) if k not in fixed]
+  fixed = tuple(
+    dict.fromkeys(list(structural) + [k for k in space if space_lib.is_structural(k, space)])
+  )
+  # The default explore perturbs every vectorized dimension: each member needs its value.
+  _check_hparams(hparams, [k for k in sorted(space) if k not in fixed] if default_explore else [])
+  return f, g, space, fixed
+
+
+def _check_hparams(hparams: Sequence[Any], needed: list[str]) -> None:
+  """Every member's hyperparameters are a dict holding each of the ``needed`` names."""
   for i, h in enumerate(hparams):
     if not isinstance(h, Mapping):
       raise ValueError(f"hparams[{i}]: must be a dict name -> value, got {type(h).__name__}")
     missing = [k for k in needed if k not in h]
-    if explore_fn is None and missing:
+    if missing:
       raise ValueError(f"hparams[{i}]: missing {missing[0]!r}, a vectorized dimension of the space")
 
-  donors = np.arange(p, dtype=np.int64)
-  new_hparams = [dict(h) for h in hparams]
-  events: list[dict] = []
-  q = quantile_size(p, cfg.quantile_fraction)
-  if q == 0:
-    return Plan(donors, new_hparams, events)
-  order = rank(f, mode)
-  top = [int(j) for j in order[:q]]
-  bottom = {int(j) for j in order[p - q:]}
-  for i in sorted(bottom):
-    same = [j for j in top if g[j] == g[i]]
-    if same:
-      donor = same[int(rng.integers(len(same)))]
-    else:
-      rest = [int(j) for j in order if g[j] == g[i] and int(j) not in bottom]
-      if not rest:
-        continue  # the whole group is in the bottom quantile: nobody to copy
-      donor = rest[0]
-    source = dict(hparams[donor])
-    if explore_fn is None:
-      new = _default_explore(source, space, cfg, rng, fixed)
-    else:
-      new = explore_fn(dict(source), rng)
-      if not isinstance(new, Mapping):
-        raise ValueError(f"explore_fn: must return a dict name -> value, got {type(new).__name__}")
-      new = dict(new)
-      for k in fixed:
-        if source.get(k) != new.get(k):
-          raise ValueError(f"explore_fn: changed structural hyperparameter {k!r} "
-                           f"({source.get(k)!r} -> {new.get(k)!r}); it must keep the donor's value")
-    old = dict(hparams[i])
-    donors[i] = donor
-    new_hparams[i] = new
-    changes = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new), key=str)
-               if old.get(k) != new.get(k)}
-    events.append({
-        "generation": int(generation), "target": i, "donor": donor, "group": g[i].item(),
-        "target_fitness": float(f[i]), "donor_fitness": float(f[donor]),
-        "old_hparams": old, "new_hparams": dict(new), "changes": changes,
-    })
-  return Plan(donors, new_hparams, events)
+
+def _donor(
+  i: int,
+  top: list[int],
+  bottom: set[int],
+  order: np.ndarray,
+  g: np.ndarray,
+  rng: np.random.Generator,
+) -> int | None:
+  """The member that bottom member ``i`` copies; None when its group offers none.
+
+  A uniform draw among its group's top members, else its group's best member
+  outside the bottom quantile.
+  """
+  same = [j for j in top if g[j] == g[i]]
+  if same:
+    return same[int(rng.integers(len(same)))]
+  rest = [int(j) for j in order if g[j] == g[i] and int(j) not in bottom]
+  return rest[0] if rest else None
+
+
+def _custom_explore(
+  explore_fn: Callable, source: dict, rng: np.random.Generator, fixed: Sequence[str]
+) -> dict:
+  """A user's explore step on a copy of the donor's values; it must keep the structural ones."""
+  new = explore_fn(dict(source), rng)
+  if not isinstance(new, Mapping):
+    raise ValueError(f"explore_fn: must return a dict name -> value, got {type(new).__name__}")
+  new = dict(new)
+  for k in fixed:
+    if source.get(k) != new.get(k):
+      raise ValueError(
+        f"explore_fn: changed structural hyperparameter {k!r} "
+        f"({source.get(k)!r} -> {new.get(k)!r}); it must keep the donor's value"
+      )
+  return new
+
+
+def _event(
+  generation: int, i: int, donor: int, g: np.ndarray, f: np.ndarray, old: dict, new: dict
+) -> dict[str, Any]:
+  """The lineage event of member ``i`` copying ``donor`` and taking ``new`` values."""
+  changes = {
+    k: (old.get(k), new.get(k))
+    for k in sorted(set(old) | set(new), key=str)
+    if old.get(k) != new.get(k)
+  }
+  return {
+    "generation": int(generation),
+    "target": i,
+    "donor": donor,
+    "group": g[i].item(),
+    "target_fitness": float(f[i]),
+    "donor_fitness": float(f[donor]),
+    "old_hparams": old,
+    "new_hparams": dict(new),
+    "changes": changes,
+  }

@@ -28,9 +28,18 @@ arrays only), ``.npz`` files are read with ``allow_pickle=False`` and IDX
 files are parsed byte by byte. (``tfds:NAME`` is left to TensorFlow Datasets.)
 """
 
-from hpjax.data.dataset import DataError, DataWarning, Dataset, normalize, resize_images
-from hpjax.data.formats import read_cifar_batch, read_idx, write_cifar_batch, write_idx
-from hpjax.data.sources import SOURCES, dataset_from_arrays, load_dataset
+from hpjax.data.dataset import DataError
+from hpjax.data.dataset import Dataset
+from hpjax.data.dataset import DataWarning
+from hpjax.data.dataset import normalize
+from hpjax.data.dataset import resize_images
+from hpjax.data.formats import read_cifar_batch
+from hpjax.data.formats import read_idx
+from hpjax.data.formats import write_cifar_batch
+from hpjax.data.formats import write_idx
+from hpjax.data.sources import dataset_from_arrays
+from hpjax.data.sources import load_dataset
+from hpjax.data.sources import SOURCES
 from hpjax.data.stream import Stream
 
 __all__ = [

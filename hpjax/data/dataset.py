@@ -29,14 +29,19 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-import warnings
+import os
+import sys
 from typing import Any
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 _TASKS = ("classification", "regression")
+
+# Warnings point at the first caller outside this folder (_caller_outside_package).
+_PACKAGE_DIR = os.path.dirname(__file__)
 
 # Host-side work (statistics, resizing) goes through the data in blocks so that
 # float64/float32 temporaries stay small even for 60k-image datasets.
@@ -66,8 +71,25 @@ class DataWarning(UserWarning):
   """
 
 
+class HeldOut:
+  """The sizes of the held-out splits, ``x_val`` and ``x_test``.
+
+  A :class:`Dataset` and a :class:`hpjax.data.Stream` both hold them on the device.
+  """
+
+  @property
+  def num_val(self) -> int:
+    """Number of validation examples."""
+    return int(self.x_val.shape[0])
+
+  @property
+  def num_test(self) -> int:
+    """Number of test examples."""
+    return int(self.x_test.shape[0])
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class Dataset:
+class Dataset(HeldOut):
   """Train / validation / test splits on the device, plus normalization stats.
 
   Attributes:
@@ -147,16 +169,6 @@ class Dataset:
   def num_train(self) -> int:
     """Number of training examples."""
     return int(self.x_train.shape[0])
-
-  @property
-  def num_val(self) -> int:
-    """Number of validation examples."""
-    return int(self.x_val.shape[0])
-
-  @property
-  def num_test(self) -> int:
-    """Number of test examples."""
-    return int(self.x_test.shape[0])
 
   def normalize(self, x) -> jax.Array:
     """Convert inputs to float32 and standardize them with the train stats.
@@ -437,47 +449,12 @@ def _validate(raw: _Raw) -> None:
 
 def _assemble(raw: _Raw, *, image_size, val_fraction, test_fraction, seed, max_train) -> Dataset:
   _validate(raw)
-  where = raw.where
   if image_size is not None and raw.x.ndim != 4:
     raise DataError(
-      f"{where}: image_size applies to image data only, but x has shape {raw.x.shape}"
+      f"{raw.where}: image_size applies to image data only, but x has shape {raw.x.shape}"
     )
-  classification = raw.task == "classification"
-  n = raw.x.shape[0]
-  labels = raw.y if classification else None
-  # Each split not given with the data is drawn from it: val_fraction and
-  # test_fraction of its examples.
-  val_given, test_given = raw.x_val is not None, raw.x_test is not None
-  if not val_given and not test_given:
-    n_test, n_val = _count(test_fraction, n), _count(val_fraction, n)
-    if n - n_test - n_val < 1:
-      raise DataError(
-        f"{where}: {n} examples, too few for test_fraction={test_fraction} and "
-        f"val_fraction={val_fraction} plus at least one training example"
-      )
-    rest, test_idx = _split(n, n_test, labels, seed)
-    keep, val_pos = _split(rest.size, n_val, None if labels is None else labels[rest], seed)
-    train_idx, val_idx = rest[keep], rest[val_pos]
-    x_test, y_test = raw.x[test_idx], raw.y[test_idx]
-  elif val_given and not test_given:
-    n_test = _count(test_fraction, n)
-    if n - n_test < 1:
-      raise DataError(
-        f"{where}: {n} training examples, too few to carve test_fraction={test_fraction}"
-      )
-    train_idx, test_idx = _split(n, n_test, labels, seed)
-    x_test, y_test = raw.x[test_idx], raw.y[test_idx]
-  elif test_given and not val_given:
-    n_val = _count(val_fraction, n)
-    if n - n_val < 1:
-      raise DataError(
-        f"{where}: {n} training examples, too few to carve val_fraction={val_fraction}"
-      )
-    train_idx, val_idx = _split(n, n_val, labels, seed)
-    x_test, y_test = raw.x_test, raw.y_test
-  else:  # Both given: every example trains.
-    train_idx = np.arange(n)
-    x_test, y_test = raw.x_test, raw.y_test
+  labels = raw.y if raw.task == "classification" else None
+  train_idx, val_idx, test_idx = _split_indices(raw, labels, val_fraction, test_fraction, seed)
   if max_train is not None and max_train < train_idx.size:
     keep, _ = _split(
       train_idx.size,
@@ -487,46 +464,17 @@ def _assemble(raw: _Raw, *, image_size, val_fraction, test_fraction, seed, max_t
     )
     train_idx = train_idx[keep]
   x_train, y_train = raw.x[train_idx], raw.y[train_idx]
-  if val_given:
-    x_val, y_val = raw.x_val, raw.y_val
-  else:
-    x_val, y_val = raw.x[val_idx], raw.y[val_idx]
-
+  x_val, y_val = (raw.x_val, raw.y_val) if val_idx is None else (raw.x[val_idx], raw.y[val_idx])
+  x_test, y_test = (
+    (raw.x_test, raw.y_test) if test_idx is None else (raw.x[test_idx], raw.y[test_idx])
+  )
   if image_size is not None:
     # Resize after splitting and capping, so quick runs on big sources
     # only pay for the images they keep.
     x_train, x_val, x_test = (resize_images(a, image_size) for a in (x_train, x_val, x_test))
-
-  notes = list(raw.notes)
-  if classification:
-    lacking = _lacking_classes(
-      raw.num_classes, (("train", y_train), ("val", y_val), ("test", y_test))
-    )
-    if lacking:
-      notes.append(
-        f"{where}: classes of 0..{raw.num_classes - 1} missing from splits ({lacking}); "
-        "a split's metrics say nothing about the classes it lacks"
-      )
-  for note in notes:
-    # stacklevel 3: the warning points at the caller of load_dataset /
-    # dataset_from_arrays, the only callers of this function.
-    warnings.warn(note, DataWarning, stacklevel=3)
-
+  _warn_notes(raw, (("train", y_train), ("val", y_val), ("test", y_test)))
   mean, std = _channel_stats(x_train)
-  y_mean, y_std = 0.0, 1.0
-  if classification:
-    y_train, y_val, y_test = (a.astype(np.int32) for a in (y_train, y_val, y_test))
-  else:
-    # Standardize targets with train statistics so losses are comparable
-    # across datasets (MSE of a mean predictor is ~1).
-    y_mean = float(np.mean(y_train))
-    y_std = float(np.std(y_train))
-    if y_train.min() == y_train.max() or not y_std > 0:
-      y_std = 1.0
-    y_train, y_val, y_test = (
-      ((a - y_mean) / y_std).astype(np.float32) for a in (y_train, y_val, y_test)
-    )
-
+  (y_train, y_val, y_test), y_mean, y_std = _targets(raw.task, y_train, y_val, y_test)
   # One transfer for everything; training steps then never copy data again.
   on_device = jax.device_put((x_train, y_train, x_val, y_val, x_test, y_test))
   return Dataset(
@@ -539,6 +487,88 @@ def _assemble(raw: _Raw, *, image_size, val_fraction, test_fraction, seed, max_t
     y_mean=y_mean,
     y_std=y_std,
   )
+
+
+def _split_indices(
+  raw: _Raw, labels: np.ndarray | None, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+  """Indices into ``raw.x`` of the train, validation and test splits (None: given).
+
+  Each split not given with the data is drawn from it: ``val_fraction`` and
+  ``test_fraction`` of its examples; with both given, every example trains.
+  """
+  n = raw.x.shape[0]
+  val_given, test_given = raw.x_val is not None, raw.x_test is not None
+  if val_given and test_given:
+    return np.arange(n), None, None
+  if val_given:
+    train_idx, test_idx = _carve(raw.where, n, "test_fraction", test_fraction, labels, seed)
+    return train_idx, None, test_idx
+  if test_given:
+    train_idx, val_idx = _carve(raw.where, n, "val_fraction", val_fraction, labels, seed)
+    return train_idx, val_idx, None
+  n_test, n_val = _count(test_fraction, n), _count(val_fraction, n)
+  if n - n_test - n_val < 1:
+    raise DataError(
+      f"{raw.where}: {n} examples, too few for test_fraction={test_fraction} and "
+      f"val_fraction={val_fraction} plus at least one training example"
+    )
+  rest, test_idx = _split(n, n_test, labels, seed)
+  keep, val_pos = _split(rest.size, n_val, None if labels is None else labels[rest], seed)
+  return rest[keep], rest[val_pos], test_idx
+
+
+def _carve(
+  where: str, n: int, field: str, fraction: float, labels: np.ndarray | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+  """One split of ``fraction`` of ``n`` training examples (``field`` names it in the error)."""
+  n_out = _count(fraction, n)
+  if n - n_out < 1:
+    raise DataError(f"{where}: {n} training examples, too few to carve {field}={fraction}")
+  return _split(n, n_out, labels, seed)
+
+
+def _warn_notes(raw: _Raw, splits) -> None:
+  """Issues the source's notes, and one naming the classes some split lacks, as DataWarnings."""
+  notes = list(raw.notes)
+  if raw.task == "classification":
+    lacking = _lacking_classes(raw.num_classes, splits)
+    if lacking:
+      notes.append(
+        f"{raw.where}: classes of 0..{raw.num_classes - 1} missing from splits ({lacking}); "
+        "a split's metrics say nothing about the classes it lacks"
+      )
+  for note in notes:
+    warnings.warn(note, DataWarning, stacklevel=_caller_outside_package())
+
+
+def _caller_outside_package() -> int:
+  """The ``stacklevel`` at which the caller's warning names the first frame outside hpjax/data.
+
+  That frame is the user's call of load_dataset / dataset_from_arrays.
+  """
+  level, frame = 2, sys._getframe(2)  # level 1: our caller, which warns
+  while frame is not None and os.path.dirname(frame.f_code.co_filename) == _PACKAGE_DIR:
+    level, frame = level + 1, frame.f_back
+  return level
+
+
+def _targets(task: str, *ys: np.ndarray) -> tuple[tuple[np.ndarray, ...], float, float]:
+  """The splits' labels as int32, or their targets standardized; with that mean and std.
+
+  Regression targets are standardized with the training split's (the first
+  one's) mean and std; labels come with 0 and 1.
+  """
+  if task == "classification":
+    return tuple(a.astype(np.int32) for a in ys), 0.0, 1.0
+  # Standardize targets with train statistics so losses are comparable
+  # across datasets (MSE of a mean predictor is ~1).
+  y_train = ys[0]
+  y_mean = float(np.mean(y_train))
+  y_std = float(np.std(y_train))
+  if y_train.min() == y_train.max() or not y_std > 0:
+    y_std = 1.0
+  return tuple(((a - y_mean) / y_std).astype(np.float32) for a in ys), y_mean, y_std
 
 
 def _lacking_classes(num_classes: int, splits) -> str:

@@ -15,12 +15,14 @@ import gzip
 import math
 import os
 import pickle
-import zlib
 from typing import Sequence
+import zlib
 
 import numpy as np
 
-from hpjax.data.dataset import DataError, _check_label_range, _is_int
+from hpjax.data.dataset import _check_label_range
+from hpjax.data.dataset import _is_int
+from hpjax.data.dataset import DataError
 
 _CIFAR_SIDE = 32
 

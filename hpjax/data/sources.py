@@ -1,19 +1,64 @@
 """Where datasets come from: built-in sources, files and in-memory arrays.
 
-:func:`load_dataset` reads one of the supported sources (:data:`SOURCES`):
-scikit-learn's digits and diabetes (embedded), MNIST / Fashion-MNIST IDX
-files, CIFAR-10 python batches, ``.npz`` archives and TensorFlow Datasets.
+:func:`load_dataset` reads one of the supported sources (:data:`SOURCES`);
 :func:`dataset_from_arrays` takes the arrays themselves (what ``hpjax.tune``'s
-``data`` argument becomes). Both convert and check the arrays (dtypes, shapes,
-the task, the class labels) and hand them to :mod:`hpjax.data.dataset`, which
-splits them and returns the :class:`~hpjax.data.dataset.Dataset`.
+``data`` argument becomes) and goes through the same steps. Both convert and
+check the arrays (dtypes, shapes, the task, the class labels) and hand them to
+:mod:`hpjax.data.dataset`, which splits them and returns the
+:class:`~hpjax.data.dataset.Dataset`.
 
-``.npz`` files are read with ``allow_pickle=False`` after their first bytes
-are checked; ``tfds:NAME`` is left to TensorFlow Datasets.
+Sources:
+
+* ``'digits'``: scikit-learn's embedded 8x8 digits (1797 images); pixels
+  0..16 are stored as uint8 0..255.
+* ``'mnist'``, ``'fashion_mnist'``: the four standard IDX files (plain or
+  ``.gz``) in ``data_dir``.
+* ``'cifar10'``: the python pickle batches ``data_batch_1..5`` and
+  ``test_batch`` in ``data_dir`` or in ``data_dir/cifar-10-batches-py``.
+  They are unpickled with a restricted unpickler (see
+  :func:`hpjax.data.formats.read_cifar_batch`), so a crafted batch cannot run
+  code.
+* ``'npz'`` (path in ``data_dir``) or ``'npz:PATH'``: arrays ``x_train``,
+  ``y_train`` and optionally ``x_test``, ``y_test``, read with
+  ``allow_pickle=False`` after their first bytes are checked. With
+  ``'npz:PATH'`` the path in the source wins and ``data_dir`` is ignored.
+* ``'diabetes'``: scikit-learn's embedded diabetes regression data.
+* ``'tfds:NAME'``: a TensorFlow Datasets dataset with ``image`` and
+  ``label`` features (needs ``tensorflow-datasets``; ``data_dir`` is passed
+  on as its data_dir). Its declared class count is used as ``num_classes``
+  unless one is given.
+
+Task and classes (npz, tfds and :func:`dataset_from_arrays`; the other
+sources have a fixed task and 10 classes, or are regression):
+
+* ``task='auto'``: integer (or bool) ``y`` means classification, float
+  ``y`` regression. Float ``y`` holding only whole numbers is still
+  regression, but gets a :class:`DataWarning`, since it is often class
+  labels saved as floats; pass ``task`` to say which is meant.
+* ``task='classification'``: ``y`` must be integers, or floats that are
+  all whole numbers; ``task='regression'``: any numeric ``y`` is a target.
+* Classes: without ``num_classes``, the labels (train and test together)
+  must be exactly 0..K-1 with every class present, so that a stray label
+  or an offset cannot silently change the number of outputs. With
+  ``num_classes`` (which implies classification), labels must lie in
+  ``0..num_classes-1`` and classes may be absent. Either way at least
+  two classes must be present.
+* A split (train / val / test) that lacks some class gets one
+  :class:`DataWarning` listing what each split lacks: its metrics then
+  say nothing about those classes.
+
+Splits: sources without a test split lose ``test_fraction`` of all examples
+to the test split and ``val_fraction`` of all examples to the validation
+split. Sources with a test split keep it, and ``val_fraction`` of their
+training examples becomes the validation split (``test_fraction`` is then
+unused). Splits are seeded, and stratified by class for classification
+(falling back to a plain shuffled split when a class is too small to
+stratify).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import importlib.util
 import numbers
@@ -22,20 +67,19 @@ from typing import Any
 
 import numpy as np
 
-from hpjax.data.dataset import (
-  _TASKS,
-  DataError,
-  Dataset,
-  _absent_runs,
-  _assemble,
-  _check_finite,
-  _check_label_range,
-  _describe_runs,
-  _describe_values,
-  _is_int,
-  _Raw,
-)
-from hpjax.data.formats import read_cifar_batch, read_idx
+from hpjax.data.dataset import _absent_runs
+from hpjax.data.dataset import _assemble
+from hpjax.data.dataset import _check_finite
+from hpjax.data.dataset import _check_label_range
+from hpjax.data.dataset import _describe_runs
+from hpjax.data.dataset import _describe_values
+from hpjax.data.dataset import _is_int
+from hpjax.data.dataset import _Raw
+from hpjax.data.dataset import _TASKS
+from hpjax.data.dataset import DataError
+from hpjax.data.dataset import Dataset
+from hpjax.data.formats import read_cifar_batch
+from hpjax.data.formats import read_idx
 
 SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10", "npz", "diabetes", "tfds:NAME")
 
@@ -72,51 +116,8 @@ def load_dataset(
 ) -> Dataset:
   """Load, check, split, and place a dataset on the device.
 
-  Sources (see :data:`SOURCES`):
-
-  * ``'digits'``: scikit-learn's embedded 8x8 digits (1797 images); pixels
-    0..16 are stored as uint8 0..255.
-  * ``'mnist'``, ``'fashion_mnist'``: the four standard IDX files (plain or
-    ``.gz``) in ``data_dir``.
-  * ``'cifar10'``: the python pickle batches ``data_batch_1..5`` and
-    ``test_batch`` in ``data_dir`` or in ``data_dir/cifar-10-batches-py``.
-    They are unpickled with a restricted unpickler (see
-    :func:`read_cifar_batch`), so a crafted batch cannot run code.
-  * ``'npz'`` (path in ``data_dir``) or ``'npz:PATH'``: arrays ``x_train``,
-    ``y_train`` and optionally ``x_test``, ``y_test`` (read with
-    ``allow_pickle=False``). With ``'npz:PATH'`` the path in the source
-    wins and ``data_dir`` is ignored.
-  * ``'diabetes'``: scikit-learn's embedded diabetes regression data.
-  * ``'tfds:NAME'``: a TensorFlow Datasets dataset with ``image`` and
-    ``label`` features (needs ``tensorflow-datasets``; ``data_dir`` is passed
-    on as its data_dir). Its declared class count is used as ``num_classes``
-    unless one is given.
-
-  Task and classes (npz, tfds and :func:`dataset_from_arrays`; the other
-  sources have a fixed task and 10 classes, or are regression):
-
-  * ``task='auto'``: integer (or bool) ``y`` means classification, float
-    ``y`` regression. Float ``y`` holding only whole numbers is still
-    regression, but gets a :class:`DataWarning`, since it is often class
-    labels saved as floats; pass ``task`` to say which is meant.
-  * ``task='classification'``: ``y`` must be integers, or floats that are
-    all whole numbers; ``task='regression'``: any numeric ``y`` is a target.
-  * Classes: without ``num_classes``, the labels (train and test together)
-    must be exactly 0..K-1 with every class present, so that a stray label
-    or an offset cannot silently change the number of outputs. With
-    ``num_classes`` (which implies classification), labels must lie in
-    ``0..num_classes-1`` and classes may be absent. Either way at least
-    two classes must be present.
-  * A split (train / val / test) that lacks some class gets one
-    :class:`DataWarning` listing what each split lacks: its metrics then
-    say nothing about those classes.
-
-  Sources without a test split lose ``test_fraction`` of all examples to the
-  test split and ``val_fraction`` of all examples to the validation split.
-  Sources with a test split keep it, and ``val_fraction`` of their training
-  examples becomes the validation split (``test_fraction`` is then unused).
-  Splits are seeded, and stratified by class for classification (falling
-  back to a plain shuffled split when a class is too small to stratify).
+  The module docstring lists the sources and the rules for the task, the
+  classes and the splits.
 
   Args:
     source: Which dataset; one of :data:`SOURCES`.
@@ -136,8 +137,9 @@ def load_dataset(
       classes may be absent; None: the labels must be 0..K-1 with every
       class present. Sources with a fixed class count accept only that
       count.
-    task: ``'auto'``, ``'classification'`` or ``'regression'`` (see
-      above). Sources with a fixed task accept only ``'auto'`` or theirs.
+    task: ``'auto'``, ``'classification'`` or ``'regression'`` (see the
+      module docstring). Sources with a fixed task accept only ``'auto'`` or
+      theirs.
 
   Returns:
     The :class:`Dataset`.
@@ -147,21 +149,8 @@ def load_dataset(
   """
   kind, arg = _parse_source(source)
   _check_options(image_size, val_fraction, test_fraction, seed, max_train, num_classes, task)
-  if kind == "digits":
-    raw = _load_digits()
-  elif kind == "diabetes":
-    raw = _load_diabetes()
-  elif kind in ("mnist", "fashion_mnist"):
-    raw = _load_mnist(kind, data_dir)
-  elif kind == "cifar10":
-    raw = _load_cifar10(data_dir)
-  elif kind == "npz":
-    raw = _load_npz(
-      arg if arg is not None else _npz_path_from_data_dir(data_dir), num_classes, task
-    )
-  else:  # 'tfds'
-    raw = _load_tfds(arg, data_dir, num_classes, task)
-  if kind not in ("npz", "tfds"):
+  raw = _load_raw(kind, arg, data_dir, num_classes, task)
+  if kind not in ("npz", "tfds", "arrays"):
     _check_fixed_source(raw, num_classes, task)
   return _assemble(
     raw,
@@ -182,13 +171,7 @@ def dataset_from_arrays(
   *,
   x_val: np.ndarray | None = None,
   y_val: np.ndarray | None = None,
-  image_size: int | None = None,
-  val_fraction: float = 0.1,
-  test_fraction: float = 0.2,
-  seed: int = 0,
-  max_train: int | None = None,
-  num_classes: int | None = None,
-  task: str = "auto",
+  **options: Any,
 ) -> Dataset:
   """Build a :class:`Dataset` from in-memory arrays, with the npz rules.
 
@@ -213,8 +196,9 @@ def dataset_from_arrays(
       validation split is drawn from the training arrays and ``val_fraction``
       is unused. With both ``x_val`` and ``x_test``, every training example
       trains.
-    image_size, val_fraction, test_fraction, seed, max_train, num_classes,
-      task: As for :func:`load_dataset`.
+    **options: ``image_size``, ``val_fraction``, ``test_fraction``, ``seed``,
+      ``max_train``, ``num_classes``, ``task``: :func:`load_dataset`'s, with
+      its defaults.
 
   Returns:
     The :class:`Dataset`.
@@ -222,24 +206,51 @@ def dataset_from_arrays(
   Raises:
     DataError: For any problem with the arguments or the arrays.
   """
-  _check_options(image_size, val_fraction, test_fraction, seed, max_train, num_classes, task)
-  where = f"dataset '{name}'"
+  if "data_dir" in options:
+    raise TypeError("dataset_from_arrays() got an unexpected keyword argument 'data_dir'")
   arrays = {"x_train": x_train, "y_train": y_train}
-  for split, x, y in (("val", x_val, y_val), ("test", x_test, y_test)):
+  arrays.update(x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test)
+  return load_dataset(_Arrays(name, arrays), **options)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Arrays:
+  """:func:`dataset_from_arrays`'s arrays, as :func:`load_dataset`'s source."""
+
+  name: str
+  arrays: dict[str, Any]
+
+
+def _load_raw(kind: str, arg: Any, data_dir, num_classes, task) -> _Raw:
+  """The arrays of a parsed source, converted and checked (:func:`_parse_source`)."""
+  if kind == "digits":
+    return _load_digits()
+  if kind == "diabetes":
+    return _load_diabetes()
+  if kind in ("mnist", "fashion_mnist"):
+    return _load_mnist(kind, data_dir)
+  if kind == "cifar10":
+    return _load_cifar10(data_dir)
+  if kind == "npz":
+    path = arg if arg is not None else _npz_path_from_data_dir(data_dir)
+    return _load_npz(path, num_classes, task)
+  if kind == "arrays":
+    return _raw_from_given(arg, num_classes, task)
+  return _load_tfds(arg, data_dir, num_classes, task)
+
+
+def _raw_from_given(source: _Arrays, num_classes, task) -> _Raw:
+  """:func:`dataset_from_arrays`'s arrays: its optional splits given in pairs."""
+  where = f"dataset '{source.name}'"
+  arrays = {"x_train": source.arrays["x_train"], "y_train": source.arrays["y_train"]}
+  for split in ("val", "test"):
+    x, y = source.arrays[f"x_{split}"], source.arrays[f"y_{split}"]
     if (x is None) != (y is None):
       have, lack = (f"x_{split}", f"y_{split}") if y is None else (f"y_{split}", f"x_{split}")
       raise DataError(f"{where}: {have} is given but {lack} is not (give both or neither)")
     if x is not None:
       arrays.update({f"x_{split}": x, f"y_{split}": y})
-  raw = _raw_from_arrays(name, where, arrays, num_classes, task)
-  return _assemble(
-    raw,
-    image_size=image_size,
-    val_fraction=val_fraction,
-    test_fraction=test_fraction,
-    seed=seed,
-    max_train=max_train,
-  )
+  return _raw_from_arrays(source.name, where, arrays, num_classes, task)
 
 
 # --------------------------------------------------------------------------
@@ -247,7 +258,9 @@ def dataset_from_arrays(
 # --------------------------------------------------------------------------
 
 
-def _parse_source(source: Any) -> tuple[str, str | None]:
+def _parse_source(source: Any) -> tuple[str, Any]:
+  if isinstance(source, _Arrays):
+    return "arrays", source
   if not isinstance(source, str):
     raise DataError(
       f"dataset source must be a string, got {type(source).__name__}; choose one of: "
@@ -325,6 +338,7 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
         data = np.loadtxt(f, delimiter=",")
       return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
   from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+
   digits = load_digits()
   return digits.images, digits.target
 

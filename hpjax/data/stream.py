@@ -54,17 +54,20 @@ Each call has a fixed cost: on the 2-core CPU one batch per call trained at
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable, Iterable, Iterator
 import hashlib
 import itertools
 import numbers
-from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import jax
 import numpy as np
 
 from hpjax.data.dataset import DataError
-from hpjax.data.sources import _class_count, _convert_x, _convert_y
+from hpjax.data.dataset import HeldOut
+from hpjax.data.sources import _class_count
+from hpjax.data.sources import _convert_x
+from hpjax.data.sources import _convert_y
 
 _TASKS = ("auto", "classification", "regression")
 
@@ -75,7 +78,7 @@ def _positive(name: str, value: Any, where: str) -> int:
   return int(value)
 
 
-class Stream:
+class Stream(HeldOut):
   """Training batches streamed from the host; validation and test splits in memory.
 
   See the module docstring for the contract. Reads like a
@@ -105,16 +108,30 @@ class Stream:
     name: for messages and the run's records.
   """
 
-  def __init__(self, train: Callable[[int], Iterable[Any]], *, val: tuple, test: tuple,
-               steps_per_epoch: int, batch_size: int, num_classes: int | None = None,
-               task: str = "auto", mean: Any = None, std: Any = None,
-               stats_batches: int | None = None, steps_per_call: int = 8, prefetch: int = 1,
-               name: str = "stream"):
+  def __init__(
+    self,
+    train: Callable[[int], Iterable[Any]],
+    *,
+    val: tuple,
+    test: tuple,
+    steps_per_epoch: int,
+    batch_size: int,
+    num_classes: int | None = None,
+    task: str = "auto",
+    mean: Any = None,
+    std: Any = None,
+    stats_batches: int | None = None,
+    steps_per_call: int = 8,
+    prefetch: int = 1,
+    name: str = "stream",
+  ):
     self.name = str(name)
     where = self.where = f"stream '{self.name}'"
     if not callable(train):
-      raise DataError(f"{where}: train must be a function epoch -> iterable of (x, y) batches, "
-                      f"got {type(train).__name__}")
+      raise DataError(
+        f"{where}: train must be a function epoch -> iterable of (x, y) batches, "
+        f"got {type(train).__name__}"
+      )
     self.train = train
     self.steps_per_epoch = _positive("steps_per_epoch", steps_per_epoch, where)
     self.batch_size = _positive("batch_size", batch_size, where)
@@ -129,21 +146,27 @@ class Stream:
     splits = {}
     for split, pair in (("val", val), ("test", test)):
       if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-        raise DataError(f"{where}: {split} must be a pair (x_{split}, y_{split}), got "
-                        f"{type(pair).__name__}")
+        raise DataError(
+          f"{where}: {split} must be a pair (x_{split}, y_{split}), got {type(pair).__name__}"
+        )
       x = _convert_x(pair[0], f"x_{split}", where)
       y, kind = _convert_y(pair[1], f"y_{split}", where, task)
       if x.shape[0] != y.shape[0]:
-        raise DataError(f"{where}: x_{split} has {x.shape[0]} examples but y_{split} has "
-                        f"{y.shape[0]}")
+        raise DataError(
+          f"{where}: x_{split} has {x.shape[0]} examples but y_{split} has {y.shape[0]}"
+        )
       splits[split] = (x, y, kind)
     (x_val, y_val, self.task), (x_test, y_test, test_task) = splits["val"], splits["test"]
     if test_task != self.task:
-      raise DataError(f"{where}: y_val means {self.task} but y_test means {test_task} "
-                      "(integer vs float labels; pass task= to decide)")
+      raise DataError(
+        f"{where}: y_val means {self.task} but y_test means {test_task} "
+        "(integer vs float labels; pass task= to decide)"
+      )
     if x_test.shape[1:] != x_val.shape[1:] or x_test.dtype != x_val.dtype:
-      raise DataError(f"{where}: x_test is {x_test.dtype} {x_test.shape[1:]} but x_val is "
-                      f"{x_val.dtype} {x_val.shape[1:]}")
+      raise DataError(
+        f"{where}: x_test is {x_test.dtype} {x_test.shape[1:]} but x_val is "
+        f"{x_val.dtype} {x_val.shape[1:]}"
+      )
     if self.task == "classification":
       self.num_classes = _class_count({"y_val": y_val, "y_test": y_test}, num_classes, where)
       if self.num_classes < 2:
@@ -166,28 +189,27 @@ class Stream:
     """Training examples one epoch reads: ``steps_per_epoch x batch_size``."""
     return self.steps_per_epoch * self.batch_size
 
-  @property
-  def num_val(self) -> int:
-    return int(self.x_val.shape[0])
-
-  @property
-  def num_test(self) -> int:
-    return int(self.x_test.shape[0])
-
   def check_batch_size(self, batch_size: int) -> None:
     """A member's batch size must be the stream's: it trains on the stream's batches."""
     if batch_size != self.batch_size:
-      raise DataError(f"batch_size: {batch_size!r}, but {self.where} yields batches of "
-                      f"{self.batch_size} (every member trains on the stream's batches; leave "
-                      "batch_size out of the members and the space)")
+      raise DataError(
+        f"batch_size: {batch_size!r}, but {self.where} yields batches of "
+        f"{self.batch_size} (every member trains on the stream's batches; leave "
+        "batch_size out of the members and the space)"
+      )
 
   def summary(self) -> str:
     """One line describing the stream."""
-    what = (f"classification ({self.num_classes} classes)" if self.task == "classification"
-            else "regression")
-    return (f"{self.name}: {what}, streamed, x {np.dtype(self.x_dtype)} {self.input_shape}, "
-            f"{self.steps_per_epoch} batches of {self.batch_size} per epoch / val "
-            f"{self.num_val} / test {self.num_test}")
+    what = (
+      f"classification ({self.num_classes} classes)"
+      if self.task == "classification"
+      else "regression"
+    )
+    return (
+      f"{self.name}: {what}, streamed, x {np.dtype(self.x_dtype)} {self.input_shape}, "
+      f"{self.steps_per_epoch} batches of {self.batch_size} per epoch / val "
+      f"{self.num_val} / test {self.num_test}"
+    )
 
   def fingerprint(self) -> str:
     """What a resumed run must find again: the evaluation splits and the stream's shape.
@@ -199,8 +221,19 @@ class Stream:
     for a in self._host_eval + (self.mean, self.std):
       h.update(np.ascontiguousarray(a).tobytes())
     fn = getattr(self.train, "__qualname__", None) or type(self.train).__qualname__
-    h.update(repr((self.task, self.num_classes, self.input_shape, str(np.dtype(self.x_dtype)),
-                   self.steps_per_epoch, self.batch_size, fn)).encode())
+    h.update(
+      repr(
+        (
+          self.task,
+          self.num_classes,
+          self.input_shape,
+          str(np.dtype(self.x_dtype)),
+          self.steps_per_epoch,
+          self.batch_size,
+          fn,
+        )
+      ).encode()
+    )
     return h.hexdigest()[:32]
 
   # -- the batches ----------------------------------------------------------------
@@ -217,12 +250,17 @@ class Stream:
     if want[-1:] == (1,) and x.shape == want[:-1]:
       x = x[..., None]  # [B, H, W] grayscale, as the evaluation splits take it
     if x.shape != want:
-      hint = (" (a last partial batch? drop it: drop_remainder=True)"
-              if x.shape[1:] == self.input_shape and x.shape[:1] < want[:1] else "")
+      hint = (
+        " (a last partial batch? drop it: drop_remainder=True)"
+        if x.shape[1:] == self.input_shape and x.shape[:1] < want[:1]
+        else ""
+      )
       raise DataError(f"{where}: x has shape {x.shape}, expected {want}{hint}")
     if x.dtype != self.x_dtype:
-      raise DataError(f"{where}: x has dtype {x.dtype}, expected {np.dtype(self.x_dtype)} (the "
-                      "validation split's stored dtype; convert in the pipeline)")
+      raise DataError(
+        f"{where}: x has dtype {x.dtype}, expected {np.dtype(self.x_dtype)} (the "
+        "validation split's stored dtype; convert in the pipeline)"
+      )
     if y.ndim == 2 and y.shape[1] == 1:
       y = y[:, 0]
     if y.shape != (self.batch_size,):
@@ -232,8 +270,9 @@ class Stream:
         raise DataError(f"{where}: y has dtype {y.dtype}, expected integer class labels")
       low, high = int(y.min()), int(y.max())
       if low < 0 or high >= self.num_classes:
-        raise DataError(f"{where}: label {low if low < 0 else high} out of range "
-                        f"[0, {self.num_classes - 1}]")
+        raise DataError(
+          f"{where}: label {low if low < 0 else high} out of range [0, {self.num_classes - 1}]"
+        )
       return x, y.astype(np.int32, copy=False)
     if y.dtype.kind != "f":
       raise DataError(f"{where}: y has dtype {y.dtype}, expected float regression targets")
@@ -252,19 +291,24 @@ class Stream:
         try:
           item = next(source)
         except StopIteration:
-          raise DataError(f"{self.where}: train({epoch}) yielded {index} batches, fewer than "
-                          f"steps_per_epoch={self.steps_per_epoch}") from None
+          raise DataError(
+            f"{self.where}: train({epoch}) yielded {index} batches, fewer than "
+            f"steps_per_epoch={self.steps_per_epoch}"
+          ) from None
         if not isinstance(item, (tuple, list)) or len(item) != 2:
-          raise DataError(f"{self.where}: batch {index} of epoch {epoch} is a "
-                          f"{type(item).__name__}, expected a pair (x, y)")
+          raise DataError(
+            f"{self.where}: batch {index} of epoch {epoch} is a "
+            f"{type(item).__name__}, expected a pair (x, y)"
+          )
         yield self.check(*item, epoch, index)
     finally:
       close = getattr(source, "close", None)  # a generator's cleanup runs now, not at exit
       if close is not None:
         close()
 
-  def device_calls(self, epoch: int, put: Callable[[Any], Any] = jax.device_put
-                   ) -> Iterator[tuple[int, int, Any, Any]]:
+  def device_calls(
+    self, epoch: int, put: Callable[[Any], Any] = jax.device_put
+  ) -> Iterator[tuple[int, int, Any, Any]]:
     """The epoch as the engine trains it: ``(start, count, xs, ys)`` per call, on the device.
 
     ``xs``, ``ys`` stack ``steps_per_call`` batches (``[k, B, ...]``), of
@@ -281,8 +325,7 @@ class Stream:
       count = min(k, self.steps_per_epoch - start)
       # One copy into a fresh stack: the pipeline may reuse its buffers.
       xs = np.zeros((k, self.batch_size) + self.input_shape, self.x_dtype)
-      ys = np.zeros((k, self.batch_size), np.int32 if self.task == "classification"
-                    else np.float32)
+      ys = np.zeros((k, self.batch_size), np.int32 if self.task == "classification" else np.float32)
       for j, (x, y) in enumerate(itertools.islice(batches, count)):
         xs[j], ys[j] = x, y
       queue.append((start, count, put((xs, ys))))
@@ -301,13 +344,17 @@ class Stream:
     if mean is not None:
       mean, std = np.asarray(mean, np.float32).reshape(-1), np.asarray(std, np.float32).reshape(-1)
       if mean.shape != channels or std.shape != channels:
-        raise DataError(f"{self.where}: mean and std must have shape {channels}, got "
-                        f"{mean.shape} and {std.shape}")
+        raise DataError(
+          f"{self.where}: mean and std must have shape {channels}, got {mean.shape} and {std.shape}"
+        )
       if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
         raise DataError(f"{self.where}: mean must be finite and std finite and positive")
       return mean, std
-    n = self.steps_per_epoch if stats_batches is None else _positive(
-        "stats_batches", stats_batches, self.where)
+    n = (
+      self.steps_per_epoch
+      if stats_batches is None
+      else _positive("stats_batches", stats_batches, self.where)
+    )
     moments = _Moments(channels[0])
     for x, _ in self.batches(0, min(n, self.steps_per_epoch)):
       moments.add(x)
@@ -336,7 +383,7 @@ class _Moments:
     total = self.n + nb
     delta = mb - self.mean
     self.mean = self.mean + delta * (nb / total)
-    self.m2 = self.m2 + m2b + delta ** 2 * (self.n * nb / total)
+    self.m2 = self.m2 + m2b + delta**2 * (self.n * nb / total)
     self.n = total
     self.low = np.minimum(self.low, block.min(axis=0))
     self.high = np.maximum(self.high, block.max(axis=0))

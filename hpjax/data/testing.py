@@ -12,8 +12,11 @@ import os
 
 import numpy as np
 
-from hpjax.data.formats import _CIFAR_SIDE, write_cifar_batch, write_idx
-from hpjax.data.sources import _CIFAR_TEST, _CIFAR_TRAIN
+from hpjax.data.formats import _CIFAR_SIDE
+from hpjax.data.formats import write_cifar_batch
+from hpjax.data.formats import write_idx
+from hpjax.data.sources import _CIFAR_TEST
+from hpjax.data.sources import _CIFAR_TRAIN
 
 
 def write_fake_mnist(
@@ -39,9 +42,7 @@ def write_fake_mnist(
   Returns:
     ``directory`` as a string, ready for ``load_dataset('mnist', data_dir=...)``.
   """
-  directory = os.fspath(directory)
-  os.makedirs(directory, exist_ok=True)
-  rng = np.random.default_rng(seed)
+  directory, rng = _start(directory, seed)
   suffix = ".gz" if gz else ""
   for split, n in (("train", n_train), ("test", n_test)):
     images, labels = _fake_images(n, 28, 28, 1, rng)
@@ -69,14 +70,19 @@ def write_fake_cifar10(
   Returns:
     ``directory`` as a string, ready for ``load_dataset('cifar10', data_dir=...)``.
   """
-  directory = os.fspath(directory)
-  os.makedirs(directory, exist_ok=True)
-  rng = np.random.default_rng(seed)
+  directory, rng = _start(directory, seed)
   for i, name in enumerate(_CIFAR_TRAIN + (_CIFAR_TEST,)):
     images, labels = _fake_images(n_per_batch, _CIFAR_SIDE, _CIFAR_SIDE, 3, rng)
     label = "testing batch 1 of 1" if name == _CIFAR_TEST else f"training batch {i + 1} of 5"
     write_cifar_batch(os.path.join(directory, name), images, labels, batch_label=label)
   return directory
+
+
+def _start(directory: str | os.PathLike, seed: int) -> tuple[str, np.random.Generator]:
+  """The directory, created if needed, as a string, and the generator of its images."""
+  directory = os.fspath(directory)
+  os.makedirs(directory, exist_ok=True)
+  return directory, np.random.default_rng(seed)
 
 
 def _fake_images(n: int, height: int, width: int, channels: int, rng: np.random.Generator):

@@ -13,25 +13,30 @@ from collections.abc import Sequence
 
 from flax import nnx
 
-from hpjax.nn import ACTIVATIONS
 from hpjax.models.mlp import MLP
 from hpjax.models.vgg import VGG
+from hpjax.nn import ACTIVATIONS
+
 
 def _vgg(kw, *, kernel_size, convs_per_stage, dense, conv_impl):
-  return VGG(kernel_size=kernel_size, convs_per_stage=convs_per_stage, dense=dense,
-             conv_impl=conv_impl, **kw)
+  return VGG(
+    kernel_size=kernel_size, convs_per_stage=convs_per_stage, dense=dense, conv_impl=conv_impl, **kw
+  )
 
 
 def _resnet(kw, *, kernel_size, convs_per_stage, dense, conv_impl):
   del dense
   from hpjax.models.resnet import ResNet  # pylint: disable=g-import-not-at-top
-  return ResNet(kernel_size=kernel_size, blocks_per_stage=convs_per_stage, conv_impl=conv_impl,
-                **kw)
+
+  return ResNet(
+    kernel_size=kernel_size, blocks_per_stage=convs_per_stage, conv_impl=conv_impl, **kw
+  )
 
 
 def _inception(kw, *, kernel_size, convs_per_stage, dense, conv_impl):
   del kernel_size, convs_per_stage, dense
   from hpjax.models.inception import Inception  # pylint: disable=g-import-not-at-top
+
   return Inception(conv_impl=conv_impl, **kw)
 
 
@@ -45,10 +50,10 @@ def _mlp(kw, *, kernel_size, convs_per_stage, dense, conv_impl):
 # rngs) as a dict and the family-specific ones as keywords. Adding a family is
 # one entry here plus its module (docs/architecture.md).
 FAMILIES: dict[str, tuple] = {
-    "vgg": (_vgg, True),
-    "resnet": (_resnet, True),
-    "inception": (_inception, True),
-    "mlp": (_mlp, False),
+  "vgg": (_vgg, True),
+  "resnet": (_resnet, True),
+  "inception": (_inception, True),
+  "mlp": (_mlp, False),
 }
 
 
@@ -66,13 +71,24 @@ def conv_impl_for_backend(name: str) -> str:
   if name != "auto":
     return name
   import jax  # pylint: disable=g-import-not-at-top
+
   return AUTO_CONV_IMPL.get(jax.default_backend(), "slices")
 
 
-def builtin(*, family: str = "vgg", depth: int = 2, width: int = 16, kernel_size: int = 3,
-            dense: int = 64, convs_per_stage: int = 1, batch_norm: bool = False,
-            conv_impl: str = "auto", input_shape: Sequence[int], num_outputs: int,
-            rngs: nnx.Rngs) -> nnx.Module:
+def builtin(
+  *,
+  family: str = "vgg",
+  depth: int = 2,
+  width: int = 16,
+  kernel_size: int = 3,
+  dense: int = 64,
+  convs_per_stage: int = 1,
+  batch_norm: bool = False,
+  conv_impl: str = "auto",
+  input_shape: Sequence[int],
+  num_outputs: int,
+  rngs: nnx.Rngs,
+) -> nnx.Module:
   """One member of a built-in family: the default model of a population.
 
   An ordinary model factory, as a user's own would be: its keyword arguments
@@ -108,12 +124,25 @@ def builtin(*, family: str = "vgg", depth: int = 2, width: int = 16, kernel_size
     raise ValueError(f"family: unknown value {family!r}; allowed: {', '.join(FAMILIES)}")
   build, images = FAMILIES[family]
   if images and len(input_shape) != 3:
-    raise ValueError(f"family: {family!r} needs image inputs (H, W, C), got shape "
-                     f"{tuple(input_shape)}; use 'mlp' for vector data")
-  kw = dict(input_shape=tuple(input_shape), num_outputs=num_outputs, depth=depth, width=width,
-            batch_norm=batch_norm, rngs=rngs)
-  return build(kw, kernel_size=kernel_size, convs_per_stage=convs_per_stage, dense=dense,
-               conv_impl=conv_impl_for_backend(conv_impl))
+    raise ValueError(
+      f"family: {family!r} needs image inputs (H, W, C), got shape "
+      f"{tuple(input_shape)}; use 'mlp' for vector data"
+    )
+  kw = dict(
+    input_shape=tuple(input_shape),
+    num_outputs=num_outputs,
+    depth=depth,
+    width=width,
+    batch_norm=batch_norm,
+    rngs=rngs,
+  )
+  return build(
+    kw,
+    kernel_size=kernel_size,
+    convs_per_stage=convs_per_stage,
+    dense=dense,
+    conv_impl=conv_impl_for_backend(conv_impl),
+  )
 
 
 __all__ = ["ACTIVATIONS", "FAMILIES", "builtin"]

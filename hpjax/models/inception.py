@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from hpjax import nn
 
@@ -29,10 +29,24 @@ from hpjax import nn
 class ConvUnit(nnx.Module):
   """Convolution, optional BatchNorm, activation."""
 
-  def __init__(self, in_features: int, out_features: int, kernel_size: int, *,
-               batch_norm: bool, conv_impl: str, rngs: nnx.Rngs):
-    self.conv = nn.Conv(in_features, out_features, (kernel_size, kernel_size),
-                        use_bias=not batch_norm, impl=conv_impl, rngs=rngs)
+  def __init__(
+    self,
+    in_features: int,
+    out_features: int,
+    kernel_size: int,
+    *,
+    batch_norm: bool,
+    conv_impl: str,
+    rngs: nnx.Rngs,
+  ):
+    self.conv = nn.Conv(
+      in_features,
+      out_features,
+      (kernel_size, kernel_size),
+      use_bias=not batch_norm,
+      impl=conv_impl,
+      rngs=rngs,
+    )
     self.norm = nnx.BatchNorm(out_features, momentum=0.9, rngs=rngs) if batch_norm else None
 
   def __call__(self, x: jax.Array, act) -> jax.Array:
@@ -45,8 +59,9 @@ class ConvUnit(nnx.Module):
 class InceptionBlock(nnx.Module):
   """Four parallel branches (1x1; 1x1-3x3; 1x1-5x5; pool-1x1), concatenated."""
 
-  def __init__(self, in_features: int, branch_width: int, *, batch_norm: bool,
-               conv_impl: str, rngs: nnx.Rngs):
+  def __init__(
+    self, in_features: int, branch_width: int, *, batch_norm: bool, conv_impl: str, rngs: nnx.Rngs
+  ):
     n = branch_width
     kw = dict(batch_norm=batch_norm, conv_impl=conv_impl, rngs=rngs)
     self.b1 = ConvUnit(in_features, n, 1, **kw)
@@ -72,16 +87,23 @@ class Inception(nnx.Module):
   Called as ``model(x, hp)``; reads ``hp["activation"]`` and ``hp["dropout"]``.
   """
 
-  def __init__(self, *, input_shape: Sequence[int], num_outputs: int, depth: int = 2,
-               width: int = 16, batch_norm: bool = False, conv_impl: str = "slices",
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    input_shape: Sequence[int],
+    num_outputs: int,
+    depth: int = 2,
+    width: int = 16,
+    batch_norm: bool = False,
+    conv_impl: str = "slices",
+    rngs: nnx.Rngs,
+  ):
     h, w, c = input_shape
     self.stem = ConvUnit(c, width, 3, batch_norm=batch_norm, conv_impl=conv_impl, rngs=rngs)
     c = width
     blocks, pool_after = [], []
     for b in range(depth):
-      block = InceptionBlock(c, width * 2 ** b, batch_norm=batch_norm, conv_impl=conv_impl,
-                             rngs=rngs)
+      block = InceptionBlock(c, width * 2**b, batch_norm=batch_norm, conv_impl=conv_impl, rngs=rngs)
       blocks.append(block)
       c = block.out_features
       pool = b < depth - 1 and h // 2 >= 2 and w // 2 >= 2

@@ -3,11 +3,11 @@ and as the simplest image baseline (inputs are flattened)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+import math
 
-import jax
 from flax import nnx
+import jax
 
 from hpjax import nn
 
@@ -18,8 +18,16 @@ class MLP(nnx.Module):
   Called as ``model(x, hp)``; reads ``hp["activation"]`` and ``hp["dropout"]``.
   """
 
-  def __init__(self, *, input_shape: Sequence[int], num_outputs: int, depth: int = 2,
-               width: int = 64, batch_norm: bool = False, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    input_shape: Sequence[int],
+    num_outputs: int,
+    depth: int = 2,
+    width: int = 64,
+    batch_norm: bool = False,
+    rngs: nnx.Rngs,
+  ):
     fan_in = int(math.prod(input_shape))
     hidden, norms = [], []
     for _ in range(depth):

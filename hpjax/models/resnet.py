@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import jax
 from flax import nnx
+import jax
 
 from hpjax import nn
 
@@ -22,11 +22,27 @@ from hpjax import nn
 class BasicBlock(nnx.Module):
   """Two convolutions and a shortcut (identity, or a 1x1 projection)."""
 
-  def __init__(self, in_features: int, out_features: int, kernel_size: int, *,
-               stride: int, batch_norm: bool, conv_impl: str, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_features: int,
+    out_features: int,
+    kernel_size: int,
+    *,
+    stride: int,
+    batch_norm: bool,
+    conv_impl: str,
+    rngs: nnx.Rngs,
+  ):
     def conv(cin, k, s):
-      return nn.Conv(cin, out_features, (k, k), strides=(s, s), use_bias=not batch_norm,
-                     impl=conv_impl, rngs=rngs)
+      return nn.Conv(
+        cin,
+        out_features,
+        (k, k),
+        strides=(s, s),
+        use_bias=not batch_norm,
+        impl=conv_impl,
+        rngs=rngs,
+      )
 
     def norm():
       return nnx.BatchNorm(out_features, momentum=0.9, rngs=rngs) if batch_norm else None
@@ -64,21 +80,41 @@ class ResNet(nnx.Module):
   Called as ``model(x, hp)``; reads ``hp["activation"]`` and ``hp["dropout"]``.
   """
 
-  def __init__(self, *, input_shape: Sequence[int], num_outputs: int, depth: int = 2,
-               width: int = 16, kernel_size: int = 3, blocks_per_stage: int = 1,
-               batch_norm: bool = False, conv_impl: str = "slices", rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    input_shape: Sequence[int],
+    num_outputs: int,
+    depth: int = 2,
+    width: int = 16,
+    kernel_size: int = 3,
+    blocks_per_stage: int = 1,
+    batch_norm: bool = False,
+    conv_impl: str = "slices",
+    rngs: nnx.Rngs,
+  ):
     _, _, c = input_shape
-    self.stem = nn.Conv(c, width, (kernel_size, kernel_size), use_bias=not batch_norm,
-                        impl=conv_impl, rngs=rngs)
+    self.stem = nn.Conv(
+      c, width, (kernel_size, kernel_size), use_bias=not batch_norm, impl=conv_impl, rngs=rngs
+    )
     self.stem_norm = nnx.BatchNorm(width, momentum=0.9, rngs=rngs) if batch_norm else None
     c = width
     blocks = []
     for s in range(depth):
-      out = width * 2 ** s
+      out = width * 2**s
       for b in range(blocks_per_stage):
         stride = 2 if (s > 0 and b == 0) else 1
-        blocks.append(BasicBlock(c, out, kernel_size, stride=stride, batch_norm=batch_norm,
-                                 conv_impl=conv_impl, rngs=rngs))
+        blocks.append(
+          BasicBlock(
+            c,
+            out,
+            kernel_size,
+            stride=stride,
+            batch_norm=batch_norm,
+            conv_impl=conv_impl,
+            rngs=rngs,
+          )
+        )
         c = out
     self.blocks = nnx.List(blocks)
     self.out = nnx.Linear(c, num_outputs, rngs=rngs)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import jax
 from flax import nnx
+import jax
 
 from hpjax import nn
 
@@ -22,17 +22,30 @@ class VGG(nnx.Module):
   Called as ``model(x, hp)``; reads ``hp["activation"]`` and ``hp["dropout"]``.
   """
 
-  def __init__(self, *, input_shape: Sequence[int], num_outputs: int, depth: int = 2,
-               width: int = 16, kernel_size: int = 3, convs_per_stage: int = 1,
-               dense: int = 64, batch_norm: bool = False, conv_impl: str = "slices",
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    input_shape: Sequence[int],
+    num_outputs: int,
+    depth: int = 2,
+    width: int = 16,
+    kernel_size: int = 3,
+    convs_per_stage: int = 1,
+    dense: int = 64,
+    batch_norm: bool = False,
+    conv_impl: str = "slices",
+    rngs: nnx.Rngs,
+  ):
     h, w, c = input_shape
     convs, norms = [], []
     for s in range(depth):
-      out = width * 2 ** s
+      out = width * 2**s
       for _ in range(convs_per_stage):
-        convs.append(nn.Conv(c, out, (kernel_size, kernel_size), impl=conv_impl,
-                             use_bias=not batch_norm, rngs=rngs))
+        convs.append(
+          nn.Conv(
+            c, out, (kernel_size, kernel_size), impl=conv_impl, use_bias=not batch_norm, rngs=rngs
+          )
+        )
         norms.append(nnx.BatchNorm(out, momentum=0.9, rngs=rngs) if batch_norm else None)
         c = out
       h, w = (h // 2 if h >= 2 else h), (w // 2 if w >= 2 else w)

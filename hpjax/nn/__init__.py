@@ -14,9 +14,12 @@ member without a recompile (activation, dropout rate). Stock layers work too,
 with the same numbers.
 """
 
-from hpjax.nn.activations import ACTIVATIONS, activation
-from hpjax.nn.conv import Conv, conv
+from hpjax.nn.activations import activation
+from hpjax.nn.activations import ACTIVATIONS
+from hpjax.nn.conv import Conv
+from hpjax.nn.conv import conv
 from hpjax.nn.dropout import dropout
-from hpjax.nn.pooling import max_pool, max_pool_same
+from hpjax.nn.pooling import max_pool
+from hpjax.nn.pooling import max_pool_same
 
 __all__ = ["ACTIVATIONS", "Conv", "activation", "conv", "dropout", "max_pool", "max_pool_same"]

@@ -10,8 +10,8 @@ search space's candidates are compiled.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+import math
 
 import jax
 import jax.numpy as jnp
@@ -19,23 +19,23 @@ import jax.numpy as jnp
 # Every activation hpjax knows, by name. A model receives the *candidate* names
 # (the choices of the search space) and a per-member index into them.
 ACTIVATIONS = {
-    "relu": jax.nn.relu,
-    "tanh": jnp.tanh,
-    "sigmoid": jax.nn.sigmoid,
-    "gelu": jax.nn.gelu,
-    "elu": jax.nn.elu,
-    "leaky_relu": jax.nn.leaky_relu,
-    "swish": jax.nn.swish,
+  "relu": jax.nn.relu,
+  "tanh": jnp.tanh,
+  "sigmoid": jax.nn.sigmoid,
+  "gelu": jax.nn.gelu,
+  "elu": jax.nn.elu,
+  "leaky_relu": jax.nn.leaky_relu,
+  "swish": jax.nn.swish,
 }
 
 # Activations that are affine maps of one tanh: act(x) = (c0 + c1 * tanh(s1*x + s3*x^3)) * (x if
 # times_x else 1). A population mixing them computes a single tanh per element
 # instead of one transcendental per candidate.
 _TANH_FORMS = {
-    "tanh": (1.0, 0.0, 0.0, 1.0, 0.0),
-    "sigmoid": (0.5, 0.0, 0.5, 0.5, 0.0),
-    "swish": (0.5, 0.0, 0.5, 0.5, 1.0),
-    "gelu": (math.sqrt(2 / math.pi), math.sqrt(2 / math.pi) * 0.044715, 0.5, 0.5, 1.0),
+  "tanh": (1.0, 0.0, 0.0, 1.0, 0.0),
+  "sigmoid": (0.5, 0.0, 0.5, 0.5, 0.0),
+  "swish": (0.5, 0.0, 0.5, 0.5, 1.0),
+  "gelu": (math.sqrt(2 / math.pi), math.sqrt(2 / math.pi) * 0.044715, 0.5, 0.5, 1.0),
 }
 
 

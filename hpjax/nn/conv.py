@@ -93,18 +93,18 @@ module's name as an attribute of the package; ``importlib.import_module(
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import dataclasses
 import functools
-from collections.abc import Sequence
 from types import MappingProxyType
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn import dtypes
 from flax.nnx.nn import linear as nnx_linear
+import jax
 from jax import lax
+import jax.numpy as jnp
 
 IMPLS = ("auto", "xla", "slices")
 
@@ -141,24 +141,29 @@ def _patches(x: jax.Array, khw: Sequence[int], geo: _Geometry) -> jax.Array:
   ho, wo = _out_hw(geo, (h, w), khw)
   if any(p for pair in geo.padding for p in pair):
     # lax.pad: negative explicit padding crops, as in lax.conv_general_dilated.
-    x = lax.pad(x, jnp.zeros((), x.dtype),
-                ((0, 0, 0), geo.padding[0] + (0,), geo.padding[1] + (0,), (0, 0, 0)))
-  cols = [lax.slice(x, (0, i, j, 0), (b, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c),
-                    (1, sh, sw, 1))
-          for i in range(kh) for j in range(kw)]
+    x = lax.pad(
+      x,
+      jnp.zeros((), x.dtype),
+      ((0, 0, 0), geo.padding[0] + (0,), geo.padding[1] + (0,), (0, 0, 0)),
+    )
+  cols = [
+    lax.slice(x, (0, i, j, 0), (b, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c), (1, sh, sw, 1))
+    for i in range(kh)
+    for j in range(kw)
+  ]
   return cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
 
 
 def _matmul(a: jax.Array, b: jax.Array, contract: tuple[int, int], precision) -> jax.Array:
-  return lax.dot_general(a, b, (((contract[0],), (contract[1],)), ((), ())),
-                         precision=precision)
+  return lax.dot_general(a, b, (((contract[0],), (contract[1],)), ((), ())), precision=precision)
 
 
 def _slices_fwd(x: jax.Array, kernel: jax.Array, geo: _Geometry) -> jax.Array:
   kh, kw, cin, cout = kernel.shape
   p = _patches(x, (kh, kw), geo)
-  y = _matmul(p.reshape(-1, kh * kw * cin), kernel.reshape(kh * kw * cin, cout), (1, 0),
-              geo.precision)
+  y = _matmul(
+    p.reshape(-1, kh * kw * cin), kernel.reshape(kh * kw * cin, cout), (1, 0), geo.precision
+  )
   return y.reshape(p.shape[:3] + (cout,))
 
 
@@ -170,8 +175,7 @@ def _slices_dk(x: jax.Array, g: jax.Array, khw: tuple[int, int], geo: _Geometry)
   return dk.reshape(tuple(khw) + (cin, cout))
 
 
-def _slices_dx(g: jax.Array, kernel: jax.Array, hw: tuple[int, int],
-               geo: _Geometry) -> jax.Array:
+def _slices_dx(g: jax.Array, kernel: jax.Array, hw: tuple[int, int], geo: _Geometry) -> jax.Array:
   """Input gradient: (g @ kernel^T) then col2im, the transpose of :func:`_patches`."""
   kh, kw, cin, cout = kernel.shape
   b, ho, wo, _ = g.shape
@@ -185,17 +189,25 @@ def _slices_dx(g: jax.Array, kernel: jax.Array, hw: tuple[int, int],
     for j in range(kw):
       # Transpose of a strided slice: place the block at its offset, with
       # stride-1 zeros between rows/columns (interior padding).
-      block = lax.pad(dp[:, :, :, i * kw + j, :], zero,
-                      ((0, 0, 0), (i, hp - i - sh * (ho - 1) - 1, sh - 1),
-                       (j, wp - j - sw * (wo - 1) - 1, sw - 1), (0, 0, 0)))
+      block = lax.pad(
+        dp[:, :, :, i * kw + j, :],
+        zero,
+        (
+          (0, 0, 0),
+          (i, hp - i - sh * (ho - 1) - 1, sh - 1),
+          (j, wp - j - sw * (wo - 1) - 1, sw - 1),
+          (0, 0, 0),
+        ),
+      )
       dxp = block if dxp is None else dxp + block
   # Transpose of the padding: crop it (negative padding), or zero-fill rows
   # that a negative (cropping) padding had dropped.
   return lax.pad(dxp, zero, ((0, 0, 0), (-ph[0], -ph[1], 0), (-pw[0], -pw[1], 0), (0, 0, 0)))
 
 
-def _slices_dx_flipped(g: jax.Array, kernel: jax.Array, hw: tuple[int, int],
-                       geo: _Geometry) -> jax.Array:
+def _slices_dx_flipped(
+  g: jax.Array, kernel: jax.Array, hw: tuple[int, int], geo: _Geometry
+) -> jax.Array:
   """Input gradient without col2im: im2col of the zero-dilated ``g``, flipped kernel.
 
   Kept for the benchmark (``experiments/bench_conv.py``), which measured it
@@ -207,9 +219,16 @@ def _slices_dx_flipped(g: jax.Array, kernel: jax.Array, hw: tuple[int, int],
   # dx[y] = sum_i gd[y + lo - i] k[i], gd the g dilated by the stride: a
   # stride-1 'VALID' correlation of gd padded by (kh-1-lo, H+lo-len(gd)) with
   # the kernel flipped in space and transposed (in <-> out).
-  gp = lax.pad(g, jnp.zeros((), g.dtype),
-               ((0, 0, 0), (kh - 1 - ph[0], hw[0] + ph[0] - sh * (ho - 1) - 1, sh - 1),
-                (kw - 1 - pw[0], hw[1] + pw[0] - sw * (wo - 1) - 1, sw - 1), (0, 0, 0)))
+  gp = lax.pad(
+    g,
+    jnp.zeros((), g.dtype),
+    (
+      (0, 0, 0),
+      (kh - 1 - ph[0], hw[0] + ph[0] - sh * (ho - 1) - 1, sh - 1),
+      (kw - 1 - pw[0], hw[1] + pw[0] - sw * (wo - 1) - 1, sw - 1),
+      (0, 0, 0),
+    ),
+  )
   flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
   unit = _Geometry((1, 1), ((0, 0), (0, 0)), geo.precision)
   return _slices_fwd(gp, flipped, unit)
@@ -220,9 +239,14 @@ def _slices_dx_flipped(g: jax.Array, kernel: jax.Array, hw: tuple[int, int],
 
 
 def _xla_fwd(x: jax.Array, kernel: jax.Array, geo: _Geometry) -> jax.Array:
-  return lax.conv_general_dilated(x, kernel, geo.strides, geo.padding,
-                                  dimension_numbers=_DIMENSION_NUMBERS,
-                                  precision=geo.precision)
+  return lax.conv_general_dilated(
+    x,
+    kernel,
+    geo.strides,
+    geo.padding,
+    dimension_numbers=_DIMENSION_NUMBERS,
+    precision=geo.precision,
+  )
 
 
 def _xla_dx(g: jax.Array, kernel: jax.Array, hw: tuple[int, int], geo: _Geometry) -> jax.Array:
@@ -240,11 +264,20 @@ def _xla_dx(g: jax.Array, kernel: jax.Array, hw: tuple[int, int], geo: _Geometry
   varying-axes types combine as for any convolution.
   """
   kh, kw = kernel.shape[:2]
-  pads = [(k - 1 - lo, n + lo - (s * (m - 1) + 1))
-          for n, k, s, (lo, _), m in zip(hw, (kh, kw), geo.strides, geo.padding, g.shape[1:3])]
+  pads = [
+    (k - 1 - lo, n + lo - (s * (m - 1) + 1))
+    for n, k, s, (lo, _), m in zip(hw, (kh, kw), geo.strides, geo.padding, g.shape[1:3])
+  ]
   flipped = jnp.swapaxes(lax.rev(kernel, (0, 1)), 2, 3)
-  return lax.conv_general_dilated(g, flipped, (1, 1), pads, lhs_dilation=geo.strides,
-                                  dimension_numbers=_DIMENSION_NUMBERS, precision=geo.precision)
+  return lax.conv_general_dilated(
+    g,
+    flipped,
+    (1, 1),
+    pads,
+    lhs_dilation=geo.strides,
+    dimension_numbers=_DIMENSION_NUMBERS,
+    precision=geo.precision,
+  )
 
 
 def _xla_dk(x: jax.Array, g: jax.Array, khw: tuple[int, int], geo: _Geometry) -> jax.Array:
@@ -257,11 +290,19 @@ def _xla_dk(x: jax.Array, g: jax.Array, khw: tuple[int, int], geo: _Geometry) ->
   inside a ``while`` body XLA:CPU does not do it, and JAX's own transpose ran
   about 50x slower there (see :func:`_xla_dx`).
   """
-  pads = [(lo, k - 1 + s * (m - 1) + 1 - n - lo)
-          for n, k, s, (lo, _), m in zip(x.shape[1:3], khw, geo.strides, geo.padding, g.shape[1:3])]
-  dk = lax.conv_general_dilated(jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(g, (1, 2, 0, 3)),
-                                (1, 1), pads, rhs_dilation=geo.strides,
-                                dimension_numbers=_DIMENSION_NUMBERS, precision=geo.precision)
+  pads = [
+    (lo, k - 1 + s * (m - 1) + 1 - n - lo)
+    for n, k, s, (lo, _), m in zip(x.shape[1:3], khw, geo.strides, geo.padding, g.shape[1:3])
+  ]
+  dk = lax.conv_general_dilated(
+    jnp.transpose(x, (3, 1, 2, 0)),
+    jnp.transpose(g, (1, 2, 0, 3)),
+    (1, 1),
+    pads,
+    rhs_dilation=geo.strides,
+    dimension_numbers=_DIMENSION_NUMBERS,
+    precision=geo.precision,
+  )
   return jnp.transpose(dk, (1, 2, 0, 3))  # [C, kh, kw, O] -> [kh, kw, C, O]
 
 
@@ -295,6 +336,7 @@ def _per_member(fn, in_batched: Sequence[bool], *args) -> jax.Array:
   ``fn`` is the custom_vmap function itself, so that an outer vmap (vmap of
   vmap) dispatches again on its own axis inside the loop.
   """
+
   def one(mapped):
     it = iter(mapped)
     return fn(*[next(it) if b else a for a, b in zip(args, in_batched)])
@@ -318,8 +360,9 @@ def _fwd_fn(geo: _Geometry):
       # One input channel (a grey-scale first layer): XLA:CPU's convolution
       # is slow there (measured 1.5-2.5x slower than im2col alone), and the
       # im2col has only kh*kw features: slices, one matmul batched over members.
-      slices = jax.vmap(functools.partial(_slices_fwd, geo=geo),
-                        in_axes=(0 if in_batched[0] else None, 0))
+      slices = jax.vmap(
+        functools.partial(_slices_fwd, geo=geo), in_axes=(0 if in_batched[0] else None, 0)
+      )
       return slices(x, kernel), True
     return _per_member(fwd, in_batched, x, kernel), True
 
@@ -448,8 +491,14 @@ def _hashable_precision(precision):
   return precision
 
 
-def _unsupported(ndim_spatial: int, input_dilation, kernel_dilation, feature_group_count: int,
-                 preferred_element_type, padding) -> str | None:
+def _unsupported(
+  ndim_spatial: int,
+  input_dilation,
+  kernel_dilation,
+  feature_group_count: int,
+  preferred_element_type,
+  padding,
+) -> str | None:
   """The first option that the fast path does not cover, or None."""
   if ndim_spatial != 2:
     return f"{ndim_spatial}-D convolution"
@@ -470,15 +519,24 @@ def _channels_last(ndim: int) -> lax.ConvDimensionNumbers:
   """Dimension numbers of an input ``[N, spatial..., C]`` and kernel ``[spatial..., I, O]``."""
   spatial = tuple(range(1, ndim - 1))
   kernel_spatial = tuple(range(ndim - 2))
-  return lax.ConvDimensionNumbers((0, ndim - 1) + spatial, (ndim - 1, ndim - 2) + kernel_spatial,
-                                  (0, ndim - 1) + spatial)
+  return lax.ConvDimensionNumbers(
+    (0, ndim - 1) + spatial, (ndim - 1, ndim - 2) + kernel_spatial, (0, ndim - 1) + spatial
+  )
 
 
-def conv(x: jax.Array, kernel: jax.Array, strides: int | Sequence[int] = 1,
-         padding: str | int | Sequence = "SAME", *, input_dilation: int | Sequence[int] = 1,
-         kernel_dilation: int | Sequence[int] = 1, feature_group_count: int = 1,
-         precision: Any = None, preferred_element_type: Any = None,
-         impl: str = "auto") -> jax.Array:
+def conv(
+  x: jax.Array,
+  kernel: jax.Array,
+  strides: int | Sequence[int] = 1,
+  padding: str | int | Sequence = "SAME",
+  *,
+  input_dilation: int | Sequence[int] = 1,
+  kernel_dilation: int | Sequence[int] = 1,
+  feature_group_count: int = 1,
+  precision: Any = None,
+  preferred_element_type: Any = None,
+  impl: str = "auto",
+) -> jax.Array:
   """Channels-last convolution, fast alone and when vmapped over members.
 
   Computes what ``lax.conv_general_dilated`` computes for an NHWC input and
@@ -516,38 +574,64 @@ def conv(x: jax.Array, kernel: jax.Array, strides: int | Sequence[int] = 1,
     raise ValueError(f"impl: unknown value {impl!r}; allowed: {', '.join(IMPLS)}")
   nsp = x.ndim - 2
   if kernel.ndim != x.ndim:
-    raise ValueError(f"conv: input of rank {x.ndim} needs a kernel of rank {x.ndim}, "
-                     f"got {kernel.ndim}")
+    raise ValueError(
+      f"conv: input of rank {x.ndim} needs a kernel of rank {x.ndim}, got {kernel.ndim}"
+    )
   if isinstance(padding, str):
     lax_padding = padding
   else:
     lax_padding = [tuple(p) for p in nnx_linear.canonicalize_padding(padding, nsp)]
-  option = _unsupported(nsp, input_dilation, kernel_dilation, feature_group_count,
-                        preferred_element_type, lax_padding)
+  option = _unsupported(
+    nsp, input_dilation, kernel_dilation, feature_group_count, preferred_element_type, lax_padding
+  )
   if impl == "slices" and option is not None:
     raise ValueError(f"conv: impl='slices' does not support {option}; use impl='auto'")
   if impl == "xla" or option is not None:
-    kw = {} if preferred_element_type is None else {
-        "preferred_element_type": preferred_element_type}
-    return lax.conv_general_dilated(
-        x, kernel, _as_tuple(strides, nsp, "strides"), lax_padding,
-        lhs_dilation=_as_tuple(input_dilation, nsp, "input_dilation"),
-        rhs_dilation=_as_tuple(kernel_dilation, nsp, "kernel_dilation"),
-        dimension_numbers=_channels_last(x.ndim), feature_group_count=feature_group_count,
-        precision=precision, **kw)
+    dilations = (input_dilation, kernel_dilation, feature_group_count)
+    return _lax_conv(x, kernel, strides, lax_padding, dilations, precision, preferred_element_type)
+  geo = _geometry(x, kernel, strides, lax_padding, precision)
+  dtype = jnp.result_type(x, kernel)
+  fn = _auto_fn(geo) if impl == "auto" else _slices_fn(geo)
+  return fn(x.astype(dtype), kernel.astype(dtype))
+
+
+def _lax_conv(
+  x, kernel, strides, lax_padding, dilations, precision, preferred_element_type
+) -> jax.Array:
+  """:func:`conv` as ``lax.conv_general_dilated`` (``dilations``: input, kernel, groups)."""
+  nsp = x.ndim - 2
+  input_dilation, kernel_dilation, feature_group_count = dilations
+  kw = {} if preferred_element_type is None else {"preferred_element_type": preferred_element_type}
+  return lax.conv_general_dilated(
+    x,
+    kernel,
+    _as_tuple(strides, nsp, "strides"),
+    lax_padding,
+    lhs_dilation=_as_tuple(input_dilation, nsp, "input_dilation"),
+    rhs_dilation=_as_tuple(kernel_dilation, nsp, "kernel_dilation"),
+    dimension_numbers=_channels_last(x.ndim),
+    feature_group_count=feature_group_count,
+    precision=precision,
+    **kw,
+  )
+
+
+def _geometry(x: jax.Array, kernel: jax.Array, strides, lax_padding, precision) -> _Geometry:
+  """The fast path's geometry of a 2-D convolution, its shapes checked."""
   if x.shape[-1] != kernel.shape[2]:
     raise ValueError(f"conv: input has {x.shape[-1]} channels, kernel expects {kernel.shape[2]}")
   strides = _as_tuple(strides, 2, "strides")
   if isinstance(lax_padding, str):
     lax_padding = lax.padtype_to_pads(x.shape[1:3], kernel.shape[:2], strides, lax_padding)
-  geo = _Geometry(strides, tuple(tuple(int(v) for v in p) for p in lax_padding),
-                  _hashable_precision(precision))
+  geo = _Geometry(
+    strides, tuple(tuple(int(v) for v in p) for p in lax_padding), _hashable_precision(precision)
+  )
   if min(_out_hw(geo, x.shape[1:3], kernel.shape[:2])) < 1:
-    raise ValueError(f"conv: kernel {kernel.shape[:2]} does not fit the padded input "
-                     f"{x.shape[1:3]} (padding {geo.padding})")
-  dtype = jnp.result_type(x, kernel)
-  fn = _auto_fn(geo) if impl == "auto" else _slices_fn(geo)
-  return fn(x.astype(dtype), kernel.astype(dtype))
+    raise ValueError(
+      f"conv: kernel {kernel.shape[:2]} does not fit the padded input "
+      f"{x.shape[1:3]} (padding {geo.padding})"
+    )
+  return geo
 
 
 class Conv(nnx.Conv):
@@ -592,42 +676,57 @@ class Conv(nnx.Conv):
   """
 
   def __init__(
-      self,
-      in_features: int,
-      out_features: int,
-      kernel_size: int | Sequence[int],
-      strides: None | int | Sequence[int] = 1,
-      *,
-      padding: Any = "SAME",
-      input_dilation: None | int | Sequence[int] = 1,
-      kernel_dilation: None | int | Sequence[int] = 1,
-      feature_group_count: int = 1,
-      use_bias: bool = True,
-      mask: jax.Array | None = None,
-      dtype: Any = None,
-      param_dtype: Any = jnp.float32,
-      precision: Any = None,
-      kernel_init: Any = nnx_linear.default_kernel_init,
-      bias_init: Any = nnx_linear.default_bias_init,
-      conv_general_dilated: Any = lax.conv_general_dilated,
-      promote_dtype: Any = dtypes.promote_dtype,
-      preferred_element_type: Any = None,
-      rngs: nnx.Rngs,
-      kernel_metadata: Any = MappingProxyType({}),
-      bias_metadata: Any = MappingProxyType({}),
-      impl: str = "auto",
+    self,
+    in_features: int,
+    out_features: int,
+    kernel_size: int | Sequence[int],
+    strides: None | int | Sequence[int] = 1,
+    *,
+    padding: Any = "SAME",
+    input_dilation: None | int | Sequence[int] = 1,
+    kernel_dilation: None | int | Sequence[int] = 1,
+    feature_group_count: int = 1,
+    use_bias: bool = True,
+    mask: jax.Array | None = None,
+    dtype: Any = None,
+    param_dtype: Any = jnp.float32,
+    precision: Any = None,
+    kernel_init: Any = nnx_linear.default_kernel_init,
+    bias_init: Any = nnx_linear.default_bias_init,
+    conv_general_dilated: Any = lax.conv_general_dilated,
+    promote_dtype: Any = dtypes.promote_dtype,
+    preferred_element_type: Any = None,
+    rngs: nnx.Rngs,
+    kernel_metadata: Any = MappingProxyType({}),
+    bias_metadata: Any = MappingProxyType({}),
+    impl: str = "auto",
   ):
     if impl not in IMPLS:
       raise ValueError(f"impl: unknown value {impl!r}; allowed: {', '.join(IMPLS)}")
     # nnx.Conv's own constructor: the same parameter draws in the same order.
     super().__init__(
-        in_features, out_features, kernel_size, strides, padding=padding,
-        input_dilation=input_dilation, kernel_dilation=kernel_dilation,
-        feature_group_count=feature_group_count, use_bias=use_bias, mask=mask, dtype=dtype,
-        param_dtype=param_dtype, precision=precision, kernel_init=kernel_init,
-        bias_init=bias_init, conv_general_dilated=conv_general_dilated,
-        promote_dtype=promote_dtype, preferred_element_type=preferred_element_type,
-        rngs=rngs, kernel_metadata=kernel_metadata, bias_metadata=bias_metadata)
+      in_features,
+      out_features,
+      kernel_size,
+      strides,
+      padding=padding,
+      input_dilation=input_dilation,
+      kernel_dilation=kernel_dilation,
+      feature_group_count=feature_group_count,
+      use_bias=use_bias,
+      mask=mask,
+      dtype=dtype,
+      param_dtype=param_dtype,
+      precision=precision,
+      kernel_init=kernel_init,
+      bias_init=bias_init,
+      conv_general_dilated=conv_general_dilated,
+      promote_dtype=promote_dtype,
+      preferred_element_type=preferred_element_type,
+      rngs=rngs,
+      kernel_metadata=kernel_metadata,
+      bias_metadata=bias_metadata,
+    )
     self.impl = impl
 
   def _unsupported(self, out_sharding) -> str | None:
@@ -635,8 +734,14 @@ class Conv(nnx.Conv):
     padding = self.padding if isinstance(self.padding, str) else "VALID"
     if padding in ("CIRCULAR", "REFLECT"):
       padding = "VALID"  # applied to the input first, as nnx.Conv does
-    option = _unsupported(len(self.kernel_size), self.input_dilation, self.kernel_dilation,
-                          self.feature_group_count, self.preferred_element_type, padding)
+    option = _unsupported(
+      len(self.kernel_size),
+      self.input_dilation,
+      self.kernel_dilation,
+      self.feature_group_count,
+      self.preferred_element_type,
+      padding,
+    )
     if option is None and self.conv_general_dilated is not lax.conv_general_dilated:
       option = "a custom conv_general_dilated"
     if option is None and out_sharding is not None:
@@ -659,17 +764,19 @@ class Conv(nnx.Conv):
     if self.impl == "xla" or option is not None:
       return super().__call__(inputs, out_sharding=out_sharding)
     kernel_size = self.kernel_size
-    batch_shape = inputs.shape[:inputs.ndim - 3]
+    batch_shape = inputs.shape[: inputs.ndim - 3]
     if len(batch_shape) != 1:  # one batch axis for the convolution, as nnx.Conv
-      inputs = inputs.reshape((-1,) + inputs.shape[len(batch_shape):])
+      inputs = inputs.reshape((-1,) + inputs.shape[len(batch_shape) :])
     padding = self.padding
     if isinstance(padding, str) and padding in ("CIRCULAR", "REFLECT"):
       pads = [(0, 0)] + [((k - 1) // 2, k // 2) for k in kernel_size] + [(0, 0)]
       inputs = jnp.pad(inputs, pads, mode="wrap" if padding == "CIRCULAR" else "reflect")
       padding = "VALID"
     if self.mask is not None and self.mask.shape != self.kernel_shape:
-      raise ValueError("Mask needs to have the same shape as weights. "
-                       f"Shapes are: {self.mask.shape}, {self.kernel_shape}")
+      raise ValueError(
+        "Mask needs to have the same shape as weights. "
+        f"Shapes are: {self.mask.shape}, {self.kernel_shape}"
+      )
     kernel = self.kernel[...]
     if self.mask is not None:
       kernel = kernel * self.mask

@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+
 def dropout(x: jax.Array, rate: jax.Array, key: jax.Array | None, train: bool) -> jax.Array:
   """Inverted dropout with a traced, per-member ``rate``.
 

@@ -14,6 +14,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+
 def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
   """Output size and (low, high) padding of XLA's 'SAME' convention."""
   out = -(-size // stride)
@@ -73,8 +74,9 @@ def _max_pool_bwd(wh, ww, first, g):
   # (experiments/bench_pool.py, docs/benchmarks.md).
   b, ho, wo, c = g.shape
   pos = jnp.arange(wh * ww, dtype=first.dtype).reshape(1, 1, wh, 1, ww, 1)
-  gx = jnp.where(pos == first[:, :, None, :, None, :], g[:, :, None, :, None, :],
-                 jnp.zeros((), g.dtype))
+  gx = jnp.where(
+    pos == first[:, :, None, :, None, :], g[:, :, None, :, None, :], jnp.zeros((), g.dtype)
+  )
   return (gx.reshape(b, ho * wh, wo * ww, c),)
 
 
@@ -103,7 +105,7 @@ def max_pool(x: jax.Array, window: int = 2) -> jax.Array:
   b, h, w, c = x.shape
   wh, ww = _pool_windows(h, w, window)
   ho, wo = h // wh, w // ww
-  return _max_pool_tiled(x[:, :ho * wh, :wo * ww, :], wh, ww)
+  return _max_pool_tiled(x[:, : ho * wh, : wo * ww, :], wh, ww)
 
 
 def max_pool_same(x: jax.Array, window: int = 3) -> jax.Array:
@@ -140,5 +142,5 @@ def max_pool_same(x: jax.Array, window: int = 3) -> jax.Array:
       out = s if out is None else jnp.where(_replaces(s, out), s, out)
     return out
 
-  rows = running_max(xp[:, :, j:j + w, :] for j in range(window))
-  return running_max(rows[:, i:i + h, :, :] for i in range(window))
+  rows = running_max(xp[:, :, j : j + w, :] for j in range(window))
+  return running_max(rows[:, i : i + h, :, :] for i in range(window))

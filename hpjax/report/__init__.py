@@ -23,17 +23,39 @@ import json
 import os
 from typing import Any
 
-from hpjax.report.load import ReportError, Run, load_run
-from hpjax.report.plots import (PLOT_NAMES, make_plots, plot_fitness_vs_hparams,
-                                plot_hparam_trajectories, plot_learning_curves, plot_lineage,
-                                plot_lr_range, plot_parallel_coordinates)
-from hpjax.report.summary import hparam_value, ranking, summarize
+from hpjax.report.load import load_run
+from hpjax.report.load import ReportError
+from hpjax.report.load import Run
+from hpjax.report.plots import make_plots
+from hpjax.report.plots import plot_fitness_vs_hparams
+from hpjax.report.plots import plot_hparam_trajectories
+from hpjax.report.plots import plot_learning_curves
+from hpjax.report.plots import plot_lineage
+from hpjax.report.plots import plot_lr_range
+from hpjax.report.plots import PLOT_NAMES
+from hpjax.report.plots import plot_parallel_coordinates
+from hpjax.report.summary import hparam_value
+from hpjax.report.summary import ranking
+from hpjax.report.summary import summarize
 from hpjax.report.table import format_table
 
 __all__ = [
-    "PLOT_NAMES", "ReportError", "Run", "build_report", "format_table", "hparam_value", "load_run",
-    "make_plots", "plot_fitness_vs_hparams", "plot_hparam_trajectories", "plot_learning_curves",
-    "plot_lineage", "plot_lr_range", "plot_parallel_coordinates", "ranking", "summarize",
+  "PLOT_NAMES",
+  "ReportError",
+  "Run",
+  "build_report",
+  "format_table",
+  "hparam_value",
+  "load_run",
+  "make_plots",
+  "plot_fitness_vs_hparams",
+  "plot_hparam_trajectories",
+  "plot_learning_curves",
+  "plot_lineage",
+  "plot_lr_range",
+  "plot_parallel_coordinates",
+  "ranking",
+  "summarize",
 ]
 
 
@@ -60,5 +82,4 @@ def build_report(workdir: str | os.PathLike) -> dict[str, Any]:
       json.dump(summary, f, indent=2)
   except OSError as e:
     raise ReportError(f"{path}: cannot write ({e.strerror})") from None
-  return {"plots": plots, "summary": summary, "table": format_table(summary),
-          "report_json": path}
+  return {"plots": plots, "summary": summary, "table": format_table(summary), "report_json": path}

@@ -10,11 +10,11 @@ reader), and an epoch whose rows are only partly written is left out.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import dataclasses
 import json
 import math
 import os
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -99,7 +99,8 @@ class Run:
   def is_lr_range(self) -> bool:
     """Whether the run is a learning-rate range test."""
     return bool(self.config.get("lr_range_test")) or bool(
-        self.summary and self.summary.get("lr_range"))
+      self.summary and self.summary.get("lr_range")
+    )
 
   @property
   def has_hparams(self) -> bool:
@@ -110,8 +111,11 @@ class Run:
   def searched(self) -> dict[str, dict[str, Any]]:
     """The searched dimensions of ``config.space`` (``fixed`` ones left out)."""
     space = self.config.get("space") or {}
-    return {k: dict(v) for k, v in space.items()
-            if isinstance(v, Mapping) and v.get("type", "float") != "fixed"}
+    return {
+      k: dict(v)
+      for k, v in space.items()
+      if isinstance(v, Mapping) and v.get("type", "float") != "fixed"
+    }
 
   def series(self, key: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Member id -> ``(epochs, values)`` of one row key (NaN where absent)."""
@@ -171,20 +175,25 @@ def load_run(workdir: str | os.PathLike) -> Run:
   workdir = os.fspath(workdir)
   if not os.path.isdir(workdir):
     raise ReportError(f"{workdir}: no such directory")
-  paths = {n: os.path.join(workdir, n) for n in
-           ("config.json", "metrics.jsonl", "lineage.jsonl", "summary.json")}
+  paths = {
+    n: os.path.join(workdir, n)
+    for n in ("config.json", "metrics.jsonl", "lineage.jsonl", "summary.json")
+  }
   for n in ("config.json", "metrics.jsonl"):
     if not os.path.isfile(paths[n]):
-      raise ReportError(f"{paths[n]}: missing; is {workdir} a tuning workdir "
-                        "(python -m experiments.tune ... --workdir=DIR)?")
+      raise ReportError(
+        f"{paths[n]}: missing; is {workdir} a tuning workdir "
+        "(python -m experiments.tune ... --workdir=DIR)?"
+      )
   config = _read_json(paths["config.json"])
   if not isinstance(config, dict):
     raise ReportError(f"{paths['config.json']}: expected a JSON object")
   warnings: list[str] = []
   raw = _read_jsonl(paths["metrics.jsonl"], warnings)
   raw = [r for r in raw if isinstance(r.get("epoch"), int) and isinstance(r.get("member"), int)]
-  lineage = (_read_jsonl(paths["lineage.jsonl"], warnings)
-             if os.path.isfile(paths["lineage.jsonl"]) else [])
+  lineage = (
+    _read_jsonl(paths["lineage.jsonl"], warnings) if os.path.isfile(paths["lineage.jsonl"]) else []
+  )
   summary = None
   if os.path.isfile(paths["summary.json"]):
     try:
@@ -200,15 +209,19 @@ def load_run(workdir: str | os.PathLike) -> Run:
   if not rows:
     raise ReportError(f"{paths['metrics.jsonl']}: no complete epoch recorded yet")
   if summary is not None and int(summary.get("epochs", 0) or 0) < max(r["epoch"] for r in rows):
-    warnings.append(f"summary.json: ignored (it is for {summary.get('epochs')} epochs; the run "
-                    "has trained more since)")
+    warnings.append(
+      f"summary.json: ignored (it is for {summary.get('epochs')} epochs; the run "
+      "has trained more since)"
+    )
     summary = None
-  return Run(workdir=workdir, config=config, rows=rows, lineage=lineage, summary=summary,
-             warnings=warnings)
+  return Run(
+    workdir=workdir, config=config, rows=rows, lineage=lineage, summary=summary, warnings=warnings
+  )
 
 
-def _complete_epochs(rows: list[dict[str, Any]], lineage: list[dict[str, Any]],
-                     population: int, warnings: list[str]) -> list[dict[str, Any]]:
+def _complete_epochs(
+  rows: list[dict[str, Any]], lineage: list[dict[str, Any]], population: int, warnings: list[str]
+) -> list[dict[str, Any]]:
   """Drops the last epoch when not every member still training wrote its row."""
   if not rows:
     return rows
@@ -218,10 +231,12 @@ def _complete_epochs(rows: list[dict[str, Any]], lineage: list[dict[str, Any]],
     expected = set(range(population)) if population else at_last
   else:
     expected = {r["member"] for r in rows if r["epoch"] == last - 1}
-    expected -= {e.get("member") for e in lineage
-                 if e.get("event") == "pruned" and e.get("epoch") == last - 1}
+    expected -= {
+      e.get("member") for e in lineage if e.get("event") == "pruned" and e.get("epoch") == last - 1
+    }
   if at_last >= expected:
     return rows
-  warnings.append(f"metrics.jsonl: epoch {last} is incomplete ({len(at_last)} of "
-                  f"{len(expected)} rows); left out")
+  warnings.append(
+    f"metrics.jsonl: epoch {last} is incomplete ({len(at_last)} of {len(expected)} rows); left out"
+  )
   return [r for r in rows if r["epoch"] != last]

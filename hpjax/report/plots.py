@@ -25,20 +25,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from hpjax import fitness as fitness_lib
-from hpjax.report.load import ReportError, Run, _float
-from hpjax.report.summary import _lr_range_result, hparam_value, ranking
+from hpjax.report.load import _float
+from hpjax.report.load import ReportError
+from hpjax.report.load import Run
+from hpjax.report.summary import _lr_range_result
+from hpjax.report.summary import hparam_value
+from hpjax.report.summary import ranking
 
-PLOT_NAMES = ("learning_curves.png", "hparam_trajectories.png", "lineage.png",
-              "fitness_vs_hparams.png", "parallel_coordinates.png", "lr_range.png")
+PLOT_NAMES = (
+  "learning_curves.png",
+  "hparam_trajectories.png",
+  "lineage.png",
+  "fitness_vs_hparams.png",
+  "parallel_coordinates.png",
+  "lr_range.png",
+)
 _DPI = 120
 _BEST_COLOR = "tab:red"
 _OTHER_COLOR = "0.55"
@@ -48,6 +58,7 @@ def _figure(width: float, height: float):
   """A Figure bound to an Agg canvas (no pyplot, no global backend change)."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+
   fig = Figure(figsize=(width, height), layout="constrained")
   FigureCanvasAgg(fig)
   return fig
@@ -77,7 +88,6 @@ def _log_y(ax) -> None:
   from matplotlib.ticker import LogFormatter  # pylint: disable=g-import-not-at-top
 
   class _Plain(LogFormatter):
-
     def __call__(self, x, pos=None):
       return f"{x:g}" if super().__call__(x, pos) else ""
 
@@ -88,6 +98,7 @@ def _log_y(ax) -> None:
 
 def _int_xaxis(ax) -> None:
   from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
+
   ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
@@ -99,8 +110,9 @@ class _Dim:
     self.spec = spec
     kind = spec.get("type", "float")
     numeric_obs = [v for v in observed if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    self.categorical = kind == "choice" or len(numeric_obs) < len([v for v in observed
-                                                                   if v is not None])
+    self.categorical = kind == "choice" or len(numeric_obs) < len(
+      [v for v in observed if v is not None]
+    )
     if self.categorical:
       cats = list(spec.get("values") or [])
       for v in observed:
@@ -114,7 +126,8 @@ class _Dim:
       self.index = {}
       bounds = [_float(spec.get("lo")), _float(spec.get("hi"))]
       self.log = bool(spec.get("log")) or _spans_decades(
-          [_float(v) for v in numeric_obs] + [b for b in bounds if math.isfinite(b)])
+        [_float(v) for v in numeric_obs] + [b for b in bounds if math.isfinite(b)]
+      )
       vals = [_float(v) for v in numeric_obs if math.isfinite(_float(v))]
       lo = bounds[0] if math.isfinite(bounds[0]) else (min(vals) if vals else 0.0)
       hi = bounds[1] if math.isfinite(bounds[1]) else (max(vals) if vals else 1.0)
@@ -153,7 +166,7 @@ class _Dim:
       set_scale("log")
     if self.categorical:
       n = len(self.categories)
-      ticks = (ax.set_yticks if axis == "y" else ax.set_xticks)
+      ticks = ax.set_yticks if axis == "y" else ax.set_xticks
       ticks(range(n), [str(c) for c in self.categories])
       span = ax.axhspan if axis == "y" else ax.axvspan
       for i in range(n):
@@ -188,8 +201,9 @@ def _jitter(members: Sequence[int], width: float = 0.3) -> dict[int, float]:
 
 def plot_learning_curves(run: Run, path: str, best: int) -> str:
   """Validation fitness (and loss) per member over epochs; ``best`` highlighted."""
-  panels = [run.fitness] + (["loss"] if run.fitness != "loss" and
-                            any("val_loss" in r for r in run.rows) else [])
+  panels = [run.fitness] + (
+    ["loss"] if run.fitness != "loss" and any("val_loss" in r for r in run.rows) else []
+  )
   fig = _figure(6.0 * len(panels), 4.2)
   axes = fig.subplots(1, len(panels), squeeze=False)[0]
   last_epoch = run.epochs_done
@@ -204,8 +218,9 @@ def plot_learning_curves(run: Run, path: str, best: int) -> str:
         pruned = True
         ax.plot(e[-1:], v[-1:], "x", color="0.3", ms=6, mew=1.5)
     e, v = series[best]
-    ax.plot(e, v, color=_BEST_COLOR, lw=2.6, marker="o", ms=4, zorder=5,
-            label=f"best: member {best}")
+    ax.plot(
+      e, v, color=_BEST_COLOR, lw=2.6, marker="o", ms=4, zorder=5, label=f"best: member {best}"
+    )
     ax.plot([], [], color=_OTHER_COLOR, lw=0.9, label=f"other members ({len(series) - 1})")
     if pruned:
       ax.plot([], [], "x", color="0.3", ms=6, mew=1.5, label="pruned")
@@ -239,8 +254,9 @@ def plot_hparam_trajectories(run: Run, path: str, best: int, dims: list[_Dim]) -
       if dim.categorical:
         y = y + jit[m]
       if m == best:
-        ax.plot(e, y, color=_BEST_COLOR, lw=2.4, marker="o", ms=4, zorder=5,
-                label=f"best: member {best}")
+        ax.plot(
+          e, y, color=_BEST_COLOR, lw=2.4, marker="o", ms=4, zorder=5, label=f"best: member {best}"
+        )
       else:
         ax.plot(e, y, color=_OTHER_COLOR, lw=0.9, alpha=0.7, marker=".", ms=4)
     ax.set_title(dim.name.replace("_", " "))
@@ -248,7 +264,7 @@ def plot_hparam_trajectories(run: Run, path: str, best: int, dims: list[_Dim]) -
     ax.set_ylabel(dim.label())
     _int_xaxis(ax)
     ax.grid(alpha=0.3, axis="x" if dim.categorical else "both")
-  for ax in axes[len(dims):]:
+  for ax in axes[len(dims) :]:
     ax.set_visible(False)
   axes[0].plot([], [], color=_OTHER_COLOR, lw=0.9, label="other members")
   axes[0].legend(loc="best", fontsize=8)
@@ -260,8 +276,9 @@ def _exploits(run: Run) -> list[dict[str, Any]]:
   return [e for e in run.lineage if "donor" in e and "target" in e and "epoch" in e]
 
 
-def _ancestry(copies: Mapping[tuple[int, int], int], member: int,
-              epoch: int) -> set[tuple[int, int, int]]:
+def _ancestry(
+  copies: Mapping[tuple[int, int], int], member: int, epoch: int
+) -> set[tuple[int, int, int]]:
   """Edges ``(E, parent, child)`` from epoch E to E + 1 that ``member`` at ``epoch`` descends from.
 
   Args:
@@ -282,6 +299,7 @@ def plot_lineage(run: Run, path: str, best: int) -> str:
   from matplotlib import colormaps  # pylint: disable=g-import-not-at-top
   from matplotlib.colors import Normalize  # pylint: disable=g-import-not-at-top
   from matplotlib.lines import Line2D  # pylint: disable=g-import-not-at-top
+
   events = _exploits(run)
   copies = {(int(ev["epoch"]), int(ev["target"])): int(ev["donor"]) for ev in events}
   members = run.members
@@ -295,47 +313,97 @@ def plot_lineage(run: Run, path: str, best: int) -> str:
   norm = Normalize(min(finite, default=0.0), max(finite, default=1.0))
   cmap = colormaps["viridis" if run.maximize else "viridis_r"]
   # Continuations: a member not replaced after epoch E keeps its own weights.
-  for (e, m) in fit:
+  for e, m in fit:
     if (e + 1, m) in fit and (e, m) not in copies:
       on_path = (e, m, m) in path_edges
-      ax.plot([e, e + 1], [m, m], color=_BEST_COLOR if on_path else "0.75",
-              lw=2.2 if on_path else 1.0, zorder=1)
+      ax.plot(
+        [e, e + 1],
+        [m, m],
+        color=_BEST_COLOR if on_path else "0.75",
+        lw=2.2 if on_path else 1.0,
+        zorder=1,
+      )
   for (e, target), donor in copies.items():
     on_path = (e, donor, target) in path_edges
-    ax.annotate("", xy=(e + 1, target), xytext=(e, donor),
-                arrowprops=dict(arrowstyle="-|>", color=_BEST_COLOR if on_path else "0.35",
-                                lw=2.0 if on_path else 1.0, shrinkA=5, shrinkB=5,
-                                connectionstyle="arc3,rad=0.12", mutation_scale=11),
-                zorder=3 if on_path else 2)
+    ax.annotate(
+      "",
+      xy=(e + 1, target),
+      xytext=(e, donor),
+      arrowprops=dict(
+        arrowstyle="-|>",
+        color=_BEST_COLOR if on_path else "0.35",
+        lw=2.0 if on_path else 1.0,
+        shrinkA=5,
+        shrinkB=5,
+        connectionstyle="arc3,rad=0.12",
+        mutation_scale=11,
+      ),
+      zorder=3 if on_path else 2,
+    )
   xs = [k[0] for k in fit]
   ys = [k[1] for k in fit]
-  sc = ax.scatter(xs, ys, c=[fit[k] for k in fit], cmap=cmap, norm=norm, s=46,
-                  edgecolors="0.2", linewidths=0.5, zorder=4)
-  ax.scatter([best_epoch], [best], s=170, facecolors="none", edgecolors=_BEST_COLOR,
-             linewidths=2.0, zorder=5)
+  sc = ax.scatter(
+    xs,
+    ys,
+    c=[fit[k] for k in fit],
+    cmap=cmap,
+    norm=norm,
+    s=46,
+    edgecolors="0.2",
+    linewidths=0.5,
+    zorder=4,
+  )
+  ax.scatter(
+    [best_epoch], [best], s=170, facecolors="none", edgecolors=_BEST_COLOR, linewidths=2.0, zorder=5
+  )
   # Copies after the last epoch (they shape the final weights) end in a hollow node.
   tail = [(e, t) for (e, t) in copies if (e + 1, t) not in fit]
   if tail:
-    ax.scatter([e + 1 for e, _ in tail], [t for _, t in tail], s=46, facecolors="white",
-               edgecolors="0.35", zorder=4)
+    ax.scatter(
+      [e + 1 for e, _ in tail],
+      [t for _, t in tail],
+      s=46,
+      facecolors="white",
+      edgecolors="0.35",
+      zorder=4,
+    )
   ax.set_xlabel("epoch (an arrow: after epoch E the target copies the donor's weights)")
   ax.set_ylabel("member")
   ax.set_yticks(members if len(members) <= 32 else ax.get_yticks())
   ax.set_ylim(min(members) - 0.7, max(members) + 0.7)
   ticks = list(range(1, last + 1))
-  ax.set_xticks(ticks + ([last + 1] if tail else []),
-                [str(t) for t in ticks] + (["after\nlast"] if tail else []))
+  ax.set_xticks(
+    ticks + ([last + 1] if tail else []),
+    [str(t) for t in ticks] + (["after\nlast"] if tail else []),
+  )
   ax.set_xlim(0.5, last + (1.5 if tail else 0.5))
   ax.grid(alpha=0.25)
   fig.colorbar(sc, ax=ax, label=_metric_label(run.fitness), shrink=0.9)
   handles = [
-      Line2D([], [], color="0.35", marker=r"$\rightarrow$", ls="", ms=12, label="copy (exploit)"),
-      Line2D([], [], color=_BEST_COLOR, lw=2.0, label=f"ancestry of best member {best}")]
+    Line2D([], [], color="0.35", marker=r"$\rightarrow$", ls="", ms=12, label="copy (exploit)"),
+    Line2D([], [], color=_BEST_COLOR, lw=2.0, label=f"ancestry of best member {best}"),
+  ]
   if tail:
-    handles.append(Line2D([], [], marker="o", ls="", mfc="white", mec="0.35", ms=7,
-                          label="copied after the last epoch"))
-  ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.16),
-            ncol=len(handles), fontsize=9, frameon=False)
+    handles.append(
+      Line2D(
+        [],
+        [],
+        marker="o",
+        ls="",
+        mfc="white",
+        mec="0.35",
+        ms=7,
+        label="copied after the last epoch",
+      )
+    )
+  ax.legend(
+    handles=handles,
+    loc="upper center",
+    bbox_to_anchor=(0.5, -0.16),
+    ncol=len(handles),
+    fontsize=9,
+    frameon=False,
+  )
   ax.set_title(f"PBT lineage: {len(events)} exploit events over {last} epochs")
   return _save(fig, path)
 
@@ -358,18 +426,21 @@ def plot_fitness_vs_hparams(run: Run, path: str, best: int, dims: list[_Dim]) ->
   for ax, dim in zip(axes, dims):
     dim.style_axis(ax, "x")
     for group, marker, color, label in (
-        (sorted(set(last) - pruned - {best}), "o", "tab:blue", "member (final epoch)"),
-        (sorted(pruned - {best}), "x", "0.4", "pruned (fitness when pruned)"),
-        ([best], "*", _BEST_COLOR, f"best: member {best}")):
+      (sorted(set(last) - pruned - {best}), "o", "tab:blue", "member (final epoch)"),
+      (sorted(pruned - {best}), "x", "0.4", "pruned (fitness when pruned)"),
+      ([best], "*", _BEST_COLOR, f"best: member {best}"),
+    ):
       if not group:
         continue
       x = np.array([dim.y(hparam_value(last[m].get("hparams"), dim.name)) for m in group])
       if dim.categorical:
         x = x + np.array([jitter[m] for m in group])
       y = np.array([fit[m] for m in group])
-      style = {"o": dict(s=34, alpha=0.8, zorder=3, edgecolors="white", linewidths=0.5),
-               "x": dict(s=34, alpha=0.8, zorder=3, linewidths=1.5),
-               "*": dict(s=150, alpha=0.95, zorder=5, edgecolors="none")}[marker]
+      style = {
+        "o": dict(s=34, alpha=0.8, zorder=3, edgecolors="white", linewidths=0.5),
+        "x": dict(s=34, alpha=0.8, zorder=3, linewidths=1.5),
+        "*": dict(s=150, alpha=0.95, zorder=5, edgecolors="none"),
+      }[marker]
       ax.scatter(x, y, marker=marker, c=color, label=label, **style)
     ax.margins(x=0.08, y=0.1)  # room for the large marker of the best member
     ax.set_xlabel(dim.label())
@@ -380,7 +451,7 @@ def plot_fitness_vs_hparams(run: Run, path: str, best: int, dims: list[_Dim]) ->
     _log_y(axes[0])
   for ax in axes[::ncols]:
     ax.set_ylabel(f"final {_metric_label(run.fitness)}")
-  for ax in axes[len(dims):]:
+  for ax in axes[len(dims) :]:
     ax.set_visible(False)
   axes[0].legend(loc="best", fontsize=8)
   fig.suptitle(f"final {_metric_label(run.fitness)} against each hyperparameter")
@@ -393,6 +464,7 @@ def plot_parallel_coordinates(run: Run, path: str, best: int, dims: list[_Dim]) 
   from matplotlib import patheffects  # pylint: disable=g-import-not-at-top
   from matplotlib.cm import ScalarMappable  # pylint: disable=g-import-not-at-top
   from matplotlib.colors import Normalize  # pylint: disable=g-import-not-at-top
+
   last = run.last_rows()
   fit = _final_fitness(run)
   finite = [v for v in fit.values() if math.isfinite(v)]
@@ -406,20 +478,37 @@ def plot_parallel_coordinates(run: Run, path: str, best: int, dims: list[_Dim]) 
   keys = dict(zip(last, fitness_lib.sort_key([fit[m] for m in last], run.mode).tolist()))
   order = sorted(last, key=lambda m: -keys[m])
   for m in order:
-    ys = np.array([d.unit(hparam_value(last[m].get("hparams"), d.name))
-                   + (jit[m] if d.categorical else 0.0) for d in dims])
+    ys = np.array(
+      [
+        d.unit(hparam_value(last[m].get("hparams"), d.name)) + (jit[m] if d.categorical else 0.0)
+        for d in dims
+      ]
+    )
     if m == best:
       continue
     if math.isfinite(fit[m]):
       ax.plot(xs, ys, color=cmap(norm(fit[m])), lw=1.4, alpha=0.85, marker="o", ms=3)
     else:
       ax.plot(xs, ys, color="0.6", lw=1.0, ls="--", alpha=0.8)
-  ys = np.array([d.unit(hparam_value(last[best].get("hparams"), d.name))
-                 + (jit[best] if d.categorical else 0.0) for d in dims])
-  ax.plot(xs, ys, color=cmap(norm(fit[best])) if math.isfinite(fit[best]) else "0.6", lw=2.6,
-          zorder=6, marker="o", ms=5, mec="black", label=f"best: member {best}",
-          path_effects=[patheffects.Stroke(linewidth=5.0, foreground="black"),
-                        patheffects.Normal()])
+  ys = np.array(
+    [
+      d.unit(hparam_value(last[best].get("hparams"), d.name))
+      + (jit[best] if d.categorical else 0.0)
+      for d in dims
+    ]
+  )
+  ax.plot(
+    xs,
+    ys,
+    color=cmap(norm(fit[best])) if math.isfinite(fit[best]) else "0.6",
+    lw=2.6,
+    zorder=6,
+    marker="o",
+    ms=5,
+    mec="black",
+    label=f"best: member {best}",
+    path_effects=[patheffects.Stroke(linewidth=5.0, foreground="black"), patheffects.Normal()],
+  )
   for i, d in enumerate(dims):
     ax.axvline(i, color="0.2", lw=1.0, zorder=0)
     if d.categorical:
@@ -432,16 +521,26 @@ def plot_parallel_coordinates(run: Run, path: str, best: int, dims: list[_Dim]) 
         mids = np.linspace(lo, hi, 3)
       labels = [(d.unit(float(v)), f"{v:.3g}") for v in mids]
     for y, text in labels:
-      ax.text(i + 0.04, y, text, fontsize=8, va="center", ha="left", color="0.15", zorder=7,
-              bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.75))
+      ax.text(
+        i + 0.04,
+        y,
+        text,
+        fontsize=8,
+        va="center",
+        ha="left",
+        color="0.15",
+        zorder=7,
+        bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.75),
+      )
   ax.set_xticks(xs, [d.label() for d in dims])
   ax.set_yticks([])
   ax.set_xlim(-0.2, len(dims) - 0.45)
   ax.set_ylim(-0.08, 1.08)
   for side in ("top", "right", "left"):
     ax.spines[side].set_visible(False)
-  fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax,
-               label=f"final {_metric_label(run.fitness)}")
+  fig.colorbar(
+    ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=f"final {_metric_label(run.fitness)}"
+  )
   ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), fontsize=9, frameon=False)
   ax.set_title("hyperparameters of each member (final), coloured by final fitness")
   return _save(fig, path)
@@ -451,6 +550,7 @@ def plot_lr_range(run: Run, path: str, result: Mapping[str, Any]) -> str:
   """Final / minimum validation loss against the learning rate (range tests)."""
   from matplotlib import colormaps  # pylint: disable=g-import-not-at-top
   from matplotlib.colors import LogNorm  # pylint: disable=g-import-not-at-top
+
   curves = run.series("val_loss")
   last = run.last_rows()
   members = sorted(curves)
@@ -459,8 +559,14 @@ def plot_lr_range(run: Run, path: str, result: Mapping[str, Any]) -> str:
   r = np.array([rate[m] for m in members])
   final = np.array([curves[m][1][-1] for m in members])
   with np.errstate(all="ignore"):
-    best_loss = np.array([np.nanmin(np.where(np.isfinite(curves[m][1]), curves[m][1], np.nan))
-                          if np.any(np.isfinite(curves[m][1])) else np.nan for m in members])
+    best_loss = np.array(
+      [
+        np.nanmin(np.where(np.isfinite(curves[m][1]), curves[m][1], np.nan))
+        if np.any(np.isfinite(curves[m][1]))
+        else np.nan
+        for m in members
+      ]
+    )
   diverged = np.zeros(len(members), bool)
   if result.get("diverged") is not None and result.get("rates"):
     div_rates = [x for x, d in zip(result["rates"], result["diverged"]) if d]
@@ -473,7 +579,7 @@ def plot_lr_range(run: Run, path: str, result: Mapping[str, Any]) -> str:
     lo, hi = float(lo_hi[0]), float(lo_hi[1])
     if hi == lo:  # a single rate: shade half a grid step each side
       step = math.sqrt(r[1] / r[0]) if len(r) > 1 else 1.5
-      lo, hi = lo / step ** 0.5, hi * step ** 0.5
+      lo, hi = lo / step**0.5, hi * step**0.5
     ax.axvspan(lo, hi, color="tab:green", alpha=0.15, label="suggested range")
   best_rate = _float(result.get("best_rate"))
   if math.isfinite(best_rate):
@@ -487,11 +593,17 @@ def plot_lr_range(run: Run, path: str, result: Mapping[str, Any]) -> str:
   if np.any(diverged):
     top = float(finite.max()) if finite.size else 1.0
     ys = np.where(np.isfinite(final), final, top)
-    ax.plot(r[diverged], ys[diverged], "X", color="tab:red", ms=11, zorder=6,
-            label="diverged")
+    ax.plot(r[diverged], ys[diverged], "X", color="tab:red", ms=11, zorder=6, label="diverged")
     for x, y in zip(r[diverged & ~np.isfinite(final)], ys[diverged & ~np.isfinite(final)]):
-      ax.annotate("NaN", (x, y), textcoords="offset points", xytext=(0, 9), ha="center",
-                  fontsize=8, color="tab:red")
+      ax.annotate(
+        "NaN",
+        (x, y),
+        textcoords="offset points",
+        xytext=(0, 9),
+        ha="center",
+        fontsize=8,
+        color="tab:red",
+      )
   ax.set_xscale("log")
   ax.margins(x=0.06, y=0.08)
   ax.set_xlabel("learning rate (log)")
@@ -515,10 +627,12 @@ def plot_lr_range(run: Run, path: str, result: Mapping[str, Any]) -> str:
   ax2.grid(alpha=0.3)
   if norm is not None:
     from matplotlib.cm import ScalarMappable  # pylint: disable=g-import-not-at-top
+
     fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax2, label="learning rate")
   desc = result.get("description")
   if desc:
     import textwrap  # pylint: disable=g-import-not-at-top
+
     fig.suptitle(textwrap.fill(desc, 120), fontsize=10)
   return _save(fig, path)
 
@@ -562,7 +676,7 @@ def make_plots(run: Run, out_dir: str, best: int | None = None) -> list[str]:
       written.append(plot_lr_range(run, p["lr_range.png"], result))
   except OSError as e:
     raise ReportError(f"{out_dir}: cannot write a plot ({e.strerror})") from None
-  for n, path in p.items():
+  for path in p.values():
     if path not in written and os.path.exists(path):
       os.remove(path)
   return written

@@ -10,15 +10,16 @@ the run has none, is recomputed from ``metrics.jsonl``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 import math
 import os
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from hpjax import fitness as fitness_lib
-from hpjax.report.load import Run, _float
+from hpjax.report.load import _float
+from hpjax.report.load import Run
 
 
 def ranking(run: Run) -> list[int]:
@@ -75,6 +76,7 @@ def _lr_range_result(run: Run) -> dict[str, Any] | None:
   if not run.has_hparams:
     return None
   from hpjax.controllers import lr_range  # pylint: disable=g-import-not-at-top
+
   curves = run.series("val_loss")
   last = run.last_rows()
   members = sorted(curves)
@@ -90,13 +92,60 @@ def _lr_range_result(run: Run) -> dict[str, Any] | None:
   except ValueError as e:
     out["description"] = f"cannot analyse: {e}"
     return out
-  return {"rates": result.rates.tolist(), "final_losses": result.losses.tolist(),
-          "slopes": result.slopes.tolist(), "diverged": result.diverged.tolist(),
-          "best_rate": result.best_rate,
-          "suggested_range": [float(v) for v in result.suggested_range],
-          "description": lr_range.describe(result) + " (from epoch 1 on: the loss before "
-                         "training is only in summary.json)",
-          "source": "metrics.jsonl"}
+  return {
+    "rates": result.rates.tolist(),
+    "final_losses": result.losses.tolist(),
+    "slopes": result.slopes.tolist(),
+    "diverged": result.diverged.tolist(),
+    "best_rate": result.best_rate,
+    "suggested_range": [float(v) for v in result.suggested_range],
+    "description": lr_range.describe(result) + " (from epoch 1 on: the loss before "
+    "training is only in summary.json)",
+    "source": "metrics.jsonl",
+  }
+
+
+def _speed(run: Run) -> tuple[float | None, float | None]:
+  """The run's wall time (summary.json's, else the latest row's) and member steps per second."""
+  finished = run.summary is not None
+  walls = [_float(r.get("wall_s")) for r in run.rows]
+  walls = [w for w in walls if math.isfinite(w)]
+  wall = (
+    _float(run.summary.get("wall_time_s"))
+    if finished and "wall_time_s" in run.summary
+    else (max(walls) if walls else None)
+  )
+  steps_per_s = (
+    _float(run.summary.get("member_steps_per_s"))
+    if finished and "member_steps_per_s" in run.summary
+    else None
+  )
+  return wall, steps_per_s
+
+
+def _best_from_summary(run: Run, best: int, brow: Mapping[str, Any]) -> tuple[Any, Any, list[str]]:
+  """The best member's hyperparameters and test metrics, and the run's warnings.
+
+  Its last row's hyperparameters, else summary.json's when it names the same
+  member best; test metrics only from summary.json, for that same member (a
+  warning otherwise).
+  """
+  finished = run.summary is not None
+  hps = brow.get("hparams") if isinstance(brow.get("hparams"), Mapping) else None
+  if hps is None and finished and int(run.summary.get("best_member", -1)) == best:
+    hps = run.summary.get("hyperparameters")
+  test = None
+  warnings = list(run.warnings)
+  if finished and "test" in run.summary:
+    if int(run.summary.get("best_member", -1)) == best:
+      test = run.summary["test"]
+    else:
+      warnings.append(
+        f"summary.json names member {run.summary.get('best_member')} best "
+        f"(ranked after the final controller step); its test metrics are not "
+        f"shown for member {best}"
+      )
+  return hps, test, warnings
 
 
 def summarize(run: Run) -> dict[str, Any]:
@@ -125,54 +174,46 @@ def summarize(run: Run) -> dict[str, Any]:
   brow = last[best]
   key = f"val_{run.fitness}"
   finished = run.summary is not None
-  epochs_total = max(int(run.config.get("epochs", 0) or 0), run.epochs_done,
-                     int((run.summary or {}).get("epochs", 0) or 0))
-  walls = [_float(r.get("wall_s")) for r in run.rows]
-  walls = [w for w in walls if math.isfinite(w)]
-  wall = (_float(run.summary.get("wall_time_s")) if finished and "wall_time_s" in run.summary
-          else (max(walls) if walls else None))
-  steps_per_s = (_float(run.summary.get("member_steps_per_s"))
-                 if finished and "member_steps_per_s" in run.summary else None)
+  epochs_total = max(
+    int(run.config.get("epochs", 0) or 0),
+    run.epochs_done,
+    int((run.summary or {}).get("epochs", 0) or 0),
+  )
+  wall, steps_per_s = _speed(run)
   searched = list(run.searched)
-  hps = brow.get("hparams") if isinstance(brow.get("hparams"), Mapping) else None
-  if hps is None and finished and int(run.summary.get("best_member", -1)) == best:
-    hps = run.summary.get("hyperparameters")
-  test = None
-  warnings = list(run.warnings)
-  if finished and "test" in run.summary:
-    if int(run.summary.get("best_member", -1)) == best:
-      test = run.summary["test"]
-    else:
-      warnings.append(f"summary.json names member {run.summary.get('best_member')} best "
-                      f"(ranked after the final controller step); its test metrics are not "
-                      f"shown for member {best}")
+  hps, test, warnings = _best_from_summary(run, best, brow)
   out = {
-      "workdir": os.path.abspath(run.workdir),
-      "status": "finished" if finished else "partial",
-      "epochs_done": run.epochs_done,
-      "epochs": epochs_total,
-      "controller": run.controller,
-      "fitness": run.fitness,
-      "mode": run.mode,
-      "members": len(run.members),
-      "best_member": best,
-      "best_epoch": int(brow["epoch"]),
-      "hyperparameters": hps,
-      "val": _val_metrics(brow, run.fitness),
-      "test": test,
-      "member_epochs": len(run.rows),
-      "wall_time_s": wall,
-      "member_steps_per_s": steps_per_s,
-      "member_epochs_per_s": (len(run.rows) / wall) if wall else None,
-      "ranking": [{"member": m, "epoch": int(last[m]["epoch"]),
-                   "fitness": _float(last[m].get(key)),
-                   "hparams": {n: hparam_value(last[m].get("hparams"), n) for n in searched}}
-                  for m in order],
-      "searched": searched,
-      "exploit_events": sum(1 for e in run.lineage if "donor" in e and "target" in e),
-      "pruned": sum(1 for e in run.lineage if e.get("event") == "pruned"),
-      "lr_range": _lr_range_result(run),
-      "warnings": warnings,
+    "workdir": os.path.abspath(run.workdir),
+    "status": "finished" if finished else "partial",
+    "epochs_done": run.epochs_done,
+    "epochs": epochs_total,
+    "controller": run.controller,
+    "fitness": run.fitness,
+    "mode": run.mode,
+    "members": len(run.members),
+    "best_member": best,
+    "best_epoch": int(brow["epoch"]),
+    "hyperparameters": hps,
+    "val": _val_metrics(brow, run.fitness),
+    "test": test,
+    "member_epochs": len(run.rows),
+    "wall_time_s": wall,
+    "member_steps_per_s": steps_per_s,
+    "member_epochs_per_s": (len(run.rows) / wall) if wall else None,
+    "ranking": [
+      {
+        "member": m,
+        "epoch": int(last[m]["epoch"]),
+        "fitness": _float(last[m].get(key)),
+        "hparams": {n: hparam_value(last[m].get("hparams"), n) for n in searched},
+      }
+      for m in order
+    ],
+    "searched": searched,
+    "exploit_events": sum(1 for e in run.lineage if "donor" in e and "target" in e),
+    "pruned": sum(1 for e in run.lineage if e.get("event") == "pruned"),
+    "lr_range": _lr_range_result(run),
+    "warnings": warnings,
   }
   if finished and "best_member" in run.summary:
     out["summary_best_member"] = int(run.summary["best_member"])

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
+import math
 from typing import Any
 
 
@@ -40,11 +40,15 @@ def format_table(summary: Mapping[str, Any], top: int = 10) -> str:
     status = f"finished, {s['epochs_done']} epochs"
   else:
     status = f"partial, {s['epochs_done']}/{s['epochs']} epochs (no summary.json yet)"
-  lines = [f"run {s['workdir']}: {status}; controller {s['controller']}; {s['members']} members; "
-           f"fitness val {s['fitness']} ({s['mode']})", ""]
+  lines = [
+    f"run {s['workdir']}: {status}; controller {s['controller']}; {s['members']} members; "
+    f"fitness val {s['fitness']} ({s['mode']})",
+    "",
+  ]
   # Columns for the searched hyperparameters the rows recorded (older rows hold none).
-  searched = [n for n in s.get("searched") or []
-              if any(r["hparams"].get(n) is not None for r in s["ranking"])]
+  searched = [
+    n for n in s.get("searched") or [] if any(r["hparams"].get(n) is not None for r in s["ranking"])
+  ]
   show_epoch = any(r["epoch"] != s["epochs_done"] for r in s["ranking"])
   head = ["rank", "member"] + (["epochs"] if show_epoch else []) + [f"val {s['fitness']}"]
   head += searched
