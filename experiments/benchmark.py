@@ -426,11 +426,18 @@ def levers_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
   mixed = bench_lib.members(p, b, structural)
   spec = pop.groups[0].fns.spec  # the members' families compiled in
   all_adam = [m.replace(optimizer="adam") for m in mixed]
+  relu_only = tuple((n, ("relu",) if n == "activation" else c) for n, c in spec.traced)
   variants = {
     "default (own order, member_chunk=None)": ({}, mixed),
     "optimizer_families=adam (structural; members all adam)": (
       {"optimizer_families": ("adam",)},
       all_adam,
+    ),
+    # The bound a per-member lax.switch over activations and optimizer families
+    # could reach: one activation and one family compiled, nothing selected.
+    "one activation, one family (relu, adam; members all relu + adam)": (
+      {"optimizer_families": ("adam",), "traced": relu_only},
+      [m.replace(optimizer="adam", activation="relu") for m in mixed],
     ),
     "shared_order=True": ({"shared_order": True}, mixed),
     "member_chunk=0 (all members at once)": ({"member_chunk": 0}, mixed),
