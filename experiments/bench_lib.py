@@ -173,6 +173,12 @@ class Options:
   compile_overrides: tuple[str, ...] = option(
     (), "FIELD=VALUE changes to compile_config (repeatable).", repeat=True
   )
+  compile_batch_mode: str = option(
+    "auto",
+    "hpjax.Population's batch_mode in the compile part: 'traced' (one program, "
+    "micro-batches), 'structural' (a group per batch size), 'auto' (as a run).",
+    choices=("auto", "traced", "structural"),
+  )
   memory_workload: str = option("digits28", "Workload of the memory part.", choices=WORKLOADS)
   memory_populations: tuple[int, ...] | None = option(
     None, "Population sizes of the memory part (default: populations)."

@@ -65,7 +65,10 @@ parts (``--parts``):
   ``--lever_workload``), each variant compiled and warmed up, then timed
   taking turns (``--lever_rounds``): the optimizer family fixed per group
   (structural) instead of a per-member index, one minibatch order shared by
-  the group, and member chunks (``GroupSpec.member_chunk``).
+  the group, and member chunks (``GroupSpec.member_chunk``); and, for
+  reference, one activation and one optimizer family compiled (members all
+  relu + adam: the bound a per-member ``lax.switch`` could reach) and the
+  same CNN written as a user's model (``experiments/examples/fast_cnn.py``).
 * ``programs`` (off by default): the programs around the training step, in
   a fresh process without a persistent compilation cache. The group's
   ``init`` and ``evaluate`` compiled with XLA's defaults and with the backend
@@ -416,6 +419,7 @@ def levers_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
   """
   import jax  # pylint: disable=g-import-not-at-top
 
+  from experiments.examples import fast_cnn  # pylint: disable=g-import-not-at-top
   from hpjax import engine  # pylint: disable=g-import-not-at-top
 
   w = bench_lib.load_workload(opts.lever_workload, opts)
@@ -439,6 +443,12 @@ def levers_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
       {"optimizer_families": ("adam",), "traced": relu_only},
       [m.replace(optimizer="adam", activation="relu") for m in mixed],
     ),
+    # The same CNN as a user writes it (experiments/examples/fast_cnn.py):
+    # hpjax.nn.Conv with its default impl, beside the built-in model.
+    "model: the same CNN, a user's (hpjax.nn.Conv, impl='auto')": (
+      {"model": fast_cnn.FastCNN, "structural": ()},
+      mixed,
+    ),
     "shared_order=True": ({"shared_order": True}, mixed),
     "member_chunk=0 (all members at once)": ({"member_chunk": 0}, mixed),
     "shared_order=True, member_chunk=0": ({"shared_order": True, "member_chunk": 0}, mixed),
@@ -453,7 +463,9 @@ def levers_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
     first = bench_lib.seconds(calls[name])  # warm-up: allocations, caches
     rows[name] = {
       "variant": name,
-      "spec_changes": changes,
+      "spec_changes": {  # JSON: a model factory by its import string
+        k: f"{v.__module__}:{v.__qualname__}" if callable(v) else v for k, v in changes.items()
+      },
       "compile_s": prep.compiled.compile_s,
       "first_call_s": first,
     }
@@ -736,7 +748,7 @@ def child_compile(opts: Options) -> dict[str, Any]:
   exp = tuner.from_config(bench_lib.load_config(opts.compile_config, opts.compile_overrides))
   jax.block_until_ready(exp.data.x_train)
   t0 = time.perf_counter()
-  pop = tuner.build_population(exp)
+  pop = tuner.build_population(exp, batch_mode=opts.compile_batch_mode)
   jax.block_until_ready([g.state for g in pop.groups])
   t1 = time.perf_counter()
   pop.train_epoch()
@@ -749,6 +761,7 @@ def child_compile(opts: Options) -> dict[str, Any]:
   return {
     "config": os.path.relpath(opts.compile_config, bench_lib.ROOT),
     "overrides": list(opts.compile_overrides),
+    "batch_mode": opts.compile_batch_mode,
     "members": pop.size,
     "groups": len(pop.groups),
     "build_s": build,

@@ -433,11 +433,16 @@ class Outcome:
   workdir: str
 
 
-def build_population(exp: Experiment) -> Population:
-  """The population an experiment trains (before any checkpoint is restored)."""
-  return Population(
-    exp.members,
-    exp.data,
+def build_population(exp: Experiment, **changes: Any) -> Population:
+  """The population an experiment trains (before any checkpoint is restored).
+
+  Args:
+    exp: the experiment.
+    **changes: :class:`hpjax.Population` keyword arguments replacing the
+      experiment's (e.g. ``batch_mode="structural"``, as the benchmark's
+      compile part compares).
+  """
+  kw = dict(
     model=exp.model,
     loss=exp.loss,
     metric=exp.metric,
@@ -450,6 +455,7 @@ def build_population(exp: Experiment) -> Population:
     mesh="auto" if exp.shard else None,
     shared_order=exp.shared_order,
   )
+  return Population(exp.members, exp.data, **{**kw, **changes})
 
 
 def _read_json(path: str) -> Any:

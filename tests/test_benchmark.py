@@ -174,6 +174,7 @@ def test_levers_and_programs_parts():
     '{"optimizer_families": ["adam"]}',
     '{"shared_order": true}',
     '{"member_chunk": 0}',
+    '{"model": "experiments.examples.fast_cnn:FastCNN", "structural": []}',
   }
   for r in lev["rows"]:
     assert r["member_steps_per_s"] > 0 and len(r["call_s"]) == 2
