@@ -741,6 +741,36 @@ def _by_chunks(spec: GroupSpec, p: int, fn, args):
   return jax.tree.map(lambda a: a.reshape((p,) + a.shape[2:]), out)
 
 
+def runs_in_chunks(spec: GroupSpec, p: int) -> bool:
+  """Whether a group of ``p`` members runs its members one chunk after another.
+
+  Then splitting the group into blocks of ``p`` (one call each) loses no
+  parallelism (:class:`hpjax.Population`'s ``member_block``).
+  """
+  return _member_chunk(spec, p) != 0
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def split_members(tree, n: int) -> tuple:
+  """``tree``'s members (every leaf's leading axis) as ``n`` equal blocks, in order.
+
+  One program per shape (a copy, nothing donated: the blocks' shapes differ
+  from the whole's, so XLA could not reuse its buffers).
+
+  Args:
+    tree: a group state (or any pytree of ``[P, ...]`` arrays).
+    n: the number of blocks; must divide ``P``.
+  """
+  blocked = jax.tree.map(lambda a: a.reshape((n, a.shape[0] // n) + a.shape[1:]), tree)
+  return tuple(jax.tree.map(lambda a, i=i: a[i], blocked) for i in range(n))
+
+
+@jax.jit
+def join_members(trees: tuple):
+  """The inverse of :func:`split_members`: the blocks' members concatenated, in order."""
+  return jax.tree.map(lambda *a: jnp.concatenate(a), *trees)
+
+
 def model_of(spec: GroupSpec, state: PopulationState, member: int) -> nnx.Module:
   """Member ``member``'s model as a plain NNX module (eval mode), e.g. to predict."""
   t = _template(spec)

@@ -144,6 +144,13 @@ class Population:
     shared_order: all members of a group see the same minibatches (drawn
       from ``seed`` and the epoch); see :class:`hpjax.engine.GroupSpec`.
     member_chunk: see :class:`hpjax.engine.GroupSpec`.
+    member_block: train and evaluate a group of ``n * member_block``
+      members as ``n`` blocks of ``member_block``, one call of the same
+      compiled programs each, where the group's members run one chunk after
+      another anyway (CPU; see :func:`hpjax.engine.runs_in_chunks`): a
+      population that successive halving shrinks (32, 16, 8) then compiles
+      its epoch once, not once per size. The same numbers either way.
+      ``None`` (default): whole groups.
     batch_mode: how members with different batch sizes train. ``traced``: in
       one program, every member stepping through micro-batches of the
       smallest size and updating after its own number of them (a batch size
@@ -172,9 +179,13 @@ class Population:
     shared_order: bool = False,
     member_chunk: int | None = None,
     batch_mode: str = "auto",
+    member_block: int | None = None,
   ):
     if not members:
       raise ValueError("members: a population needs at least one member")
+    if member_block is not None and not (isinstance(member_block, int) and member_block >= 1):
+      raise ValueError(f"member_block: expected None or an int >= 1, got {member_block!r}")
+    self.member_block = member_block
     self.data = data
     self.stream = isinstance(data, Stream)
     self.seed = seed
@@ -469,9 +480,21 @@ class Population:
     results = []
     x, y = self._train
     for g in self.groups:  # groups are dispatched asynchronously, synced below
-      g.state, metrics = g.fns.train_epoch(g.state, x, y)
+      n = self._blocks(g)
+      if n == 1:
+        g.state, metrics = g.fns.train_epoch(g.state, x, y)
+      else:  # the same program for every block, then joined
+        outs = [g.fns.train_epoch(s, x, y) for s in engine.split_members(g.state, n)]
+        g.state, metrics = engine.join_members(tuple(outs))
       results.append(metrics)
     return self._gather(results)
+
+  def _blocks(self, g: Group) -> int:
+    """The blocks group ``g`` trains and evaluates in (1: all its members in one call)."""
+    b, p = self.member_block, g.state.size
+    if not b or self.mesh is not None or p <= b or p % b:
+      return 1
+    return p // b if engine.runs_in_chunks(g.fns.spec, b) else 1
 
   def _train_streamed(self) -> dict[str, np.ndarray]:
     """One epoch of a :class:`hpjax.data.Stream`: a host loop over its batches.
@@ -511,7 +534,15 @@ class Population:
     if split not in self._eval:
       raise ValueError(f"split: unknown value {split!r}; allowed: val, test")
     x, y, w = self._eval[split]
-    return self._gather([g.fns.evaluate(g.state, x, y, w) for g in self.groups])
+    results = []
+    for g in self.groups:
+      n = self._blocks(g)
+      if n == 1:
+        results.append(g.fns.evaluate(g.state, x, y, w))
+      else:
+        blocks = engine.split_members(g.state, n)
+        results.append(engine.join_members(tuple(g.fns.evaluate(s, x, y, w) for s in blocks)))
+    return self._gather(results)
 
   def steps_per_epoch(self) -> int:
     """Member-steps one epoch of the whole population takes."""

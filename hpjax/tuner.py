@@ -38,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import json
+import math
 import os
 import tempfile
 from typing import Any
@@ -454,8 +455,21 @@ def build_population(exp: Experiment, **changes: Any) -> Population:
     eval_batch_size=exp.eval_batch_size,
     mesh="auto" if exp.shard else None,
     shared_order=exp.shared_order,
+    member_block=member_block(exp),
   )
   return Population(exp.members, exp.data, **{**kw, **changes})
+
+
+def member_block(exp: Experiment) -> int | None:
+  """Blocks that every size the controller leaves is made of (one compiled epoch for all).
+
+  Successive halving's 32 -> 16 -> 8 members: blocks of 8, so the cut
+  populations reuse the first epoch's programs. ``None`` when the size
+  never changes or the sizes share no factor.
+  """
+  sizes = exp.controller.population_sizes(len(exp.members), exp.epochs)
+  block = math.gcd(*sizes)
+  return block if len(set(sizes)) > 1 and block > 1 else None
 
 
 def _read_json(path: str) -> Any:

@@ -161,6 +161,16 @@ class Controller(abc.ABC):
   def decide(self, view: View) -> Decision:
     """The decision after ``view.epoch``."""
 
+  def population_sizes(self, population: int, epochs: int) -> tuple[int, ...]:
+    """The sizes a population of ``population`` members has over ``epochs`` epochs.
+
+    In order, from the start, each different from the one before; a
+    controller that never removes members has one. The population compiles one epoch for all of them where it can
+    (:class:`hpjax.Population`'s ``member_block``).
+    """
+    del epochs
+    return (population,)
+
   def settings(self) -> dict[str, Any]:
     """The settings as a JSON-able dict (``name`` included): what config.json records."""
     out = {"name": self.name}

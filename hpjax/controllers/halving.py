@@ -53,6 +53,14 @@ class Halving(base.Controller):
   def acts_at(self, epoch: int) -> bool:
     return is_rung(epoch, self, epoch + 1)
 
+  def population_sizes(self, population: int, epochs: int) -> tuple[int, ...]:
+    sizes = [population]
+    for _ in rung_epochs(self, epochs):
+      k = keep_size(sizes[-1], self)
+      if k != sizes[-1]:  # a rung at min_members cuts no more
+        sizes.append(k)
+    return tuple(sizes)
+
   def decide(self, view: base.View) -> base.Decision:
     c = cut(view.fitness, self, view.epoch, view.groups, mode=view.mode)
     events = [{"event": "pruned", **rec} for rec in c.records]

@@ -49,6 +49,9 @@ class PBTHalving(base.Controller):
   def acts_at(self, epoch: int) -> bool:
     return self.pbt.acts_at(epoch) or self.halving.acts_at(epoch)
 
+  def population_sizes(self, population: int, epochs: int) -> tuple[int, ...]:
+    return self.halving.population_sizes(population, epochs)
+
   def decide(self, view: base.View) -> base.Decision:
     p = len(view.fitness)
     keep, events, notes = None, [], []
