@@ -59,7 +59,10 @@ from hpjax.data import normalize
 # A group's init runs once per run: XLA's backend (LLVM) optimisations cost
 # far more than they save there. `python -m experiments.bench_init` on the
 # 2-core CPU, 8 members of the bench CNN at 8x8: 6.4 s to compile with them,
-# 0.9 s without; 2 ms vs 11 ms to run (docs/benchmarks.md).
+# 0.9 s without; 2 ms vs 11 ms to run (docs/benchmarks.md). The same holds
+# for the programs that only move members' values between epochs (a gather,
+# a select, splitting into blocks and joining them): they compute nothing
+# that optimisations could change, so their results are the same bits.
 INIT_COMPILER_OPTIONS = {
   "xla_backend_optimization_level": 0,
   "xla_llvm_disable_expensive_passes": True,
@@ -750,7 +753,7 @@ def runs_in_chunks(spec: GroupSpec, p: int) -> bool:
   return _member_chunk(spec, p) != 0
 
 
-@functools.partial(jax.jit, static_argnums=1)
+@functools.partial(jax.jit, static_argnums=1, compiler_options=INIT_COMPILER_OPTIONS)
 def split_members(tree, n: int) -> tuple:
   """``tree``'s members (every leaf's leading axis) as ``n`` equal blocks, in order.
 
@@ -765,7 +768,7 @@ def split_members(tree, n: int) -> tuple:
   return tuple(jax.tree.map(lambda a, i=i: a[i], blocked) for i in range(n))
 
 
-@jax.jit
+@functools.partial(jax.jit, compiler_options=INIT_COMPILER_OPTIONS)
 def join_members(trees: tuple):
   """The inverse of :func:`split_members`: the blocks' members concatenated, in order."""
   return jax.tree.map(lambda *a: jnp.concatenate(a), *trees)
@@ -816,13 +819,13 @@ def set_hparams(state: PopulationState, values: Mapping[str, Any]) -> Population
   return state.replace(opt_state=opt_state, hparams={**state.hparams, **other})
 
 
-@jax.jit
+@functools.partial(jax.jit, compiler_options=INIT_COMPILER_OPTIONS)
 def reset_family(state: PopulationState, reset: jax.Array) -> PopulationState:
   """Fresh optimizer-family buffers for the members ``reset`` (see :mod:`hpjax.optim`)."""
   return state.replace(opt_state=optim.reset_family_state(state.opt_state, reset))
 
 
-@functools.partial(jax.jit, static_argnames=("key_impls",))
+@functools.partial(jax.jit, static_argnames=("key_impls",), compiler_options=INIT_COMPILER_OPTIONS)
 def rekey(
   state: PopulationState, keys: jax.Array, mask: jax.Array, key_impls: tuple = ()
 ) -> PopulationState:
@@ -861,7 +864,7 @@ def _take_members(state, index):
   return jax.tree.map(lambda a: jnp.take(a, index, axis=0), state)
 
 
-_take = jax.jit(_take_members)
+_take = jax.jit(_take_members, compiler_options=INIT_COMPILER_OPTIONS)
 
 
 @functools.lru_cache(maxsize=None)
