@@ -93,7 +93,7 @@ module's name as an attribute of the package; ``importlib.import_module(
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import dataclasses
 import functools
 from types import MappingProxyType
@@ -344,18 +344,37 @@ def _per_member(fn, in_batched: Sequence[bool], *args) -> jax.Array:
   return lax.map(one, [a for a, b in zip(args, in_batched) if b])
 
 
+def _dispatching(base: Callable, fast: Callable) -> Callable:
+  """``base`` as a ``custom_vmap`` function whose batching rule tries ``fast`` first.
+
+  ``fast(fn, axis_size, in_batched, *args)`` returns the batched result in
+  the cases it has a faster way for, else None: then one member at a time
+  (:func:`_per_member`). ``fn`` is the dispatching function itself, so that
+  calling it again (on members folded into the batch, or per member)
+  dispatches again under an outer ``vmap``.
+  """
+  fn = jax.custom_batching.custom_vmap(base)
+
+  @fn.def_vmap
+  def rule(axis_size, in_batched, *args):
+    out = fast(fn, axis_size, in_batched, *args)
+    return (_per_member(fn, in_batched, *args) if out is None else out), True
+
+  return fn
+
+
+def _shared_kernel(fn: Callable, axis_size: int, a: jax.Array, kernel: jax.Array) -> jax.Array:
+  """``fn(a, kernel)`` for every member with one kernel: members are more examples."""
+  return _unfold_batch(fn(_fold_batch(a), kernel), axis_size)
+
+
 @functools.lru_cache(maxsize=None)
 def _fwd_fn(geo: _Geometry):
   """``y = conv(x, kernel)``, dispatching on which arguments are vmapped."""
 
-  @jax.custom_batching.custom_vmap
-  def fwd(x, kernel):
-    return _xla_fwd(x, kernel, geo)
-
-  @fwd.def_vmap
-  def rule(axis_size, in_batched, x, kernel):
-    if not in_batched[1]:  # a shared kernel: members are more examples
-      return _unfold_batch(fwd(_fold_batch(x), kernel), axis_size), True
+  def fast(fwd, axis_size, in_batched, x, kernel):
+    if not in_batched[1]:
+      return _shared_kernel(fwd, axis_size, x, kernel)
     if x.shape[-1] == 1:
       # One input channel (a grey-scale first layer): XLA:CPU's convolution
       # is slow there (measured 1.5-2.5x slower than im2col alone), and the
@@ -363,51 +382,39 @@ def _fwd_fn(geo: _Geometry):
       slices = jax.vmap(
         functools.partial(_slices_fwd, geo=geo), in_axes=(0 if in_batched[0] else None, 0)
       )
-      return slices(x, kernel), True
-    return _per_member(fwd, in_batched, x, kernel), True
+      return slices(x, kernel)
+    return None
 
-  return fwd
+  return _dispatching(lambda x, kernel: _xla_fwd(x, kernel, geo), fast)
 
 
 @functools.lru_cache(maxsize=None)
 def _dx_fn(geo: _Geometry, hw: tuple[int, int]):
   """``dx(g, kernel)``: the input gradient (``hw``: the input's spatial size)."""
 
-  @jax.custom_batching.custom_vmap
-  def dx(g, kernel):
-    return _xla_dx(g, kernel, hw, geo)
+  def fast(dx, axis_size, in_batched, g, kernel):
+    return None if in_batched[1] else _shared_kernel(dx, axis_size, g, kernel)
 
-  @dx.def_vmap
-  def rule(axis_size, in_batched, g, kernel):
-    if not in_batched[1]:  # a shared kernel
-      return _unfold_batch(dx(_fold_batch(g), kernel), axis_size), True
-    return _per_member(dx, in_batched, g, kernel), True
-
-  return dx
+  return _dispatching(lambda g, kernel: _xla_dx(g, kernel, hw, geo), fast)
 
 
 @functools.lru_cache(maxsize=None)
 def _dk_fn(geo: _Geometry, khw: tuple[int, int]):
   """``dk(x, g)``: the kernel gradient (``khw``: the kernel's spatial size)."""
 
-  @jax.custom_batching.custom_vmap
-  def dk(x, g):
-    return _xla_dk(x, g, khw, geo)
-
-  @dk.def_vmap
-  def rule(axis_size, in_batched, x, g):
+  def fast(dk, axis_size, in_batched, x, g):
     # Every member has its own kernel gradient (summing over members, when
     # the kernel is shared, is left to JAX: under vmap of grad it must not
     # happen).
-    del axis_size
+    del dk, axis_size
     if in_batched == [False, True] and khw[0] * khw[1] * x.shape[-1] >= _SHARED_PATCHES_MIN:
       # A shared input with many patch features: its patches once, then one
       # matmul against all members' output gradients.
       shared_dk = jax.vmap(functools.partial(_slices_dk, khw=khw, geo=geo), in_axes=(None, 0))
-      return shared_dk(x, g), True
-    return _per_member(dk, in_batched, x, g), True
+      return shared_dk(x, g)
+    return None
 
-  return dk
+  return _dispatching(lambda x, g: _xla_dk(x, g, khw, geo), fast)
 
 
 def _varying_axes(a: jax.Array) -> frozenset:
