@@ -417,6 +417,29 @@ class _SaveErrorLog(logging.Filter):
         )
 
 
+class _AbandonedOrbaxTasks(logging.Filter):
+  """Drops asyncio's report of an orbax write task whose failure nobody retrieved.
+
+  When one write of a save fails, orbax abandons the item's other write
+  tasks; one that failed too is reported by asyncio ("Task exception was
+  never retrieved", with a traceback) whenever the garbage collector
+  reaches it: during the save, or seconds later at exit. The save's failure
+  reaches the caller as one :class:`CheckpointError` (the launcher prints
+  one line), so these reports are logged at DEBUG here instead. Only
+  asyncio's reports of tasks whose coroutine is orbax's are affected.
+  """
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    text = record.getMessage()
+    if text.startswith("Task exception was never retrieved") and _ORBAX_DIR in text:
+      logger.debug("orbax: %s", text.splitlines()[0], exc_info=record.exc_info)
+      return False
+    return True
+
+
+logging.getLogger("asyncio").addFilter(_AbandonedOrbaxTasks())
+
+
 class Checkpointer:
   """Saves and restores whole populations under WORKDIR/checkpoints with orbax's CheckpointManager.
 

@@ -13,7 +13,10 @@ show at process level: threads that keep the process alive, and what
 reaches stderr.
 """
 
+import asyncio
+import gc
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -273,3 +276,35 @@ def test_failed_save_raises_one_error_and_leaves_no_thread(tmp_path, fault, prob
     step, (state,), extra = ck.restore([{"w": np.zeros((64, 64), np.float32)}])
   assert step == 1 and extra == {"gen": 1}
   np.testing.assert_array_equal(state["w"], np.random.default_rng(1).random((64, 64), np.float32))
+
+
+def _abandon_failed_task(filename: str) -> None:
+  """A coroutine defined in ``filename`` fails in a task nobody awaits; the task is collected."""
+  namespace: dict = {}
+  code = "async def write():\n  raise ValueError('File too large')\n"
+  exec(compile(code, filename, "exec"), namespace)
+  loop = asyncio.new_event_loop()
+  try:
+    task = loop.create_task(namespace["write"]())
+    loop.run_until_complete(asyncio.sleep(0.01))  # it runs and fails; nobody retrieves it
+    assert task.done()
+  finally:
+    loop.close()
+  del task
+  gc.collect()
+
+
+def test_asyncio_reports_of_abandoned_orbax_tasks_are_debug_only(caplog, tmp_path):
+  # What made the file-size-limit run print a traceback now and then: asyncio
+  # reports an abandoned orbax write task whenever the collector reaches it.
+  from hpjax import checkpoint  # pylint: disable=g-import-not-at-top
+
+  def reports():
+    return [r for r in caplog.records if "never retrieved" in r.getMessage()]
+
+  with caplog.at_level(logging.DEBUG):
+    _abandon_failed_task(os.path.join(checkpoint._ORBAX_DIR, "fake_handler.py"))
+    assert [r.name for r in reports()] == ["hpjax.checkpoint"]  # at DEBUG, not asyncio's ERROR
+    assert reports()[0].levelno == logging.DEBUG
+    _abandon_failed_task(str(tmp_path / "users_code.py"))  # anyone else's: untouched
+    assert [(r.name, r.levelno) for r in reports()][1:] == [("asyncio", logging.ERROR)]
