@@ -354,6 +354,10 @@ def _quiet_closed_loop_callbacks():
 
 
 _ORBAX_DIR = os.path.dirname(os.path.abspath(ocp.__file__)) + os.sep
+# What asyncio says of a task or future that failed with nobody awaiting it,
+# and the suffix of the directories orbax writes a checkpoint into.
+_NEVER_RETRIEVED = ("Task exception was never retrieved", "Future exception was never retrieved")
+_ORBAX_TMP = ".orbax-checkpoint-tmp"
 
 
 class _SaveErrorLog(logging.Filter):
@@ -418,20 +422,22 @@ class _SaveErrorLog(logging.Filter):
 
 
 class _AbandonedOrbaxTasks(logging.Filter):
-  """Drops asyncio's report of an orbax write task whose failure nobody retrieved.
+  """Drops asyncio's report of an orbax write whose failure nobody retrieved.
 
-  When one write of a save fails, orbax abandons the item's other write
-  tasks; one that failed too is reported by asyncio ("Task exception was
-  never retrieved", with a traceback) whenever the garbage collector
-  reaches it: during the save, or seconds later at exit. The save's failure
-  reaches the caller as one :class:`CheckpointError` (the launcher prints
-  one line), so these reports are logged at DEBUG here instead. Only
-  asyncio's reports of tasks whose coroutine is orbax's are affected.
+  When one write of a save fails, orbax abandons the item's other writes
+  (its tasks, and tensorstore's futures under them); one that failed too is
+  reported by asyncio ("Task exception was never retrieved" or "Future
+  exception was never retrieved", with a traceback) whenever the garbage
+  collector reaches it: during the save, or seconds later at exit. The
+  save's failure reaches the caller as one :class:`CheckpointError` (the
+  launcher prints one line), so these reports are logged at DEBUG here
+  instead. Only reports that name orbax's code or an orbax temporary
+  checkpoint directory are affected.
   """
 
   def filter(self, record: logging.LogRecord) -> bool:
     text = record.getMessage()
-    if text.startswith("Task exception was never retrieved") and _ORBAX_DIR in text:
+    if text.startswith(_NEVER_RETRIEVED) and (_ORBAX_DIR in text or _ORBAX_TMP in text):
       logger.debug("orbax: %s", text.splitlines()[0], exc_info=record.exc_info)
       return False
     return True

@@ -294,6 +294,18 @@ def _abandon_failed_task(filename: str) -> None:
   gc.collect()
 
 
+def _abandon_failed_future(message: str) -> None:
+  """A future fails with ``message`` and nobody retrieves it (a tensorstore write's)."""
+  loop = asyncio.new_event_loop()
+  try:
+    future = loop.create_future()
+    future.set_exception(ValueError(message))
+  finally:
+    loop.close()
+  del future
+  gc.collect()
+
+
 def test_asyncio_reports_of_abandoned_orbax_tasks_are_debug_only(caplog, tmp_path):
   # What made the file-size-limit run print a traceback now and then: asyncio
   # reports an abandoned orbax write task whenever the collector reaches it.
@@ -306,5 +318,9 @@ def test_asyncio_reports_of_abandoned_orbax_tasks_are_debug_only(caplog, tmp_pat
     _abandon_failed_task(os.path.join(checkpoint._ORBAX_DIR, "fake_handler.py"))
     assert [r.name for r in reports()] == ["hpjax.checkpoint"]  # at DEBUG, not asyncio's ERROR
     assert reports()[0].levelno == logging.DEBUG
-    _abandon_failed_task(str(tmp_path / "users_code.py"))  # anyone else's: untouched
-    assert [(r.name, r.levelno) for r in reports()][1:] == [("asyncio", logging.ERROR)]
+    _abandon_failed_future(f"Failed writing: {tmp_path}/3.orbax-checkpoint-tmp/d/0: File too large")
+    assert [(r.name, r.levelno) for r in reports()][1:] == [("hpjax.checkpoint", logging.DEBUG)]
+    # Anyone else's task or future: untouched.
+    _abandon_failed_task(str(tmp_path / "users_code.py"))
+    _abandon_failed_future("a user's error")
+    assert [(r.name, r.levelno) for r in reports()][2:] == [("asyncio", logging.ERROR)] * 2
