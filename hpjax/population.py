@@ -89,6 +89,13 @@ class Member(Mapping):
     return "Member(" + ", ".join(f"{k}={v!r}" for k, v in self._values.items()) + ")"
 
 
+def _listed_values(dim) -> tuple:
+  """The values a space dimension lists: a choice's, or a fixed value; ``()`` otherwise."""
+  if hasattr(dim, "values"):
+    return tuple(dim.values)
+  return (dim.value,) if hasattr(dim, "value") else ()
+
+
 @dataclasses.dataclass
 class Group:
   """A compiled group: its functions, its state and which members it holds.
@@ -236,11 +243,9 @@ class Population:
 
   def _families(self, raw, candidates: Mapping[str, Sequence[Any]]) -> tuple[str, ...]:
     """The optimizer families compiled in: the candidates', else the space's, else the members'."""
-    dim = self.space.get("optimizer")
     names = (
       candidates.get("optimizer")
-      or getattr(dim, "values", None)
-      or ((dim.value,) if hasattr(dim, "value") else None)
+      or _listed_values(self.space.get("optimizer"))
       or [m.get("optimizer", hp_lib.BUILTIN["optimizer"].default) for m in raw]
     )
     for n in names:
@@ -262,8 +267,7 @@ class Population:
     dim = self.space.get("batch_size")
     sizes = (
       candidates.get("batch_size")
-      or getattr(dim, "values", None)
-      or ((dim.value,) if hasattr(dim, "value") else None)
+      or _listed_values(dim)
       or (tuple(range(dim.lo, dim.hi + 1)) if hasattr(dim, "lo") else None)
       or [m.get("batch_size", hp_lib.BUILTIN["batch_size"].default) for m in raw]
     )
@@ -303,10 +307,7 @@ class Population:
       if name in given:
         values = tuple(given[name])
       else:
-        dim = self.space.get(name)
-        values = tuple(getattr(dim, "values", ())) or (
-          (dim.value,) if hasattr(dim, "value") else ()
-        )
+        values = _listed_values(self.space.get(name))
         if not values:
           used = [m.get(name, self._default(h)) for m in raw]
           order = list(h.choices) or list(dict.fromkeys(used))
