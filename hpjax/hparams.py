@@ -162,6 +162,8 @@ def _size(name, default, doc, role="model"):
   return HParam(name, "int", True, default, role, 1, None, doc=doc)
 
 
+_ARCH = models.Arch()  # the built-in models' structural defaults
+
 _ENTRIES = (
   _float("learning_rate", optim.DEFAULTS["learning_rate"], 0.0, doc="base learning rate"),
   _float("momentum", optim.DEFAULTS["momentum"], 0.0, 1.0, doc="momentum / nesterov"),
@@ -215,18 +217,18 @@ _ENTRIES = (
   HParam(
     "family", "choice", True, "vgg", choices=tuple(models.FAMILIES), doc="built-in model family"
   ),
-  _size("depth", 2, "stages / blocks / hidden layers"),
-  _size("width", 16, "channels of the first stage / hidden units"),
-  _size("kernel_size", 3, "convolution kernel size"),
-  _size("dense", 64, "hidden units of the VGG head"),
-  _size("convs_per_stage", 1, "convolutions per VGG stage / blocks per ResNet stage"),
-  HParam("batch_norm", "bool", True, False, doc="BatchNorm after each convolution"),
+  _size("depth", _ARCH.depth, "stages / blocks / hidden layers"),
+  _size("width", _ARCH.width, "channels of the first stage / hidden units"),
+  _size("kernel_size", _ARCH.kernel_size, "convolution kernel size"),
+  _size("dense", _ARCH.dense, "hidden units of the VGG head"),
+  _size("convs_per_stage", _ARCH.convs_per_stage, "convolutions per VGG stage / ResNet blocks"),
+  HParam("batch_norm", "bool", True, _ARCH.batch_norm, doc="BatchNorm after each convolution"),
   HParam(
     "conv_impl",
     "choice",
     True,
-    "auto",
-    choices=("auto", "slices", "xla"),
+    _ARCH.conv_impl,
+    choices=models.CONV_IMPLS,
     doc="convolution implementation of the built-in models (auto: by backend)",
   ),
 )

@@ -14,18 +14,20 @@ import contextlib
 import dataclasses
 import signal
 import time
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import numpy as np
 
 from hpjax import distributed
 from hpjax import engine
-from hpjax.controllers.base import Controller
 from hpjax.controllers.base import Decision
 from hpjax.controllers.base import View
 from hpjax.population import Population
 from hpjax.writers import EpochRecord
 from hpjax.writers import Writer
+
+if TYPE_CHECKING:
+  from hpjax.tuner import Experiment
 
 
 @dataclasses.dataclass
@@ -84,31 +86,23 @@ class Run:
 
   Attributes:
     pop: the population (already restored when resuming).
-    controller: decides between epochs.
-    fitness: the ranked validation metric; ``mode`` its direction.
-    epochs: the epoch the run trains to.
-    seed: the run's seed (the controller's and clones' randomness).
-    space: the search space.
+    exp: the experiment: its controller (decides between epochs), fitness
+      (the ranked validation metric) and mode (its direction), the epoch it
+      trains to, seed (the controller's and clones' randomness), search space
+      and replayed hyperparameter schedule.
     writers: where results go.
     checkpointer: :class:`hpjax.checkpoint.Checkpointer`.
     stop: an object whose ``requested`` turns true on SIGINT/SIGTERM.
     progress: the counters, restored when resuming.
-    hparam_schedule: per epoch, the hyperparameters of a replayed schedule.
     phases: where the loop's seconds go (:class:`hpjax.timing.Phases`), or None.
   """
 
   pop: Population
-  controller: Controller
-  fitness: str
-  mode: str
-  epochs: int
-  seed: int
-  space: Mapping[str, Any]
+  exp: Experiment
   writers: Sequence[Writer]
   checkpointer: Any
   stop: Any
   progress: Progress
-  hparam_schedule: Sequence[Mapping[str, Any]] | None = None
   phases: Any = None
 
   def phase(self, name: str):
@@ -123,16 +117,16 @@ def decide(run: Run, epoch: int, fitness: np.ndarray, hparams: Sequence[Mapping[
   view = View(
     epoch=epoch,
     generation=p.generation,
-    seed=run.seed,
+    seed=run.exp.seed,
     fitness=np.asarray(fitness, np.float64),
-    mode=run.mode,
+    mode=run.exp.mode,
     hparams=hparams,
     groups=pop.group_ids(),
-    space=run.space,
+    space=run.exp.space,
     structural=pop.structural_names(),
-    max_epochs=run.epochs,
+    max_epochs=run.exp.epochs,
   )
-  decision: Decision = run.controller.decide(view)
+  decision: Decision = run.exp.controller.decide(view)
   ids = pop.ids
   events = [
     {k: (int(ids[v]) if k in ("target", "donor", "member") else v) for k, v in e.items()}
@@ -144,7 +138,8 @@ def decide(run: Run, epoch: int, fitness: np.ndarray, hparams: Sequence[Mapping[
       hps,
       donors=decision.donors,
       new_keys={
-        int(i): engine.exploit_key(run.seed, int(ids[i]), p.generation) for i in decision.replaced
+        int(i): engine.exploit_key(run.exp.seed, int(ids[i]), p.generation)
+        for i in decision.replaced
       },
     )
   if decision.keep is not None:
@@ -155,20 +150,20 @@ def decide(run: Run, epoch: int, fitness: np.ndarray, hparams: Sequence[Mapping[
 
 
 def train(run: Run) -> None:
-  """Trains from ``run.progress.epoch`` to ``run.epochs``, checkpointing as configured.
+  """Trains from ``run.progress.epoch`` to ``run.exp.epochs``, checkpointing as configured.
 
   Raises:
     Interrupted: a signal asked the run to stop; the checkpoint is saved.
   """
   pop, p, ckpt = run.pop, run.progress, run.checkpointer
   start = time.perf_counter() - p.elapsed
-  if 0 < p.epoch < run.epochs and not p.decided and run.controller.acts_at(p.epoch):
+  if 0 < p.epoch < run.exp.epochs and not p.decided and run.exp.controller.acts_at(p.epoch):
     # The run being extended stopped at its then-last epoch, where no
     # decision is made; make it now, as an uninterrupted run would have.
     with run.phase("controller"):
-      decide(run, p.epoch, pop.evaluate("val")[run.fitness], pop.hparams())
-  for epoch in range(p.epoch + 1, run.epochs + 1):
-    sched = run.hparam_schedule
+      decide(run, p.epoch, pop.evaluate("val")[run.exp.fitness], pop.hparams())
+  for epoch in range(p.epoch + 1, run.exp.epochs + 1):
+    sched = run.exp.hparam_schedule
     if sched is not None and epoch > 1 and sched[epoch - 1] != sched[epoch - 2]:
       pop.set_member_hparams([sched[epoch - 1]])
     t0 = time.perf_counter()
@@ -182,22 +177,22 @@ def train(run: Run) -> None:
     with run.phase("hparams"):
       hparams = pop.hparams()  # what each position trained with this epoch
     ids = [int(i) for i in pop.ids]  # before a decision renumbers them
-    fit = val[run.fitness]
-    acts = run.controller.acts_at(epoch)
+    fit = val[run.exp.fitness]
+    acts = run.exp.controller.acts_at(epoch)
     # No decision after the last epoch: nothing would train on it.
     with run.phase("controller"):
-      note = decide(run, epoch, fit, hparams) if acts and epoch < run.epochs else ""
-    p.epoch, p.decided = epoch, not (acts and epoch == run.epochs)
+      note = decide(run, epoch, fit, hparams) if acts and epoch < run.exp.epochs else ""
+    p.epoch, p.decided = epoch, not (acts and epoch == run.exp.epochs)
     record = EpochRecord(
       epoch=epoch,
-      epochs=run.epochs,
+      epochs=run.exp.epochs,
       ids=ids,
       train=train_metrics,
       val=val,
       hparams=hparams,
-      fitness_name=run.fitness,
-      mode=run.mode,
-      generation=p.generation if run.controller.counts_generations else None,
+      fitness_name=run.exp.fitness,
+      mode=run.exp.mode,
+      generation=p.generation if run.exp.controller.counts_generations else None,
       seconds=seconds,
       member_steps=steps,
       wall_s=time.perf_counter() - start,
@@ -207,7 +202,7 @@ def train(run: Run) -> None:
       for w in run.writers:
         w.epoch(record)
     stop_now = distributed.any_process(run.stop.requested)  # all processes stop together
-    final = epoch == run.epochs or stop_now
+    final = epoch == run.exp.epochs or stop_now
     if ckpt.should_save(epoch) or final:
       p.elapsed = time.perf_counter() - start
       with run.phase("checkpoint"):
@@ -218,11 +213,11 @@ def train(run: Run) -> None:
           metric=float(fit[record.best_position]),
           force=final,
         )
-    if stop_now and epoch < run.epochs:
+    if stop_now and epoch < run.exp.epochs:
       ckpt.wait()
       raise Interrupted(
         f"stopped by {run.stop.signal_name or 'a signal to another process'} "
-        f"after epoch {epoch}/{run.epochs}; the checkpoint is saved: relaunch "
+        f"after epoch {epoch}/{run.exp.epochs}; the checkpoint is saved: relaunch "
         "the same command to resume",
         run.stop.signum or signal.SIGTERM,
       )

@@ -443,21 +443,24 @@ def build_population(exp: Experiment, **changes: Any) -> Population:
       experiment's (e.g. ``batch_mode="structural"``, as the benchmark's
       compile part compares).
   """
-  kw = dict(
-    model=exp.model,
-    loss=exp.loss,
-    metric=exp.metric,
-    val_loss=exp.val_loss,
-    space=exp.space,
-    candidates=exp.candidates,
-    seed=exp.seed,
-    schedule=exp.schedule,
-    eval_batch_size=exp.eval_batch_size,
-    mesh="auto" if exp.shard else None,
-    shared_order=exp.shared_order,
-    member_block=member_block(exp),
-  )
+  kw = {name: getattr(exp, name) for name in _POPULATION_FIELDS}
+  kw.update(mesh="auto" if exp.shard else None, member_block=member_block(exp))
   return Population(exp.members, exp.data, **{**kw, **changes})
+
+
+# The fields of an Experiment that are Population arguments of the same name.
+_POPULATION_FIELDS = (
+  "model",
+  "loss",
+  "metric",
+  "val_loss",
+  "space",
+  "candidates",
+  "seed",
+  "schedule",
+  "eval_batch_size",
+  "shared_order",
+)
 
 
 def member_block(exp: Experiment) -> int | None:
@@ -694,17 +697,11 @@ def _execute(
     sinks = _writers(exp, workdir, start_epoch, log) if main else []
     run_ = loop.Run(
       pop=pop,
-      controller=exp.controller,
-      fitness=exp.fitness,
-      mode=exp.mode,
-      epochs=exp.epochs,
-      seed=exp.seed,
-      space=exp.space,
+      exp=exp,
       writers=sinks,
       checkpointer=ckpt,
       stop=stop,
       progress=progress,
-      hparam_schedule=exp.hparam_schedule,
       phases=phases,
     )
     try:

@@ -113,21 +113,16 @@ def test_a_controller_and_a_writer_join_a_run_without_touching_the_loop(tmp_path
 class TinyNet(nnx.Module):
   """The doc's new family: a one-layer network over flattened inputs."""
 
-  def __init__(self, *, input_shape, num_outputs, depth, width, batch_norm, rngs):
-    del depth, width, batch_norm
-    self.out = nnx.Linear(int(np.prod(input_shape)), num_outputs, rngs=rngs)
+  def __init__(self, arch, *, input_shape, num_outputs, rngs):
+    self.hidden = nnx.Linear(int(np.prod(input_shape)), arch.width, rngs=rngs)
+    self.out = nnx.Linear(arch.width, num_outputs, rngs=rngs)
 
   def __call__(self, x, hp):
-    return self.out(x.reshape(x.shape[0], -1))
-
-
-def _tiny(kw, *, kernel_size, convs_per_stage, dense, conv_impl):
-  del kernel_size, convs_per_stage, dense, conv_impl
-  return TinyNet(**kw)
+    return self.out(self.hidden(x.reshape(x.shape[0], -1)))
 
 
 def test_a_model_family_is_one_registry_entry(monkeypatch):
-  monkeypatch.setitem(models.FAMILIES, "tiny", (_tiny, False))
+  monkeypatch.setitem(models.FAMILIES, "tiny", (TinyNet, False))
   # The table's choices follow FAMILIES (at import; here re-derived for the test).
   monkeypatch.setitem(
     hp_lib.BUILTIN,
@@ -136,7 +131,8 @@ def test_a_model_family_is_one_registry_entry(monkeypatch):
   )
   data = hpjax.load_dataset("digits", seed=0, max_train=128)
   pop = hpjax.Population(
-    [{"family": "tiny"}, {"family": "vgg", "width": 4, "depth": 1}], data, mesh=None
+    [{"family": "tiny", "width": 3}, {"family": "vgg", "width": 4, "depth": 1}], data, mesh=None
   )
   assert len(pop.groups) == 2 and isinstance(pop.member_model(0), TinyNet)
+  assert pop.member_model(0).hidden.kernel.shape == (64, 3)  # built from its Arch
   assert np.isfinite(pop.train_epoch()["train_loss"]).all()

@@ -8,6 +8,7 @@ at 0, which compiles about 3x faster and computes the same values.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 from flax import nnx
@@ -17,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from hpjax import hparams as hp_lib
+from hpjax import models
 from hpjax import nn
 from hpjax.hparams import HParams
 from hpjax.hparams import TracedChoice
@@ -115,6 +118,34 @@ def test_image_family_rejects_vector_input(family):
 def test_bad_family_is_rejected():
   with pytest.raises(ValueError, match=r"family.*'bogus'.*vgg, resnet, inception, mlp"):
     _model("bogus", (8, 8, 1))
+
+
+def test_unknown_structural_name_is_one_clear_error():
+  with pytest.raises(ValueError, match=r"^widht: not a structural .*allowed: family, depth, width"):
+    _model("vgg", (8, 8, 1), widht=4)
+  with pytest.raises(ValueError, match=r"^conv_impl: unknown value 'fast'; allowed: auto, slices"):
+    _model("vgg", (8, 8, 1), conv_impl="fast")
+
+
+def test_hparam_table_takes_the_arch_fields_and_defaults():
+  # One home: the table's structural model entries are Arch's fields (plus
+  # ``family``), with Arch's defaults.
+  assert set(hp_lib.MODEL_STRUCTURAL) == {"family", *models.ARCH_FIELDS}
+  for f in dataclasses.fields(models.Arch):
+    assert hp_lib.BUILTIN[f.name].default == f.default, f.name
+  assert hp_lib.BUILTIN["conv_impl"].choices == models.CONV_IMPLS
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_built_from_its_arch_directly(family):
+  # A family is an ordinary module: its class built from an Arch equals builtin's model.
+  cls, images = FAMILIES[family]
+  shape = (8, 8, 1) if images else (5,)
+  arch = models.Arch(depth=2, width=4, dense=8, conv_impl="slices")
+  direct = cls(arch, input_shape=shape, num_outputs=10, rngs=_rngs(0))
+  via = _model(family, shape, conv_impl="slices")
+  a, b = nnx.state(direct, nnx.Param), nnx.state(via, nnx.Param)
+  assert jax.tree.all(jax.tree.map(lambda u, v: bool((u == v).all()), a, b))
 
 
 @pytest.mark.parametrize("family", ("resnet", "inception"))

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from hpjax import nn
+from hpjax.models.arch import Arch
 
 
 class ConvUnit(nnx.Module):
@@ -87,26 +88,17 @@ class Inception(nnx.Module):
   Called as ``model(x, hp)``; reads ``hp["activation"]`` and ``hp["dropout"]``.
   """
 
-  def __init__(
-    self,
-    *,
-    input_shape: Sequence[int],
-    num_outputs: int,
-    depth: int = 2,
-    width: int = 16,
-    batch_norm: bool = False,
-    conv_impl: str = "slices",
-    rngs: nnx.Rngs,
-  ):
+  def __init__(self, arch: Arch, *, input_shape: Sequence[int], num_outputs: int, rngs: nnx.Rngs):
     h, w, c = input_shape
-    self.stem = ConvUnit(c, width, 3, batch_norm=batch_norm, conv_impl=conv_impl, rngs=rngs)
-    c = width
+    kw = dict(batch_norm=arch.batch_norm, conv_impl=arch.conv, rngs=rngs)
+    self.stem = ConvUnit(c, arch.width, 3, **kw)
+    c = arch.width
     blocks, pool_after = [], []
-    for b in range(depth):
-      block = InceptionBlock(c, width * 2**b, batch_norm=batch_norm, conv_impl=conv_impl, rngs=rngs)
+    for b in range(arch.depth):
+      block = InceptionBlock(c, arch.width * 2**b, **kw)
       blocks.append(block)
       c = block.out_features
-      pool = b < depth - 1 and h // 2 >= 2 and w // 2 >= 2
+      pool = b < arch.depth - 1 and h // 2 >= 2 and w // 2 >= 2
       pool_after.append(pool)
       if pool:
         h, w = h // 2, w // 2

@@ -10,6 +10,7 @@ from flax import nnx
 import jax
 
 from hpjax import nn
+from hpjax.models.arch import Arch
 
 
 class MLP(nnx.Module):
@@ -18,21 +19,13 @@ class MLP(nnx.Module):
   Called as ``model(x, hp)``; reads ``hp["activation"]`` and ``hp["dropout"]``.
   """
 
-  def __init__(
-    self,
-    *,
-    input_shape: Sequence[int],
-    num_outputs: int,
-    depth: int = 2,
-    width: int = 64,
-    batch_norm: bool = False,
-    rngs: nnx.Rngs,
-  ):
+  def __init__(self, arch: Arch, *, input_shape: Sequence[int], num_outputs: int, rngs: nnx.Rngs):
     fan_in = int(math.prod(input_shape))
+    width, bn = arch.width, arch.batch_norm
     hidden, norms = [], []
-    for _ in range(depth):
-      hidden.append(nnx.Linear(fan_in, width, use_bias=not batch_norm, rngs=rngs))
-      norms.append(nnx.BatchNorm(width, momentum=0.9, rngs=rngs) if batch_norm else None)
+    for _ in range(arch.depth):
+      hidden.append(nnx.Linear(fan_in, width, use_bias=not bn, rngs=rngs))
+      norms.append(nnx.BatchNorm(width, momentum=0.9, rngs=rngs) if bn else None)
       fan_in = width
     self.hidden = nnx.List(hidden)
     self.norms = nnx.List(norms)

@@ -1,7 +1,7 @@
 """ResNet-style CNN: a stem convolution, stages of basic residual blocks.
 
 A stem convolution of ``kernel_size`` with ``width`` channels, then ``depth``
-stages; stage ``s`` has ``width * 2**s`` channels and ``blocks_per_stage``
+stages; stage ``s`` has ``width * 2**s`` channels and ``convs_per_stage``
 basic blocks (two ``kernel_size`` convolutions with the activation between
 them and after the residual add). The first block of every stage after the
 first halves the spatial size (stride 2) and, since its shape changes, takes a
@@ -17,6 +17,7 @@ from flax import nnx
 import jax
 
 from hpjax import nn
+from hpjax.models.arch import Arch
 
 
 class BasicBlock(nnx.Module):
@@ -80,40 +81,19 @@ class ResNet(nnx.Module):
   Called as ``model(x, hp)``; reads ``hp["activation"]`` and ``hp["dropout"]``.
   """
 
-  def __init__(
-    self,
-    *,
-    input_shape: Sequence[int],
-    num_outputs: int,
-    depth: int = 2,
-    width: int = 16,
-    kernel_size: int = 3,
-    blocks_per_stage: int = 1,
-    batch_norm: bool = False,
-    conv_impl: str = "slices",
-    rngs: nnx.Rngs,
-  ):
+  def __init__(self, arch: Arch, *, input_shape: Sequence[int], num_outputs: int, rngs: nnx.Rngs):
     _, _, c = input_shape
-    self.stem = nn.Conv(
-      c, width, (kernel_size, kernel_size), use_bias=not batch_norm, impl=conv_impl, rngs=rngs
-    )
-    self.stem_norm = nnx.BatchNorm(width, momentum=0.9, rngs=rngs) if batch_norm else None
+    k, bn, width = arch.kernel_size, arch.batch_norm, arch.width
+    self.stem = nn.Conv(c, width, (k, k), use_bias=not bn, impl=arch.conv, rngs=rngs)
+    self.stem_norm = nnx.BatchNorm(width, momentum=0.9, rngs=rngs) if bn else None
     c = width
     blocks = []
-    for s in range(depth):
+    for s in range(arch.depth):
       out = width * 2**s
-      for b in range(blocks_per_stage):
+      for b in range(arch.convs_per_stage):
         stride = 2 if (s > 0 and b == 0) else 1
         blocks.append(
-          BasicBlock(
-            c,
-            out,
-            kernel_size,
-            stride=stride,
-            batch_norm=batch_norm,
-            conv_impl=conv_impl,
-            rngs=rngs,
-          )
+          BasicBlock(c, out, k, stride=stride, batch_norm=bn, conv_impl=arch.conv, rngs=rngs)
         )
         c = out
     self.blocks = nnx.List(blocks)

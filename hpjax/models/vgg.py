@@ -14,6 +14,7 @@ from flax import nnx
 import jax
 
 from hpjax import nn
+from hpjax.models.arch import Arch
 
 
 class VGG(nnx.Module):
@@ -22,38 +23,22 @@ class VGG(nnx.Module):
   Called as ``model(x, hp)``; reads ``hp["activation"]`` and ``hp["dropout"]``.
   """
 
-  def __init__(
-    self,
-    *,
-    input_shape: Sequence[int],
-    num_outputs: int,
-    depth: int = 2,
-    width: int = 16,
-    kernel_size: int = 3,
-    convs_per_stage: int = 1,
-    dense: int = 64,
-    batch_norm: bool = False,
-    conv_impl: str = "slices",
-    rngs: nnx.Rngs,
-  ):
+  def __init__(self, arch: Arch, *, input_shape: Sequence[int], num_outputs: int, rngs: nnx.Rngs):
     h, w, c = input_shape
+    k, bn = arch.kernel_size, arch.batch_norm
     convs, norms = [], []
-    for s in range(depth):
-      out = width * 2**s
-      for _ in range(convs_per_stage):
-        convs.append(
-          nn.Conv(
-            c, out, (kernel_size, kernel_size), impl=conv_impl, use_bias=not batch_norm, rngs=rngs
-          )
-        )
-        norms.append(nnx.BatchNorm(out, momentum=0.9, rngs=rngs) if batch_norm else None)
+    for s in range(arch.depth):
+      out = arch.width * 2**s
+      for _ in range(arch.convs_per_stage):
+        convs.append(nn.Conv(c, out, (k, k), impl=arch.conv, use_bias=not bn, rngs=rngs))
+        norms.append(nnx.BatchNorm(out, momentum=0.9, rngs=rngs) if bn else None)
         c = out
       h, w = (h // 2 if h >= 2 else h), (w // 2 if w >= 2 else w)
     self.convs = nnx.List(convs)
     self.norms = nnx.List(norms)
-    self.convs_per_stage = convs_per_stage
-    self.hidden = nnx.Linear(h * w * c, dense, rngs=rngs)
-    self.out = nnx.Linear(dense, num_outputs, rngs=rngs)
+    self.convs_per_stage = arch.convs_per_stage
+    self.hidden = nnx.Linear(h * w * c, arch.dense, rngs=rngs)
+    self.out = nnx.Linear(arch.dense, num_outputs, rngs=rngs)
 
   def __call__(self, x: jax.Array, hp) -> jax.Array:
     act = hp["activation"]
