@@ -212,6 +212,7 @@ def shard_functions(
   evaluate,
   predict,
   init_compiler_options: dict[str, Any] | None = None,
+  compiler_options: dict[str, Any] | None = None,
 ):
   """A group's pure functions run per device under ``shard_map``, then jitted.
 
@@ -223,6 +224,7 @@ def shard_functions(
     predict: ``(state, x) -> outputs``.
     init_compiler_options: XLA compiler options of ``init`` (``jax.jit``'s
       ``compiler_options``).
+    compiler_options: those of the other three.
 
   Returns:
     The four jitted functions; member-axis arguments and results are split
@@ -240,9 +242,9 @@ def shard_functions(
 
   return (
     wrap(init, (m, m), m, compiler_options=init_compiler_options),
-    wrap(train_epoch, (m, r, r), (m, m), donate_argnums=0),
-    wrap(evaluate, (m, r, r, r), m),
-    wrap(predict, (m, r), m),
+    wrap(train_epoch, (m, r, r), (m, m), donate_argnums=0, compiler_options=compiler_options),
+    wrap(evaluate, (m, r, r, r), m, compiler_options=compiler_options),
+    wrap(predict, (m, r), m, compiler_options=compiler_options),
   )
 
 

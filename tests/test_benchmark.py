@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 
 from absl import flags
 import jax
@@ -287,3 +288,29 @@ def test_devices_part_scales_over_simulated_devices():
 def test_devices_child_refuses_more_devices_than_present():
   with pytest.raises(ValueError, match="--child_devices: 2 devices asked for, 1 present"):
     benchmark.child_devices(_tiny(device_workload="digits8", device_population=2), 2)
+
+
+def test_compile_options_bench_times_each_set_in_fresh_processes():
+  cmd = [
+    sys.executable,
+    "-m",
+    "experiments.bench_compile_options",
+    "--rounds=1",
+    "--sets=level3,level2",
+    "--program=evaluate",
+    *(f"--override={o}" for o in _TINY_CONFIG),
+  ]
+  out = subprocess.run(cmd, cwd=_ROOT, capture_output=True, text=True, check=True).stdout
+  rows = re.findall(
+    r"^\| (level\d) \| ([\d.]+) s \| ([\d.]+) s \| ([\d.]+) \| ([\d.]+) \|$", out, re.M
+  )
+  assert [r[0] for r in rows] == ["level3", "level2"]
+  assert rows[0][3:] == ("1.00", "1.00")  # the first set is the reference
+  assert all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
+
+
+def test_compile_options_bench_rejects_an_unknown_set():
+  cmd = [sys.executable, "-m", "experiments.bench_compile_options", "--sets=level9"]
+  r = subprocess.run(cmd, cwd=_ROOT, capture_output=True, text=True, check=False)
+  assert r.returncode != 0
+  assert "--sets: unknown value 'level9'; allowed: level3, level2" in r.stderr
