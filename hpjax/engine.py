@@ -69,12 +69,11 @@ INIT_COMPILER_OPTIONS = {
 }
 
 # The programs that train and evaluate, by backend. On CPU, XLA's backend
-# optimisation level 2 instead of its default 3: the digits28_pbt epoch
-# compiles in 0.7x the time and trains as fast or faster (1.02x the 28x28
-# bench CNN's member-steps/s against level 3 in turns; level 1 compiles as
-# fast, level 0 trains 7x slower). Results may differ from level 3's in the
-# last bits. `experiments/compare_commits.py`, docs/benchmarks.md
-# "Compile at XLA's level 2".
+# optimisation level 2 instead of its default 3. The digits28_pbt
+# population's epoch compiles in 0.69x the time and runs 1.04x as fast, its
+# evaluation 0.81x and 1.60x (`python -m experiments.bench_compile_options`,
+# docs/benchmarks.md "Compile at XLA's level 2"). Level 1 compiles no faster;
+# level 0 trains 7x slower. Results may differ from level 3's in the last bits.
 STEP_COMPILER_OPTIONS = {"cpu": {"xla_backend_optimization_level": 2}}
 
 

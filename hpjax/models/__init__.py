@@ -2,9 +2,9 @@
 
 :func:`builtin` is the default model factory of a population. Each family is
 an ``nnx.Module`` built from an :class:`Arch` (its structural
-hyperparameters) whose ``__call__(x, hp)`` reads the member's traced ones (``activation``,
-``dropout``) from ``hp``, exactly the contract of a user's own model (see
-:mod:`hpjax.engine`).
+hyperparameters) whose ``__call__(x, hp)`` reads the member's traced ones
+(``activation``, ``dropout``) from ``hp``, exactly the contract of a user's
+own model (see :mod:`hpjax.engine`).
 """
 
 from __future__ import annotations
