@@ -450,6 +450,9 @@ def levers_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
       mixed,
     ),
     "shared_order=True": ({"shared_order": True}, mixed),
+    "member_chunk=4": ({"member_chunk": 4}, mixed),
+    "member_chunk=8": ({"member_chunk": 8}, mixed),
+    "member_chunk=16": ({"member_chunk": 16}, mixed),
     "member_chunk=0 (all members at once)": ({"member_chunk": 0}, mixed),
     "shared_order=True, member_chunk=0": ({"shared_order": True, "member_chunk": 0}, mixed),
   }
