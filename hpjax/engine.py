@@ -765,13 +765,17 @@ def _by_chunks(spec: GroupSpec, p: int, fn, args):
   return jax.tree.map(lambda a: a.reshape((p,) + a.shape[2:]), out)
 
 
-def runs_in_chunks(spec: GroupSpec, p: int) -> bool:
-  """Whether a group of ``p`` members runs its members one chunk after another.
+def runs_in_chunks(spec: GroupSpec, p: int, block: int) -> bool:
+  """Whether a group of ``p`` members runs blocks of ``block`` as chunks anyway.
 
-  Then splitting the group into blocks of ``p`` (one call each) loses no
-  parallelism (:class:`hpjax.Population`'s ``member_block``).
+  True when the group runs its members one chunk after another, in chunks
+  that tile a block, and a block alone runs in the same chunks. Then
+  splitting the group into blocks of ``block`` (one call each;
+  :class:`hpjax.Population`'s ``member_block``) loses no parallelism and
+  runs the very program each chunk runs: the same numbers as the whole group.
   """
-  return _member_chunk(spec, p) != 0
+  c = _member_chunk(spec, p)
+  return c != 0 and block % c == 0 and _member_chunk(spec, block) == c
 
 
 @functools.partial(jax.jit, static_argnums=1, compiler_options=INIT_COMPILER_OPTIONS)

@@ -495,7 +495,7 @@ class Population:
     b, p = self.member_block, g.state.size
     if not b or self.mesh is not None or p <= b or p % b:
       return 1
-    return p // b if engine.runs_in_chunks(g.fns.spec, b) else 1
+    return p // b if engine.runs_in_chunks(g.fns.spec, p, b) else 1
 
   def _train_streamed(self) -> dict[str, np.ndarray]:
     """One epoch of a :class:`hpjax.data.Stream`: a host loop over its batches.

@@ -43,7 +43,7 @@ def _leaves(pop):
 def test_blocks_give_the_same_numbers_and_a_cut_compiles_no_epoch(data):
   whole, blocked = _population(data, None), _population(data, 4)
   (g,) = blocked.groups
-  if not engine.runs_in_chunks(g.fns.spec, 4):
+  if not engine.runs_in_chunks(g.fns.spec, 8, 4):
     pytest.skip("members run all at once on this backend: no blocks")
   assert blocked._blocks(g) == 2 and whole._blocks(whole.groups[0]) == 1
   for _ in range(2):
@@ -78,6 +78,22 @@ def test_blocks_give_the_same_numbers_and_a_cut_compiles_no_epoch(data):
     np.testing.assert_array_equal(after[k], v)
   for k, v in whole.evaluate("val").items():
     np.testing.assert_array_equal(val[k], v)
+
+
+def test_blocks_smaller_than_the_groups_chunks_are_not_used(data):
+  # On CPU a group of 8 runs chunks of 4: blocks of 2 would run chunks of 2,
+  # another program, so the group trains whole (the same numbers as without
+  # blocks, exactly).
+  whole, blocked = _population(data, None), _population(data, 2)
+  (g,) = blocked.groups
+  if engine._member_chunk(g.fns.spec, 8) != 4:  # pylint: disable=protected-access
+    pytest.skip("not CPU: members run all at once, no blocks")
+  assert not engine.runs_in_chunks(g.fns.spec, 8, 2)
+  assert engine.runs_in_chunks(g.fns.spec, 8, 4) and engine.runs_in_chunks(g.fns.spec, 16, 8)
+  assert blocked._blocks(g) == 1
+  a, b = whole.train_epoch(), blocked.train_epoch()
+  for k in a:
+    np.testing.assert_array_equal(b[k], a[k])
 
 
 def test_member_block_is_checked(data):
