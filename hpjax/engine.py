@@ -931,9 +931,21 @@ def take(state: PopulationState, index) -> PopulationState:
 
 
 def member_keys(seed: int, indices: Sequence[int]) -> jax.Array:
-  """Per-member key data: member ``i``'s key depends only on (seed, i)."""
-  base = jax.random.key(seed)
-  return jnp.stack([jax.random.key_data(jax.random.fold_in(base, int(i))) for i in indices])
+  """Per-member key data: member ``i``'s key depends only on (seed, i).
+
+  ``fold_in(key(seed), i)`` for every ``i``, in one program (compiled once per
+  population size, without backend optimisations: the same bits as one
+  ``fold_in`` call per member, which compiled four programs and dispatched
+  one call per member).
+  """
+  base = jax.random.key_data(jax.random.key(seed))
+  return _member_keys(base, np.asarray(indices, np.uint32).reshape(-1))
+
+
+@functools.partial(jax.jit, compiler_options=INIT_COMPILER_OPTIONS)
+def _member_keys(base: jax.Array, indices: jax.Array) -> jax.Array:
+  base = jax.random.wrap_key_data(base)
+  return jax.vmap(lambda i: jax.random.key_data(jax.random.fold_in(base, i)))(indices)
 
 
 # Separates the keys of exploited members from the initial member keys
@@ -956,13 +968,18 @@ def exploit_key(seed: int, member: int, generation: int) -> np.ndarray:
 
 
 def pad_eval(x, y, eval_batch_size: int, length: int | None = None):
-  """Pads an evaluation split to whole chunks; returns (x, y, weights)."""
+  """Pads an evaluation split to whole chunks; returns (x, y, weights) on the device.
+
+  The padding is done on the host (NumPy) and placed once: no program is
+  compiled for it.
+  """
   n = x.shape[0]
   length = length or n
   length = -(-length // eval_batch_size) * eval_batch_size
   pad = length - n
-  w = jnp.concatenate([jnp.ones(n, jnp.float32), jnp.zeros(pad, jnp.float32)])
+  w = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
   if pad:
-    x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)])
-    y = jnp.concatenate([y, jnp.zeros((pad,) + y.shape[1:], y.dtype)])
-  return x, y, w
+    x, y = np.asarray(x), np.asarray(y)
+    x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
+    y = np.concatenate([y, np.zeros((pad,) + y.shape[1:], y.dtype)])
+  return jax.device_put(x), jax.device_put(y), jax.device_put(w)

@@ -322,3 +322,49 @@ def test_exploit_copies_donor_exactly_and_explore_sets_values(digits_small):
   }
   with pytest.raises(ValueError, match="activation: 'elu' is not among the compiled candidates"):
     p.set_member_hparams([dict(h, activation="elu") for h in hps])
+
+
+def _compile_events(fn):
+  """fn()'s result and the traces/compiles it caused."""
+  events = []
+
+  def listener(name, *args, **kwargs):
+    del args, kwargs
+    if name in (dispatch.JAXPR_TRACE_EVENT, dispatch.BACKEND_COMPILE_EVENT):
+      events.append(name)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    return fn(), events
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def test_member_keys_fold_each_index_into_the_seeds_key():
+  # A from-scratch reference: one fold_in per member, as JAX's docs build keys.
+  for seed in (0, 7, 2**31 + 3):
+    ids = [5, 0, 31]
+    want = [jax.random.key_data(jax.random.fold_in(jax.random.key(seed), i)) for i in ids]
+    got = engine.member_keys(seed, ids)
+    assert got.dtype == np.uint32 and got.shape == (3, 2)
+    np.testing.assert_array_equal(got, np.stack(want))
+  # Once compiled for a size, other seeds and indices compile nothing more.
+  _, events = _compile_events(lambda: jax.block_until_ready(engine.member_keys(11, [1, 2, 9])))
+  assert events == [], f"{len(events)} traces/compiles for a member's keys"
+
+
+def test_pad_eval_pads_on_the_host_without_compiling():
+  x = np.arange(7 * 3, dtype=np.float32).reshape(7, 3)
+  y = np.arange(7, dtype=np.int32)
+  (px, py, w), events = _compile_events(lambda: engine.pad_eval(x, y, 5))
+  assert events == [], f"{len(events)} programs traced/compiled to pad a split"
+  assert all(isinstance(a, jax.Array) for a in (px, py, w))
+  np.testing.assert_array_equal(px, np.concatenate([x, np.zeros((3, 3), np.float32)]))
+  np.testing.assert_array_equal(py, np.concatenate([y, np.zeros(3, np.int32)]))
+  np.testing.assert_array_equal(w, [1] * 7 + [0] * 3)
+  assert px.dtype == x.dtype and py.dtype == y.dtype and w.dtype == np.float32
+  # A split of whole chunks is not padded; `length` pads to a longer split's chunks.
+  same, _, w_same = engine.pad_eval(x[:5], y[:5], 5)
+  assert same.shape == (5, 3) and w_same.tolist() == [1] * 5
+  longer, _, w_longer = engine.pad_eval(x, y, 5, length=12)
+  assert longer.shape == (15, 3) and float(w_longer.sum()) == 7
