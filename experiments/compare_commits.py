@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -117,6 +118,14 @@ def main(argv):
   head = subprocess.run(
     ["git", "rev-parse", "--short", "HEAD"], cwd=here, check=True, capture_output=True, text=True
   ).stdout.strip()
+  dirty = subprocess.run(
+    ["git", "status", "--porcelain", "--untracked-files=no"],
+    cwd=here,
+    check=True,
+    capture_output=True,
+    text=True,
+  ).stdout.strip()
+  head += " + uncommitted changes" if dirty else ""
   with tempfile.TemporaryDirectory(prefix="hpjax_compare_") as scratch:
     base_tree = os.path.join(scratch, "base")
     subprocess.run(
@@ -160,12 +169,18 @@ def main(argv):
     print(
       f"| {name}, P={p}, member-steps/s | {best['base']:.1f} | {best['head']:.1f} | {ratio:.3f} |"
     )
-  if _COMPILE.value:  # seconds: the best (smallest) turn of each version
+  if _COMPILE.value:  # seconds: the best (smallest) turn of each version, and the median
     for key in ("compile_cold_s", "jax_compile_cold_s", "compile_warm_s", "first_epoch_cold_s"):
       best = {v: min(t[v][key] for t in turns) for v in ("base", "head")}
       ratio = best["head"] / best["base"]
-      summary[key] = {**best, "ratio": ratio}
+      median = {v: statistics.median(t[v][key] for t in turns) for v in ("base", "head")}
+      summary[key] = {**best, "ratio": ratio, "median": median}
       print(f"| {_COMPILE.value}: {key} | {best['base']:.1f} | {best['head']:.1f} | {ratio:.3f} |")
+      if len(turns) > 2:
+        print(
+          f"| {_COMPILE.value}: {key}, median of {len(turns)} | {median['base']:.1f} |"
+          f" {median['head']:.1f} | {median['head'] / median['base']:.3f} |"
+        )
   if _OUT.value:
     with open(_OUT.value, "w") as f:
       json.dump({"base": _BASE.value, "head": head, "turns": turns, "best": summary}, f, indent=1)

@@ -37,10 +37,12 @@ by every member, with the same step, keys and schedule, and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+import concurrent.futures
 import dataclasses
 import functools
 import inspect
+import os
 from typing import Any, NamedTuple
 
 from flax import nnx
@@ -63,9 +65,13 @@ from hpjax.data import normalize
 # for the programs that only move members' values between epochs (a gather,
 # a select, splitting into blocks and joining them): they compute nothing
 # that optimisations could change, so their results are the same bits.
+# XLA's fusion emitters are off for them too: the init of digits28_pbt's 32
+# members then compiles in 0.31 s instead of 0.48 s, to the same bits
+# (docs/benchmarks.md, "Compiles side by side").
 INIT_COMPILER_OPTIONS = {
   "xla_backend_optimization_level": 0,
   "xla_llvm_disable_expensive_passes": True,
+  "xla_cpu_use_fusion_emitters": False,
 }
 
 # The programs that train and evaluate, by backend. On CPU, XLA's backend
@@ -356,6 +362,25 @@ def _group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None) -> GroupFu
       for fn, specs in ((g.train_steps, (m, r, r, r, r, r)), (g.end_epoch, (m, m, r)))
     )
   return GroupFunctions(*jitted, spec, g.t.key_impls, g.reads, *stream)
+
+
+def compile_side_by_side(lowered: Iterable[Iterable[jax.stages.Lowered]]) -> None:
+  """Compiles lowered programs side by side, one thread per core.
+
+  XLA compiles a program on fewer cores than the host has (its
+  optimisation passes run on one), and lowering runs on the host's Python
+  thread: each program compiles while the next ones are lowered and
+  compiled. ``lowered`` may be lazy (generators): a program is lowered when
+  it is reached. Each executable lands in the cache of the ``jax.jit``
+  function it was lowered from (and in the persistent cache): that
+  function's next call with arguments of these shapes and dtypes runs it
+  without compiling. The same executables as compiled one at a time.
+  """
+  workers = os.cpu_count() or 1
+  with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="hpjax-compile") as pool:
+    futures = [pool.submit(low.compile) for group in lowered for low in group]
+    for future in futures:
+      future.result()  # re-raises a compile's error here
 
 
 def _metric_sum(metric: fitness_lib.Metric, out: jax.Array, y: jax.Array, w: jax.Array):

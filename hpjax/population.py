@@ -158,6 +158,14 @@ class Population:
       population that successive halving shrinks (32, 16, 8) then compiles
       its epoch once, not once per size. The same numbers either way.
       ``None`` (default): whole groups.
+    compile_ahead: evaluation splits (``val``, ``test``) whose programs
+      compile while the population is built: every group's init, training
+      epoch and evaluation on these splits are traced one after another, then
+      compiled side by side on the host's cores (one compile alone leaves
+      some idle), so the first epoch compiles nothing. ``()`` (default):
+      each program compiles at its first call. Not used over a device mesh
+      or with a :class:`hpjax.data.Stream` (their programs compile at their
+      first call). The same programs, the same numbers either way.
     batch_mode: how members with different batch sizes train. ``traced``: in
       one program, every member stepping through micro-batches of the
       smallest size and updating after its own number of them (a batch size
@@ -187,6 +195,7 @@ class Population:
     member_chunk: int | None = None,
     batch_mode: str = "auto",
     member_block: int | None = None,
+    compile_ahead: Sequence[str] = (),
   ):
     if not members:
       raise ValueError("members: a population needs at least one member")
@@ -236,6 +245,7 @@ class Population:
     by_key: dict[tuple, list[int]] = {}
     for i, m in enumerate(self.members):
       by_key.setdefault(self.group_key(m), []).append(i)
+    self._compile_ahead(by_key, compile_ahead)
     self.groups: list[Group] = [self._new_group(key, ids) for key, ids in by_key.items()]
     self._check_read()
 
@@ -423,6 +433,38 @@ class Population:
       **self._static,
     )
 
+  def _compile_ahead(self, by_key: Mapping[tuple, list[int]], splits: Sequence[str]) -> None:
+    """Compiles each group's init, train_epoch and evaluate on ``splits`` side by side."""
+    if isinstance(splits, str) or any(s not in self._eval for s in splits):
+      raise ValueError(f"compile_ahead: expected a sequence of splits of val, test; got {splits!r}")
+    if splits and self.mesh is None and not self.stream:
+      # A generator: each program compiles while the next one is lowered.
+      engine.compile_side_by_side(
+        self._lower_ahead(key, ids, splits) for key, ids in by_key.items()
+      )
+
+  def _lower_ahead(self, key: tuple, ids: list[int], splits: Sequence[str]):
+    """A group's first-epoch programs, lowered, the training epoch first.
+
+    Its init, train_epoch and evaluate on ``splits``; in blocks (see
+    ``member_block``) those of one block and the programs that split the
+    group into blocks and join their results.
+    """
+    fns = engine.group_functions(self._spec(key))
+    hp = self.hparam_arrays([self.members[i] for i in ids])
+    init = fns.init.trace(engine.member_keys(self.seed, ids), hp)
+    state = init.out_info  # the state's shapes and dtypes, as train_epoch will see them
+    n = self._blocks_of(fns.spec, len(ids))
+    block = jax.tree.map(lambda a: a.update(shape=(a.shape[0] // n,) + a.shape[1:]), state)
+    programs = [fns.train_epoch.lower(block, *self._train)]
+    programs += [fns.evaluate.lower(block, *self._eval[s]) for s in splits]
+    yield from programs
+    yield init.lower()
+    if n > 1:
+      yield engine.split_members.lower(state, n)
+      for low in programs:
+        yield engine.join_members.lower((low.out_info,) * n)
+
   def _new_group(self, key: tuple, ids: list[int]) -> Group:
     spec = self._spec(key)
     hp = self.hparam_arrays([self.members[i] for i in ids])
@@ -492,10 +534,14 @@ class Population:
 
   def _blocks(self, g: Group) -> int:
     """The blocks group ``g`` trains and evaluates in (1: all its members in one call)."""
-    b, p = self.member_block, g.state.size
+    return self._blocks_of(g.fns.spec, g.state.size)
+
+  def _blocks_of(self, spec: engine.GroupSpec, p: int) -> int:
+    """The blocks a group of ``p`` members with ``spec`` runs in."""
+    b = self.member_block
     if not b or self.mesh is not None or p <= b or p % b:
       return 1
-    return p // b if engine.runs_in_chunks(g.fns.spec, p, b) else 1
+    return p // b if engine.runs_in_chunks(spec, p, b) else 1
 
   def _train_streamed(self) -> dict[str, np.ndarray]:
     """One epoch of a :class:`hpjax.data.Stream`: a host loop over its batches.

@@ -445,6 +445,9 @@ def build_population(exp: Experiment, **changes: Any) -> Population:
   """
   kw = {name: getattr(exp, name) for name in _POPULATION_FIELDS}
   kw.update(mesh="auto" if exp.shard else None, member_block=member_block(exp))
+  # A run evaluates the validation split after every epoch: its programs and
+  # the training epoch's compile side by side while the population is built.
+  kw.update(compile_ahead=("val",))
   return Population(exp.members, exp.data, **{**kw, **changes})
 
 

@@ -117,3 +117,33 @@ def test_controllers_say_the_sizes_and_the_tuner_picks_their_common_block():
   assert tuner.member_block(Exp) is None  # one size: whole groups
   Exp.members, Exp.controller = [{}] * 12, hpjax.Halving(grace_period=1, reduction_factor=5)
   assert tuner.member_block(Exp) is None  # 12 -> 3: no common block above 1
+
+
+def test_compile_ahead_covers_the_blocks_programs(data):
+  # 6 members in blocks of 2 (chunks of 2), evaluation chunks of 41: shapes
+  # no other test compiles.
+  members = [
+    {**TINY, "learning_rate": lr, "optimizer": "adam", "batch_size": 16}
+    for lr in np.geomspace(1e-3, 1e-1, 6).tolist()
+  ]
+  kw = dict(seed=3, candidates={"activation": ("relu",)}, mesh=None, eval_batch_size=41)
+  pop = hpjax.Population(members, data, member_block=2, compile_ahead=("val",), **kw)
+  if pop._blocks(pop.groups[0]) != 3:
+    pytest.skip("members run all at once on this backend: no blocks")
+  events = []
+
+  def listener(name, *args, **kwargs):
+    del args, kwargs
+    if name in (dispatch.JAXPR_TRACE_EVENT, dispatch.BACKEND_COMPILE_EVENT):
+      events.append(name)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    got = pop.train_epoch(), pop.evaluate("val")
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert events == [], f"{len(events)} traces/compiles in the first epoch after compiling ahead"
+  whole = hpjax.Population(members, data, **kw)
+  for a, b in zip(got, (whole.train_epoch(), whole.evaluate("val"))):
+    for k in b:
+      np.testing.assert_array_equal(a[k], b[k], err_msg=k)

@@ -368,3 +368,31 @@ def test_pad_eval_pads_on_the_host_without_compiling():
   assert same.shape == (5, 3) and w_same.tolist() == [1] * 5
   longer, _, w_longer = engine.pad_eval(x, y, 5, length=12)
   assert longer.shape == (15, 3) and float(w_longer.sum()) == 7
+
+
+def test_compile_ahead_leaves_nothing_to_compile_in_the_first_epoch(digits_small):
+  # Two groups (widths 4 and 6), 3 members and eval chunks of 37: shapes no
+  # other test compiles, so nothing is in JAX's caches before this build.
+  members = _members()[:2] + [hpjax.Member(learning_rate=0.05, **dict(TINY, width=6))]
+  ahead = _make(digits_small, members, eval_batch_size=37, compile_ahead=("val", "test"))
+  assert len(ahead.groups) == 2
+
+  def epoch(pop):
+    return pop.train_epoch(), pop.evaluate("val"), pop.evaluate("test")
+
+  got, events = _compile_events(lambda: epoch(ahead))
+  assert events == [], f"{len(events)} traces/compiles in the first epoch after compiling ahead"
+  # The same programs: the same numbers as a population compiling each at its first call.
+  want = epoch(_make(digits_small, members, eval_batch_size=37))
+  for g, w in zip(got, want):
+    assert g.keys() == w.keys()
+    for k in w:
+      np.testing.assert_array_equal(g[k], w[k], err_msg=k)
+
+
+@pytest.mark.parametrize("bad", ["val", ("train",), ("val", "tests")])
+def test_compile_ahead_names_known_splits(digits_small, bad):
+  with pytest.raises(
+    ValueError, match=r"compile_ahead: expected a sequence of splits of val, test"
+  ):
+    _make(digits_small, _members()[:1], compile_ahead=bad)
