@@ -452,7 +452,8 @@ class Population:
     """
     fns = engine.group_functions(self._spec(key))
     hp = self.hparam_arrays([self.members[i] for i in ids])
-    init = fns.init.trace(engine.member_keys(self.seed, ids), hp)
+    # The keys' shape is all init's program depends on; they are computed later.
+    init = fns.init.trace(jax.ShapeDtypeStruct((len(ids), 2), np.uint32), hp)
     state = init.out_info  # the state's shapes and dtypes, as train_epoch will see them
     n = self._blocks_of(fns.spec, len(ids))
     block = jax.tree.map(lambda a: a.update(shape=(a.shape[0] // n,) + a.shape[1:]), state)

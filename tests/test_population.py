@@ -374,8 +374,22 @@ def test_compile_ahead_leaves_nothing_to_compile_in_the_first_epoch(digits_small
   # Two groups (widths 4 and 6), 3 members and eval chunks of 37: shapes no
   # other test compiles, so nothing is in JAX's caches before this build.
   members = _members()[:2] + [hpjax.Member(learning_rate=0.05, **dict(TINY, width=6))]
-  ahead = _make(digits_small, members, eval_batch_size=37, compile_ahead=("val", "test"))
+  compiled = []
+
+  def on_compile(name, *args, fun_name="", **kwargs):
+    del args, kwargs
+    if name == dispatch.BACKEND_COMPILE_EVENT:
+      compiled.append(fun_name)
+
+  jax.monitoring.register_event_duration_secs_listener(on_compile)
+  try:
+    ahead = _make(digits_small, members, eval_batch_size=37, compile_ahead=("val", "test"))
+  finally:
+    jax.monitoring.unregister_event_duration_listener(on_compile)
   assert len(ahead.groups) == 2
+  # Each group's programs compiled once each, at build.
+  for fn in ("init", "train_epoch", "evaluate"):
+    assert compiled.count(f"jit({fn})") == 2 * (2 if fn == "evaluate" else 1), (fn, compiled)
 
   def epoch(pop):
     return pop.train_epoch(), pop.evaluate("val"), pop.evaluate("test")
