@@ -658,8 +658,24 @@ def load_config(path: str, overrides: Sequence[str] = ()):
   return cfg
 
 
+def union_seconds(spans: Sequence[tuple[float, float]]) -> float:
+  """The length of the union of ``(start, end)`` intervals: time covered by any of them."""
+  total, reach = 0.0, float("-inf")
+  for start, end in sorted(spans):
+    if end > reach:
+      total += end - max(start, reach)
+      reach = end
+  return total
+
+
 def compile_events() -> dict[str, float]:
-  """A dict that sums JAX's compile-related durations and counts cache hits from now on."""
+  """A dict that sums JAX's compile-related durations and counts cache hits from now on.
+
+  ``compile_wall_s`` is the wall time during which JAX traced, lowered or
+  compiled anything: the union of those events' spans. Unlike the sums it
+  counts programs compiled at the same time (in threads) once, and unlike
+  a difference of epoch times it holds no training.
+  """
   import jax  # pylint: disable=g-import-not-at-top
 
   sums = {
@@ -668,7 +684,21 @@ def compile_events() -> dict[str, float]:
     "backend_compile_s": 0.0,
     "cache_hits": 0,
     "cache_retrieval_s": 0.0,
+    "compile_wall_s": 0.0,
   }
+  spans: list[tuple[float, float]] = []
+  span_events = {
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+  }
+
+  def on_span(event, start, end, **kw):
+    del kw
+    if event in span_events:
+      spans.append((start, end))
+      sums["compile_wall_s"] = union_seconds(spans)
+
   names = {
     "/jax/core/compile/jaxpr_trace_duration": "trace_s",
     "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower_s",
@@ -688,6 +718,7 @@ def compile_events() -> dict[str, float]:
 
   jax.monitoring.register_event_duration_secs_listener(on_duration)
   jax.monitoring.register_event_listener(on_event)
+  jax.monitoring.register_event_time_span_listener(on_span)
   return sums
 
 
