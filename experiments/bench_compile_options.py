@@ -5,7 +5,8 @@ population is built as a run builds it (``hpjax.tuner.from_config``, then
 ``build_population``); its first group's ``train_epoch`` and ``evaluate``
 are lowered once and compiled with each option set in turn, each in a fresh
 process without a persistent compilation cache, then called three times on
-copies of the state (best call kept)::
+copies of the state (best call kept); a hash of the outputs shows whether an
+option set changes the program's numbers::
 
   python -m experiments.bench_compile_options --rounds=2
   python -m experiments.bench_compile_options --sets=level3,level2 --program=evaluate
@@ -17,6 +18,7 @@ machine's speed reaches every set alike.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -24,6 +26,7 @@ import time
 
 from absl import app
 from absl import flags
+import numpy as np
 
 SETS = {
   "level3": {"xla_backend_optimization_level": 3},
@@ -33,6 +36,37 @@ SETS = {
   "level2_no_fusion_emitters": {
     "xla_backend_optimization_level": 2,
     "xla_cpu_use_fusion_emitters": False,
+  },
+  "level2_no_expensive_llvm": {
+    "xla_backend_optimization_level": 2,
+    "xla_llvm_disable_expensive_passes": True,
+  },
+  "level2_xnn_dot": {
+    "xla_backend_optimization_level": 2,
+    "xla_cpu_experimental_xnn_fusion_type": "LIBRARY_FUSION_TYPE_DOT",
+  },
+  "level2_ynn_dot": {
+    "xla_backend_optimization_level": 2,
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT",
+  },
+  "level2_onednn_dot": {
+    "xla_backend_optimization_level": 2,
+    "xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_DOT",
+  },
+  "level2_xnn_greedy": {
+    "xla_backend_optimization_level": 2,
+    "xla_cpu_experimental_xnn_graph_fusion_mode": "XNN_GRAPH_FUSION_MODE_GREEDY",
+  },
+  "level2_preset1": {"xla_backend_optimization_level": 2, "xla_cpu_opt_preset": 1},
+  "level2_preset2": {"xla_backend_optimization_level": 2, "xla_cpu_opt_preset": 2},
+  "level2_split8": {"xla_backend_optimization_level": 2, "xla_cpu_parallel_codegen_split_count": 8},
+  "level2_concurrency_scheduler": {
+    "xla_backend_optimization_level": 2,
+    "xla_cpu_enable_concurrency_optimized_scheduler": True,
+  },
+  "level2_no_emitter_verification": {
+    "xla_backend_optimization_level": 2,
+    "xla_cpu_emitter_verification_level": 0,
   },
 }
 
@@ -70,9 +104,12 @@ def child(name: str) -> dict[str, float]:
   for _ in range(3):
     state = jax.block_until_ready(jax.tree.map(lambda a: a.copy(), g.state))
     start = time.perf_counter()
-    jax.block_until_ready(compiled(state, *args))
+    out = jax.block_until_ready(compiled(state, *args))
     calls.append(time.perf_counter() - start)
-  return {"compile_s": compile_s, "call_s": min(calls)}
+  digest = hashlib.sha256()
+  for leaf in jax.tree.leaves(out):
+    digest.update(np.asarray(leaf).tobytes())
+  return {"compile_s": compile_s, "call_s": min(calls), "digest": digest.hexdigest()[:12]}
 
 
 def main(argv):
@@ -93,7 +130,8 @@ def main(argv):
       result = json.loads([l for l in out.splitlines() if l.startswith(_MARK)][-1][len(_MARK) :])
       rows[s].append(result)
       print(
-        f"round {r + 1}: {s}: compile {result['compile_s']:.2f} s, call {result['call_s']:.3f} s"
+        f"round {r + 1}: {s}: compile {result['compile_s']:.2f} s, call {result['call_s']:.3f} s,"
+        f" outputs {result['digest']}"
       )
   base = _SETS.value[0]
   best = {s: {k: min(x[k] for x in v) for k in ("compile_s", "call_s")} for s, v in rows.items()}
