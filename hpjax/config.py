@@ -27,9 +27,11 @@ their own modules (:mod:`hpjax.space`, :mod:`hpjax.controllers`).
   factory does not take are ignored while they hold their defaults);
 * ``data.source``: a built-in source, or a function of no arguments
   returning ``(x, y)``, ``(x, y, x_test, y_test)``, a dict of those arrays
-  (``x_val``/``y_val`` too) or an ``hpjax.Dataset``; the ``data`` options
-  (fractions, ``max_train``, ``image_size``, ``task``, ``num_classes``)
-  apply to arrays, a Dataset is used as it is;
+  (``x_val``/``y_val`` too), an ``hpjax.Dataset``, or an
+  ``hpjax.data.Stream`` (training batches streamed from the host); the
+  ``data`` options (fractions, ``max_train``, ``image_size``, ``task``,
+  ``num_classes``) apply to arrays, a Dataset or Stream is used as it is
+  (an option set for one is an error);
 * ``loss``: ``""`` (the built-in loss each member's ``hp["loss"]`` picks), a
   built-in loss for every member, or ``(outputs, y, hp) -> [B]``;
 * ``metric``: ``""`` (the task's), a built-in metric name, or an

@@ -946,7 +946,8 @@ def _dataset(data: Any, seed: int, *, field: str = "data", **options: Any) -> Da
     seed: seeds the splits.
     field: how messages name ``data``.
     **options: :func:`hpjax.data.load_dataset`'s loading and splitting
-      options (``data_dir`` only for a source name); a Dataset is used as it is.
+      options (``data_dir`` only for a source name); a Dataset or Stream is
+      used as it is, and an option set for it is an error.
   """
   name = "arrays"
   if callable(data) and not isinstance(data, (Dataset, Stream)):
@@ -959,9 +960,11 @@ def _dataset(data: Any, seed: int, *, field: str = "data", **options: Any) -> Da
     if not isinstance(data, (Dataset, Stream, Mapping, tuple, list)):
       raise ValueError(
         f"{field}: {name!r} returned {config_lib.describe(data)}; it must return "
-        "(x, y), (x, y, x_test, y_test), a dict of arrays or an hpjax.Dataset"
+        "(x, y), (x, y, x_test, y_test), a dict of arrays, an hpjax.Dataset or an "
+        "hpjax.data.Stream"
       )
   if isinstance(data, (Dataset, Stream)):
+    _check_unused_options(data, field, options)
     return data
   if isinstance(data, str):
     return load_dataset(data, seed=seed, **options)
@@ -986,6 +989,39 @@ def _dataset(data: Any, seed: int, *, field: str = "data", **options: Any) -> Da
       else type(data).__name__
     )
   )
+
+
+# How the launcher's config leaves each loading option (``_data_options``):
+# an option left so does not apply, whatever the data.
+_UNSET_OPTIONS = {
+  "data_dir": None,
+  "image_size": None,
+  "val_fraction": 0.1,
+  "test_fraction": 0.2,
+  "max_train": None,
+  "num_classes": None,
+  "task": "auto",
+}
+
+
+def _check_unused_options(data: Dataset | Stream, field: str, options: Mapping[str, Any]) -> None:
+  """Refuses a loading option set for data that is used as it is (a Dataset or Stream).
+
+  Resizing, splitting or capping applies to a source name or to arrays; a
+  Dataset or Stream a function returns is trained on as it is, so a set
+  option would silently do nothing.
+  """
+  for name, value in options.items():
+    if name == "data_dir" or value == _UNSET_OPTIONS.get(name, value):
+      continue
+    if name == "task" and value == data.task:
+      continue
+    section = field.rsplit(".", 1)[0] if "." in field else "data"
+    kind = type(data).__name__
+    raise ValueError(
+      f"{section}.{name}: {value!r} does not apply to the {kind} {field} returns (it is"
+      f" trained on as it is); leave {section}.{name} at its default or return arrays"
+    )
 
 
 def _digest(data: Dataset | Stream) -> str:

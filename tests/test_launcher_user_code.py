@@ -289,3 +289,67 @@ def test_an_older_workdir_config_without_the_import_fields_resumes(tmp_path):
   cfg["loss"] = "mse"
   with pytest.raises(ValueError, match=r"another config \(loss differ"):
     tuner.check_workdir(str(tmp_path), cfg)
+
+
+STREAM_MODULE = '''
+import numpy as np
+import hpjax
+
+def digits():
+  """A Stream over digits' training split: shuffled per epoch, seeded by the epoch."""
+  d = hpjax.load_dataset("digits", seed=0, max_train=256)
+  x, y = np.asarray(d.x_train), np.asarray(d.y_train)
+  steps = len(x) // 32
+
+  def train(epoch):
+    order = np.random.default_rng(epoch).permutation(len(x))
+    for i in range(steps):
+      j = order[i * 32 : (i + 1) * 32]
+      yield x[j], y[j]
+
+  return hpjax.data.Stream(
+    train,
+    val=(np.asarray(d.x_val), np.asarray(d.y_val)),
+    test=(np.asarray(d.x_test), np.asarray(d.y_test)),
+    steps_per_epoch=steps,
+    batch_size=32,
+  )
+'''
+
+
+def test_a_stream_from_a_users_function_trains_through_the_launcher(tmp_path):
+  # data.source names a function returning an hpjax.data.Stream: the
+  # launcher trains on its batches (the example's batch size is the stream's).
+  modules = tmp_path / "modules"
+  modules.mkdir()
+  (modules / "my_stream.py").write_text(textwrap.dedent(STREAM_MODULE))
+  small = [a for a in SMALL if "max_train" not in a]
+  r = _run(tmp_path / "run", *small, "--config.data.source=my_stream:digits", path=modules)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "streamed" in r.stdout + r.stderr
+  summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+  assert summary["members"] == 4 and summary["member_epochs"] == 8
+  assert 0.0 < summary["test"]["error"] < 1.0
+
+
+def test_a_loading_option_set_for_a_stream_is_one_line_and_writes_nothing(tmp_path):
+  # data.max_train caps arrays or a named source; a Stream is trained on as it is.
+  modules = tmp_path / "modules"
+  modules.mkdir()
+  (modules / "my_stream.py").write_text(textwrap.dedent(STREAM_MODULE))
+  r = _run(tmp_path / "run", *SMALL, "--config.data.source=my_stream:digits", path=modules)
+  _one_error(r, "config.data.max_train: 200 does not apply to the Stream", "leave")
+  assert not (tmp_path / "run").exists()
+
+
+def test_loading_options_left_unset_pass_for_data_used_as_it_is():
+  data = tuner._dataset("digits", 0)  # pylint: disable=protected-access
+  check = tuner._check_unused_options  # pylint: disable=protected-access
+  unset = tuner._data_options(config_lib.defaults())  # pylint: disable=protected-access
+  check(data, "config.data.source", unset)
+  check(data, "config.data.source", {**unset, "task": "classification", "data_dir": "/x"})
+  for name, value in (("image_size", 28), ("val_fraction", 0.2), ("task", "regression")):
+    with pytest.raises(
+      ValueError, match=rf"^config\.data\.{name}: .* does not apply to the Dataset"
+    ):
+      check(data, "config.data.source", {**unset, name: value})
