@@ -824,10 +824,27 @@ def join_members(trees: tuple):
   return jax.tree.map(lambda *a: jnp.concatenate(a), *trees)
 
 
+def member_tree(tree, member: int):
+  """Member ``member``'s slice of every leaf of ``tree`` (a leading member axis), on the host.
+
+  Device arrays are gathered by one program for the whole tree (compiled
+  once per tree structure and shapes, without backend optimisations), not
+  one indexing program per leaf; numpy leaves are indexed on the host.
+
+  Returns:
+    ``tree`` with numpy leaves, each without the member axis.
+  """
+  leaves = jax.tree.leaves(tree)
+  if leaves and all(isinstance(a, jax.Array) for a in leaves):
+    one = _take(tree, np.asarray([member], np.int32))
+    return jax.tree.map(lambda a: np.asarray(a)[0], one)
+  return jax.tree.map(lambda a: np.asarray(a)[member], tree)
+
+
 def model_of(spec: GroupSpec, state: PopulationState, member: int) -> nnx.Module:
   """Member ``member``'s model as a plain NNX module (eval mode), e.g. to predict."""
   t = _template(spec)
-  host = jax.tree.map(lambda a: np.asarray(a[member]), (state.params, state.model_state))
+  host = member_tree((state.params, state.model_state), member)
   params = jax.tree.unflatten(t.params_def, jax.tree.leaves(host[0]))
   leaves = [
     jax.random.wrap_key_data(a, impl=impl) if impl is not None else jnp.asarray(a)
@@ -949,7 +966,7 @@ def take(state: PopulationState, index) -> PopulationState:
   """
   mesh = _mesh_of(state)
   if mesh is None:
-    return _take(state, jnp.asarray(index, jnp.int32))
+    return _take(state, np.asarray(index, np.int32))
   return _sharded_take(mesh)(
     state, distributed.put(np.asarray(index, np.int32), distributed.replicated(mesh))
   )

@@ -817,8 +817,7 @@ def export_best(
   group = next(g for g in pop.groups if position in g.members)
   j = group.members.index(position)
   state = pop.checkpoint_states([group])[0]  # host copies on a mesh (every process calls)
-  params = _member_tree(state.params, j)
-  model_state = _member_tree(state.model_state, j)
+  params, model_state = engine.member_tree((state.params, state.model_state), j)
   meta = _model_meta(exp, summary, group.fns.spec.structural)
   result = {
     "model": checkpoint.save_model(os.path.join(out_dir, "model"), params, model_state, meta)
@@ -891,12 +890,6 @@ def _write_retrain_config(
   with open(config_path, "w") as f:
     json.dump(retrain, f, indent=2, sort_keys=True)
   return config_path
-
-
-def _member_tree(tree, j: int):
-  import jax  # pylint: disable=g-import-not-at-top
-
-  return jax.tree.map(lambda a: np.asarray(a[j]), tree)
 
 
 def _lr_range(

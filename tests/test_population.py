@@ -410,3 +410,32 @@ def test_compile_ahead_names_known_splits(digits_small, bad):
     ValueError, match=r"compile_ahead: expected a sequence of splits of val, test"
   ):
     _make(digits_small, _members()[:1], compile_ahead=bad)
+
+
+def test_member_tree_is_one_program_and_equals_indexing_each_leaf():
+  rng = np.random.default_rng(0)
+  # Shapes no other test gathers: nothing cached before.
+  host = {
+    "w": rng.normal(size=(5, 3, 7)).astype(np.float32),
+    "b": rng.normal(size=(5, 11)).astype(np.float32),
+    "key": rng.integers(0, 2**31, size=(5, 2)).astype(np.uint32),
+  }
+  device = jax.tree.map(jax.numpy.asarray, host)
+  compiled = []
+
+  def on_compile(name, *args, fun_name="", **kwargs):
+    del args, kwargs
+    if name == dispatch.BACKEND_COMPILE_EVENT:
+      compiled.append(fun_name)
+
+  jax.monitoring.register_event_duration_secs_listener(on_compile)
+  try:
+    got = engine.member_tree(device, 3)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(on_compile)
+  assert len(compiled) == 1, compiled  # one gather for the whole tree, not one per leaf
+  for tree in (got, engine.member_tree(host, 3)):
+    assert jax.tree.structure(tree) == jax.tree.structure(host)
+    for k, v in host.items():
+      assert isinstance(tree[k], np.ndarray) and tree[k].dtype == v.dtype
+      np.testing.assert_array_equal(tree[k], v[3])
