@@ -222,6 +222,28 @@ class LineageFile(_JsonLines):
       self._write([{"epoch": epoch, **event} for event in events])
 
 
+def summary_writer_class():
+  """tensorboardX's ``SummaryWriter``, imported without importing PyTorch.
+
+  tensorboardX imports ``torch`` at import time when it is installed, only
+  to accept torch tensors; hpjax writes Python floats. That import took
+  1.2 s of a run on the 2-core CPU (docs/benchmarks.md). Unless ``torch``
+  is already imported (then it costs nothing), ``import torch`` is made to
+  fail while tensorboardX loads, and ``torch`` is importable again
+  afterwards.
+  """
+  if "torch" in sys.modules or "tensorboardX" in sys.modules:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
+    return SummaryWriter
+  sys.modules["torch"] = None  # type: ignore[assignment]  # import torch -> ImportError
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter
+
+
 class TensorBoard(Writer):
   """TensorBoard event files per member: ``train/*``, ``val/*``, ``hparams/*`` and the HParams entry.
 
@@ -238,9 +260,7 @@ class TensorBoard(Writer):
   def _writer(self, member: int):
     w = self._writers.get(member)
     if w is None:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-
-      w = SummaryWriter(
+      w = summary_writer_class()(
         os.path.join(self._dir, f"member_{member:03d}"), purge_step=self._purge, flush_secs=30
       )
       self._writers[member] = w

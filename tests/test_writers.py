@@ -3,6 +3,8 @@
 import contextlib
 import io
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -167,3 +169,45 @@ def test_resume_jsonl_drops_later_epochs_and_a_torn_line(tmp_path):
   path.write_text('{"epoch": 1}\nnot json\n{"epoch": 2}\n')
   with pytest.raises(ValueError, match=r"metrics.jsonl: line 2 is not a JSON record"):
     writers.resume_jsonl(str(path), 2)
+
+
+_FAKE_TORCH = """
+import os
+open(os.environ["TORCH_MARKER"], "a").write("imported\\n")
+Tensor = type("Tensor", (), {})
+"""
+
+_WRITE_EVENTS = """
+import os, sys
+from hpjax import writers
+W = writers.summary_writer_class()
+assert "torch" not in sys.modules
+w = W(os.environ["TB_DIR"])
+w.add_scalar("val/accuracy", 0.5, 1)
+w.add_hparams({"lr": 0.1, "optimizer": "adam"}, {"hparam/val_accuracy": 0.5}, name="hparams")
+w.close()
+assert not os.path.exists(os.environ["TORCH_MARKER"]), "tensorboardX imported torch"
+import torch  # importable again once tensorboardX is loaded
+assert os.path.exists(os.environ["TORCH_MARKER"])
+print("ok")
+"""
+
+
+def test_tensorboardx_is_imported_without_torch(tmp_path):
+  # A stand-in `torch` package first on the path records whether it is
+  # imported: tensorboardX would import it at import time.
+  (tmp_path / "torch").mkdir()
+  (tmp_path / "torch" / "__init__.py").write_text(_FAKE_TORCH)
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(
+    os.environ,
+    PYTHONPATH=os.pathsep.join([str(tmp_path), root]),
+    TORCH_MARKER=str(tmp_path / "marker"),
+    TB_DIR=str(tmp_path / "tb"),
+    JAX_PLATFORMS="cpu",
+  )
+  r = subprocess.run(
+    [sys.executable, "-c", _WRITE_EVENTS], env=env, capture_output=True, text=True, timeout=300
+  )
+  assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+  assert os.listdir(tmp_path / "tb")  # the event file was written
