@@ -27,6 +27,34 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 @pytest.fixture(scope="session")
+def jax_compiles():
+  """``run(fn)``: ``fn()``'s result and the ``(event, function)`` of each trace and compile it caused.
+
+  ``event`` is ``"trace"`` or ``"compile"``; ``function`` is JAX's name of
+  the program (``"jit(train_epoch)"``).
+  """
+  from jax._src import dispatch  # pylint: disable=g-import-not-at-top
+
+  kinds = {dispatch.JAXPR_TRACE_EVENT: "trace", dispatch.BACKEND_COMPILE_EVENT: "compile"}
+
+  def run(fn):
+    events = []
+
+    def listener(name, *args, fun_name="", **kwargs):
+      del args, kwargs
+      if name in kinds:
+        events.append((kinds[name], fun_name))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+      return fn(), events
+    finally:
+      jax.monitoring.unregister_event_duration_listener(listener)
+
+  return run
+
+
+@pytest.fixture(scope="session")
 def digits():
   """The embedded digits data at 8x8 (default splits, seed 0)."""
   from hpjax.data import load_dataset  # pylint: disable=g-import-not-at-top

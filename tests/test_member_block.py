@@ -119,7 +119,7 @@ def test_controllers_say_the_sizes_and_the_tuner_picks_their_common_block():
   assert tuner.member_block(Exp) is None  # 12 -> 3: no common block above 1
 
 
-def test_compile_ahead_covers_the_blocks_programs(data):
+def test_compile_ahead_covers_the_blocks_programs(data, jax_compiles):
   # 6 members in blocks of 2 (chunks of 2), evaluation chunks of 41: shapes
   # no other test compiles.
   members = [
@@ -130,18 +130,7 @@ def test_compile_ahead_covers_the_blocks_programs(data):
   pop = hpjax.Population(members, data, member_block=2, compile_ahead=("val",), **kw)
   if pop._blocks(pop.groups[0]) != 3:
     pytest.skip("members run all at once on this backend: no blocks")
-  events = []
-
-  def listener(name, *args, **kwargs):
-    del args, kwargs
-    if name in (dispatch.JAXPR_TRACE_EVENT, dispatch.BACKEND_COMPILE_EVENT):
-      events.append(name)
-
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
-    got = pop.train_epoch(), pop.evaluate("val")
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listener)
+  got, events = jax_compiles(lambda: (pop.train_epoch(), pop.evaluate("val")))
   assert events == [], f"{len(events)} traces/compiles in the first epoch after compiling ahead"
   whole = hpjax.Population(members, data, **kw)
   for a, b in zip(got, (whole.train_epoch(), whole.evaluate("val"))):

@@ -324,23 +324,7 @@ def test_exploit_copies_donor_exactly_and_explore_sets_values(digits_small):
     p.set_member_hparams([dict(h, activation="elu") for h in hps])
 
 
-def _compile_events(fn):
-  """fn()'s result and the traces/compiles it caused."""
-  events = []
-
-  def listener(name, *args, **kwargs):
-    del args, kwargs
-    if name in (dispatch.JAXPR_TRACE_EVENT, dispatch.BACKEND_COMPILE_EVENT):
-      events.append(name)
-
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
-    return fn(), events
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listener)
-
-
-def test_member_keys_fold_each_index_into_the_seeds_key():
+def test_member_keys_fold_each_index_into_the_seeds_key(jax_compiles):
   # A from-scratch reference: one fold_in per member, as JAX's docs build keys.
   for seed in (0, 7, 2**31 + 3):
     ids = [5, 0, 31]
@@ -349,14 +333,14 @@ def test_member_keys_fold_each_index_into_the_seeds_key():
     assert got.dtype == np.uint32 and got.shape == (3, 2)
     np.testing.assert_array_equal(got, np.stack(want))
   # Once compiled for a size, other seeds and indices compile nothing more.
-  _, events = _compile_events(lambda: jax.block_until_ready(engine.member_keys(11, [1, 2, 9])))
+  _, events = jax_compiles(lambda: jax.block_until_ready(engine.member_keys(11, [1, 2, 9])))
   assert events == [], f"{len(events)} traces/compiles for a member's keys"
 
 
-def test_pad_eval_pads_on_the_host_without_compiling():
+def test_pad_eval_pads_on_the_host_without_compiling(jax_compiles):
   x = np.arange(7 * 3, dtype=np.float32).reshape(7, 3)
   y = np.arange(7, dtype=np.int32)
-  (px, py, w), events = _compile_events(lambda: engine.pad_eval(x, y, 5))
+  (px, py, w), events = jax_compiles(lambda: engine.pad_eval(x, y, 5))
   assert events == [], f"{len(events)} programs traced/compiled to pad a split"
   assert all(isinstance(a, jax.Array) for a in (px, py, w))
   np.testing.assert_array_equal(px, np.concatenate([x, np.zeros((3, 3), np.float32)]))
@@ -370,31 +354,23 @@ def test_pad_eval_pads_on_the_host_without_compiling():
   assert longer.shape == (15, 3) and float(w_longer.sum()) == 7
 
 
-def test_compile_ahead_leaves_nothing_to_compile_in_the_first_epoch(digits_small):
+def test_compile_ahead_leaves_nothing_to_compile_in_the_first_epoch(digits_small, jax_compiles):
   # Two groups (widths 4 and 6), 3 members and eval chunks of 37: shapes no
   # other test compiles, so nothing is in JAX's caches before this build.
   members = _members()[:2] + [hpjax.Member(learning_rate=0.05, **dict(TINY, width=6))]
-  compiled = []
-
-  def on_compile(name, *args, fun_name="", **kwargs):
-    del args, kwargs
-    if name == dispatch.BACKEND_COMPILE_EVENT:
-      compiled.append(fun_name)
-
-  jax.monitoring.register_event_duration_secs_listener(on_compile)
-  try:
-    ahead = _make(digits_small, members, eval_batch_size=37, compile_ahead=("val", "test"))
-  finally:
-    jax.monitoring.unregister_event_duration_listener(on_compile)
+  ahead, built = jax_compiles(
+    lambda: _make(digits_small, members, eval_batch_size=37, compile_ahead=("val", "test"))
+  )
   assert len(ahead.groups) == 2
   # Each group's programs compiled once each, at build.
+  compiled = [fn for kind, fn in built if kind == "compile"]
   for fn in ("init", "train_epoch", "evaluate"):
     assert compiled.count(f"jit({fn})") == 2 * (2 if fn == "evaluate" else 1), (fn, compiled)
 
   def epoch(pop):
     return pop.train_epoch(), pop.evaluate("val"), pop.evaluate("test")
 
-  got, events = _compile_events(lambda: epoch(ahead))
+  got, events = jax_compiles(lambda: epoch(ahead))
   assert events == [], f"{len(events)} traces/compiles in the first epoch after compiling ahead"
   # The same programs: the same numbers as a population compiling each at its first call.
   want = epoch(_make(digits_small, members, eval_batch_size=37))
@@ -412,7 +388,7 @@ def test_compile_ahead_names_known_splits(digits_small, bad):
     _make(digits_small, _members()[:1], compile_ahead=bad)
 
 
-def test_member_tree_is_one_program_and_equals_indexing_each_leaf():
+def test_member_tree_is_one_program_and_equals_indexing_each_leaf(jax_compiles):
   rng = np.random.default_rng(0)
   # Shapes no other test gathers: nothing cached before.
   host = {
@@ -421,18 +397,8 @@ def test_member_tree_is_one_program_and_equals_indexing_each_leaf():
     "key": rng.integers(0, 2**31, size=(5, 2)).astype(np.uint32),
   }
   device = jax.tree.map(jax.numpy.asarray, host)
-  compiled = []
-
-  def on_compile(name, *args, fun_name="", **kwargs):
-    del args, kwargs
-    if name == dispatch.BACKEND_COMPILE_EVENT:
-      compiled.append(fun_name)
-
-  jax.monitoring.register_event_duration_secs_listener(on_compile)
-  try:
-    got = engine.member_tree(device, 3)
-  finally:
-    jax.monitoring.unregister_event_duration_listener(on_compile)
+  got, events = jax_compiles(lambda: engine.member_tree(device, 3))
+  compiled = [fn for kind, fn in events if kind == "compile"]
   assert len(compiled) == 1, compiled  # one gather for the whole tree, not one per leaf
   for tree in (got, engine.member_tree(host, 3)):
     assert jax.tree.structure(tree) == jax.tree.structure(host)
