@@ -984,19 +984,6 @@ def _dataset(data: Any, seed: int, *, field: str = "data", **options: Any) -> Da
   )
 
 
-# How the launcher's config leaves each loading option (``_data_options``):
-# an option left so does not apply, whatever the data.
-_UNSET_OPTIONS = {
-  "data_dir": None,
-  "image_size": None,
-  "val_fraction": 0.1,
-  "test_fraction": 0.2,
-  "max_train": None,
-  "num_classes": None,
-  "task": "auto",
-}
-
-
 def _check_unused_options(data: Dataset | Stream, field: str, options: Mapping[str, Any]) -> None:
   """Refuses a loading option set for data that is used as it is (a Dataset or Stream).
 
@@ -1004,8 +991,9 @@ def _check_unused_options(data: Dataset | Stream, field: str, options: Mapping[s
   Dataset or Stream a function returns is trained on as it is, so a set
   option would silently do nothing.
   """
+  unset = _data_options(config_lib.defaults())  # each option as a config leaves it
   for name, value in options.items():
-    if name == "data_dir" or value == _UNSET_OPTIONS.get(name, value):
+    if name == "data_dir" or value == unset.get(name, value):
       continue
     if name == "task" and value == data.task:
       continue
