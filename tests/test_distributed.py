@@ -187,7 +187,7 @@ _CONFIG = textwrap.dedent("""
       c.data.max_train = 128
       c.model.width, c.model.depth, c.model.dense = 4, 1, 8
       del c.space["batch_size"]
-      c.tensorboard = False  # tensorboardX imports torch: seconds per process
+      c.tensorboard = False  # not what these processes test: less to write per process
       c.progress = False
       return c
     """)
