@@ -108,7 +108,7 @@ def run_compile(tree: str, scratch: str) -> dict[str, float]:
     "compile_warm_s": c["warm"]["compile_s"],
     "jax_compile_cold_s": c["cold"]["jax_events"]["backend_compile_s"],
     "first_epoch_cold_s": c["cold"]["first_epoch_s"],
-    # Wall time JAX spent tracing, lowering or compiling (versions after 8aa59fc).
+    # Wall time JAX spent tracing, lowering or compiling (versions from 8b10e88 on).
     **{
       f"compile_wall_{k}_s": c[k]["jax_events"]["compile_wall_s"]
       for k in ("cold", "warm")
