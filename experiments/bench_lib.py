@@ -52,6 +52,7 @@ DEFAULT_PARTS = ("throughput", "flops", "compile", "memory", "devices")
 ACTS = ("relu", "tanh", "sigmoid")
 OPTS = ("sgd", "rmsprop", "adam")
 CONV_IMPLS = ("slices", "xla")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 # Default training steps per timed call: enough to dwarf the per-call
 # overhead, few enough that P=128 fits the 10-minute budget on 2 cores.
 WORKLOAD_STEPS = {"digits8": 16, "digits28": 4, "resnet32": 1}
@@ -127,6 +128,13 @@ class Options:
     "Convolution implementations timed by the throughput and flops parts (the "
     "structural hyperparameter conv_impl); the other parts use the first.",
     choices=CONV_IMPLS,
+  )
+  compute_dtypes: tuple[str, ...] = option(
+    ("float32",),
+    "Computation dtypes timed by the throughput and flops parts, each with every "
+    "--conv_impls (the structural hyperparameter compute_dtype: bfloat16 computes in "
+    "bfloat16 with float32 parameters); the other parts use the first.",
+    choices=COMPUTE_DTYPES,
   )
   steps: dict[str, int] = option(
     help="Training steps per timed call: N for every workload, or WORKLOAD=N items "
@@ -271,6 +279,8 @@ class Options:
         raise ValueError(f"--{name}: must be >= 1, got {getattr(self, name)}")
     if not self.conv_impls:
       raise ValueError("--conv_impls: at least one of " + ", ".join(CONV_IMPLS))
+    if not self.compute_dtypes:
+      raise ValueError("--compute_dtypes: at least one of " + ", ".join(COMPUTE_DTYPES))
     return self
 
 
@@ -620,18 +630,23 @@ def in_turn(calls: Mapping[str, Callable[[], Any]], reps: int) -> dict[str, list
   return times
 
 
-def matmul_rate(size: int, reps: int) -> dict[str, Any]:
-  """The machine's float32 matmul rate through XLA (best of ``reps``)."""
+def matmul_rate(size: int, reps: int, dtype: str = "float32") -> dict[str, Any]:
+  """The machine's matmul rate in ``dtype`` through XLA (best of ``reps``)."""
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
   ka, kb = jax.random.split(jax.random.key(0))
-  a = jax.random.normal(ka, (size, size), jnp.float32)
-  b = jax.random.normal(kb, (size, size), jnp.float32)
-  f = jax.jit(jnp.dot)
+  a = jax.random.normal(ka, (size, size), dtype)
+  b = jax.random.normal(kb, (size, size), dtype)
+  f = jax.jit(jax.numpy.dot)
   jax.block_until_ready(f(a, b))
   best = min(in_turn({"matmul": lambda: f(a, b)}, reps)["matmul"])
-  return {"size": size, "reps": reps, "best_s": best, "flops_per_s": 2.0 * size**3 / best}
+  return {
+    "size": size,
+    "reps": reps,
+    "dtype": dtype,
+    "best_s": best,
+    "flops_per_s": 2.0 * size**3 / best,
+  }
 
 
 # ---------------------------------------------------------------------------

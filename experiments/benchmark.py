@@ -315,8 +315,20 @@ def probe_torch_threads(
   return max(rates, key=rates.get), rates
 
 
+def model_structure(w, impl: str, dtype: str) -> dict[str, Any]:
+  """The workload's structural hyperparameters with this convolution and dtype.
+
+  ``compute_dtype`` appears only when it is not the default float32.
+  """
+  extra = {} if dtype == "float32" else {"compute_dtype": dtype}
+  return {**w.structural, "conv_impl": impl, **extra}
+
+
 def throughput_part(name: str, opts: Options, log: Callable[[str], None]) -> list[dict[str, Any]]:
-  """Throughput and FLOPs of one workload at every P, one entry per ``--conv_impls``."""
+  """Throughput and FLOPs of one workload at every P.
+
+  One entry per ``--conv_impls`` and ``--compute_dtypes`` pair.
+  """
   w = bench_lib.load_workload(name, opts)
   steps = opts.steps_for(name)
   use_torch = "throughput" in opts.parts and (
@@ -333,11 +345,14 @@ def throughput_part(name: str, opts: Options, log: Callable[[str], None]) -> lis
   if "throughput" not in opts.parts:
     pops = [1]
   entries = []
-  for impl in opts.conv_impls:
-    structural = {**w.structural, "conv_impl": impl}
+  variants = [(i, d) for i in opts.conv_impls for d in opts.compute_dtypes]
+  for impl, dtype in variants:
+    structural = model_structure(w, impl, dtype)
+    label = impl if dtype == "float32" else f"{impl}, {dtype}"
     entry: dict[str, Any] = {
       "name": name,
       "conv_impl": impl,
+      "compute_dtype": dtype,
       "description": w.description,
       "batch_size": opts.batch_size,
       "steps_per_call": steps,
@@ -365,7 +380,7 @@ def throughput_part(name: str, opts: Options, log: Callable[[str], None]) -> lis
       if "throughput" in opts.parts:
         row.update(bench_lib.time_calls(c.call(), p * steps, opts))
         log(
-          f"{name} ({impl}) P={p}: {row['member_steps_per_s']:.1f} member-steps/s "
+          f"{name} ({label}) P={p}: {row['member_steps_per_s']:.1f} member-steps/s "
           f"(compile {c.compiled.compile_s:.1f} s, {len(row['call_s'])} calls)"
         )
       if p == 1:
@@ -376,7 +391,7 @@ def throughput_part(name: str, opts: Options, log: Callable[[str], None]) -> lis
     if "flops" in opts.parts:
       entry["flops"] = flops_per_member_step(pop, p1, opts)
       per = entry["flops"]["flops_per_member_step"]
-      log(f"{name} ({impl}): {per / 1e6:.1f} MFLOP per member-step")
+      log(f"{name} ({label}): {per / 1e6:.1f} MFLOP per member-step")
     entries.append(entry)
   if baseline is not None:
     log(f"{name} PyTorch one at a time, again: {baseline.measure():.1f} member-steps/s")
@@ -391,6 +406,23 @@ def throughput_part(name: str, opts: Options, log: Callable[[str], None]) -> lis
 
 def _rates_text(rates: dict) -> str:
   return ", ".join(f"{k} thread(s) {v:.1f}/s" for k, v in rates.items()) or "none"
+
+
+def _matmul_rates(opts: Options, log: Callable[[str], None], when: str = "") -> dict[str, Any]:
+  """The float32 matmul rate; under ``dtypes``, that of each other ``--compute_dtypes``.
+
+  A bfloat16 member is compared with the bfloat16 matmul rate.
+  """
+  rates = {}
+  for dtype in dict.fromkeys(("float32",) + tuple(opts.compute_dtypes)):
+    rates[dtype] = bench_lib.matmul_rate(opts.matmul_size, opts.matmul_reps, dtype)
+    log(
+      f"matmul {when + ' ' if when else ''}{opts.matmul_size}^2 {dtype}: "
+      f"{rates[dtype]['flops_per_s'] / 1e9:.1f} GFLOP/s"
+    )
+  if when:
+    return rates
+  return {**rates.pop("float32"), "dtypes": rates}
 
 
 def _add_fractions(w: dict[str, Any], matmul: dict[str, Any]) -> None:
@@ -423,7 +455,7 @@ def levers_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
   from hpjax import engine  # pylint: disable=g-import-not-at-top
 
   w = bench_lib.load_workload(opts.lever_workload, opts)
-  structural = {**w.structural, "conv_impl": opts.conv_impls[0]}
+  structural = model_structure(w, opts.conv_impls[0], opts.compute_dtypes[0])
   b, p, steps = opts.batch_size, opts.lever_population, opts.steps_for(w.name)
   pop = bench_lib.one_member_population(w.data, structural, b)
   x, y = bench_lib.training_slice(w.data, steps, b)
@@ -503,7 +535,7 @@ def stream_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
   import hpjax  # pylint: disable=g-import-not-at-top
 
   w = bench_lib.load_workload(opts.stream_workload, opts)
-  structural = {**w.structural, "conv_impl": opts.conv_impls[0]}
+  structural = model_structure(w, opts.conv_impls[0], opts.compute_dtypes[0])
   b, p, data = opts.batch_size, opts.stream_population, w.data
   x, y = np.asarray(data.x_train), np.asarray(data.y_train)
   steps = x.shape[0] // b
@@ -611,7 +643,7 @@ def child_programs(opts: Options, log: Callable[[str], None] = print) -> dict[st
   from hpjax import engine  # pylint: disable=g-import-not-at-top
 
   w = bench_lib.load_workload(opts.programs_workload, opts)
-  structural = {**w.structural, "conv_impl": opts.conv_impls[0]}
+  structural = model_structure(w, opts.conv_impls[0], opts.compute_dtypes[0])
   p = opts.programs_population
   pop = hpjax.Population(
     bench_lib.members(p, opts.batch_size, structural),
@@ -796,7 +828,7 @@ def child_devices(opts: Options, d: int) -> dict[str, Any]:
       f"--child_devices: {d} devices asked for, {len(devices)} present ({devices[0].platform})"
     )
   w = bench_lib.load_workload(opts.device_workload, opts)
-  structural = {**w.structural, "conv_impl": opts.conv_impls[0]}
+  structural = model_structure(w, opts.conv_impls[0], opts.compute_dtypes[0])
   steps, b, p = opts.steps_for(w.name), opts.batch_size, opts.device_population
   x, y = bench_lib.training_slice(w.data, steps, b)
   mesh = distributed.population_mesh(devices[:d]) if d > 1 else None
@@ -841,7 +873,7 @@ def child_memory(opts: Options, p: int) -> dict[str, Any]:
 
   sums = bench_lib.compile_events()
   w = bench_lib.load_workload(opts.memory_workload, opts)
-  structural = {**w.structural, "conv_impl": opts.conv_impls[0]}
+  structural = model_structure(w, opts.conv_impls[0], opts.compute_dtypes[0])
   jax.block_until_ready(w.data.x_train)
   before = bench_lib.rss()
   pop = bench_lib.one_member_population(w.data, structural, opts.batch_size)
@@ -1204,22 +1236,19 @@ def run(
   start = time.perf_counter()
   try:
     if "flops" in parts:
-      result["matmul"] = bench_lib.matmul_rate(opts.matmul_size, opts.matmul_reps)
-      log(
-        f"matmul {opts.matmul_size}^2 float32: {result['matmul']['flops_per_s'] / 1e9:.1f} GFLOP/s"
-      )
+      result["matmul"] = _matmul_rates(opts, log)
     if {"throughput", "flops"} & parts:
       result["workloads"] = [e for name in opts.workloads for e in throughput_part(name, opts, log)]
     if "flops" in parts:
       # The machine's load drifts: the rate is the best of two measurements,
       # before and after the throughput part.
-      again = bench_lib.matmul_rate(opts.matmul_size, opts.matmul_reps)
-      log(f"matmul again: {again['flops_per_s'] / 1e9:.1f} GFLOP/s")
       mm = result["matmul"]
-      mm["flops_per_s_start"], mm["flops_per_s_end"] = mm["flops_per_s"], again["flops_per_s"]
-      mm["flops_per_s"] = max(mm["flops_per_s"], again["flops_per_s"])
+      for again in _matmul_rates(opts, log, "again").values():
+        m = mm if again["dtype"] == "float32" else mm["dtypes"][again["dtype"]]
+        m["flops_per_s_start"], m["flops_per_s_end"] = m["flops_per_s"], again["flops_per_s"]
+        m["flops_per_s"] = max(m["flops_per_s"], again["flops_per_s"])
       for w in result.get("workloads", []):
-        _add_fractions(w, mm)
+        _add_fractions(w, mm["dtypes"].get(w.get("compute_dtype", "float32"), mm))
     if "levers" in parts:
       result["levers"] = levers_part(opts, log)
     if "programs" in parts:
@@ -1335,12 +1364,18 @@ def _jsonable(v):
   return v
 
 
+def _dtype_text(w: dict[str, Any]) -> str:
+  dtype = w.get("compute_dtype", "float32")
+  return "" if dtype == "float32" else f", compute_dtype {dtype}"
+
+
 def _workload_lines(w: dict[str, Any], mm: dict[str, Any] | None) -> list[str]:
   t = w.get("torch")
   f = w.get("flops") or {}
   per = f.get("flops_per_member_step")
   head = (
-    f"**{w['description']}**, conv_impl {w.get('conv_impl', 'slices')}, batch "
+    f"**{w['description']}**, conv_impl {w.get('conv_impl', 'slices')}"
+    f"{_dtype_text(w)}, batch "
     f"{w['batch_size']}, {w['steps_per_call']} steps per call"
   )
   if per:
@@ -1500,16 +1535,17 @@ def markdown(result: dict[str, Any]) -> str:
   ]
   mm = result.get("matmul")
   if mm:
-    text = (
-      f"float32 matmul {mm['size']}x{mm['size']} through XLA (best of {mm['reps']}): "
-      f"{mm['flops_per_s'] / 1e9:.1f} GFLOP/s"
-    )
-    if "flops_per_s_end" in mm:
-      text += (
-        f" (best of {mm['flops_per_s_start'] / 1e9:.1f} before and "
-        f"{mm['flops_per_s_end'] / 1e9:.1f} after the throughput part)"
+    for dtype, m in {"float32": mm, **mm.get("dtypes", {})}.items():
+      text = (
+        f"{dtype} matmul {m['size']}x{m['size']} through XLA (best of {m['reps']}): "
+        f"{m['flops_per_s'] / 1e9:.1f} GFLOP/s"
       )
-    lines += [text, ""]
+      if "flops_per_s_end" in m:
+        text += (
+          f" (best of {m['flops_per_s_start'] / 1e9:.1f} before and "
+          f"{m['flops_per_s_end'] / 1e9:.1f} after the throughput part)"
+        )
+      lines += [text, ""]
   for w in result.get("workloads", []):
     lines += _workload_lines(w, mm)
   if result.get("levers"):

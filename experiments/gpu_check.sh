@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared benchmark for a machine with an NVIDIA GPU (about 6-8 minutes),
+# One prepared benchmark for a machine with an NVIDIA GPU (at most 10 minutes),
 # runnable as it is on a machine that reaches no package registry.
 #
 # hpjax runs from this source tree (PYTHONPATH=$PWD): nothing is installed
@@ -17,10 +17,15 @@
 # into a folder of the script's own (HPJAX_SITE) put first on PYTHONPATH:
 # nothing is written into the machine's Python.
 #
-# Steps, each a separate `python -m experiments.benchmark` with its own time
-# limit (480 s in all) and JSON in $BENCH_DIR (STEP.json), every line also in
+# Steps, each with its own time limit (530 s in all) and every line also in
 # $BENCH_DIR/gpu_check.log; a step that fails or runs out of time is reported
 # and the next one still runs, and the exit status says whether any failed:
+#   tune        the README's main job (digits_pbt) through the real launcher,
+#               on the GPU: hpjax runs on the machine's jax end to end
+#               (population, controller, orbax checkpoints, TensorBoard
+#               events, report), its wall time printed;
+# then separate `python -m experiments.benchmark` runs, JSON in
+# $BENCH_DIR/STEP.json:
 #   throughput_slices, throughput_xla
 #               the bench CNN on digits 28x28 and the ResNet-style model on
 #               CIFAR-shaped data at P = 1, 8 and 64, once per convolution
@@ -28,6 +33,10 @@
 #               a GPU is not known), against PyTorch training the same members
 #               one at a time on the same GPU; FLOPs per member-step against
 #               the measured matmul rate;
+#   throughput_bf16
+#               both workloads at P = 64 with each convolution
+#               implementation, computing in bfloat16 (compute_dtype; float32
+#               parameters), against the bfloat16 matmul rate;
 #   compile     compile time (cold and warm cache) of the default config;
 #   memory      device memory and state per P;
 #   devices     64 members split over 1, 2, 4 and 8 GPUs where present
@@ -39,7 +48,8 @@
 #
 # --dry-run (or DRY_RUN=1) rehearses every step on the CPU (JAX_PLATFORMS=cpu)
 # with tiny sizes and the same flags otherwise: the wheel check, the version
-# lines and the five benchmark steps (3-4 minutes on 2 busy cores).
+# lines, a 2-epoch tune and the six benchmark steps (4-5 minutes on 2 busy
+# cores).
 # FORCE_WHEELS=1 installs the wheels even where the imports work, to
 # rehearse that step too. PYTHON names the interpreter (default python3).
 set -uo pipefail
@@ -57,6 +67,7 @@ PYTHON="${PYTHON:-python3}"
 BENCH_DIR="${BENCH_DIR:-${TMPDIR:-/tmp}/hpjax_gpu_check}"
 HPJAX_WHEELS="${HPJAX_WHEELS:-$PWD/.whl}"
 HPJAX_SITE="${HPJAX_SITE:-${TMPDIR:-/tmp}/hpjax_site}"
+TUNE_DIR="${TUNE_DIR:-$BENCH_DIR/tune_run}"  # the tune step's workdir (replaced)
 mkdir -p "$BENCH_DIR"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 # JAX and PyTorch share the GPU in one process: no 75% preallocation by JAX,
@@ -71,22 +82,28 @@ export PYTHONUNBUFFERED=1
 # runs in seconds.
 declare -A LIMIT  # seconds per step
 if [[ -n "$DRY_RUN" ]]; then
+  TUNE=(--config.population=4 --config.epochs=2)
   SIZES=(--populations=1,2 --steps=digits28=2,resnet32=1 --resnet_examples=256
          --alone_members=2 --torch_device=cpu --torch_steps=4 --torch_threads=1
          --matmul_size=256 --matmul_reps=2 --min_time=0 --min_reps=2)
+  BF16=(--populations=2)
   COMPILE=(--compile_overrides=population=4 --compile_overrides=model.width=4
            --compile_overrides=model.dense=8 --compile_overrides=data.max_train=256)
   MEMORY=(--memory_populations=1,2)
   DEVICES=(--device_counts=1,2 --device_population=4 --device_rounds=1)
-  LIMIT=([throughput_slices]=300 [throughput_xla]=300 [compile]=300 [memory]=300 [devices]=300)
+  LIMIT=([tune]=300 [throughput_slices]=300 [throughput_xla]=300 [throughput_bf16]=300
+         [compile]=300 [memory]=300 [devices]=300)
 else
+  TUNE=()
   SIZES=(--populations=1,8,64 --steps=digits28=39,resnet32=32 --resnet_examples=2048
          --alone_members=4 --torch_device=auto --torch_steps=39 --torch_threads=4
          --matmul_size=8192 --matmul_reps=10 --min_time=1.0 --min_reps=5)
+  BF16=(--populations=64)
   COMPILE=()
   MEMORY=(--memory_populations=1,8,64)
   DEVICES=(--device_counts=1,2,4,8 --device_population=64 --device_rounds=1)
-  LIMIT=([throughput_slices]=150 [throughput_xla]=120 [compile]=90 [memory]=75 [devices]=45)
+  LIMIT=([tune]=80 [throughput_slices]=120 [throughput_xla]=100 [throughput_bf16]=70
+         [compile]=75 [memory]=55 [devices]=30)
 fi
 # One new persistent compilation cache for the steps (removed at the end):
 # the memory and devices children load the programs the throughput steps
@@ -117,16 +134,23 @@ print('tensorboardX', tensorboardX.__version__, tensorboardX.__file__)"
 }
 
 failed=()
-step() {  # step NAME FLAGS...: one benchmark invocation within LIMIT[NAME] s, its JSON kept
+limited() {  # limited NAME COMMAND...: the command within LIMIT[NAME] s, a failure noted
   local name="$1" limit="${LIMIT[$1]}"
   shift
   echo "== $name (at most ${limit} s)"
-  timeout --kill-after=10 "$limit" "$PYTHON" -m experiments.benchmark "$@" \
-    --out="$BENCH_DIR/$name.json"
+  local start=$SECONDS
+  timeout --kill-after=10 "$limit" "$@"
   local rc=$?
+  echo "== $name: exit $rc after $((SECONDS - start)) s"
   if (( rc != 0 )); then
     failed+=("$name (exit $rc$( (( rc == 124 )) && echo ": out of time"))")
   fi
+}
+
+step() {  # step NAME FLAGS...: one benchmark invocation, its JSON kept as NAME.json
+  local name="$1"
+  shift
+  limited "$name" "$PYTHON" -m experiments.benchmark "$@" --out="$BENCH_DIR/$name.json"
 }
 
 check() {  # every step; the output also goes to $BENCH_DIR/gpu_check.log
@@ -150,10 +174,16 @@ print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" 2>/dev/nul
     echo "no PyTorch: its rows are skipped"
   fi
 
+  rm -rf "$TUNE_DIR"
+  limited tune "$PYTHON" -m experiments.tune --config=experiments/configs/digits_pbt.py \
+    --workdir="$TUNE_DIR" "${TUNE[@]}"
   for impl in slices xla; do
     step "throughput_$impl" --parts=throughput,flops --workloads=digits28,resnet32 \
       --conv_impls="$impl" "${SIZES[@]}" "${torch[@]}" "${CACHE[@]}"
   done
+  step throughput_bf16 --parts=throughput --workloads=digits28,resnet32 \
+    --conv_impls=slices,xla --compute_dtypes=bfloat16 "${SIZES[@]}" "${BF16[@]}" --torch=off \
+    "${CACHE[@]}"
   step compile --parts=compile "${COMPILE[@]}" "${CACHE[@]}"
   step memory --parts=memory --memory_workload=digits28 "${SIZES[@]}" "${MEMORY[@]}" \
     "${CACHE[@]}"

@@ -231,6 +231,14 @@ _ENTRIES = (
     choices=models.CONV_IMPLS,
     doc="convolution implementation of the built-in models (auto: by backend)",
   ),
+  HParam(
+    "compute_dtype",
+    "choice",
+    True,
+    _ARCH.compute_dtype,
+    choices=models.COMPUTE_DTYPES,
+    doc="dtype the built-in models compute in (bfloat16: float32 parameters and logits)",
+  ),
 )
 
 BUILTIN: dict[str, HParam] = {h.name: h for h in _ENTRIES}

@@ -109,11 +109,24 @@ def test_gpu_check_flags_are_the_benchmarks():
   path = os.path.join(_ROOT, "experiments", "gpu_check.sh")
   subprocess.run(["bash", "-n", path], check=True)
   text = open(path).read()
-  arrays = re.findall(r"\b(?:SIZES|COMPILE|MEMORY|DEVICES|torch)=\((.*?)\)", text, re.S)
+  arrays = re.findall(r"\b(?:SIZES|BF16|COMPILE|MEMORY|DEVICES|torch)=\((.*?)\)", text, re.S)
   steps = re.findall(r"\n +step (\S+)((?:[^\n]*\\\n)*[^\n]*)", text)
-  assert [name for name, _ in steps] == ['"throughput_$impl"', "compile", "memory", "devices"]
+  assert [name for name, _ in steps] == [
+    '"throughput_$impl"',
+    "throughput_bf16",
+    "compile",
+    "memory",
+    "devices",
+  ]
   assert "for impl in slices xla; do" in text and '--conv_impls="$impl"' in steps[0][1]
-  assert len(arrays) == 10  # SIZES, COMPILE, MEMORY, DEVICES twice; torch off / on
+  assert "--compute_dtypes=bfloat16" in steps[1][1]
+  assert len(arrays) == 12  # SIZES, BF16, COMPILE, MEMORY, DEVICES twice; torch off / on
+  # Every step's time limit is set for the GPU and for the dry run.
+  limits = re.findall(r"LIMIT=\((.*?)\)", text, re.S)
+  names = {"tune", "throughput_slices", "throughput_xla"} | {n for n, _ in steps[1:]}
+  assert len(limits) == 2
+  for entry in limits:
+    assert set(re.findall(r"\[(\w+)\]=", entry)) == names
   used = set(re.findall(r"--([a-z_]+)=", " ".join(arrays + [flags for _, flags in steps])))
   assert used <= set(bench_lib.flag_names())
   for argv in arrays:
@@ -164,6 +177,32 @@ def test_throughput_times_each_conv_impl():
   (row,) = w["rows"]
   assert row["population"] == 2 and row["member_steps_per_s"] > 0
   assert "conv_impl xla" in benchmark.markdown(result)
+
+
+def test_throughput_in_bfloat16_against_the_bfloat16_matmul_rate():
+  # --compute_dtypes=bfloat16: the members compute in bfloat16 (the structural
+  # hyperparameter compute_dtype), and their fraction of the matmul rate is
+  # taken against the bfloat16 rate, measured beside the float32 one.
+  result = benchmark.run(
+    _tiny(parts=("throughput", "flops"), populations=(2,), compute_dtypes=("bfloat16",)),
+    log=lambda _: None,
+  )
+  (w,) = result["workloads"]
+  assert w["compute_dtype"] == "bfloat16"
+  assert w["model"] == {"conv_impl": "slices", "compute_dtype": "bfloat16"}
+  mm = result["matmul"]
+  assert mm["dtype"] == "float32" and mm["dtypes"]["bfloat16"]["dtype"] == "bfloat16"
+  bf16 = mm["dtypes"]["bfloat16"]["flops_per_s"]
+  assert bf16 > 0 and bf16 == max(
+    mm["dtypes"]["bfloat16"]["flops_per_s_start"], mm["dtypes"]["bfloat16"]["flops_per_s_end"]
+  )
+  (row,) = [r for r in w["rows"] if r["population"] == 2]
+  assert row["fraction_of_matmul"] == pytest.approx(row["achieved_flops_per_s"] / bf16)
+  table = benchmark.markdown(result)
+  assert "compute_dtype bfloat16" in table and "bfloat16 matmul 256x256" in table
+  # The float32 default adds nothing to a workload's structure.
+  w8 = bench_lib.load_workload("digits8", _tiny())
+  assert benchmark.model_structure(w8, "xla", "float32") == {**w8.structural, "conv_impl": "xla"}
 
 
 def test_levers_and_programs_parts():

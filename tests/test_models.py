@@ -134,6 +134,7 @@ def test_hparam_table_takes_the_arch_fields_and_defaults():
   for f in dataclasses.fields(models.Arch):
     assert hp_lib.BUILTIN[f.name].default == f.default, f.name
   assert hp_lib.BUILTIN["conv_impl"].choices == models.CONV_IMPLS
+  assert hp_lib.BUILTIN["compute_dtype"].choices == models.COMPUTE_DTYPES
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -270,6 +271,52 @@ def test_conv_impls_agree(family):
   ys = [_run(_model(family, shape, conv_impl=impl), x, 1)[0] for impl in ("auto", "slices", "xla")]
   for y in ys[1:]:
     np.testing.assert_allclose(y, ys[0], rtol=1e-4, atol=1e-5)
+
+
+@functools.partial(fast_jit, static_argnames=("graphdef",))
+def _loss_and_grad(graphdef, params, stats, x, labels):
+  """One member's training loss (float32 cross-entropy) and its parameter gradients."""
+
+  model = _mode(nnx.merge(graphdef, params, stats), True)  # BatchNorm's batch statistics
+
+  def loss(model):
+    logits = model(x, _hp(1, train=True, key=jax.random.key(0)))
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1)), logits
+
+  grad_fn = nnx.value_and_grad(loss, argnums=nnx.DiffState(0, nnx.Param), has_aux=True)
+  (value, logits), grads = grad_fn(model)
+  return value, logits, grads
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bfloat16_compute_keeps_float32_parameters_logits_and_gradients(family):
+  # compute_dtype='bfloat16': the same float32 parameters (same draws), float32
+  # logits and gradients, values near float32's but computed in bfloat16.
+  shape = (8, 8, 3) if FAMILIES[family][1] else (10,)
+  x, labels = _inputs(shape, batch=4), jnp.array([0, 3, 5, 9])
+  runs = {}
+  for dtype in models.COMPUTE_DTYPES:
+    model = _model(family, shape, compute_dtype=dtype, batch_norm=True)
+    graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype("float32")}
+    runs[dtype] = (params, _loss_and_grad(graphdef, params, stats, x, labels))
+  (p32, (loss32, logits32, g32)), (p16, (loss16, logits16, g16)) = runs.values()
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool((a == b).all()), p32, p16))
+  assert logits16.dtype == loss16.dtype == jnp.float32
+  assert {leaf.dtype for leaf in jax.tree.leaves(g16)} == {jnp.dtype("float32")}
+  assert not np.array_equal(logits16, logits32)  # bfloat16 really computed
+  np.testing.assert_allclose(logits16, logits32, atol=0.1 * float(jnp.abs(logits32).max()))
+  np.testing.assert_allclose(loss16, loss32, rtol=0.05)
+  flat32, flat16 = (jnp.concatenate([g.ravel() for g in jax.tree.leaves(g)]) for g in (g32, g16))
+  cosine = float(flat32 @ flat16 / (jnp.linalg.norm(flat32) * jnp.linalg.norm(flat16)))
+  assert cosine > 0.99, cosine
+
+
+def test_unknown_compute_dtype_is_one_clear_error():
+  with pytest.raises(
+    ValueError, match=r"^compute_dtype: unknown value 'float16'; allowed: float32, bfloat16$"
+  ):
+    _model("vgg", (8, 8, 1), compute_dtype="float16")
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -16,6 +16,7 @@ from flax import nnx
 
 from hpjax.models.arch import Arch
 from hpjax.models.arch import AUTO_CONV_IMPL
+from hpjax.models.arch import COMPUTE_DTYPES
 from hpjax.models.arch import conv_impl_for_backend
 from hpjax.models.arch import CONV_IMPLS
 from hpjax.models.arch import FIELDS as ARCH_FIELDS
@@ -60,7 +61,7 @@ def builtin(
     rngs: parameter initialisation keys.
     **structure: fields of :class:`Arch` (``depth``, ``width``,
       ``kernel_size``, ``dense``, ``convs_per_stage``, ``batch_norm``,
-      ``conv_impl``); the others keep their defaults.
+      ``conv_impl``, ``compute_dtype``); the others keep their defaults.
 
   Returns:
     The ``nnx.Module``.
@@ -91,6 +92,7 @@ __all__ = [
   "ACTIVATIONS",
   "AUTO_CONV_IMPL",
   "Arch",
+  "COMPUTE_DTYPES",
   "CONV_IMPLS",
   "FAMILIES",
   "builtin",

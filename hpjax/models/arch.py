@@ -22,6 +22,14 @@ CONV_IMPLS = ("auto", "slices", "xla")
 # times 'slices' against 'xla'): until then 'auto' keeps 'slices' there too.
 AUTO_CONV_IMPL = {"cpu": "slices"}
 
+# The values of ``compute_dtype``: the dtype the built-in models compute in.
+# 'float32' everywhere, or 'bfloat16' mixed precision: parameters, optimizer
+# state and gradients' updates stay float32; convolutions, dense layers,
+# activations and BatchNorm's normalisation run in bfloat16 (BatchNorm's
+# statistics are reduced in float32), and the logits are returned in float32,
+# so losses and metrics are float32.
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
 
 def conv_impl_for_backend(name: str) -> str:
   """The convolution a built-in model runs for ``conv_impl=name`` on this backend."""
@@ -47,6 +55,8 @@ class Arch:
     conv_impl: the convolutions' implementation, one of :data:`CONV_IMPLS`;
       ``'auto'`` runs the one measured fastest in a population on this
       backend (:data:`AUTO_CONV_IMPL`).
+    compute_dtype: one of :data:`COMPUTE_DTYPES`; ``'bfloat16'`` computes in
+      bfloat16 with float32 parameters and float32 logits.
   """
 
   depth: int = 2
@@ -56,17 +66,35 @@ class Arch:
   convs_per_stage: int = 1
   batch_norm: bool = False
   conv_impl: str = "auto"
+  compute_dtype: str = "float32"
 
   def __post_init__(self):
     if self.conv_impl not in CONV_IMPLS:
       raise ValueError(
         f"conv_impl: unknown value {self.conv_impl!r}; allowed: {', '.join(CONV_IMPLS)}"
       )
+    if self.compute_dtype not in COMPUTE_DTYPES:
+      raise ValueError(
+        f"compute_dtype: unknown value {self.compute_dtype!r}; allowed: {', '.join(COMPUTE_DTYPES)}"
+      )
 
   @property
   def conv(self) -> str:
     """The implementation the convolutions run: ``conv_impl`` for this backend."""
     return conv_impl_for_backend(self.conv_impl)
+
+  @property
+  def dtype(self):
+    """The layers' computation dtype: None (float32, as inferred) or bfloat16."""
+    if self.compute_dtype == "float32":
+      return None  # the layers' default: the same program as before the option
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+    return jnp.dtype(self.compute_dtype)
+
+  def logits(self, y):
+    """The model's output in float32, whatever it computed in."""
+    return y if self.dtype is None else y.astype("float32")
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Arch))

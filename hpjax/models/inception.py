@@ -38,6 +38,7 @@ class ConvUnit(nnx.Module):
     *,
     batch_norm: bool,
     conv_impl: str,
+    dtype=None,
     rngs: nnx.Rngs,
   ):
     self.conv = nn.Conv(
@@ -46,9 +47,12 @@ class ConvUnit(nnx.Module):
       (kernel_size, kernel_size),
       use_bias=not batch_norm,
       impl=conv_impl,
+      dtype=dtype,
       rngs=rngs,
     )
-    self.norm = nnx.BatchNorm(out_features, momentum=0.9, rngs=rngs) if batch_norm else None
+    self.norm = (
+      nnx.BatchNorm(out_features, momentum=0.9, dtype=dtype, rngs=rngs) if batch_norm else None
+    )
 
   def __call__(self, x: jax.Array, act) -> jax.Array:
     x = self.conv(x)
@@ -61,10 +65,17 @@ class InceptionBlock(nnx.Module):
   """Four parallel branches (1x1; 1x1-3x3; 1x1-5x5; pool-1x1), concatenated."""
 
   def __init__(
-    self, in_features: int, branch_width: int, *, batch_norm: bool, conv_impl: str, rngs: nnx.Rngs
+    self,
+    in_features: int,
+    branch_width: int,
+    *,
+    batch_norm: bool,
+    conv_impl: str,
+    dtype=None,
+    rngs: nnx.Rngs,
   ):
     n = branch_width
-    kw = dict(batch_norm=batch_norm, conv_impl=conv_impl, rngs=rngs)
+    kw = dict(batch_norm=batch_norm, conv_impl=conv_impl, dtype=dtype, rngs=rngs)
     self.b1 = ConvUnit(in_features, n, 1, **kw)
     self.b3_reduce = ConvUnit(in_features, n, 1, **kw)
     self.b3 = ConvUnit(n, n, 3, **kw)
@@ -90,7 +101,7 @@ class Inception(nnx.Module):
 
   def __init__(self, arch: Arch, *, input_shape: Sequence[int], num_outputs: int, rngs: nnx.Rngs):
     h, w, c = input_shape
-    kw = dict(batch_norm=arch.batch_norm, conv_impl=arch.conv, rngs=rngs)
+    kw = dict(batch_norm=arch.batch_norm, conv_impl=arch.conv, dtype=arch.dtype, rngs=rngs)
     self.stem = ConvUnit(c, arch.width, 3, **kw)
     c = arch.width
     blocks, pool_after = [], []
@@ -104,7 +115,8 @@ class Inception(nnx.Module):
         h, w = h // 2, w // 2
     self.blocks = nnx.List(blocks)
     self.pool_after = tuple(pool_after)
-    self.out = nnx.Linear(c, num_outputs, rngs=rngs)
+    self.out = nnx.Linear(c, num_outputs, dtype=arch.dtype, rngs=rngs)
+    self.arch = arch
 
   def __call__(self, x: jax.Array, hp) -> jax.Array:
     act = hp["activation"]
@@ -115,4 +127,4 @@ class Inception(nnx.Module):
         x = nn.max_pool(x, 2)
     x = x.mean(axis=(1, 2))
     x = nn.dropout(x, hp["dropout"], hp.next_key(), hp.train)
-    return self.out(x)
+    return self.arch.logits(self.out(x))

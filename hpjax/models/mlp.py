@@ -21,15 +21,16 @@ class MLP(nnx.Module):
 
   def __init__(self, arch: Arch, *, input_shape: Sequence[int], num_outputs: int, rngs: nnx.Rngs):
     fan_in = int(math.prod(input_shape))
-    width, bn = arch.width, arch.batch_norm
+    width, bn, dt = arch.width, arch.batch_norm, arch.dtype
     hidden, norms = [], []
     for _ in range(arch.depth):
-      hidden.append(nnx.Linear(fan_in, width, use_bias=not bn, rngs=rngs))
-      norms.append(nnx.BatchNorm(width, momentum=0.9, rngs=rngs) if bn else None)
+      hidden.append(nnx.Linear(fan_in, width, use_bias=not bn, dtype=dt, rngs=rngs))
+      norms.append(nnx.BatchNorm(width, momentum=0.9, dtype=dt, rngs=rngs) if bn else None)
       fan_in = width
     self.hidden = nnx.List(hidden)
     self.norms = nnx.List(norms)
-    self.out = nnx.Linear(fan_in, num_outputs, rngs=rngs)
+    self.out = nnx.Linear(fan_in, num_outputs, dtype=dt, rngs=rngs)
+    self.arch = arch
 
   def __call__(self, x: jax.Array, hp) -> jax.Array:
     x = x.reshape(x.shape[0], -1)
@@ -39,4 +40,4 @@ class MLP(nnx.Module):
         x = norm(x)
       x = nn.activation(x, hp["activation"])
       x = nn.dropout(x, hp["dropout"], hp.next_key(), hp.train)
-    return self.out(x)
+    return self.arch.logits(self.out(x))

@@ -32,6 +32,7 @@ class BasicBlock(nnx.Module):
     stride: int,
     batch_norm: bool,
     conv_impl: str,
+    dtype=None,
     rngs: nnx.Rngs,
   ):
     def conv(cin, k, s):
@@ -42,11 +43,14 @@ class BasicBlock(nnx.Module):
         strides=(s, s),
         use_bias=not batch_norm,
         impl=conv_impl,
+        dtype=dtype,
         rngs=rngs,
       )
 
     def norm():
-      return nnx.BatchNorm(out_features, momentum=0.9, rngs=rngs) if batch_norm else None
+      return (
+        nnx.BatchNorm(out_features, momentum=0.9, dtype=dtype, rngs=rngs) if batch_norm else None
+      )
 
     self.conv1 = conv(in_features, kernel_size, stride)
     self.norm1 = norm()
@@ -83,9 +87,9 @@ class ResNet(nnx.Module):
 
   def __init__(self, arch: Arch, *, input_shape: Sequence[int], num_outputs: int, rngs: nnx.Rngs):
     _, _, c = input_shape
-    k, bn, width = arch.kernel_size, arch.batch_norm, arch.width
-    self.stem = nn.Conv(c, width, (k, k), use_bias=not bn, impl=arch.conv, rngs=rngs)
-    self.stem_norm = nnx.BatchNorm(width, momentum=0.9, rngs=rngs) if bn else None
+    k, bn, width, dt = arch.kernel_size, arch.batch_norm, arch.width, arch.dtype
+    self.stem = nn.Conv(c, width, (k, k), use_bias=not bn, impl=arch.conv, dtype=dt, rngs=rngs)
+    self.stem_norm = nnx.BatchNorm(width, momentum=0.9, dtype=dt, rngs=rngs) if bn else None
     c = width
     blocks = []
     for s in range(arch.depth):
@@ -93,11 +97,14 @@ class ResNet(nnx.Module):
       for b in range(arch.convs_per_stage):
         stride = 2 if (s > 0 and b == 0) else 1
         blocks.append(
-          BasicBlock(c, out, k, stride=stride, batch_norm=bn, conv_impl=arch.conv, rngs=rngs)
+          BasicBlock(
+            c, out, k, stride=stride, batch_norm=bn, conv_impl=arch.conv, dtype=dt, rngs=rngs
+          )
         )
         c = out
     self.blocks = nnx.List(blocks)
-    self.out = nnx.Linear(c, num_outputs, rngs=rngs)
+    self.out = nnx.Linear(c, num_outputs, dtype=dt, rngs=rngs)
+    self.arch = arch
 
   def __call__(self, x: jax.Array, hp) -> jax.Array:
     act = hp["activation"]
@@ -109,4 +116,4 @@ class ResNet(nnx.Module):
       x = block(x, act)
     x = x.mean(axis=(1, 2))
     x = nn.dropout(x, hp["dropout"], hp.next_key(), hp.train)
-    return self.out(x)
+    return self.arch.logits(self.out(x))

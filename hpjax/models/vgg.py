@@ -25,20 +25,21 @@ class VGG(nnx.Module):
 
   def __init__(self, arch: Arch, *, input_shape: Sequence[int], num_outputs: int, rngs: nnx.Rngs):
     h, w, c = input_shape
-    k, bn = arch.kernel_size, arch.batch_norm
+    k, bn, dt = arch.kernel_size, arch.batch_norm, arch.dtype
     convs, norms = [], []
     for s in range(arch.depth):
       out = arch.width * 2**s
       for _ in range(arch.convs_per_stage):
-        convs.append(nn.Conv(c, out, (k, k), impl=arch.conv, use_bias=not bn, rngs=rngs))
-        norms.append(nnx.BatchNorm(out, momentum=0.9, rngs=rngs) if bn else None)
+        convs.append(nn.Conv(c, out, (k, k), impl=arch.conv, use_bias=not bn, dtype=dt, rngs=rngs))
+        norms.append(nnx.BatchNorm(out, momentum=0.9, dtype=dt, rngs=rngs) if bn else None)
         c = out
       h, w = (h // 2 if h >= 2 else h), (w // 2 if w >= 2 else w)
     self.convs = nnx.List(convs)
     self.norms = nnx.List(norms)
     self.convs_per_stage = arch.convs_per_stage
-    self.hidden = nnx.Linear(h * w * c, arch.dense, rngs=rngs)
-    self.out = nnx.Linear(arch.dense, num_outputs, rngs=rngs)
+    self.hidden = nnx.Linear(h * w * c, arch.dense, dtype=dt, rngs=rngs)
+    self.out = nnx.Linear(arch.dense, num_outputs, dtype=dt, rngs=rngs)
+    self.arch = arch
 
   def __call__(self, x: jax.Array, hp) -> jax.Array:
     act = hp["activation"]
@@ -52,4 +53,4 @@ class VGG(nnx.Module):
     x = x.reshape(x.shape[0], -1)
     x = nn.activation(self.hidden(x), act)
     x = nn.dropout(x, hp["dropout"], hp.next_key(), hp.train)
-    return self.out(x)
+    return self.arch.logits(self.out(x))
