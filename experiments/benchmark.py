@@ -661,7 +661,7 @@ def child_programs(opts: Options, log: Callable[[str], None] = print) -> dict[st
     "init": (fns.init, (keys, hp)),
     "evaluate (validation set)": (fns.evaluate, (state, *own)),
   }
-  settings = {"XLA default": {}, "backend optimisations off": dict(engine.INIT_COMPILER_OPTIONS)}
+  settings = {"XLA default": {}, "backend optimisations off": engine.init_compiler_options() or {}}
   out: dict[str, Any] = {
     "workload": w.name,
     "description": w.description,

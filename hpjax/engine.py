@@ -43,8 +43,10 @@ import dataclasses
 import functools
 import inspect
 import os
+import re
 from typing import Any, NamedTuple
 
+from absl import logging as absl_logging
 from flax import nnx
 import flax.struct
 import jax
@@ -58,6 +60,9 @@ from hpjax import hparams as hp_lib
 from hpjax import optim
 from hpjax.data import normalize
 
+# XLA compile options by backend: each set measured on that backend; a
+# backend not listed compiles with XLA's defaults until measured there.
+#
 # A group's init runs once per run: XLA's backend (LLVM) optimisations cost
 # far more than they save there. `python -m experiments.bench_init` on the
 # 2-core CPU, 8 members of the bench CNN at 8x8: 6.4 s to compile with them,
@@ -69,23 +74,106 @@ from hpjax.data import normalize
 # members then compiles in 0.31 s instead of 0.48 s, to the same bits
 # (docs/benchmarks.md, "Compiles side by side").
 INIT_COMPILER_OPTIONS = {
-  "xla_backend_optimization_level": 0,
-  "xla_llvm_disable_expensive_passes": True,
-  "xla_cpu_use_fusion_emitters": False,
+  "cpu": {
+    "xla_backend_optimization_level": 0,
+    "xla_llvm_disable_expensive_passes": True,
+    "xla_cpu_use_fusion_emitters": False,
+  }
 }
 
-# The programs that train and evaluate, by backend. On CPU, XLA's backend
-# optimisation level 2 instead of its default 3. The digits28_pbt
-# population's epoch compiles in 0.69x the time and runs 1.04x as fast, its
-# evaluation 0.81x and 1.60x (`python -m experiments.bench_compile_options`,
-# docs/benchmarks.md "Compile at XLA's level 2"). Level 1 compiles no faster;
-# level 0 trains 7x slower. Results may differ from level 3's in the last bits.
+# The programs that train and evaluate. On CPU, XLA's backend optimisation
+# level 2 instead of its default 3. The digits28_pbt population's epoch
+# compiles in 0.69x the time and runs 1.04x as fast, its evaluation 0.81x and
+# 1.60x (`python -m experiments.bench_compile_options`, docs/benchmarks.md
+# "Compile at XLA's level 2"). Level 1 compiles no faster; level 0 trains 7x
+# slower. Results may differ from level 3's in the last bits.
 STEP_COMPILER_OPTIONS = {"cpu": {"xla_backend_optimization_level": 2}}
+
+
+def init_compiler_options() -> dict[str, Any] | None:
+  """The XLA options of the init and of the value-moving programs on this backend."""
+  return supported_compiler_options(INIT_COMPILER_OPTIONS.get(jax.default_backend()))
 
 
 def step_compiler_options() -> dict[str, Any] | None:
   """The XLA options of the training and evaluation programs on this backend."""
-  return STEP_COMPILER_OPTIONS.get(jax.default_backend())
+  return supported_compiler_options(STEP_COMPILER_OPTIONS.get(jax.default_backend()))
+
+
+def supported_compiler_options(options: Mapping[str, Any] | None) -> dict[str, Any] | None:
+  """``options`` less those this jaxlib's XLA does not know on this backend.
+
+  An XLA option can be renamed or removed between jaxlib releases (jaxlib
+  0.11's XLA refuses ``xla_cpu_use_fusion_emitters`` on a GPU): such an
+  option is dropped, once per process and backend, with a warning, rather
+  than failing every compile. Found by compiling a trivial program.
+  """
+  if not options:
+    return None
+  return _supported_options(jax.default_backend(), tuple(sorted(options.items())))
+
+
+@functools.lru_cache(maxsize=None)
+def _supported_options(backend: str, items: tuple) -> dict[str, Any] | None:
+  del backend  # the cache's key: the answer depends on it
+  options = dict(items)
+  while options:
+    try:
+      jax.jit(_compiler_options_probe, compiler_options=options).lower().compile()
+      return options
+    except Exception as e:  # pylint: disable=broad-except
+      match = re.search(r"No such compile option: '([^']+)'", str(e))
+      if match is None or match.group(1) not in options:
+        raise
+      absl_logging.warning(
+        "XLA option %s is not known to this jaxlib on %s; compiling without it",
+        match.group(1),
+        jax.default_backend(),
+      )
+      del options[match.group(1)]
+  return None
+
+
+def _compiler_options_probe():
+  return jnp.zeros((), jnp.int32)
+
+
+class _BackendJit:
+  """``jax.jit(fn, compiler_options=init_compiler_options(), **kw)``, made at first use.
+
+  The options depend on the backend, which is known only once JAX starts;
+  jitting at import time would start it. Calls and attributes (``lower``,
+  ``trace``) go to the jitted function.
+  """
+
+  def __init__(self, fn: Callable, kw: dict[str, Any]):
+    functools.update_wrapper(self, fn)
+    self._fn, self._kw, self._jitted = fn, kw, {}
+
+  def _get(self):
+    backend = jax.default_backend()
+    if backend not in self._jitted:
+      options = init_compiler_options()
+      self._jitted[backend] = jax.jit(self._fn, compiler_options=options, **self._kw)
+    return self._jitted[backend]
+
+  def __call__(self, *args, **kwargs):
+    return self._get()(*args, **kwargs)
+
+  def __getattr__(self, name: str):
+    if name.startswith("_"):
+      raise AttributeError(name)
+    return getattr(self._get(), name)
+
+
+def moving_jit(fn: Callable | None = None, **kw) -> Any:
+  """``jax.jit`` for a program that only moves values: :func:`init_compiler_options`.
+
+  Usable as ``@moving_jit`` or ``@moving_jit(static_argnums=...)``.
+  """
+  if fn is None:
+    return functools.partial(moving_jit, **kw)
+  return _BackendJit(fn, kw)
 
 
 @flax.struct.dataclass
@@ -331,7 +419,7 @@ def _group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None) -> GroupFu
   opts = step_compiler_options()
   if mesh is None:
     jitted = (
-      jax.jit(g.init, compiler_options=INIT_COMPILER_OPTIONS),
+      jax.jit(g.init, compiler_options=init_compiler_options()),
       jax.jit(g.train_epoch, donate_argnums=0, compiler_options=opts),
       jax.jit(g.evaluate, compiler_options=opts),
       jax.jit(g.predict, compiler_options=opts),
@@ -347,7 +435,7 @@ def _group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None) -> GroupFu
       g.train_epoch,
       g.evaluate,
       g.predict,
-      init_compiler_options=INIT_COMPILER_OPTIONS,
+      init_compiler_options=init_compiler_options(),
       compiler_options=opts,
     )
     m, r = jax.sharding.PartitionSpec(distributed.AXIS), jax.sharding.PartitionSpec()
@@ -803,7 +891,7 @@ def runs_in_chunks(spec: GroupSpec, p: int, block: int) -> bool:
   return c != 0 and block % c == 0 and _member_chunk(spec, block) == c
 
 
-@functools.partial(jax.jit, static_argnums=1, compiler_options=INIT_COMPILER_OPTIONS)
+@moving_jit(static_argnums=1)
 def split_members(tree, n: int) -> tuple:
   """``tree``'s members (every leaf's leading axis) as ``n`` equal blocks, in order.
 
@@ -818,7 +906,7 @@ def split_members(tree, n: int) -> tuple:
   return tuple(jax.tree.map(lambda a, i=i: a[i], blocked) for i in range(n))
 
 
-@functools.partial(jax.jit, compiler_options=INIT_COMPILER_OPTIONS)
+@moving_jit
 def join_members(trees: tuple):
   """The inverse of :func:`split_members`: the blocks' members concatenated, in order."""
   return jax.tree.map(lambda *a: jnp.concatenate(a), *trees)
@@ -886,13 +974,13 @@ def set_hparams(state: PopulationState, values: Mapping[str, Any]) -> Population
   return state.replace(opt_state=opt_state, hparams={**state.hparams, **other})
 
 
-@functools.partial(jax.jit, compiler_options=INIT_COMPILER_OPTIONS)
+@moving_jit
 def reset_family(state: PopulationState, reset: jax.Array) -> PopulationState:
   """Fresh optimizer-family buffers for the members ``reset`` (see :mod:`hpjax.optim`)."""
   return state.replace(opt_state=optim.reset_family_state(state.opt_state, reset))
 
 
-@functools.partial(jax.jit, static_argnames=("key_impls",), compiler_options=INIT_COMPILER_OPTIONS)
+@moving_jit(static_argnames=("key_impls",))
 def rekey(
   state: PopulationState, keys: jax.Array, mask: jax.Array, key_impls: tuple = ()
 ) -> PopulationState:
@@ -931,7 +1019,7 @@ def _take_members(state, index):
   return jax.tree.map(lambda a: jnp.take(a, index, axis=0), state)
 
 
-_take = jax.jit(_take_members, compiler_options=INIT_COMPILER_OPTIONS)
+_take = moving_jit(_take_members)
 
 
 @functools.lru_cache(maxsize=None)
@@ -984,7 +1072,7 @@ def member_keys(seed: int, indices: Sequence[int]) -> jax.Array:
   return _member_keys(base, np.asarray(indices, np.uint32).reshape(-1))
 
 
-@functools.partial(jax.jit, compiler_options=INIT_COMPILER_OPTIONS)
+@moving_jit
 def _member_keys(base: jax.Array, indices: jax.Array) -> jax.Array:
   base = jax.random.wrap_key_data(base)
   return jax.vmap(lambda i: jax.random.key_data(jax.random.fold_in(base, i)))(indices)

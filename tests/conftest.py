@@ -35,6 +35,12 @@ def jax_compiles():
   """
   from jax._src import dispatch  # pylint: disable=g-import-not-at-top
 
+  from hpjax import engine  # pylint: disable=g-import-not-at-top
+
+  # hpjax checks its XLA options once per process by compiling a trivial
+  # program (engine.supported_compiler_options): done here, before counting.
+  engine.init_compiler_options()
+  engine.step_compiler_options()
   kinds = {dispatch.JAXPR_TRACE_EVENT: "trace", dispatch.BACKEND_COMPILE_EVENT: "compile"}
 
   def run(fn):

@@ -405,3 +405,20 @@ def test_member_tree_is_one_program_and_equals_indexing_each_leaf(jax_compiles):
     for k, v in host.items():
       assert isinstance(tree[k], np.ndarray) and tree[k].dtype == v.dtype
       np.testing.assert_array_equal(tree[k], v[3])
+
+
+def test_an_xla_option_this_jaxlib_does_not_know_is_dropped_with_a_warning(monkeypatch, caplog):
+  # jaxlib 0.11's XLA refused xla_cpu_use_fusion_emitters on a GPU, and every
+  # program compiled with it failed. An unknown option is now dropped.
+  bogus = {"xla_backend_optimization_level": 0, "xla_hpjax_no_such_option": True}
+  with pytest.raises(Exception, match="No such compile option: 'xla_hpjax_no_such_option'"):
+    jax.jit(lambda: 0, compiler_options=bogus).lower().compile()
+  with caplog.at_level("WARNING"):
+    assert engine.supported_compiler_options(bogus) == {"xla_backend_optimization_level": 0}
+  assert "xla_hpjax_no_such_option is not known to this jaxlib" in caplog.text
+  assert engine.supported_compiler_options(None) is None
+  # The engine's own programs get the options at first use, on the backend in use.
+  monkeypatch.setitem(engine.INIT_COMPILER_OPTIONS, jax.default_backend(), bogus)
+  add_one = engine.moving_jit(lambda x: x + 1)
+  assert int(add_one(np.int32(1))) == 2
+  assert add_one.lower(np.int32(1)).compile() is not None
