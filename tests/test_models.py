@@ -552,3 +552,17 @@ def test_hparams_keys():
   assert not np.array_equal(jax.random.key_data(k1), jax.random.key_data(k2))
   assert _hp(0, 0.1, train=False, key=jax.random.key(0)).next_key() is None
   assert _hp(0, 0.1, train=True).next_key() is None
+
+
+def test_compute_dtype_is_a_config_model_field_checked_in_one_line():
+  # The launcher's config.model takes compute_dtype like any built-in
+  # structural field; a bad value is one line naming the field and the values.
+  from hpjax import config as config_lib  # pylint: disable=g-import-not-at-top
+
+  cfg = config_lib.defaults()
+  assert cfg["model"]["compute_dtype"] == "float32"
+  cfg["model"]["compute_dtype"] = "bfloat16"
+  assert config_lib.validate(cfg)["model"]["compute_dtype"] == "bfloat16"
+  cfg["model"]["compute_dtype"] = "float16"
+  with pytest.raises(ValueError, match=r"config.model.compute_dtype.*float16.*float32, bfloat16"):
+    config_lib.validate(cfg)

@@ -14,13 +14,20 @@ import dataclasses
 # convolution; grouped under vmap), or 'auto' (by backend, below).
 CONV_IMPLS = ("auto", "slices", "xla")
 
-# What conv_impl='auto' runs in the built-in models, by backend. Measured in the
-# population engine (bench CNN, 28x28, P=32, chunks of 2 members; 2026-11-29,
-# docs/benchmarks.md): on CPU the im2col ('slices') trains 8% faster than
-# hpjax.nn.Conv's per-member dispatch and several times faster than XLA's
-# grouped convolution. Not yet measured on GPUs (experiments/gpu_check.sh
-# times 'slices' against 'xla'): until then 'auto' keeps 'slices' there too.
-AUTO_CONV_IMPL = {"cpu": "slices"}
+# What conv_impl='auto' runs in the built-in models, by backend, as measured
+# in the population engine (docs/benchmarks.md):
+# - cpu: on the 2-core VM (bench CNN, 28x28, P=32, chunks of 2 members;
+#   2026-11-29) the im2col ('slices') trains 8% faster than hpjax.nn.Conv's
+#   per-member dispatch and several times faster than XLA's grouped
+#   convolution.
+# - gpu: on an NVIDIA H200 (jax 0.11.2, experiments/gpu_check.sh,
+#   2026-11-30), 'slices' against 'xla' in float32: the bench CNN at 28x28
+#   6.5x as fast at P=64 (48038 against 7388 member-steps/s) and 1.9x at P=1,
+#   the ResNet on 32x32x3 2.4x at P=64 and 2.2x at P=1. In bfloat16 the
+#   ResNet's grouped convolution is the faster (9291 against 7957 at P=64)
+#   but the bench CNN's is not (42118 against 62237): 'auto' keeps 'slices'.
+# Other backends (TPU: not measured) run 'slices' too.
+AUTO_CONV_IMPL = {"cpu": "slices", "gpu": "slices"}
 
 # The values of ``compute_dtype``: the dtype the built-in models compute in.
 # 'float32' everywhere, or 'bfloat16' mixed precision: parameters, optimizer

@@ -75,10 +75,12 @@ their own, "Linearization failed"). ``impl='xla'`` supports both.
 
 Backends: ``impl='xla'`` always runs ``lax.conv_general_dilated`` (the stock
 behaviour, grouped under vmap), for backends where XLA's grouped convolution
-is fast: GPUs are expected to be, and a loop over members serialises work
-that a GPU would run in parallel; not yet measured for hpjax, so on GPUs
-measure ``'xla'`` against ``'auto'``. ``impl='slices'`` always runs the
-im2col, even alone.
+is fast. On an NVIDIA H200 (jax 0.11.2, 2026-11-30) it was not, in float32:
+the built-in models trained 2.4-6.5x faster with ``impl='slices'`` at 64
+members (docs/benchmarks.md, "The GPU check on an H200"); in bfloat16 the
+ResNet's grouped convolution was 1.17x faster than the im2col. The per-member
+dispatch of ``impl='auto'`` was not timed there. ``impl='slices'`` always
+runs the im2col, even alone.
 
 Options outside the fast path (``feature_group_count > 1``, input or kernel
 dilation, ``preferred_element_type``, inputs that are not 2-D images) run
@@ -565,8 +567,8 @@ def conv(
     impl: ``'auto'`` (XLA's convolution alone; vmapped over members, one
       convolution per member in a loop, or one for all members when they share
       the kernel), ``'xla'`` (always ``lax.conv_general_dilated``, grouped under
-      vmap: for backends where that is fast, e.g. GPUs, measurement pending) or
-      ``'slices'`` (always im2col).
+      vmap: for backends where that is fast; on an H200 it was slower than the
+      im2col in float32) or ``'slices'`` (always im2col).
 
   Returns:
     ``[B, Ho, Wo, O]``.
