@@ -245,6 +245,10 @@ class GroupSpec:
       same minibatches, drawn from ``(order_seed, epoch)``; the input batch
       is then not batched over members.
     order_seed: the run's seed, for ``shared_order``.
+    dropout: ``False``: no member can have a dropout rate (all are 0), so
+      the model receives ``hp["dropout"]`` as the constant 0 and
+      :func:`hpjax.nn.dropout` draws no masks (the same numbers, a smaller
+      program).
   """
 
   model: Callable[..., nnx.Module]
@@ -265,6 +269,7 @@ class GroupSpec:
   member_chunk: int | None = None
   shared_order: bool = False
   order_seed: int = 0
+  dropout: bool = True
 
 
 class GroupFunctions(NamedTuple):
@@ -452,7 +457,9 @@ def _group_functions(spec: GroupSpec, mesh: jax.sharding.Mesh | None) -> GroupFu
   return GroupFunctions(*jitted, spec, g.t.key_impls, g.reads, *stream)
 
 
-def compile_side_by_side(lowered: Iterable[Iterable[jax.stages.Lowered]]) -> None:
+def compile_side_by_side(
+  lowered: Iterable[Iterable[jax.stages.Lowered]], meanwhile: Callable[[], Any] | None = None
+) -> None:
   """Compiles lowered programs side by side, one thread per core.
 
   XLA compiles a program on fewer cores than the host has (its
@@ -463,10 +470,14 @@ def compile_side_by_side(lowered: Iterable[Iterable[jax.stages.Lowered]]) -> Non
   function it was lowered from (and in the persistent cache): that
   function's next call with arguments of these shapes and dtypes runs it
   without compiling. The same executables as compiled one at a time.
+  ``meanwhile`` runs on the calling thread once every program is lowered,
+  while they compile.
   """
   workers = os.cpu_count() or 1
   with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="hpjax-compile") as pool:
     futures = [pool.submit(low.compile) for group in lowered for low in group]
+    if meanwhile is not None:
+      meanwhile()
     for future in futures:
       future.result()  # re-raises a compile's error here
 
@@ -511,6 +522,8 @@ class _Group:
       cands = self.candidates.get(name, ())
       values[name] = hp_lib.TracedChoice(value, cands) if cands else value
     values["optimizer"] = hp_lib.TracedChoice(opt_hp["optimizer"].astype(jnp.int32), optim.FAMILIES)
+    if not self.spec.dropout and "dropout" in values:
+      values["dropout"] = 0.0  # every member's rate: a constant, no masks drawn
     return hp_lib.HParams(values, train=train, key=key, reads=reads)
 
   def call(self, model, x, hp):

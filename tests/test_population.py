@@ -422,3 +422,43 @@ def test_an_xla_option_this_jaxlib_does_not_know_is_dropped_with_a_warning(monke
   add_one = engine.moving_jit(lambda x: x + 1)
   assert int(add_one(np.int32(1))) == 2
   assert add_one.lower(np.int32(1)).compile() is not None
+
+
+def test_a_population_without_dropout_draws_no_masks_and_trains_the_same(digits_small):
+  # Every rate 0 and no 'dropout' in the space: the program draws no dropout
+  # masks, and computes what the program with masks computes (a rate of 0
+  # keeps every unit, unscaled), bit for bit.
+  members = _members()[:3]
+  off = _make(digits_small, members)
+  on = _make(digits_small, members, space={"dropout": hpjax.Float(0.0, 0.5)})
+  assert not off.dropout and not off.groups[0].fns.spec.dropout
+  assert on.dropout and on.groups[0].fns.spec.dropout
+  sizes = [
+    len(p.groups[0].fns.train_epoch.lower(p.groups[0].state, *p._train).as_text())
+    for p in (off, on)
+  ]
+  assert sizes[0] < 0.9 * sizes[1], sizes  # the masks' random bits are gone
+  for p in (off, on):
+    p.train_epoch()
+  assert off.evaluate("val").keys() == on.evaluate("val").keys()
+  for k, v in on.evaluate("val").items():
+    np.testing.assert_array_equal(off.evaluate("val")[k], v, err_msg=k)
+  for a, b in zip(_leaves(off.groups[0].state), _leaves(on.groups[0].state)):
+    np.testing.assert_array_equal(a, b)
+  # A rate the program cannot apply is one clear error; with 'dropout' in the
+  # space the same change is taken.
+  with pytest.raises(
+    ValueError, match=r"^dropout: 0.3 needs dropout compiled in.*'dropout' in the"
+  ):
+    off.set_member_hparams([dict(h, dropout=0.3) for h in off.hparams()])
+  on.set_member_hparams([dict(h, dropout=0.3) for h in on.hparams()])
+  assert [h["dropout"] for h in on.hparams()] == pytest.approx([0.3] * 3)
+
+
+def test_dropout_at_a_python_zero_rate_returns_its_input():
+  x = jax.numpy.arange(6.0).reshape(2, 3)
+  assert hpjax.nn.dropout(x, 0, jax.random.key(0), True) is x
+  assert hpjax.nn.dropout(x, 0.0, jax.random.key(0), True) is x
+  # A traced 0 draws a mask and keeps every unit: the same values.
+  traced = jax.jit(lambda r: hpjax.nn.dropout(x, r, jax.random.key(0), True))(0.0)
+  np.testing.assert_array_equal(traced, x)
