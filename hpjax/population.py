@@ -215,11 +215,7 @@ class Population:
     self.traced = self._traced_names(raw)
     self.candidates = self._candidates(raw, candidates or {})
     self.families = self._families(raw, candidates or {})
-    # Dropout's random masks are compiled in only where a member can have a
-    # rate: 'dropout' in the space, or a member's rate not 0. Without them
-    # the epoch compiles 11% faster (digits28_pbt) to the same numbers (a
-    # rate of 0 keeps every unit, unscaled).
-    self.dropout = "dropout" in self.space or any(m.get("dropout", 0.0) != 0 for m in raw)
+    self.dropout = self._dropout(raw)
     self._batch_mode(raw, candidates or {}, batch_mode)
     self.members = [self.resolve(m) for m in raw]
     for m in self.members:
@@ -251,17 +247,28 @@ class Population:
       member_chunk=member_chunk,
       dropout=self.dropout,
     )
+    self.groups: list[Group] = self._build_groups(compile_ahead)
+    self._check_read()
+
+  # -- hyperparameters ------------------------------------------------------
+
+  def _dropout(self, raw) -> bool:
+    """Whether dropout's masks are compiled in: where a member can have a rate.
+
+    'dropout' in the space, or a member's rate not 0. Without them
+    digits28_pbt's epoch compiles 11% faster, to the same numbers (a rate of
+    0 keeps every unit, unscaled).
+    """
+    return "dropout" in self.space or any(m.get("dropout", 0.0) != 0 for m in raw)
+
+  def _build_groups(self, compile_ahead: Sequence[str]) -> list[Group]:
+    """The members grouped by structure, each group's state initialised."""
     by_key: dict[tuple, list[int]] = {}
     for i, m in enumerate(self.members):
       by_key.setdefault(self.group_key(m), []).append(i)
     keys: dict[tuple, jax.Array] = {}
     self._compile_ahead(by_key, compile_ahead, keys)
-    self.groups: list[Group] = [
-      self._new_group(key, ids, keys.get(key)) for key, ids in by_key.items()
-    ]
-    self._check_read()
-
-  # -- hyperparameters ------------------------------------------------------
+    return [self._new_group(key, ids, keys.get(key)) for key, ids in by_key.items()]
 
   def _families(self, raw, candidates: Mapping[str, Sequence[Any]]) -> tuple[str, ...]:
     """The optimizer families compiled in: the candidates', else the space's, else the members'."""
