@@ -17,7 +17,8 @@
 # into a folder of the script's own (HPJAX_SITE) put first on PYTHONPATH:
 # nothing is written into the machine's Python.
 #
-# Steps, each with its own time limit (530 s in all) and every line also in
+# Steps, each with its own time limit (620 s in all: the machine's 10
+# minutes; the last run took 312 s without levers) and every line also in
 # $BENCH_DIR/gpu_check.log; a step that fails or runs out of time is reported
 # and the next one still runs, and the exit status says whether any failed:
 #   tune        the README's main job (digits_pbt) through the real launcher,
@@ -29,14 +30,19 @@
 #   throughput_slices, throughput_xla
 #               the bench CNN on digits 28x28 and the ResNet-style model on
 #               CIFAR-shaped data at P = 1, 8 and 64, once per convolution
-#               implementation (conv_impl slices, then xla: which is faster on
-#               a GPU is not known), against PyTorch training the same members
+#               implementation (conv_impl slices, then xla: on an H200 in
+#               float32 slices was 2-6.5x faster), against PyTorch training the same members
 #               one at a time on the same GPU; FLOPs per member-step against
 #               the measured matmul rate;
 #   throughput_bf16
 #               both workloads at P = 64 with each convolution
 #               implementation, computing in bfloat16 (compute_dtype; float32
-#               parameters), against the bfloat16 matmul rate;
+#               parameters), member-steps/s only;
+#   levers      the engine's settings on 64 members of the 28x28 bench CNN,
+#               timed in turn: member chunks, a shared order, one activation
+#               and family, and the same CNN as a user's model (hpjax.nn.Conv
+#               with its default impl='auto', whose per-member dispatch has
+#               not been timed on a GPU);
 #   compile     compile time (cold and warm cache) of the default config;
 #   memory      device memory and state per P;
 #   devices     64 members split over 1, 2, 4 and 8 GPUs where present
@@ -48,8 +54,8 @@
 #
 # --dry-run (or DRY_RUN=1) rehearses every step on the CPU (JAX_PLATFORMS=cpu)
 # with tiny sizes and the same flags otherwise: the wheel check, the version
-# lines, a 2-epoch tune and the six benchmark steps (4-5 minutes on 2 busy
-# cores).
+# lines, a 2-epoch tune and the seven benchmark steps (4-5 minutes on 2
+# busy cores).
 # FORCE_WHEELS=1 installs the wheels even where the imports work, to
 # rehearse that step too. PYTHON names the interpreter (default python3).
 set -uo pipefail
@@ -87,23 +93,25 @@ if [[ -n "$DRY_RUN" ]]; then
          --alone_members=2 --torch_device=cpu --torch_steps=4 --torch_threads=1
          --matmul_size=256 --matmul_reps=2 --min_time=0 --min_reps=2)
   BF16=(--populations=2)
+  LEVERS=(--lever_population=2 --lever_rounds=1)
   COMPILE=(--compile_overrides=population=4 --compile_overrides=model.width=4
            --compile_overrides=model.dense=8 --compile_overrides=data.max_train=256)
   MEMORY=(--memory_populations=1,2)
   DEVICES=(--device_counts=1,2 --device_population=4 --device_rounds=1)
   LIMIT=([tune]=300 [throughput_slices]=300 [throughput_xla]=300 [throughput_bf16]=300
-         [compile]=300 [memory]=300 [devices]=300)
+         [levers]=300 [compile]=300 [memory]=300 [devices]=300)
 else
   TUNE=()
   SIZES=(--populations=1,8,64 --steps=digits28=39,resnet32=32 --resnet_examples=2048
          --alone_members=4 --torch_device=auto --torch_steps=39 --torch_threads=4
          --matmul_size=8192 --matmul_reps=10 --min_time=1.0 --min_reps=5)
   BF16=(--populations=64)
+  LEVERS=(--lever_population=64 --lever_rounds=3)
   COMPILE=()
   MEMORY=(--memory_populations=1,8,64)
   DEVICES=(--device_counts=1,2,4,8 --device_population=64 --device_rounds=1)
   LIMIT=([tune]=80 [throughput_slices]=120 [throughput_xla]=100 [throughput_bf16]=70
-         [compile]=75 [memory]=55 [devices]=30)
+         [levers]=90 [compile]=75 [memory]=55 [devices]=30)
 fi
 # One new persistent compilation cache for the steps (removed at the end):
 # the memory and devices children load the programs the throughput steps
@@ -183,6 +191,8 @@ print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" 2>/dev/nul
   done
   step throughput_bf16 --parts=throughput --workloads=digits28,resnet32 \
     --conv_impls=slices,xla --compute_dtypes=bfloat16 "${SIZES[@]}" "${BF16[@]}" --torch=off \
+    "${CACHE[@]}"
+  step levers --parts=levers --lever_workload=digits28 "${SIZES[@]}" "${LEVERS[@]}" \
     "${CACHE[@]}"
   step compile --parts=compile "${COMPILE[@]}" "${CACHE[@]}"
   step memory --parts=memory --memory_workload=digits28 "${SIZES[@]}" "${MEMORY[@]}" \

@@ -109,18 +109,19 @@ def test_gpu_check_flags_are_the_benchmarks():
   path = os.path.join(_ROOT, "experiments", "gpu_check.sh")
   subprocess.run(["bash", "-n", path], check=True)
   text = open(path).read()
-  arrays = re.findall(r"\b(?:SIZES|BF16|COMPILE|MEMORY|DEVICES|torch)=\((.*?)\)", text, re.S)
+  arrays = re.findall(r"\b(?:SIZES|BF16|LEVERS|COMPILE|MEMORY|DEVICES|torch)=\((.*?)\)", text, re.S)
   steps = re.findall(r"\n +step (\S+)((?:[^\n]*\\\n)*[^\n]*)", text)
   assert [name for name, _ in steps] == [
     '"throughput_$impl"',
     "throughput_bf16",
+    "levers",
     "compile",
     "memory",
     "devices",
   ]
   assert "for impl in slices xla; do" in text and '--conv_impls="$impl"' in steps[0][1]
   assert "--compute_dtypes=bfloat16" in steps[1][1]
-  assert len(arrays) == 12  # SIZES, BF16, COMPILE, MEMORY, DEVICES twice; torch off / on
+  assert len(arrays) == 14  # SIZES, BF16, LEVERS, COMPILE, MEMORY, DEVICES twice; torch off / on
   # Every step's time limit is set for the GPU and for the dry run.
   limits = re.findall(r"LIMIT=\((.*?)\)", text, re.S)
   names = {"tune", "throughput_slices", "throughput_xla"} | {n for n, _ in steps[1:]}
