@@ -31,7 +31,7 @@
 #               the bench CNN on digits 28x28 and the ResNet-style model on
 #               CIFAR-shaped data at P = 1, 8 and 64, once per convolution
 #               implementation (conv_impl slices, then xla: on an H200 in
-#               float32 slices was 2-6.5x faster), against PyTorch training the same members
+#               float32 slices was 1.9-6.5x faster), against PyTorch training the same members
 #               one at a time on the same GPU; FLOPs per member-step against
 #               the measured matmul rate;
 #   throughput_bf16
