@@ -52,6 +52,9 @@ DEFAULT_PARTS = ("throughput", "flops", "compile", "memory", "devices")
 ACTS = ("relu", "tanh", "sigmoid")
 OPTS = ("sgd", "rmsprop", "adam")
 CONV_IMPLS = ("slices", "xla")
+# hpjax.models.COMPUTE_DTYPES, written out: importing hpjax.models imports
+# flax and JAX, which this module leaves until a part runs (a test checks
+# that the two agree).
 COMPUTE_DTYPES = ("float32", "bfloat16")
 # Default training steps per timed call: enough to dwarf the per-call
 # overhead, few enough that P=128 fits the 10-minute budget on 2 cores.

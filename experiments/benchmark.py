@@ -409,7 +409,7 @@ def _rates_text(rates: dict) -> str:
 
 
 def _matmul_rates(opts: Options, log: Callable[[str], None], when: str = "") -> dict[str, Any]:
-  """The float32 matmul rate; under ``dtypes``, that of each other ``--compute_dtypes``.
+  """dtype -> the matmul rate: float32's, and that of each other ``--compute_dtypes``.
 
   A bfloat16 member is compared with the bfloat16 matmul rate.
   """
@@ -420,9 +420,7 @@ def _matmul_rates(opts: Options, log: Callable[[str], None], when: str = "") -> 
       f"matmul {when + ' ' if when else ''}{opts.matmul_size}^2 {dtype}: "
       f"{rates[dtype]['flops_per_s'] / 1e9:.1f} GFLOP/s"
     )
-  if when:
-    return rates
-  return {**rates.pop("float32"), "dtypes": rates}
+  return rates
 
 
 def _add_fractions(w: dict[str, Any], matmul: dict[str, Any]) -> None:
@@ -1236,7 +1234,8 @@ def run(
   start = time.perf_counter()
   try:
     if "flops" in parts:
-      result["matmul"] = _matmul_rates(opts, log)
+      rates = _matmul_rates(opts, log)  # float32's at the top, the others under "dtypes"
+      result["matmul"] = {**rates.pop("float32"), "dtypes": rates}
     if {"throughput", "flops"} & parts:
       result["workloads"] = [e for name in opts.workloads for e in throughput_part(name, opts, log)]
     if "flops" in parts:

@@ -22,6 +22,7 @@ import pytest
 
 from experiments import bench_lib
 from experiments import benchmark
+from hpjax import models
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The smallest config that still takes the tuner's path (compiles dominate).
@@ -188,6 +189,7 @@ def test_throughput_in_bfloat16_against_the_bfloat16_matmul_rate():
     _tiny(parts=("throughput", "flops"), populations=(2,), compute_dtypes=("bfloat16",)),
     log=lambda _: None,
   )
+  assert bench_lib.COMPUTE_DTYPES == models.COMPUTE_DTYPES  # the flag's values: the model's
   (w,) = result["workloads"]
   assert w["compute_dtype"] == "bfloat16"
   assert w["model"] == {"conv_impl": "slices", "compute_dtype": "bfloat16"}
