@@ -27,6 +27,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -207,7 +208,11 @@ class Options:
   tta_epochs: int = option(10, "Epochs (hpjax and each Optuna trial).")
   tta_trials: int = option(32, "Optuna trials.")
   tta_target: float = option(0.97, "Validation accuracy to reach.")
-  tta_seed: int = option(0, "Seed of both tuners and of the splits.")
+  tta_seeds: tuple[int, ...] = option(
+    (0,),
+    "Seeds of the time-to-accuracy part, one after another: each draws the splits, "
+    "hpjax's members and Optuna's sampler, and runs every tuner in turn.",
+  )
   lever_workload: str = option("digits28", "Workload of the levers part.", choices=WORKLOADS)
   lever_population: int = option(32, "Members of the levers part.")
   lever_rounds: int = option(3, "Timed calls per variant of the levers part, taking turns.")
@@ -256,6 +261,14 @@ class Options:
     ):
       raise ValueError(
         f"--memory_populations: must be positive integers, got {list(self.memory_populations)}"
+      )
+    if (
+      not self.tta_seeds
+      or min(self.tta_seeds) < 0
+      or len(set(self.tta_seeds)) < len(self.tta_seeds)
+    ):
+      raise ValueError(
+        f"--tta_seeds: must be distinct non-negative integers, got {list(self.tta_seeds)}"
       )
     for name in (
       "batch_size",
@@ -551,12 +564,14 @@ class Compiled:
     compile_s: seconds to compile it.
     flops: XLA's cost analysis of it (None where not reported).
     temp_bytes: XLA's temporary buffers (None where not reported).
+    matmuls: the program's matrix products (:func:`matmuls_of`), when asked for.
   """
 
   executable: Any
   compile_s: float
   flops: float | None
   temp_bytes: int | None
+  matmuls: list[tuple[Matmul, int]] | None = None
 
 
 def cost(compiled_or_lowered) -> dict[str, Any]:
@@ -567,17 +582,124 @@ def cost(compiled_or_lowered) -> dict[str, Any]:
   return dict(c or {})
 
 
-def compile_epoch(train_epoch, state, x, y) -> Compiled:
-  """Compiles ``train_epoch`` for ``state`` and data ``x, y``; reports its cost."""
+def compile_epoch(train_epoch, state, x, y, matmuls: bool = False) -> Compiled:
+  """Compiles ``train_epoch`` for ``state`` and data ``x, y``; reports its cost.
+
+  With ``matmuls``, also lists the program's matrix products (outside the timing).
+  """
   start = time.perf_counter()
-  executable = train_epoch.lower(state, x, y).compile()
+  lowered = train_epoch.lower(state, x, y)
+  executable = lowered.compile()
   compile_s = time.perf_counter() - start
+  found = matmuls_of(lowered.as_text()) if matmuls else None
   flops = cost(executable).get("flops")
   try:
     temp = int(executable.memory_analysis().temp_size_in_bytes)
   except Exception:  # noqa: BLE001 - not every backend reports it
     temp = None
-  return Compiled(executable, compile_s, None if flops is None else float(flops), temp)
+  return Compiled(executable, compile_s, None if flops is None else float(flops), temp, found)
+
+
+# ---------------------------------------------------------------------------
+# A program's matrix products, timed alone: a ceiling on its share of the matmul rate.
+
+_DOT = re.compile(
+  r"stablehlo\.dot_general\s+%[^,\s]+,\s*%[^,\s]+,(?P<attrs>[^:]*):\s*"
+  r"\((?P<lhs>tensor<[^>]*>),\s*(?P<rhs>tensor<[^>]*>)\)"
+)
+_DIMS = r"{} = \[([0-9, ]*)\] x \[([0-9, ]*)\]"
+_DTYPES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16", "f64": "float64"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Matmul:
+  """One ``dot_general`` of a program: operand shapes, dtype and dimension numbers."""
+
+  lhs: tuple[int, ...]
+  rhs: tuple[int, ...]
+  dtype: str
+  contracting: tuple[tuple[int, ...], tuple[int, ...]]
+  batch: tuple[tuple[int, ...], tuple[int, ...]]
+
+  @property
+  def flops(self) -> int:
+    """Multiply-adds x 2: every lhs element meets each free rhs column once."""
+    bound = set(self.contracting[1]) | set(self.batch[1])
+    free = [d for i, d in enumerate(self.rhs) if i not in bound]
+    return 2 * math.prod(self.lhs) * math.prod(free)
+
+
+def _tensor(text: str) -> tuple[tuple[int, ...], str]:
+  *dims, dtype = text[len("tensor<") : -1].split("x")
+  return tuple(int(d) for d in dims), _DTYPES.get(dtype, dtype)
+
+
+def _dims(attrs: str, name: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+  m = re.search(_DIMS.format(name), attrs)
+  if not m:
+    return (), ()
+  return tuple(
+    tuple(int(v) for v in group.split(",") if v.strip()) for group in (m.group(1), m.group(2))
+  )
+
+
+def matmuls_of(stablehlo: str) -> list[tuple[Matmul, int]]:
+  """The matrix products written in a lowered program's StableHLO text, with counts.
+
+  A product inside a loop body is written (and counted) once: one count is
+  one execution per trip of every loop around it.
+  """
+  found: dict[Matmul, int] = {}
+  for m in _DOT.finditer(stablehlo):
+    (lhs, dtype), (rhs, _) = _tensor(m.group("lhs")), _tensor(m.group("rhs"))
+    attrs = m.group("attrs")
+    mm = Matmul(lhs, rhs, dtype, _dims(attrs, "contracting_dims"), _dims(attrs, "batching_dims"))
+    found[mm] = found.get(mm, 0) + 1
+  return list(found.items())
+
+
+def time_matmuls(
+  matmuls: Sequence[tuple[Matmul, int]], reps: int, square: int = 2048
+) -> dict[str, Any]:
+  """The products alone, each as often as counted, in one program: best of ``reps``.
+
+  What a program made of nothing but these products would take: its time
+  bounds from below that of any program doing them, at the rate XLA reaches
+  on these shapes. A ``square`` x ``square`` matmul of the same dtype takes
+  turns with it, so that ``fraction_of_matmul`` compares two rates measured
+  under the same load.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+
+  # One pair of operands per execution: identical products would be merged.
+  each = [m for m, n in matmuls for _ in range(n)]
+  keys = iter(jax.random.split(jax.random.key(0), 2 * len(each) + 2))
+  operands = [
+    (jax.random.normal(next(keys), m.lhs, m.dtype), jax.random.normal(next(keys), m.rhs, m.dtype))
+    for m in each
+  ]
+  dims = [(m.contracting, m.batch) for m in each]
+  dtype = each[0].dtype
+  big = [jax.random.normal(next(keys), (square, square), dtype) for _ in range(2)]
+
+  @jax.jit
+  def products(ops):
+    return [jax.lax.dot_general(a, b, d) for (a, b), d in zip(ops, dims)]
+
+  dot = jax.jit(jax.numpy.dot)
+  jax.block_until_ready((products(operands), dot(*big)))
+  times = in_turn({"products": lambda: products(operands), "square": lambda: dot(*big)}, reps)
+  best, best_square = min(times["products"]), min(times["square"])
+  flops = float(sum(m.flops * n for m, n in matmuls))
+  return {
+    "count": len(each),
+    "flops": flops,
+    "best_s": best,
+    "flops_per_s": flops / best,
+    "square": square,
+    "square_flops_per_s": 2.0 * square**3 / best_square,
+    "fraction_of_matmul": flops / best / (2.0 * square**3 / best_square),
+  }
 
 
 # ---------------------------------------------------------------------------

@@ -176,7 +176,9 @@ def prepare(pop, structural: dict, p: int, opts: Options, steps: int) -> Prepare
   x, y = bench_lib.training_slice(pop.data, steps, b)
   n = max(1, opts.alone_members) if p == 1 else p
   states = list(bench_lib.init_states(pop, bench_lib.members(n, b, structural), p))
-  compiled = bench_lib.compile_epoch(pop.groups[0].fns.train_epoch, states[0], x, y)
+  compiled = bench_lib.compile_epoch(
+    pop.groups[0].fns.train_epoch, states[0], x, y, matmuls="flops" in opts.parts
+  )
   return Prepared(p, steps, compiled, states, x, y)
 
 
@@ -199,8 +201,11 @@ def flops_per_member_step(pop, p1: Prepared, opts: Options) -> dict[str, Any]:
   total = p1.compiled.flops
   steps = p1.steps
   per_step = None if total is None else (total / steps if counts_trips else total)
+  # One member's epoch writes each product once, in its loop over steps.
+  matmul_flops = sum(m.flops * n for m, n in p1.compiled.matmuls or ())
   return {
     "flops_per_member_step": per_step,
+    "matmul_flops_per_member_step": float(matmul_flops) or None,
     "compiled_epoch_flops": total,
     "steps_in_epoch": steps,
     "loop_counted_per_trip": counts_trips,
@@ -383,6 +388,10 @@ def throughput_part(name: str, opts: Options, log: Callable[[str], None]) -> lis
           f"{name} ({label}) P={p}: {row['member_steps_per_s']:.1f} member-steps/s "
           f"(compile {c.compiled.compile_s:.1f} s, {len(row['call_s'])} calls)"
         )
+      if c.compiled.matmuls:
+        row["matmuls_alone"] = bench_lib.time_matmuls(
+          c.compiled.matmuls, opts.matmul_reps, opts.matmul_size
+        )
       if p == 1:
         p1 = c
       if p in opts.populations or p != 1:
@@ -429,10 +438,17 @@ def _add_fractions(w: dict[str, Any], matmul: dict[str, Any]) -> None:
   if not per:
     return
   w["flops"]["limit_member_steps_per_s"] = matmul["flops_per_s"] / per
+  in_matmuls = w["flops"].get("matmul_flops_per_member_step")
   for row in w["rows"]:
     if "member_steps_per_s" in row:
       row["achieved_flops_per_s"] = per * row["member_steps_per_s"]
       row["fraction_of_matmul"] = row["achieved_flops_per_s"] / matmul["flops_per_s"]
+    alone = row.get("matmuls_alone")
+    if alone and in_matmuls:
+      # The epoch takes at least its products' time alone; its FLOPs are
+      # theirs plus the rest (activations, optimizer): the share it could
+      # reach if everything but the products took no time.
+      row["fraction_ceiling"] = alone["fraction_of_matmul"] * per / in_matmuls
 
 
 # ---------------------------------------------------------------------------
@@ -902,8 +918,10 @@ def child_memory(opts: Options, p: int) -> dict[str, Any]:
   }
 
 
-def tta_hpjax(opts: Options, cache: str, log: Callable[[str], None] = print) -> dict[str, Any]:
-  """hpjax's launcher on ``opts.tta_config``, as a whole process with cache ``cache``.
+def tta_hpjax(
+  opts: Options, cache: str, seed: int, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+  """hpjax's launcher on ``opts.tta_config`` and ``seed``, as a whole process with cache ``cache``.
 
   The wall time is the process's (start, imports, data, compiles, training,
   the test evaluation, the export). The time to the target adds the
@@ -919,7 +937,7 @@ def tta_hpjax(opts: Options, cache: str, log: Callable[[str], None] = print) -> 
         f"--config={opts.tta_config}",
         f"--workdir={workdir}",
         f"--jax_cache_dir={cache}",
-        f"--config.seed={opts.tta_seed}",
+        f"--config.seed={seed}",
         f"--config.population={opts.tta_population}",
         f"--config.epochs={opts.tta_epochs}",
         "--config.report=False",
@@ -945,7 +963,7 @@ def tta_hpjax(opts: Options, cache: str, log: Callable[[str], None] = print) -> 
   for row in rows:
     epoch_wall[row["epoch"]] = max(epoch_wall.get(row["epoch"], 0.0), row["wall_s"])
   hits = sorted(row["epoch"] for row in rows if row["val_accuracy"] >= opts.tta_target)
-  log(f"hpjax: {wall:.1f} s, best val {summary['val']['accuracy']:.4f}")
+  log(f"hpjax, seed {seed}: {wall:.1f} s, best val {summary['val']['accuracy']:.4f}")
   return {
     "tuner": f"hpjax ({opts.tta_config})",
     "members": opts.tta_population,
@@ -966,8 +984,10 @@ def tta_hpjax(opts: Options, cache: str, log: Callable[[str], None] = print) -> 
   }
 
 
-def tta_optuna(opts: Options, threads: int, log: Callable[[str], None] = print) -> dict[str, Any]:
-  """Optuna + PyTorch on the same task and budget, as a whole process."""
+def tta_optuna(
+  opts: Options, threads: int, seed: int, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+  """Optuna + PyTorch on the same task, budget and ``seed``, as a whole process."""
   out = tempfile.mktemp(prefix="optuna_tta_", suffix=".json")
   try:
     wall, r = bench_lib.whole_process(
@@ -978,7 +998,7 @@ def tta_optuna(opts: Options, threads: int, log: Callable[[str], None] = print) 
         f"--trials={opts.tta_trials}",
         f"--epochs={opts.tta_epochs}",
         f"--target={opts.tta_target}",
-        f"--seed={opts.tta_seed}",
+        f"--seed={seed}",
         f"--torch_device={opts.torch_device}",
         f"--torch_threads={threads}",
         f"--out={out}",
@@ -995,7 +1015,7 @@ def tta_optuna(opts: Options, threads: int, log: Callable[[str], None] = print) 
   o.update(wall_s=wall, process_overhead_s=wall - inner, threads=threads)
   if o["time_to_target_s"] is not None:
     o["time_to_target_s"] += wall - inner  # its clock starts after the imports
-  log(f"optuna: {wall:.1f} s, best val {o['best_val_accuracy']:.4f}")
+  log(f"optuna, seed {seed}: {wall:.1f} s, best val {o['best_val_accuracy']:.4f}")
   return o
 
 
@@ -1126,28 +1146,20 @@ def linearity(rows: Sequence[dict]) -> dict[str, Any]:
 
 
 def tta_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
-  """hpjax cold and warm (whole processes sharing one new cache), then Optuna + PyTorch.
+  """Per seed: hpjax cold and warm (whole processes sharing one new cache), then Optuna + PyTorch.
 
   Every tuner runs as its own process, timed from the command to its end:
-  what a user waits for.
+  what a user waits for. Returns ``runs`` (one entry per seed: ``seed``,
+  ``hpjax``, ``hpjax_warm``, ``optuna``) and ``mean`` (per tuner, over the
+  seeds).
   """
-  cache = tempfile.mkdtemp(prefix="hpjax_tta_cache_")
-  out = {}
-  try:
-    for key, state in (("hpjax", "cold"), ("hpjax_warm", "warm")):
-      out[key] = tta_hpjax(opts, cache, log)
-      out[key]["cache"] = state
-  finally:
-    shutil.rmtree(cache, ignore_errors=True)
-  if opts.torch == "off" or (opts.torch == "auto" and not _torch_available()):
-    out["optuna_note"] = "Optuna + PyTorch skipped (--torch=off or not installed)"
-    return out
-  from experiments import optuna_torch  # pylint: disable=g-import-not-at-top
-  from experiments import torch_baseline  # pylint: disable=g-import-not-at-top
-
+  optuna = not (opts.torch == "off" or (opts.torch == "auto" and not _torch_available()))
   threads = opts.torch_threads
-  if not threads:
-    d = optuna_torch.load_arrays(28, opts.tta_seed)
+  if optuna and not threads:
+    from experiments import optuna_torch  # pylint: disable=g-import-not-at-top
+    from experiments import torch_baseline  # pylint: disable=g-import-not-at-top
+
+    d = optuna_torch.load_arrays(28, opts.tta_seeds[0])
     threads, _ = probe_torch_threads(
       d["x_train"],
       d["y_train"],
@@ -1155,7 +1167,43 @@ def tta_part(opts: Options, log: Callable[[str], None]) -> dict[str, Any]:
       torch_baseline.resolve_device(opts.torch_device),
       steps=20,
     )
-  out["optuna"] = tta_optuna(opts, threads, log)
+  runs = []
+  for seed in opts.tta_seeds:
+    run: dict[str, Any] = {"seed": seed}
+    cache = tempfile.mkdtemp(prefix="hpjax_tta_cache_")
+    try:
+      for key, state in (("hpjax", "cold"), ("hpjax_warm", "warm")):
+        run[key] = {**tta_hpjax(opts, cache, seed, log), "cache": state}
+    finally:
+      shutil.rmtree(cache, ignore_errors=True)
+    if optuna:
+      run["optuna"] = tta_optuna(opts, threads, seed, log)
+    runs.append(run)
+  out: dict[str, Any] = {"runs": runs, "mean": tta_means(runs)}
+  if not optuna:
+    out["optuna_note"] = "Optuna + PyTorch skipped (--torch=off or not installed)"
+  return out
+
+
+def _tuned(row: dict[str, Any]) -> dict[str, Any]:
+  """The model a tuner returns: hpjax's best member, Optuna's best trial."""
+  return row.get("best_member") or row["best_trial"]
+
+
+def tta_means(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+  """Per tuner, the mean over seeds of its wall time, member-epochs and tuned model's accuracies."""
+  out = {}
+  for key in ("hpjax", "hpjax_warm", "optuna"):
+    rows = [r[key] for r in runs if key in r]
+    if rows:
+      out[key] = {
+        "seeds": len(rows),
+        "wall_s": statistics.mean(r["wall_s"] for r in rows),
+        "member_epochs": statistics.mean(r["member_epochs"] for r in rows),
+        "val_accuracy": statistics.mean(_tuned(r)["val_accuracy"] for r in rows),
+        "test_accuracy": statistics.mean(_tuned(r)["test_accuracy"] for r in rows),
+        "peak_val_accuracy": statistics.mean(r["best_val_accuracy"] for r in rows),
+      }
   return out
 
 
@@ -1288,13 +1336,16 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     if w["name"] != "digits28":
       continue
     impl = "" if w.get("conv_impl", "slices") == "slices" else f", conv_impl={w['conv_impl']}"
-    rows = {r["population"]: r for r in w["rows"]}
-    if 32 in rows and "vs_torch" in rows[32]:
-      v = rows[32]["vs_torch"]
-      add(f"P=32 at 28x28 vs PyTorch one at a time{impl}", v, ">= 3x", v >= 3.0, "x")
-    fr = [r["fraction_of_matmul"] for r in w["rows"] if "fraction_of_matmul" in r]
-    if fr:
-      add(f"fraction of the matmul rate (28x28, best P{impl})", max(fr), ">= 0.25", max(fr) >= 0.25)
+    timed = [r for r in w["rows"] if "fraction_of_matmul" in r]
+    if timed:
+      best = max(timed, key=lambda r: r["fraction_of_matmul"])
+      fr, p = best["fraction_of_matmul"], best["population"]
+      add(f"fraction of the matmul rate (28x28, best P: {p}{impl})", fr, ">= 0.50", fr >= 0.5)
+      if "fraction_ceiling" in best:
+        # What the same epoch would reach if only its matrix products took
+        # time: below the goal, no change outside the products can meet it.
+        c = best["fraction_ceiling"]
+        add(f"its ceiling: the epoch's matmuls alone (P={p}{impl})", c, ">= 0.50", c >= 0.5)
   c = result.get("compile")
   if c:
     add(
@@ -1321,25 +1372,24 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
       res <= 0.01,
     )
   t = result.get("tta")
-  if t and "optuna" in t:
+  if t and t.get("runs"):
+    n = len(t["runs"])
+    seeds = f"{n} seed{'s' if n != 1 else ''}"
     for key in ("hpjax", "hpjax_warm"):
-      if key not in t:
-        continue
-      h, o = t[key], t["optuna"]
-      cache = h.get("cache", "cold")
-      add(
-        f"whole-process wall time, hpjax ({cache} cache) / Optuna+PyTorch",
-        h["wall_s"] / o["wall_s"],
-        "<= 1",
-        h["wall_s"] <= o["wall_s"],
-        "x",
-      )
-      add(
-        f"best val accuracy of hpjax ({cache} cache)",
-        h["best_member"]["val_accuracy"],
-        ">= 0.986",
-        h["best_member"]["val_accuracy"] >= 0.986,
-      )
+      both = [r for r in t["runs"] if key in r and "optuna" in r]
+      ratios = [r[key]["wall_s"] / r["optuna"]["wall_s"] for r in both]
+      if ratios:
+        cache = both[0][key].get("cache", "cold")
+        worst = max(ratios)
+        add(
+          f"whole-process wall time, hpjax ({cache} cache) / Optuna+PyTorch, worst of {seeds}",
+          worst,
+          "<= 1",
+          worst <= 1,
+          "x",
+        )
+    val = t["mean"]["hpjax"]["val_accuracy"]
+    add(f"val accuracy of hpjax's tuned model, mean of {seeds}", val, ">= 0.986", val >= 0.986)
   return out
 
 
@@ -1384,8 +1434,9 @@ def _workload_lines(w: dict[str, Any], mm: dict[str, Any] | None) -> list[str]:
   lines = [
     head,
     "",
-    "| variant | P | member-steps/s | vs PyTorch | GFLOP/s | of matmul | state | compile |",
-    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    "| variant | P | member-steps/s | vs PyTorch | GFLOP/s | of matmul "
+    "| ceiling (its matmuls alone) | state | compile |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
   ]
   for r in w["rows"]:
     if "member_steps_per_s" not in r:
@@ -1394,9 +1445,10 @@ def _workload_lines(w: dict[str, Any], mm: dict[str, Any] | None) -> list[str]:
     vs = f"{r['vs_torch']:.2f}x" if "vs_torch" in r else "n/a"
     gf = f"{r['achieved_flops_per_s'] / 1e9:.1f}" if "achieved_flops_per_s" in r else "n/a"
     fr = f"{100 * r['fraction_of_matmul']:.1f}%" if "fraction_of_matmul" in r else "n/a"
+    ceil = f"{100 * r['fraction_ceiling']:.1f}%" if "fraction_ceiling" in r else "n/a"
     lines.append(
       f"| {name} | {r['population']} | {r['member_steps_per_s']:.1f} | {vs} | {gf} "
-      f"| {fr} | {_fmt_bytes(r['state_bytes'])} | {r['compile_s']:.1f} s |"
+      f"| {fr} | {ceil} | {_fmt_bytes(r['state_bytes'])} | {r['compile_s']:.1f} s |"
     )
   if t:
     gf = f"{per * t['member_steps_per_s'] / 1e9:.1f}" if per else "n/a"
@@ -1404,7 +1456,7 @@ def _workload_lines(w: dict[str, Any], mm: dict[str, Any] | None) -> list[str]:
     lines.append(
       f"| PyTorch {t['version']} one at a time ({t['device']}, {t['threads']} "
       f"thread{'s' if t['threads'] != 1 else ''}) | 1 "
-      f"| {t['member_steps_per_s']:.1f} | 1.00x | {gf} | {fr} | | |"
+      f"| {t['member_steps_per_s']:.1f} | 1.00x | {gf} | {fr} | | | |"
     )
   timed = [r for r in w["rows"] if "member_steps_per_s" in r]
   if timed and timed[-1]["population"] > 1:
@@ -1519,6 +1571,61 @@ def _seconds_line(h: dict[str, Any]) -> str:
     f"in {t['jax_trace_s'] + t['jax_compile_s']:.1f} s of them (within build, train, "
     f"evaluate), {t['compile_cache_hits']} from the persistent cache."
   )
+
+
+def _tta_lines(tta: dict[str, Any]) -> list[str]:
+  """The time-to-accuracy table: one row per seed and tuner, then the means over seeds."""
+  first = tta["runs"][0]["hpjax"]
+  lines = [
+    "**Time to accuracy** (digits 28x28; per seed the same splits, search space and budget)",
+    "",
+    f"| seed | tuner | time to {first['target']} val accuracy "
+    "| val accuracy of the tuned model | its test accuracy "
+    "| peak val accuracy (any member, any epoch) | member-epochs | wall time | vs Optuna |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+  ]
+  for run in tta["runs"]:
+    o = run.get("optuna")
+    for key in ("hpjax", "hpjax_warm"):
+      h = run.get(key)
+      if not h:
+        continue
+      cache = f", {h['cache']} compilation cache" if h.get("cache") else ""
+      vs = f"{h['wall_s'] / o['wall_s']:.2f}x" if o else "n/a"
+      lines.append(
+        f"| {run['seed']} | {h['tuner']}, {h['members']} members x {h['epochs']} epochs{cache} "
+        f"| {_fmt_s(h['time_to_target_s'])} | {h['best_member']['val_accuracy']:.4f} "
+        f"| {h['best_member']['test_accuracy']:.4f} | {h['best_val_accuracy']:.4f} "
+        f"| {h['member_epochs']} | {h['wall_s']:.1f} s | {vs} |"
+      )
+    if o:
+      lines.append(
+        f"| {run['seed']} | {o['tuner']}, {o['trials']} trials x {o['epochs']} epochs "
+        f"({o['trials_pruned']} pruned; torch threads {o.get('threads')}) "
+        f"| {_fmt_s(o['time_to_target_s'])} | {o['best_trial']['val_accuracy']:.4f} "
+        f"| {o['best_trial']['test_accuracy']:.4f} | {o['best_val_accuracy']:.4f} "
+        f"| {o['member_epochs']} | {o['wall_s']:.1f} s | |"
+      )
+  means = tta.get("mean", {})
+  if len(tta["runs"]) > 1:
+    names = {"hpjax": "hpjax, cold cache", "hpjax_warm": "hpjax, warm cache", "optuna": "Optuna"}
+    o = means.get("optuna")
+    for key, m in means.items():
+      vs = f"{m['wall_s'] / o['wall_s']:.2f}x" if o and key != "optuna" else ""
+      lines.append(
+        f"| mean of {m['seeds']} | {names[key]} | | {m['val_accuracy']:.4f} "
+        f"| {m['test_accuracy']:.4f} | {m['peak_val_accuracy']:.4f} "
+        f"| {m['member_epochs']:.0f} | {m['wall_s']:.1f} s | {vs} |"
+      )
+  if tta.get("optuna_note"):
+    lines += ["", tta["optuna_note"]]
+  lines.append("")
+  for run in tta["runs"]:
+    for key in ("hpjax", "hpjax_warm"):
+      h = run.get(key)
+      if h and h.get("timings"):
+        lines += [f"Seed {run['seed']}. " + _seconds_line(h), ""]
+  return lines
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -1638,45 +1745,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines.append("")
   elif dev and dev.get("note"):
     lines += [f"**Scaling over devices**: {dev['note']}.", ""]
-  tta = result.get("tta")
-  if tta:
-    lines += [
-      "**Time to accuracy** (digits 28x28, same splits, same search space and budget)",
-      "",
-      f"| tuner | time to {tta['hpjax']['target']} val accuracy "
-      "| val accuracy of the tuned model | its test accuracy "
-      "| peak val accuracy (any member, any epoch) | member-epochs | wall time |",
-      "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for key in ("hpjax", "hpjax_warm"):
-      h = tta.get(key)
-      if not h:
-        continue
-      cache = f", {h['cache']} compilation cache" if h.get("cache") else ""
-      lines.append(
-        f"| {h['tuner']}, {h['members']} members x {h['epochs']} epochs{cache} "
-        f"| {_fmt_s(h['time_to_target_s'])} | {h['best_member']['val_accuracy']:.4f} "
-        f"| {h['best_member']['test_accuracy']:.4f} | {h['best_val_accuracy']:.4f} "
-        f"| {h['member_epochs']} "
-        f"| {h['wall_s']:.1f} s |"
-      )
-    o = tta.get("optuna")
-    if o:
-      lines.append(
-        f"| {o['tuner']}, {o['trials']} trials x {o['epochs']} epochs "
-        f"({o['trials_pruned']} pruned; torch threads {o.get('threads')}) "
-        f"| {_fmt_s(o['time_to_target_s'])} | {o['best_trial']['val_accuracy']:.4f} "
-        f"| {o['best_trial']['test_accuracy']:.4f} | {o['best_val_accuracy']:.4f} "
-        f"| {o['member_epochs']} "
-        f"| {o['wall_s']:.1f} s |"
-      )
-    elif tta.get("optuna_note"):
-      lines += ["", tta["optuna_note"]]
-    lines.append("")
-    for key in ("hpjax", "hpjax_warm"):
-      h = tta.get(key)
-      if h and h.get("timings"):
-        lines += [_seconds_line(h), ""]
+  if result.get("tta"):
+    lines += _tta_lines(result["tta"])
   if result.get("targets"):
     lines += ["**Targets**", "", "| target | goal | measured | met |", "| --- | --- | --- | --- |"]
     for t in result["targets"]:

@@ -153,9 +153,12 @@ def test_throughput_flops_memory_give_sane_numbers(tmp_path):
   assert 1e6 < flops < 1e9
   rows = {r["population"]: r for r in w["rows"]}
   assert set(rows) == {1, 2}
+  # Most of the FLOPs are the convolutions' and dense layers' products.
+  assert 0.5 * flops < w["flops"]["matmul_flops_per_member_step"] < flops
   for r in rows.values():
     assert r["member_steps_per_s"] > 0 and math.isfinite(r["member_steps_per_s"])
     assert 0.0 < r["fraction_of_matmul"] <= 1.0
+    assert r["matmuls_alone"]["count"] >= 8 and r["fraction_ceiling"] > 0
     assert r["compile_s"] > 0 and len(r["call_s"]) >= 2
   # Population state is linear in P: two members hold twice one's bytes.
   assert rows[2]["state_bytes"] == 2 * rows[1]["state_bytes"]
@@ -368,44 +371,135 @@ def test_compile_options_bench_rejects_an_unknown_set():
   assert "--sets: unknown value 'level9'; allowed: level3, level2" in r.stderr
 
 
-def test_tta_table_pairs_each_tuned_models_val_with_its_test_accuracy():
-  # A member peaked at 1.0 mid-run, but the run's tuned model (its best member
-  # at the end) scores 0.9944 / 0.9916: the table must not pair 1.0 with 0.9916.
+def _tta_run(seed, hpjax_wall, hpjax_val, optuna_wall, optuna_val, peak=1.0):
   hpjax_row = {
     "tuner": "hpjax (cfg)",
     "members": 32,
     "epochs": 10,
     "target": 0.97,
-    "wall_s": 34.9,
+    "wall_s": hpjax_wall,
     "member_epochs": 112,
     "time_to_target_s": 19.3,
-    "best_val_accuracy": 1.0,
-    "best_member": {"val_accuracy": 0.9944, "test_accuracy": 0.9916},
+    "best_val_accuracy": peak,
+    "best_member": {"val_accuracy": hpjax_val, "test_accuracy": 0.9916},
     "cache": "cold",
   }
   optuna_row = {
     "tuner": "Optuna",
     "trials": 32,
     "epochs": 10,
-    "wall_s": 45.0,
+    "wall_s": optuna_wall,
     "member_epochs": 142,
     "time_to_target_s": 6.8,
     "best_val_accuracy": 0.9972,
-    "best_trial": {"val_accuracy": 0.9944, "test_accuracy": 0.9861},
+    "best_trial": {"val_accuracy": optuna_val, "test_accuracy": 0.9861},
     "trials_pruned": 23,
     "threads": 2,
   }
-  meta = {
-    "processor": "cpu",
-    "cpu_count": 2,
-    "backend": "cpu",
-    "device": "TFRT_CPU_0",
-    "jax": jax.__version__,
-    "load_avg_start": [1.0, 1.0, 1.0],
-    "date": "2026-11-29",
-    "command": "python -m experiments.benchmark --parts=tta",
-  }
-  table = benchmark.markdown({"meta": meta, "tta": {"hpjax": hpjax_row, "optuna": optuna_row}})
+  return {"seed": seed, "hpjax": hpjax_row, "optuna": optuna_row}
+
+
+_META = {
+  "processor": "cpu",
+  "cpu_count": 2,
+  "backend": "cpu",
+  "device": "TFRT_CPU_0",
+  "jax": jax.__version__,
+  "load_avg_start": [1.0, 1.0, 1.0],
+  "date": "2026-11-29",
+  "command": "python -m experiments.benchmark --parts=tta",
+}
+
+
+def test_tta_table_pairs_each_tuned_models_val_with_its_test_accuracy():
+  # A member peaked at 1.0 mid-run, but the run's tuned model (its best member
+  # at the end) scores 0.9944 / 0.9916: the table must not pair 1.0 with 0.9916.
+  runs = [_tta_run(2, 34.9, 0.9944, 45.0, 0.9944)]
+  tta = {"runs": runs, "mean": benchmark.tta_means(runs)}
+  table = benchmark.markdown({"meta": _META, "tta": tta})
   assert "| val accuracy of the tuned model | its test accuracy | peak val accuracy" in table
-  assert "| 19.3 s | 0.9944 | 0.9916 | 1.0000 | 112 | 34.9 s |" in table
-  assert "| 6.8 s | 0.9944 | 0.9861 | 0.9972 | 142 | 45.0 s |" in table
+  assert "| 19.3 s | 0.9944 | 0.9916 | 1.0000 | 112 | 34.9 s | 0.78x |" in table
+  assert "| 6.8 s | 0.9944 | 0.9861 | 0.9972 | 142 | 45.0 s | |" in table
+  assert "mean of" not in table  # one seed: its rows are the means
+
+
+def test_tta_over_seeds_judges_the_mean_quality_and_the_worst_wall_time():
+  # One image of 180 is 0.0056: the quality target is judged on the mean of
+  # the seeds, the wall time on the worst seed (hpjax must finish first on each).
+  runs = [
+    _tta_run(0, 34.5, 0.9833, 37.6, 0.9667, peak=0.9833),
+    _tta_run(1, 35.2, 1.0, 58.9, 0.9944),
+    _tta_run(2, 34.9, 0.9944, 45.0, 0.9944),
+  ]
+  tta = {"runs": runs, "mean": benchmark.tta_means(runs)}
+  assert tta["mean"]["hpjax"]["val_accuracy"] == pytest.approx((0.9833 + 1.0 + 0.9944) / 3)
+  assert tta["mean"]["optuna"]["wall_s"] == pytest.approx((37.6 + 58.9 + 45.0) / 3)
+  got = {t["target"]: (t["measured"], t["met"]) for t in benchmark.targets({"tta": tta})}
+  worst = "whole-process wall time, hpjax (cold cache) / Optuna+PyTorch, worst of 3 seeds"
+  assert got[worst] == (pytest.approx(34.5 / 37.6), True)
+  assert got["val accuracy of hpjax's tuned model, mean of 3 seeds"] == (
+    pytest.approx(0.99257, abs=1e-5),
+    True,
+  )
+  table = benchmark.markdown({"meta": _META, "tta": tta})
+  assert "| 0 | hpjax (cfg), 32 members x 10 epochs, cold compilation cache" in table
+  assert (
+    "| mean of 3 | hpjax, cold cache | | 0.9926 | 0.9916 | 0.9944 | 112 | 34.9 s | 0.74x |" in table
+  )
+  # A seed where Optuna finishes first fails the wall-time target.
+  runs[1]["optuna"]["wall_s"] = 30.0
+  got = {t["target"]: t["met"] for t in benchmark.targets({"tta": tta})}
+  assert got[worst] is False
+
+
+def test_tta_seeds_must_be_distinct_and_non_negative():
+  with pytest.raises(ValueError, match=r"--tta_seeds: must be distinct non-negative integers"):
+    _parse(["--tta_seeds=0,1,1"])
+  assert _parse(["--tta_seeds=0,1,2"]).tta_seeds == (0, 1, 2)
+
+
+def test_matmuls_of_a_program_and_their_time_alone():
+  # The products a lowered program writes, each once even inside a loop, with
+  # their shapes and FLOPs; XLA's own count of a lone product agrees.
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  def step(c, _):
+    w, x = c
+    y = jnp.einsum("pmk,pkn->pmn", x, w)  # batched over 3 members
+    return (w, jnp.tanh(y @ jnp.ones((3, 5, 4)))), None
+
+  def epoch(w, x):
+    (_, x), _ = jax.lax.scan(step, (w, x), None, length=7)
+    return x @ jnp.ones((4, 2))
+
+  w, x = jnp.ones((3, 4, 5)), jnp.ones((3, 6, 4))
+  found = dict(bench_lib.matmuls_of(jax.jit(epoch).lower(w, x).as_text()))
+  assert sorted((m.lhs, m.rhs, m.dtype, n) for m, n in found.items()) == [
+    ((3, 6, 4), (3, 4, 5), "float32", 1),
+    ((3, 6, 4), (4, 2), "float32", 1),
+    ((3, 6, 5), (3, 5, 4), "float32", 1),
+  ]
+  for m in found:
+    assert m.flops == 2 * math.prod(m.lhs) * (m.rhs[-1])
+  lone = jax.jit(lambda a, b: a @ b).lower(jnp.ones((16, 8)), jnp.ones((8, 4)))
+  ((m, _),) = bench_lib.matmuls_of(lone.as_text())
+  assert m.flops == bench_lib.cost(lone.compile())["flops"] == 2 * 16 * 8 * 4
+  alone = bench_lib.time_matmuls(list(found.items()), reps=2, square=64)
+  assert alone["count"] == 3 and alone["flops"] == sum(m.flops for m in found)
+  assert alone["flops_per_s"] > 0 and alone["fraction_of_matmul"] > 0
+
+
+def test_matmul_targets_report_the_ceiling_beside_the_share():
+  w = {
+    "name": "digits28",
+    "conv_impl": "slices",
+    "rows": [
+      {"population": 8, "fraction_of_matmul": 0.19, "fraction_ceiling": 0.52},
+      {"population": 32, "fraction_of_matmul": 0.24, "fraction_ceiling": 0.44},
+    ],
+  }
+  got = {t["target"]: (t["measured"], t["met"]) for t in benchmark.targets({"workloads": [w]})}
+  assert got == {
+    "fraction of the matmul rate (28x28, best P: 32)": (0.24, False),
+    "its ceiling: the epoch's matmuls alone (P=32)": (0.44, False),
+  }
