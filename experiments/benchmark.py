@@ -31,7 +31,10 @@ parts (``--parts``):
 * ``flops``: FLOPs of one member's training step from XLA's cost analysis,
   against the measured float32 matmul rate (``--matmul_size``, best of
   ``--matmul_reps``): achieved FLOP/s = FLOPs per member-step x
-  member-steps/s, as a fraction of the matmul rate.
+  member-steps/s, as a fraction of the matmul rate. Beside it, its ceiling:
+  the epoch's own matrix products (read from its StableHLO) timed alone in
+  one program, taking turns with the square matmul; the epoch can reach at
+  most that share even if everything but its products took no time.
 * ``compile``: the default config (``--compile_config``) built exactly as a
   run builds it (``hpjax.tuner.from_config`` and ``build_population``) and
   trained for two epochs in a fresh process, twice with one new persistent
@@ -54,12 +57,15 @@ parts (``--parts``):
   (``--xla_force_host_platform_device_count``) and share the machine's cores:
   no hardware is added. On GPUs the first D real devices are used; counts
   above the devices present are skipped with a note.
-* ``tta`` (off by default: 12-15 minutes on 2 cores): time to
+* ``tta`` (off by default: 3-15 minutes a seed on 2 cores, by config): time to
   ``--tta_target`` validation accuracy on digits 28x28, hpjax PBT
-  (``experiments/configs/digits28_pbt.py``, in a fresh process, cold and
-  then warm compilation cache) against Optuna (TPE + median pruner) driving
-  PyTorch (``experiments/optuna_torch.py``) with the same search space,
-  budget and splits. Both clocks start before the data is loaded.
+  (``--tta_config``, in a fresh process, cold and then warm compilation
+  cache) against Optuna (TPE + median pruner) driving PyTorch
+  (``experiments/optuna_torch.py``) with the same search space, budget and
+  splits, once per ``--tta_seeds`` (the validation split has 180 images: one
+  image is 0.0056, so a quality target is judged on the mean over seeds,
+  the wall time on the worst seed). Both clocks start before the data is
+  loaded.
 * ``levers`` (off by default): the engine's settings that change no result
   but may change speed, on one population (``--lever_population`` members of
   ``--lever_workload``), each variant compiled and warmed up, then timed
@@ -94,6 +100,8 @@ Launch::
 
   python -m experiments.benchmark --out=/tmp/bench.json                  # 9-10 min on 2 cores
   python -m experiments.benchmark --parts=tta --out=/tmp/tta.json        # 12-15 min on 2 cores
+  python -m experiments.benchmark --parts=tta --tta_seeds=0,1,2 \
+      --tta_config=experiments/configs/digits28_budget.py               # 8-9 min on 2 cores
   python -m experiments.benchmark --parts=throughput,flops --workloads=digits8 \
       --populations=1,8 --torch=off                                      # quick look
 
