@@ -55,7 +55,6 @@ import numpy as np
 import optax
 
 from hpjax import distributed
-from hpjax import fitness as fitness_lib
 from hpjax import hparams as hp_lib
 from hpjax import optim
 from hpjax.data import normalize
@@ -217,16 +216,21 @@ class GroupSpec:
       every member's batch size is a multiple of it, and a member updates
       after ``its batch size / batch_size`` micro-batches.
     input_shape: per-example input shape.
-    num_outputs: classes (classification) or 1 (regression).
+    num_outputs: classes (classification) or 1 (regression). The model must
+      return ``[B, num_outputs]``; a regression model may also return ``[B]``
+      (every loss and metric receives ``[B, 1]``; see :func:`_checked_outputs`).
     task: ``classification`` or ``regression``.
     traced: ``((name, candidates), ...)``: the traced hyperparameters kept in
       ``state.hparams``, with the candidate values of a choice among strings
       (``()`` for numbers); optimizer hyperparameters are not listed.
     loss: ``(outputs, y, hp) -> [B]`` training loss per example.
     metrics: the validation (and training) metrics (:class:`hpjax.fitness.Metric`),
-      each per example (``[B]``) or per batch (a scalar).
+      each one value per example (``[B]``); a split's metric is their mean
+      over its real examples, a training metric the mean over the epoch's
+      batches of each batch's mean. A per-batch value (a scalar) is refused
+      while tracing: on a padded evaluation chunk it would count the padding.
     val_loss: ``(outputs, y) -> [B]``: the validation loss, one objective for
-      every member.
+      every member; per example, as the metrics.
     schedule: learning-rate schedule shape, in epochs.
     mean, std: per-channel normalisation of the stored inputs.
     eval_batch_size: examples per evaluation chunk.
@@ -482,10 +486,55 @@ def compile_side_by_side(
       future.result()  # re-raises a compile's error here
 
 
-def _metric_sum(metric: fitness_lib.Metric, out: jax.Array, y: jax.Array, w: jax.Array):
-  """A metric summed over a chunk: per-example values weighted, or a per-batch value x count."""
-  v = metric.fn(out, y)
-  return v * jnp.sum(w) if jnp.ndim(v) == 0 else jnp.sum(v * w)
+def _per_example(name: str, fn: Callable, out: jax.Array, y: jax.Array) -> jax.Array:
+  """``fn(out, y)``, checked while tracing to hold one value per example (``[B]``).
+
+  A split's value is the weighted mean of these over its real examples. A
+  per-batch value (a scalar) cannot be: computed on a padded evaluation
+  chunk it counts the padding rows (x = 0, y = 0) as data, and a
+  non-decomposable one (F1) would depend on ``eval_batch_size``. Neither can
+  ``[B, 1]``, which would broadcast against the ``[B]`` weights.
+  """
+  v = fn(out, y)
+  b = y.shape[0]
+  if jnp.shape(v) != (b,):
+    raise ValueError(
+      f"{name}: returned shape {jnp.shape(v)} on a batch of {b} examples; it must return "
+      f"one value per example (shape ({b},)), whose mean over a split is its value"
+    )
+  return v
+
+
+def _masked_sum(v: jax.Array, w: jax.Array) -> jax.Array:
+  """``sum(v * w)`` over a chunk, padding rows (``w == 0``) excluded.
+
+  ``jnp.where``, not a product alone: a value that is not finite on a
+  padding row (a relative error at y = 0) times 0 is NaN, and would make the
+  member's whole score NaN. The real rows' sum is the product's, bit for bit.
+  """
+  return jnp.sum(jnp.where(w != 0, v * w, 0.0))
+
+
+def _checked_outputs(spec: GroupSpec, out: Any, b: int) -> jax.Array:
+  """The model's outputs as every loss and metric receives them: ``[B, num_outputs]``.
+
+  Checked while tracing, before anything trains. A regression model may
+  return ``[B]`` or ``[B, 1]``; both become ``[B, 1]``, since a loss or metric
+  reading ``outputs[..., 0]`` or ``outputs.shape[-1]`` of ``[B]`` would read the
+  batch's first prediction or take ``B`` for a class count. A classifier
+  must return ``[B, num_outputs]`` logits.
+  """
+  shape = getattr(out, "shape", None)
+  shape = tuple(shape) if shape is not None else type(out).__name__
+  if spec.task == "regression":
+    if shape in ((b,), (b, 1)):
+      return jnp.reshape(out, (b, 1))
+    want = f"({b},) or ({b}, 1), one prediction per example"
+  else:
+    if shape == (b, spec.num_outputs):
+      return out
+    want = f"({b}, {spec.num_outputs}), one logit per class for each example"
+  raise ValueError(f"model: output shape {shape}; expected {want} ({spec.task}, batch of {b})")
 
 
 class _Group:
@@ -527,8 +576,9 @@ class _Group:
     return hp_lib.HParams(values, train=train, key=key, reads=reads)
 
   def call(self, model, x, hp):
+    """The model on ``x``: its outputs checked and shaped (:func:`_checked_outputs`)."""
     x = normalize(x, self.spec.mean, self.spec.std)
-    return model(x, hp) if self.t.calls_hp else model(x)
+    return _checked_outputs(self.spec, model(x, hp) if self.t.calls_hp else model(x), x.shape[0])
 
   def init_member(self, key, hp):
     model = build(self.spec, nnx.Rngs(jax.random.fold_in(key, 1), params=key))
@@ -550,7 +600,7 @@ class _Group:
       return jnp.mean(spec.loss(out, y, view)), (new_rest, out)
 
     (l, (new_rest, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    scores = tuple(jnp.mean(m.fn(out, y)) for m in spec.metrics)
+    scores = tuple(jnp.mean(_per_example(f"metric {m.name!r}", m.fn, out, y)) for m in spec.metrics)
     return l, grads, new_rest, scores
 
   def apply(self, params, opt_state, grads, factor):
@@ -795,7 +845,11 @@ class _Group:
     """Validation loss and metrics per member over ``x`` in fixed-size chunks.
 
     ``x`` must hold a whole number of ``eval_batch_size`` chunks; ``weights``
-    (1 for real examples, 0 for padding) keeps padding out of the means.
+    (1 for real examples, 0 for padding) keeps padding out of the means. The
+    validation loss and every metric give one value per example (checked
+    while tracing: a per-batch value would count the padding), so a split's
+    value is exact whatever ``eval_batch_size``; a padding row's value is
+    dropped even where it is not finite.
     """
     spec = self.spec
     e = spec.eval_batch_size
@@ -810,9 +864,8 @@ class _Group:
       out = self.forward_eval(params, rest, opt_hp, hp, xc)
       # One objective for every member, whatever it trains with, so that
       # validation losses rank members fairly.
-      return (jnp.sum(spec.val_loss(out, yc) * wc),) + tuple(
-        _metric_sum(m, out, yc, wc) for m in spec.metrics
-      )
+      fns = [("val_loss", spec.val_loss)] + [(f"metric {m.name!r}", m.fn) for m in spec.metrics]
+      return tuple(_masked_sum(_per_example(n, fn, out, yc), wc) for n, fn in fns)
 
     def eval_members(params, rest, opt_hp, hp):
       """Summed loss and metrics of some members over every chunk of ``x``."""

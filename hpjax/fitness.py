@@ -45,8 +45,13 @@ class Metric:
   Attributes:
     name: the name it is logged and ranked under (``val_<name>``,
       ``train_<name>``); not ``loss``, which is the validation loss.
-    fn: ``(outputs, targets) -> [B]`` per-example values (jit-compatible); the
-      metric of a split is their mean.
+    fn: ``(outputs, targets) -> [B]``, one value per example (jit-compatible);
+      ``outputs`` are ``[B, K]`` logits, or ``[B, 1]`` predictions for
+      regression. A split's metric is the mean over its examples (padding
+      excluded, whatever ``eval_batch_size``); a training metric is the mean
+      over the epoch's batches of each batch's mean. A per-batch value (a
+      scalar) is refused while tracing: it could not leave out the padding of
+      an evaluation chunk.
     mode: ``max`` (higher is better) or ``min``.
   """
 
@@ -67,7 +72,8 @@ def _accuracy(outputs: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 def _squared_error(outputs: jax.Array, targets: jax.Array) -> jax.Array:
-  return jnp.square(outputs[..., 0] - targets)
+  # Predictions [B, 1] or [B]: a reshape (outputs[..., 0] of [B] is the first prediction).
+  return jnp.square(outputs.reshape(targets.shape) - targets)
 
 
 ACCURACY = Metric("accuracy", _accuracy, "max")

@@ -47,9 +47,10 @@ def per_example_loss(
 
   Args:
     name: loss name.
-    outputs: logits ``[B, K]`` (classification) or predictions ``[B, 1]``.
+    outputs: logits ``[B, K]`` (classification) or predictions ``[B, 1]`` /
+      ``[B]`` (regression).
     targets: int labels ``[B]`` or float targets ``[B]``.
-    num_classes: K (classification).
+    num_classes: K (classification); 1 for regression.
     label_smoothing: smoothing of the one-hot targets (classification).
 
   Returns:
@@ -60,7 +61,8 @@ def per_example_loss(
     if name == "cross_entropy":
       return optax.softmax_cross_entropy(outputs, onehot)
     return jnp.mean(jnp.square(outputs - onehot), axis=-1)
-  pred = outputs[..., 0]
+  # A reshape, not outputs[..., 0], which of [B] predictions is the first one.
+  pred = outputs.reshape(targets.shape)
   if name == "mse":
     return jnp.square(pred - targets)
   if name == "huber":
@@ -98,7 +100,7 @@ def builtin(outputs: jax.Array, targets: jax.Array, hp) -> jax.Array:
   or :data:`REGRESSION_LOSSES`) and ``hp["label_smoothing"]``.
 
   Args:
-    outputs: logits ``[B, K]`` or predictions ``[B, 1]`` (regression).
+    outputs: logits ``[B, K]`` or predictions ``[B, 1]`` / ``[B]`` (regression).
     targets: int labels ``[B]`` or float targets ``[B]``.
     hp: the member's :class:`hpjax.hparams.HParams`.
 
@@ -106,8 +108,10 @@ def builtin(outputs: jax.Array, targets: jax.Array, hp) -> jax.Array:
     ``[B]`` losses.
   """
   choice = hp["loss"]
+  # [B] predictions have no class axis: their last dimension is B, not K.
+  num_classes = outputs.shape[-1] if outputs.ndim > targets.ndim else 1
   return total_per_example(
-    choice.index, choice.values, outputs, targets, outputs.shape[-1], hp["label_smoothing"]
+    choice.index, choice.values, outputs, targets, num_classes, hp["label_smoothing"]
   )
 
 

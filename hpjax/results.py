@@ -233,7 +233,9 @@ class Results:
     if not self.finished:
       raise ValueError(f"{self.workdir}: {self._unfinished()}")
     model, meta = self._load_model()
-    return np.asarray(_call(model, normalize(x, meta["mean"], meta["std"]), meta))
+    out = np.asarray(_call(model, normalize(x, meta["mean"], meta["std"]), meta))
+    # As the run saw them: a regression model's [N] predictions are [N, 1].
+    return out.reshape(len(out), 1) if meta["task"] == "regression" else out
 
   def plot(self) -> list[str]:
     """Writes the report's plots (``WORKDIR/plots/*.png``) and returns their paths."""
