@@ -390,10 +390,82 @@ def encode(h: HParam, value: Any, candidates: Sequence[Any] = ()) -> float | int
 
 
 def decode(h: HParam, number: Any, candidates: Sequence[Any] = ()) -> Any:
-  """The member's value from a stored number (inverse of :func:`encode`)."""
+  """The member's value from a stored number (inverse of :func:`encode`).
+
+  Args:
+    h: the entry.
+    number: the stored number.
+    candidates: of an indexed hyperparameter, the compiled candidates; of a
+      float, the values a space lists for it (a choice's, a fixed value).
+
+  Returns:
+    The value; a float listed among ``candidates`` (or the entry's choices)
+    comes back as itself: ``Choice((1e-3, 3e-2))`` reads 0.03, not the
+    0.029999999329 its float32 holds, so reports and PBT's explore (which
+    looks the value up among the choices) see the choice.
+  """
   if h.indexed:
     return candidates[int(number)]
-  return int(number) if h.kind == "int" else float(number)
+  if h.kind == "int":
+    return int(number)
+  return _listed_float(float(np.float32(number)), tuple(candidates) or h.choices)
+
+
+def _listed_float(f: float, listed: Sequence[Any]) -> float:
+  """The listed value whose float32 is ``f`` (the first), else ``f``."""
+  for c in listed:
+    if _is_real(c) and float(np.float32(c)) == f:
+      return c
+  return f
+
+
+def _step_inside(v: float, f: float, lo: float | None, hi: float | None, hi_open: bool) -> float:
+  """``f``, the float32 nearest ``v``, moved one float32 inward where it crossed a bound ``v`` kept.
+
+  Plain Python floats: numpy would compare a float32 with a Python float in
+  float32 (NEP 50), where float32(0.1) > 0.1 is False.
+  """
+  if hi is not None and v <= hi and (f > hi or (hi_open and v < hi and f >= hi)):
+    f = float(np.nextafter(np.float32(f), np.float32(-np.inf)))
+  if lo is not None and v >= lo and f < lo:
+    f = float(np.nextafter(np.float32(f), np.float32(np.inf)))
+  return f
+
+
+def stored(name: str, value: Any, space: Mapping[str, Any] | None = None) -> Any:
+  """The value a member given ``value`` trains with, exactly as :func:`decode` reads it back.
+
+  A traced float is stored as a float32 (:func:`dtype`), so what trains, what
+  is reported and what a controller logs must all be that float32, not the
+  float64 a controller computed: the nearest float32, moved one step inward
+  where rounding crossed a bound the value kept (the entry's range, or the
+  ``lo`` / ``hi`` of its space dimension), so that a value clipped to
+  ``hi=0.1`` trains at the largest float32 below 0.1, not at 0.10000000149,
+  and a dropout rate below 1 never rounds to 1. A value the space lists (a
+  choice, a fixed value) is returned as itself (:func:`decode` returns it).
+  Anything else (structural values, ints, choices, non-numbers) is returned
+  unchanged.
+
+  Args:
+    name: the hyperparameter.
+    value: the value given.
+    space: the search space (declares user names and bounds).
+  """
+  h = lookup(name, space)
+  if h.structural or h.kind != "float" or not _is_real(value):
+    return value
+  v = float(value)
+  if not math.isfinite(v):
+    return value  # HParam.check refuses it with its own message
+  dim = (space or {}).get(name)
+  listed = tuple(getattr(dim, "values", ())) or (
+    (dim.value,) if hasattr(dim, "value") else h.choices
+  )
+  if any(_same(value, c) for c in listed):
+    return value
+  f = _step_inside(v, float(np.float32(v)), h.lo, h.hi, h.hi_open)
+  f = _step_inside(v, f, getattr(dim, "lo", None), getattr(dim, "hi", None), False)
+  return _listed_float(f, listed)
 
 
 def dtype(h: HParam):

@@ -20,6 +20,7 @@ import numpy as np
 
 from hpjax import distributed
 from hpjax import engine
+from hpjax import hparams as hp_lib
 from hpjax.controllers.base import Decision
 from hpjax.controllers.base import View
 from hpjax.population import Population
@@ -132,6 +133,13 @@ def decide(run: Run, epoch: int, fitness: np.ndarray, hparams: Sequence[Mapping[
     {k: (int(ids[v]) if k in ("target", "donor", "member") else v) for k, v in e.items()}
     for e in decision.events
   ]
+  # The lineage says what trains: a controller's float64 value is set (and
+  # trains) as the float32 the population stores (hparams.stored).
+  for e in events:
+    if isinstance(e.get("new_hparams"), Mapping):
+      e["new_hparams"] = {
+        k: hp_lib.stored(k, v, run.exp.space) for k, v in e["new_hparams"].items()
+      }
   if decision.donors is not None or decision.hparams is not None:
     hps = decision.hparams if decision.hparams is not None else hparams
     pop.set_member_hparams(

@@ -217,6 +217,7 @@ class Population:
     self.families = self._families(raw, candidates or {})
     self.dropout = self._dropout(raw)
     self._batch_mode(raw, candidates or {}, batch_mode)
+    self._check_float_choices()
     self.members = [self.resolve(m) for m in raw]
     for m in self.members:
       data.check_batch_size(m["batch_size"])
@@ -294,13 +295,21 @@ class Population:
       self.micro, self.batch_traced = self.data.batch_size, False
       return
     dim = self.space.get("batch_size")
-    sizes = (
+    field = "candidates.batch_size" if candidates.get("batch_size") else "space.batch_size"
+    given = (
       candidates.get("batch_size")
       or _listed_values(dim)
       or (tuple(range(dim.lo, dim.hi + 1)) if hasattr(dim, "lo") else None)
-      or [m.get("batch_size", hp_lib.BUILTIN["batch_size"].default) for m in raw]
     )
+    sizes = given or [m.get("batch_size", hp_lib.BUILTIN["batch_size"].default) for m in raw]
     sizes = sorted({hp_lib.BUILTIN["batch_size"].check(int(v)) for v in sizes})
+    if given and sizes[-1] > self.data.num_train:
+      # A member sampled or explored (PBT) into such a size would make no update
+      # at all; refused here, before any controller can move a member there.
+      raise ValueError(
+        f"{field}: {sizes[-1]} is more than the {self.data.num_train} training "
+        f"examples; allowed: batch sizes up to {self.data.num_train}"
+      )
     self.micro = sizes[0]
     multiples = all(v % self.micro == 0 for v in sizes)
     if mode == "traced" and not multiples:
@@ -311,6 +320,26 @@ class Population:
     self.batch_traced = multiples and (mode == "traced" or (mode == "auto" and len(sizes) > 1))
     if self.batch_traced:
       self.traced += ("batch_size",)
+
+  def _check_float_choices(self) -> None:
+    """Refuses a traced float's listed values that one float32 holds.
+
+    The state could not tell them apart: :meth:`hparams` would report the
+    first for both.
+    """
+    for name in list(optim.HPARAMS) + list(self.traced):
+      h = hp_lib.lookup(name, self.space)
+      if h.structural or h.kind != "float":
+        continue
+      seen: dict[float, Any] = {}
+      for v in _listed_values(self.space.get(name)):
+        f = float(np.float32(v))
+        if f in seen:
+          raise ValueError(
+            f"space.{name}: {seen[f]!r} and {v!r} are one float32, the value a member "
+            "stores; allowed: choices that differ in float32"
+          )
+        seen[f] = v
 
   def _traced_names(self, raw: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
     """The traced non-optimizer names kept in the state: the built-in ones and the user's.
@@ -354,6 +383,14 @@ class Population:
     """The values whose index a traced choice stores (the optimizer's: every family)."""
     return optim.FAMILIES if name == "optimizer" else self.candidates.get(name, ())
 
+  def _listed(self, name: str) -> tuple:
+    """What a stored number of ``name`` decodes among (:func:`hpjax.hparams.decode`).
+
+    A traced choice's candidates, or the values the space lists for a number,
+    so that a float choice reads back as itself, not as its float32.
+    """
+    return self._cands(name) or _listed_values(self.space.get(name))
+
   def _default(self, h: hp_lib.HParam) -> Any:
     if h.name == "batch_size" and self.stream:
       return self.data.batch_size
@@ -395,13 +432,18 @@ class Population:
       value = m.get(name, self._default(h))
       if value is None:
         raise ValueError(f"{name}: no value and no default; set it on every member")
-      value = h.check(value)
+      # What the member trains with (a traced float: its float32, see hp_lib.stored).
+      value = hp_lib.stored(name, h.check(value), self.space)
       if name == "batch_size" and self.batch_traced and value % self.micro:
         raise ValueError(
           f"batch_size: {value} is not a multiple of {self.micro}, the "
           "micro-batch compiled for this population (give every batch size a "
           "controller may choose among the candidates)"
         )
+      if name == "batch_size":
+        # Fewer examples than one batch: no update at all (a replayed schedule's
+        # values are checked here too, before the run trains).
+        self.data.check_batch_size(value)
       if name == "optimizer" and value not in self.families:
         raise ValueError(
           f"optimizer: {value!r} is not among the families compiled for this "
@@ -514,13 +556,24 @@ class Population:
     return Group(fns, list(ids), state)
 
   def _check_read(self) -> None:
-    """Refuses a user's traced hyperparameter that neither the model nor the loss reads.
+    """Refuses a traced hyperparameter of the model or loss that neither of them reads.
 
-    A name nothing reads is almost always a typo (``learnig_rate``), and would
-    otherwise tune nothing while the real hyperparameter keeps its default.
+    A user's name nothing reads is almost always a typo (``learnig_rate``), and
+    would otherwise tune nothing while the real hyperparameter keeps its
+    default. A built-in one in the space (``activation``, ``dropout``,
+    ``loss``, ``label_smoothing``: read by the built-in models and loss) that
+    the user's model or loss ignores would be mutated and reported as tuned
+    with no effect. Names the optimizer or the training loop reads
+    (``learning_rate``, ``optimizer``, ``batch_size``, ...) are not the
+    model's to read.
     """
     user = [n for n in self.traced if n not in hp_lib.BUILTIN]
-    if not user:
+    builtin = [
+      n
+      for n in self.space
+      if n in self.traced and n in hp_lib.BUILTIN and hp_lib.BUILTIN[n].role in ("model", "loss")
+    ]
+    if not user and not builtin:
       return
     # A stream's training batches have the validation split's shapes and dtypes.
     x, y = self._train or (self.data.x_val, self.data.y_val)
@@ -532,6 +585,12 @@ class Population:
         raise ValueError(
           f"space.{name}: neither the model nor the loss reads this "
           f"hyperparameter (hp[{name!r}]){hint}"
+        )
+    for name in builtin:
+      if name not in read:
+        raise ValueError(
+          f"space.{name}: neither the model nor the loss reads this hyperparameter "
+          f"(hp[{name!r}]), so tuning it would change nothing; remove it from the space"
         )
 
   # -- training and evaluation --------------------------------------------------
@@ -635,7 +694,7 @@ class Population:
         row = dict(self.members[i])
         for name in list(optim.HPARAMS) + list(self.traced):
           h = hp_lib.lookup(name, self.space)
-          row[name] = hp_lib.decode(h, values[name][j], self._cands(name))
+          row[name] = hp_lib.decode(h, values[name][j], self._listed(name))
         rows[i] = row
     return rows
 
@@ -721,7 +780,11 @@ class Population:
       g.state = self._with_values(g, state, current, reset, new_keys)
 
   def _checked_value(self, name: str, h: hp_lib.HParam, value: Any) -> Any:
-    """A traced hyperparameter's new value, checked against its entry and this population."""
+    """A traced hyperparameter's new value, checked against its entry and this population.
+
+    Returned as the member will train with it and :meth:`hparams` will report
+    it (a float: its float32, see :func:`hpjax.hparams.stored`).
+    """
     value = h.check(value)
     if name == "optimizer" and value not in self.families:
       raise ValueError(
@@ -734,12 +797,19 @@ class Population:
         "none (every member's rate was 0 and its space has no 'dropout'); put "
         "'dropout' in the space to vary it"
       )
+    if name == "batch_size" and not self.stream and value > self.data.num_train:
+      # It would make no update at all (no whole batch per epoch) while the
+      # member keeps being ranked on its stale weights.
+      raise ValueError(
+        f"batch_size: {value} is more than the {self.data.num_train} training "
+        f"examples; allowed: a multiple of {self.micro} up to {self.data.num_train}"
+      )
     if name == "batch_size" and value % self.micro:
       raise ValueError(
         f"batch_size: {value} is not a multiple of {self.micro}, "
         "the micro-batch compiled for this population"
       )
-    return value
+    return hp_lib.stored(name, value, self.space)  # errors above name the value given
 
   def _with_values(
     self,

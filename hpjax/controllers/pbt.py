@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from hpjax import fitness as fitness_lib
+from hpjax import hparams as hp_lib
 from hpjax import space as space_lib
 from hpjax.controllers import base
 from hpjax.fitness import rank
@@ -173,6 +174,8 @@ def _default_explore(
     out[name] = space_lib.perturb(
       space[name], h[name], rng, tuple(cfg.perturbation_factors), cfg.resample_probability
     )
+    # As the member will train with it: the plan, hence the lineage, says what trains.
+    out[name] = hp_lib.stored(name, out[name], space)
   return out
 
 
@@ -203,7 +206,10 @@ def exploit_explore(
   vectorized dimension of ``space`` goes through :func:`hpjax.space.perturb`
   (structural ones keep the donor's value; names outside ``space`` are
   copied unchanged), or ``explore_fn(donor_hparams_copy, rng)`` replaces that
-  step entirely.
+  step entirely. The default explore gives a traced float as the float32 the
+  member trains with (:func:`hpjax.hparams.stored`: inside its bounds), so
+  the plan and its events say exactly what trains; ``explore_fn``'s values
+  are kept as it returns them (the population rounds them when it sets them).
 
   Args:
     fitness: ``[P]`` fitness; NaN / inf rank last (all-NaN fitness ranks by
