@@ -380,13 +380,14 @@ def _check_replay(
     raise config_lib.error(
       "population", f"must be 1 when replaying an hparam_schedule, got {population}"
     )
-  builtin = [name for name in space if name in hp_lib.BUILTIN]
+  # batch_size may stay: the sizes the original run compiled (see _replay_compiled).
+  builtin = [name for name in space if name in hp_lib.BUILTIN and name != "batch_size"]
   if builtin:
     raise config_lib.error(
       "space",
       "must be empty when replaying an hparam_schedule (the "
       "schedule gives every hyperparameter; only your model's own names "
-      f"may be declared), got {builtin[0]!r}",
+      f"and batch_size's compiled sizes may be declared), got {builtin[0]!r}",
     )
   for k, hp in enumerate(sched):
     for name, value in hp.items():
@@ -568,6 +569,34 @@ def _make_workdir(workdir: str) -> None:
       ) from None
 
 
+# What a run ranks by, written before its first epoch: a report on a run
+# without summary.json yet (still going, or killed) reads it, since
+# config.json holds the launcher's raw fitness ("": the first metric) and no
+# direction, and a user's metric may even reuse a built-in name. The name is
+# hpjax.report.load.RUN_FILE's (the report does not import the tuner).
+RUN_FILE = "run.json"
+
+
+def write_run_file(workdir: str, exp: Experiment) -> None:
+  """Writes ``WORKDIR/run.json``: the resolved fitness, its mode, and every metric's mode.
+
+  Written at every start (a resume of a workdir from an older hpjax gains
+  it); the same values each time, since a resume requires an equal config.
+  """
+  doc = {
+    "fitness": exp.fitness,
+    "mode": exp.mode,
+    "metrics": {
+      **{m.name: m.mode for m in fitness_lib.as_metrics(exp.metric, exp.data.task)},
+      "loss": "min",
+    },
+  }
+  path = os.path.join(workdir, RUN_FILE)
+  with open(path + ".tmp", "w") as f:
+    json.dump(doc, f, indent=2)
+  os.replace(path + ".tmp", path)  # a reader never sees half a file
+
+
 def _start(
   exp: Experiment,
   pop: Population,
@@ -673,6 +702,8 @@ def _execute(
   log(exp.data.summary())
   with phases.phase("build"):
     pop = build_population(exp)
+  if exp.hparam_schedule is not None:
+    check_replay_fits(pop, exp.hparam_schedule)
   log(
     f"population: {pop.size} members in {len(pop.groups)} compiled group(s)"
     + (f", split over {pop.mesh.size} devices" if pop.mesh is not None else "")
@@ -691,6 +722,8 @@ def _execute(
   ):
     with phases.phase("start"):
       progress = _start(exp, pop, ckpt, workdir, main, log)
+      if main:
+        write_run_file(workdir, exp)
     start_epoch = progress.epoch
     if start_epoch >= exp.epochs:
       log(
@@ -728,6 +761,37 @@ def _execute(
     with open(os.path.join(workdir, "summary.json"), "w") as f:
       json.dump(summary, f, indent=2, default=writers_lib._jsonable)  # pylint: disable=protected-access
   return Outcome(summary, pop, workdir)
+
+
+def check_replay_fits(pop: Population, sched: Sequence[Mapping[str, Any]]) -> None:
+  """Refuses a replayed schedule that ``pop`` cannot follow, before the run trains or writes.
+
+  Each epoch's values must be ones :meth:`Population.set_member_hparams`
+  takes when the loop applies them: a structural value unchanged, a traced
+  one among what is compiled in (candidates, optimizer families, micro-batch
+  size, dropout's masks).
+
+  Raises:
+    ValueError: one line naming ``config.hparam_schedule[k]`` and the value.
+  """
+  traced = set(optim.HPARAMS) | set(pop.traced)
+  member = dict(pop.members[0])
+  for k, hp in enumerate(sched):
+    where = f"hparam_schedule[{k}]"
+    for name, value in hp.items():
+      if name not in traced and name in member and member[name] != value:
+        raise config_lib.error(
+          where, f"{name}: structural, so a replay cannot change it ({member[name]!r} -> {value!r})"
+        )
+    member.update(hp)
+    if member.get("dropout", 0) != 0 and not pop.dropout:
+      raise config_lib.error(
+        where, f"dropout: {member['dropout']!r} needs dropout compiled in, and this replay has none"
+      )
+    try:
+      pop.resolve(member)
+    except ValueError as e:
+      raise config_lib.error(where, str(e)) from None
 
 
 def _summary(
@@ -876,8 +940,14 @@ def _write_retrain_config(
   """Writes a launcher config that retrains one fresh model on the exported schedule ``doc``."""
   retrain = json.loads(json.dumps(config, default=str))
   # A user's own names stay declared (their kind, whether structural); the
-  # schedule gives every value.
-  space = {k: v for k, v in (retrain.get("space") or {}).items() if k not in hp_lib.BUILTIN}
+  # schedule gives every value. The batch sizes stay too: the replay then
+  # steps through micro-batches of the original's smallest size, to the
+  # original's numbers even where the schedule never uses that size.
+  space = {
+    k: v
+    for k, v in (retrain.get("space") or {}).items()
+    if k not in hp_lib.BUILTIN or k == "batch_size"
+  }
   retrain.update(
     population=1,
     init="random",
@@ -1093,7 +1163,7 @@ def tune(
     epochs: epochs each member trains (halving's survivors).
     controller: :class:`hpjax.PBT`, ``Halving``, ``Sweep`` (default) or their names.
     metric: ``'accuracy'`` / ``'mse'`` (the classification / regression default), an
-      :class:`hpjax.Metric` (per-example or per-batch values) or a list of them:
+      :class:`hpjax.Metric` (one value per example) or a list of them:
       all are logged, the first is the default fitness.
     fitness: a metric's name (default: the first) or ``'loss'`` (validation loss).
     loss: a built-in loss name (``'cross_entropy'``, ``'mse'``, ``'huber'``) for
@@ -1186,7 +1256,7 @@ def _experiment(
   if isinstance(loss, str):  # a built-in loss for every member
     base["loss"], loss = _builtin_loss(loss, data.task, prefix), None
   members, candidates, sched = _initial_members(
-    members, base, space, population, seed, init, epochs, controller, hparam_schedule
+    members, base, space, population, seed, init, epochs, controller, hparam_schedule, data
   )
   exp = Experiment(
     data=data,
@@ -1290,19 +1360,22 @@ def _schedule(
 def _initial_members(
   members: list | None,
   base: Mapping[str, Any],
-  space: Mapping[str, Any],
+  space: dict[str, Any],
   population: int,
   seed: int,
   init: str,
   epochs: int,
   controller: Controller,
   hparam_schedule: Any,
+  data: Dataset | Stream,
 ) -> tuple[list[dict], dict | None, list | None]:
   """The members a run starts from, the traced choices to compile, the replayed schedule.
 
   ``base`` (structural values, batch size, a built-in loss) is every
   member's starting point: under a replayed schedule, its first epoch's
   values; otherwise ``members`` given, or ``population`` drawn from ``space``.
+  A replay's ``space`` gains ``dropout`` when the schedule ever sets a rate
+  (its masks are compiled in only then).
   """
   if not hparam_schedule:
     if members is None:
@@ -1310,13 +1383,83 @@ def _initial_members(
     return [{**base, **dict(m)} for m in members], None, None
   sched = _check_replay(hparam_schedule, epochs, controller, population, space)
   first = {**base, **sched[0]}
-  # Every value the schedule switches to is compiled in from the start.
+  candidates, dims = _replay_compiled(first, sched, space)
+  _check_replay_changes(
+    first, sched, space, data, candidates["batch_size"] or [first["batch_size"]]
+  )
+  space.update(dims)
+  return [first], candidates, sched
+
+
+def _check_replay_changes(
+  first: Mapping[str, Any],
+  sched: Sequence[Mapping[str, Any]],
+  space: Mapping[str, Any],
+  data: Dataset | Stream,
+  sizes: Sequence[int],
+) -> None:
+  """Refuses, before anything trains, a change along a replayed schedule that cannot be made.
+
+  A structural value (a user's included) fixes the model's shape. The
+  compiled batch ``sizes`` train as micro-batches of the smallest (one
+  program, as in the run the schedule comes from) when each is a multiple of
+  it; otherwise a member's batch size is structural and may not change. Every
+  size must fit the training split.
+  """
+  smallest = min(sizes)
+  fixed = any(size % smallest for size in sizes)
+  for k, hp in enumerate(sched):
+    for name, value in hp.items():
+      if hp_lib.is_structural(name, space) and name in first and value != first[name]:
+        raise config_lib.error(
+          f"hparam_schedule[{k}]",
+          f"{name}: structural, so a replay cannot change it ({first[name]!r} -> {value!r})",
+        )
+    if "batch_size" not in hp:
+      continue
+    size = hp["batch_size"]
+    if fixed and size != first["batch_size"]:
+      bad = next(v for v in sizes if v % smallest)
+      raise config_lib.error(
+        f"hparam_schedule[{k}]",
+        f"batch_size: {bad} is not a multiple of {smallest}, the smallest batch size, so "
+        f"the replay cannot change {first['batch_size']} to {size} (it changes sizes as "
+        "micro-batches of the smallest)",
+      )
+    try:
+      data.check_batch_size(size)
+    except ValueError as e:
+      raise config_lib.error(f"hparam_schedule[{k}]", f"batch_size: {e}") from None
+
+
+def _replay_compiled(
+  first: Mapping[str, Any], sched: Sequence[Mapping[str, Any]], space: Mapping[str, Any]
+) -> tuple[dict[str, tuple], dict[str, Any]]:
+  """What a replay compiles so that every value its schedule switches to is a traced one.
+
+  Returns the candidates of the built-in choices and of the batch size (the
+  schedule's sizes and those of the space's ``batch_size``, the original
+  run's; two sizes or more: traced, stepping through micro-batches of the
+  smallest, as the original run did), and the space's ``dropout`` dimension
+  when a rate is ever set (the population compiles dropout's masks only
+  then). A user's choices keep their space's candidates, the original run's.
+  """
+  epochs = [first, *sched]
   candidates = {
-    name: tuple(dict.fromkeys(h[name] for h in [first, *sched] if name in h))
-    for name in ("activation", "loss", "optimizer")
+    name: tuple(dict.fromkeys(hp[name] for hp in epochs if name in hp))
+    for name in ("activation", "loss", "optimizer", "batch_size")
     if name in first
   }
-  return [first], candidates, sched
+  dim = space.get("batch_size")
+  listed = (
+    getattr(dim, "values", None)
+    or ((dim.value,) if hasattr(dim, "value") else None)
+    or (range(dim.lo, dim.hi + 1) if hasattr(dim, "lo") else ())
+  )
+  candidates["batch_size"] = tuple(dict.fromkeys([*candidates.get("batch_size", ()), *listed]))
+  rates = tuple(dict.fromkeys(hp["dropout"] for hp in epochs if "dropout" in hp))
+  dims = {"dropout": space_lib.Choice(rates)} if any(r != 0 for r in rates) else {}
+  return candidates, dims
 
 
 def _call_description(exp: Experiment, init: str, schedule: dict[str, Any]) -> dict[str, Any]:

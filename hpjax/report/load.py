@@ -1,11 +1,13 @@
 """Reading a workdir: the files a tuning run writes, parsed into a :class:`Run`.
 
 Everything comes from the files :func:`hpjax.tuner.run` writes
-(``config.json``, ``metrics.jsonl``, ``lineage.jsonl`` and, once the run
-finished, ``summary.json``). A run that is still going, or was killed, works
-too: a line of a ``.jsonl`` file that does not parse (a truncated last line)
-is skipped with a note (:func:`hpjax.lineage.read_jsonl`, the one JSON-lines
-reader), and an epoch whose rows are only partly written is left out.
+(``config.json``, ``run.json``, ``metrics.jsonl``, ``lineage.jsonl`` and,
+once the run finished, ``summary.json``). A run that is still going, or was
+killed, works too: a line of a ``.jsonl`` file that does not parse (a
+truncated last line) is skipped with a note (:func:`hpjax.lineage.read_jsonl`,
+the one JSON-lines reader), an epoch whose rows are only partly written is
+left out, and the run is ranked as the tuner ranks it by the fitness and mode
+``run.json`` records from the run's start.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ import numpy as np
 
 from hpjax import fitness as fitness_lib
 from hpjax import lineage as lineage_lib
+
+# Written by hpjax.tuner.write_run_file before a run's first epoch: the
+# resolved fitness and its mode (runs of an older hpjax have none).
+RUN_FILE = "run.json"
 
 
 class ReportError(Exception):
@@ -40,6 +46,8 @@ class Run:
     lineage: ``lineage.jsonl`` events (empty when the file is missing).
     summary: ``summary.json``, or None while the run has not finished.
     warnings: what was skipped while reading, one line each.
+    ranked: ``run.json``'s ``fitness`` and ``mode`` (what the tuner ranks
+      by), or None for a run started by an older hpjax.
   """
 
   workdir: str
@@ -48,12 +56,16 @@ class Run:
   lineage: list[dict[str, Any]]
   summary: dict[str, Any] | None
   warnings: list[str] = dataclasses.field(default_factory=list)
+  ranked: dict[str, Any] | None = None
 
   @property
   def fitness(self) -> str:
-    """The ranked validation metric (``accuracy``, ``loss``, ``mse``, ...)."""
+    """The ranked validation metric (``accuracy``, ``loss``, ``mse``, a user's, ...)."""
     if self.summary and self.summary.get("fitness"):
       return str(self.summary["fitness"])
+    if self.ranked:
+      return str(self.ranked["fitness"])
+    # An older run without run.json: guessed from config.json and the rows.
     name = self.config.get("fitness")
     if name and any(f"val_{name}" in r for r in self.rows):
       return str(name)
@@ -65,15 +77,20 @@ class Run:
   @property
   def mode(self) -> str:
     """``max`` or ``min``: the fitness's direction (:mod:`hpjax.fitness`)."""
-    # A user's metric records its direction (summary.json, and config.json of
-    # a run started by hpjax.tune); a built-in one is known by its name.
-    for source in (self.summary or {}, self.config):
+    # A user's metric records its direction (summary.json, run.json, and
+    # config.json of a run started by hpjax.tune); a built-in one is known by
+    # its name in older runs.
+    for source in (self.summary or {}, self.ranked or {}, self.config):
       if source.get("mode") in fitness_lib.MODES and source.get("fitness") == self.fitness:
         return source["mode"]
     try:
       return fitness_lib.direction(self.fitness)
-    except ValueError as e:
-      raise ReportError(f"{self.workdir}: {e}") from None
+    except ValueError:
+      raise ReportError(
+        f"{self.workdir}: the direction of fitness {self.fitness!r} (not a built-in "
+        f"metric) is not recorded: the run has no {RUN_FILE} (started by an older "
+        "hpjax) and no summary.json yet; relaunch it to resume (it then records it)"
+      ) from None
 
   @property
   def maximize(self) -> bool:
@@ -194,6 +211,7 @@ def load_run(workdir: str | os.PathLike) -> Run:
   lineage = (
     _read_jsonl(paths["lineage.jsonl"], warnings) if os.path.isfile(paths["lineage.jsonl"]) else []
   )
+  ranked = _read_ranked(os.path.join(workdir, RUN_FILE), warnings)
   summary = None
   if os.path.isfile(paths["summary.json"]):
     try:
@@ -215,8 +233,34 @@ def load_run(workdir: str | os.PathLike) -> Run:
     )
     summary = None
   return Run(
-    workdir=workdir, config=config, rows=rows, lineage=lineage, summary=summary, warnings=warnings
+    workdir=workdir,
+    config=config,
+    rows=rows,
+    lineage=lineage,
+    summary=summary,
+    warnings=warnings,
+    ranked=ranked,
   )
+
+
+def _read_ranked(path: str, warnings: list[str]) -> dict[str, Any] | None:
+  """``run.json``'s fitness and mode, or None (absent: a run of an older hpjax; damaged: noted)."""
+  if not os.path.isfile(path):
+    return None
+  try:
+    doc = _read_json(path)
+  except ReportError as e:
+    warnings.append(f"{RUN_FILE}: ignored ({str(e).split(': ', 1)[-1]})")
+    return None
+  if (
+    not isinstance(doc, dict)
+    or not isinstance(doc.get("fitness"), str)
+    or not doc["fitness"]
+    or doc.get("mode") not in fitness_lib.MODES
+  ):
+    warnings.append(f"{RUN_FILE}: ignored (no fitness name and mode max / min)")
+    return None
+  return {"fitness": doc["fitness"], "mode": doc["mode"]}
 
 
 def _complete_epochs(
