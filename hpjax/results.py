@@ -178,7 +178,9 @@ class Results:
   def best_model(self) -> nnx.Module:
     """The best member's model: an NNX module in eval mode, called on normalized inputs.
 
-    Use :meth:`predict` for raw inputs (it normalizes them as training did).
+    Use :meth:`predict` for raw inputs (it normalizes them as training did,
+    and maps regression predictions back from the standardized targets the
+    model trained on to the targets' units).
     """
     if self.population is not None:
       pop = self.population
@@ -219,23 +221,45 @@ class Results:
     return engine.model_of(spec, host, 0), meta
 
   def predict(self, x) -> np.ndarray:
-    """The best model's outputs (logits, or predictions for regression) on raw inputs ``x``.
+    """The best model's outputs on raw inputs ``x``: logits, or regression predictions.
 
-    ``x`` is in the stored units of the run's data (e.g. uint8 images); it
-    is normalized with the training split's statistics, as in training.
+    ``x`` is in the stored units of the run's data (e.g. uint8 images, at
+    the size the run trained on); it is normalized with the training split's
+    statistics, as in training. Regression predictions come back ``[N, 1]``
+    in the targets' original units: the run trained on targets standardized
+    with the training split's mean and std (its reported MSEs are in those
+    standardized units), and the prediction is mapped back with them.
+
+    Raises:
+      ValueError: ``x``'s examples are not of the shape the model trained on
+        (one line naming both).
     """
     if self.population is not None:
       pop = self.population
+      shape, task = tuple(pop.data.input_shape), pop.data.task
+      y_mean, y_std = pop.data.y_mean, pop.data.y_std
+    else:
+      if not self.finished:
+        raise ValueError(f"{self.workdir}: {self._unfinished()}")
+      model, meta = self._load_model()
+      shape, task = tuple(meta["input_shape"]), meta["task"]
+      # An export of an older hpjax has no target statistics: standardized units.
+      y_mean, y_std = meta.get("y_mean", 0.0), meta.get("y_std", 1.0)
+    if tuple(np.shape(x)[1:]) != shape:
+      raise ValueError(
+        f"predict: x holds examples of shape {tuple(np.shape(x)[1:])}; the model trained on "
+        f"{shape} (the run's stored units and size, e.g. after config.data.image_size)"
+      )
+    if self.population is not None:
       position = int(self.summary["ranking_positions"][0])
       g = next(g for g in pop.groups if position in g.members)
-      out = g.fns.predict(g.state, x)
-      return np.asarray(out[g.members.index(position)])
-    if not self.finished:
-      raise ValueError(f"{self.workdir}: {self._unfinished()}")
-    model, meta = self._load_model()
-    out = np.asarray(_call(model, normalize(x, meta["mean"], meta["std"]), meta))
-    # As the run saw them: a regression model's [N] predictions are [N, 1].
-    return out.reshape(len(out), 1) if meta["task"] == "regression" else out
+      out = np.asarray(g.fns.predict(g.state, x)[g.members.index(position)])
+    else:
+      out = np.asarray(_call(model, normalize(x, meta["mean"], meta["std"]), meta))
+    if task != "regression":
+      return out
+    # As the run saw them ([N] predictions are [N, 1]), in the targets' units.
+    return out.reshape(len(out), 1) * np.float32(y_std) + np.float32(y_mean)
 
   def plot(self) -> list[str]:
     """Writes the report's plots (``WORKDIR/plots/*.png``) and returns their paths."""

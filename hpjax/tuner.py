@@ -929,6 +929,10 @@ def _model_meta(
     "num_outputs": data.num_classes if data.task == "classification" else 1,
     "mean": np.ravel(data.mean).tolist(),
     "std": np.ravel(data.std).tolist(),
+    # Regression targets were standardized with these: a prediction p is
+    # p * y_std + y_mean in the targets' units (Results.predict does it).
+    "y_mean": float(data.y_mean),
+    "y_std": float(data.y_std),
     "structural": dict(structural),
     "data": exp.config.get("data", {}),
   }

@@ -298,6 +298,29 @@ def test_npz_uint8_images_with_test(tmp_path):
     assert (ds.num_train, ds.num_val) == (36, 4)
 
 
+def test_npz_validation_arrays_are_the_validation_split(tmp_path):
+  # x_val / y_val in the file are the validation split (they were ignored,
+  # and one drawn from x_train instead); an array of another name is refused.
+  rng = np.random.default_rng(3)
+  x, xv = rng.normal(size=(40, 3)), rng.normal(size=(30, 3)) + 100.0
+  y, yv = np.arange(40) % 2, np.arange(30) % 2
+  path = _npz(tmp_path, x_train=x, y_train=y, x_val=xv, y_val=yv)
+  ds = load_dataset(f"npz:{path}", test_fraction=0.25)
+  assert (ds.num_train, ds.num_val, ds.num_test) == (30, 30, 10)
+  np.testing.assert_allclose(host(ds, "x_val"), xv.astype(np.float32))
+  np.testing.assert_array_equal(host(ds, "y_val"), yv)
+  assert host(ds, "x_train").max() < 50  # no validation example among the training ones
+  bad = _npz(tmp_path, "v.npz", x_train=x, y_train=y, x_val=xv)
+  raises_one_line(r"missing array 'y_val'", load_dataset, f"npz:{bad}", must_name=bad)
+  extra = _npz(tmp_path, "x.npz", x_train=x, y_train=y, x_valid=xv)
+  raises_one_line(
+    r"unknown array 'x_valid'; allowed: x_train, y_train, x_val, y_val, x_test, y_test",
+    load_dataset,
+    f"npz:{extra}",
+    must_name=extra,
+  )
+
+
 def test_npz_float_vectors_without_test(tmp_path):
   rng = np.random.default_rng(1)
   x = rng.normal(3.0, 2.0, (100, 5))  # float64 on disk -> float32 stored

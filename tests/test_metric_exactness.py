@@ -190,10 +190,14 @@ def _squeezed(input_shape, num_outputs, *, rngs):
   return Linear(input_shape, num_outputs, rngs=rngs, squeeze=True)
 
 
-def test_a_finished_runs_predictions_have_the_shape_the_run_saw(regression, tmp_path):
+def test_a_finished_runs_predictions_have_the_shape_and_units_the_run_saw(regression, tmp_path):
   # A regression model returning [B]: the run (and its live predict) sees
   # [B, 1]; the exported model, loaded from disk, predicts the same values
-  # in the same shape.
+  # in the same shape. Both in the targets' own units: the run trained on
+  # targets standardized with the training split's mean and std, and its
+  # reported test MSE (in those units) is the predictions' MSE / y_std^2.
+  rng = np.random.default_rng(0)  # the arrays _data gave: train, val, test in turn
+  x, y = [_split(rng, n, "regression") for n in (TRAIN, VAL, TEST)][2]
   space = {"learning_rate": hpjax.Fixed(0.1)}
   live = hpjax.tune(
     _squeezed,
@@ -205,10 +209,15 @@ def test_a_finished_runs_predictions_have_the_shape_the_run_saw(regression, tmp_
     workdir=str(tmp_path / "run"),
     log=lambda s: None,
   )
-  x = np.asarray(regression.x_test)
+  np.testing.assert_allclose(np.asarray(regression.x_test), x)  # the test split: the arrays given
   want = live.predict(x)
   assert want.shape == (TEST, 1)
+  mse = np.mean(np.square(want[:, 0].astype(np.float64) - y)) / regression.y_std**2
+  assert live.best.test["mse"] == pytest.approx(mse, rel=1e-4)
   again = hpjax.Results.load(str(tmp_path / "run"), model=_squeezed)
   got = again.predict(x)
   assert got.shape == (TEST, 1)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  for results in (live, again):
+    with pytest.raises(ValueError, match=r"^predict: x holds examples of shape \(2,\); .* \(4,\)"):
+      results.predict(x[:, :2])

@@ -19,8 +19,10 @@ Sources:
   :func:`hpjax.data.formats.read_cifar_batch`), so a crafted batch cannot run
   code.
 * ``'npz'`` (path in ``data_dir``) or ``'npz:PATH'``: arrays ``x_train``,
-  ``y_train`` and optionally ``x_test``, ``y_test``, read with
-  ``allow_pickle=False`` after their first bytes are checked. With
+  ``y_train`` and optionally ``x_val``, ``y_val`` (a validation split, then
+  not drawn from the training arrays) and ``x_test``, ``y_test``, read with
+  ``allow_pickle=False`` after their first bytes are checked; any other
+  array is refused (it would otherwise be ignored without a word). With
   ``'npz:PATH'`` the path in the source wins and ``data_dir`` is ignored.
 * ``'diabetes'``: scikit-learn's embedded diabetes regression data.
 * ``'tfds:NAME'``: a TensorFlow Datasets dataset with ``image`` and
@@ -434,6 +436,9 @@ def _npz_path_from_data_dir(data_dir) -> str:
   return os.fspath(data_dir)
 
 
+_NPZ_ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
 def _load_npz(path: str, num_classes=None, task="auto") -> _Raw:
   where = f"file '{path}'"
   if not os.path.exists(path):
@@ -468,12 +473,16 @@ def _load_npz(path: str, num_classes=None, task="auto") -> _Raw:
           raise DataError(
             f"{where}: missing array '{key}' (has: {', '.join(sorted(present)) or 'nothing'})"
           )
-      if ("x_test" in present) != ("y_test" in present):
-        have, lack = ("x_test", "y_test") if "x_test" in present else ("y_test", "x_test")
-        raise DataError(
-          f"{where}: missing array '{lack}' ({have} is present, so {lack} is needed too)"
-        )
-      keys = [k for k in ("x_train", "y_train", "x_test", "y_test") if k in present]
+      for split in ("val", "test"):
+        if (f"x_{split}" in present) != (f"y_{split}" in present):
+          have, lack = (f"x_{split}", f"y_{split}")[:: 1 if f"x_{split}" in present else -1]
+          raise DataError(
+            f"{where}: missing array '{lack}' ({have} is present, so {lack} is needed too)"
+          )
+      unknown = sorted(present - set(_NPZ_ARRAYS))
+      if unknown:
+        raise DataError(f"{where}: unknown array '{unknown[0]}'; allowed: {', '.join(_NPZ_ARRAYS)}")
+      keys = [k for k in _NPZ_ARRAYS if k in present]
       arrays = {}
       for key in keys:
         try:
