@@ -936,6 +936,10 @@ class Population:
         continue
       index = np.asarray(distributed.pad_index(range(len(g.members)), g.state.size))
       g.state = distributed.put(_take_rows(st, index), distributed.member_sharding(self.mesh))
+    # The host's copy of each member's values follows the restored state (a
+    # controller may have changed them since the start): steps_per_epoch
+    # counts with the batch sizes the members now train with.
+    self.members = self.hparams()
 
 
 def _leading_rows(tree: Any, n: int) -> Any:

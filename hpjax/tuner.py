@@ -633,16 +633,45 @@ def _start(
   pop.size = len(pop.members)
   pop.load_checkpoint_states(states)  # on any device count
   progress = loop.Progress.from_extra(extra)
+  _check_length(exp, progress)
   if main:
     # Both logs are read and checked before either is rewritten: a damaged
-    # one leaves the workdir as it was.
+    # one leaves the workdir as it was. A checkpoint taken before its epoch's
+    # decision (the last epoch of a run since extended) keeps none of that
+    # decision's events: the relaunch makes it again.
+    last_event = progress.epoch if progress.decided else progress.epoch - 1
     kept = [
-      (path, writers_lib.resumable_lines(path, progress.epoch)) for path in (metrics, lineage_path)
+      (metrics, writers_lib.resumable_lines(metrics, progress.epoch)),
+      (lineage_path, writers_lib.resumable_lines(lineage_path, last_event)),
     ]
     for path, lines in kept:
       writers_lib.resume_jsonl(path, progress.epoch, lines)
   log(f"resuming from the checkpoint of epoch {progress.epoch} in {workdir}")
   return progress
+
+
+def _check_length(exp: Experiment, progress: loop.Progress) -> None:
+  """Refuses a relaunch whose ``epochs`` would end the run before its checkpoint's state.
+
+  A run of ``epochs`` epochs makes no decision after its last one; a
+  checkpoint of a longer run holds the decision made after that epoch (or
+  more epochs). Ending there would report and export a population no run of
+  that length has. Ending at the checkpoint of a finished run, or later, is
+  a run of that length.
+
+  Raises:
+    ValueError: one line naming ``config.epochs``, before anything is written.
+  """
+  trained, decided = progress.epoch, progress.decided
+  acted = decided and exp.controller.acts_at(trained)
+  if exp.epochs < trained or (exp.epochs == trained and acted):
+    raise config_lib.error(
+      "epochs",
+      f"{exp.epochs} ends the run before its checkpoint: it has {trained} epochs trained"
+      + (" and the decision after the last one made" if acted else "")
+      + f", which a run of {exp.epochs} epochs would not have; relaunch with epochs > "
+      f"{trained} to continue it, or use a new --workdir",
+    )
 
 
 def _writers(

@@ -21,6 +21,7 @@ drops what was written after the checkpoint it resumes from.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+import contextlib
 import dataclasses
 import json
 import math
@@ -167,10 +168,18 @@ def resume_jsonl(path: str, last_epoch: int, lines: list[str] | None = None) -> 
     lines = resumable_lines(path, last_epoch)
   if lines is None:
     return
+  # A new file put in place in one step: a write that fails (a full disk, a
+  # kill) leaves the old log whole, for the next relaunch to read again.
+  tmp = path + ".resume.tmp"
   try:
-    with open(path, "w") as f:
+    with open(tmp, "w") as f:
       f.writelines(lines)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
   except OSError as e:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
     raise ValueError(f"{path}: cannot be rewritten to resume ({e.strerror})") from None
 
 
