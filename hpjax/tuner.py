@@ -1291,6 +1291,8 @@ def _experiment(
   members, candidates, sched = _initial_members(
     members, base, space, population, seed, init, epochs, controller, hparam_schedule, data
   )
+  if settings.get("lr_range_test"):
+    _check_range_test(members, controller, prefix)
   exp = Experiment(
     data=data,
     members=members,
@@ -1311,6 +1313,29 @@ def _experiment(
   if config is None:
     exp.config = _call_description(exp, init, schedule_config)
   return exp
+
+
+def _check_range_test(members: Sequence[Mapping[str, Any]], controller: Any, prefix: str) -> None:
+  """Refuses, before training, a learning-rate range test its analysis could not read.
+
+  The analysis reads one loss curve per learning rate, each member's own
+  from its start: every member must train to the end unchanged (a sweep,
+  controller ``none``: PBT copies members, halving prunes them) and at its
+  own rate.
+  """
+  if controller.name != "none":
+    raise ValueError(
+      f"{prefix}lr_range_test: needs controller 'none', a sweep (one loss curve per "
+      f"rate, each member trained to the end unchanged), got {controller.name!r}"
+    )
+  rates = [m.get("learning_rate") for m in members]
+  seen = {r for r in rates if rates.count(r) > 1}
+  if seen:
+    raise ValueError(
+      f"{prefix}lr_range_test: needs every member at its own learning rate (one loss "
+      f"curve per rate), got {sorted(seen, key=str)[0]!r} for several members; let the "
+      "space vary learning_rate only"
+    )
 
 
 def _search_space(space: Mapping[str, Any] | None) -> dict[str, Any]:

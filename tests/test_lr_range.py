@@ -333,3 +333,48 @@ def test_analyse_validation(rates, curves, kwargs, field):
   with pytest.raises(ValueError, match=rf"^{field}: ") as e:
     lr_range.analyse(rates, curves, **kwargs)
   assert "\n" not in str(e.value)
+
+
+def _range_config(**changes):
+  from experiments.configs import digits_lr_range  # pylint: disable=g-import-not-at-top
+
+  c = digits_lr_range.get_config()
+  c.population, c.epochs = 4, 2
+  c.space.learning_rate.points = 4
+  c.model.width, c.model.dense = 4, 8
+  c.report = c.tensorboard = c.progress = False
+  for k, v in changes.items():
+    setattr(c, k, v)
+  return c
+
+
+@pytest.mark.parametrize(
+  "change,match",
+  [
+    (
+      dict(controller={"name": "halving", "grace_period": 1}),
+      r"^config.lr_range_test: needs controller 'none', a sweep .* got 'halving'$",
+    ),
+    (
+      dict(population=8),  # a grid of 4 rates x 2 optimizers: each rate twice
+      r"^config.lr_range_test: needs every member at its own learning rate .* got ",
+    ),
+  ],
+)
+def test_a_range_test_its_analysis_cannot_read_is_refused_before_training(tmp_path, change, match):
+  # It crashed after training, with no summary written: halving pruned
+  # members whose curves the analysis then looked up; repeated rates left
+  # it one curve short per rate.
+  import ml_collections  # pylint: disable=g-import-not-at-top
+
+  from hpjax import tuner  # pylint: disable=g-import-not-at-top
+
+  c = _range_config(**{k: v for k, v in change.items() if k != "controller"})
+  if "controller" in change:
+    c.controller = ml_collections.ConfigDict(change["controller"])
+  if change.get("population") == 8:
+    c.space.optimizer = ml_collections.ConfigDict(dict(type="choice", values=("adam", "sgd")))
+  workdir = tmp_path / "run"
+  with pytest.raises(ValueError, match=match):
+    tuner.run(c, str(workdir), log=lambda s: None)
+  assert not workdir.exists()

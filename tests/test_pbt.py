@@ -81,6 +81,10 @@ def test_quantile_size():
   assert pbt.quantile_size(3, 0.5) == 1  # never overlapping: floor(3 / 2)
   assert pbt.quantile_size(10, 0.25) == 3  # 2.5 rounds up
   assert pbt.quantile_size(16, 0.25) == 4
+  # Halves round up in decimal, not in binary: 90 x 0.35 = 31.5 (the float
+  # product is 31.499999999999996), 170 x 0.35 = 59.5.
+  assert pbt.quantile_size(90, 0.35) == 32
+  assert pbt.quantile_size(170, 0.35) == 60
   assert pbt.quantile_size(16, 0.5) == 8
   assert pbt.quantile_size(16, 1e-6) == 1
 

@@ -410,3 +410,34 @@ def test_cli_missing_workdir_is_one_error_line(tmp_path):
   lines = [l for l in r.stderr.splitlines() if l.strip()]
   assert len(lines) == 1 and lines[0].startswith("error: ") and "missing" in lines[0], r.stderr
   assert r.stdout == ""
+
+
+def test_a_pbt_halving_run_reports_its_exploits_prunings_and_lineage(tmp_path):
+  # PBT with halving rungs both copies and prunes: the table counts both and
+  # the lineage plot is drawn, as for a PBT run (they were left out).
+  import ml_collections  # pylint: disable=g-import-not-at-top
+
+  from experiments.configs import digits_pbt  # pylint: disable=g-import-not-at-top
+  from hpjax import tuner  # pylint: disable=g-import-not-at-top
+
+  c = _tiny(digits_pbt, epochs=3, population=8, report=False)
+  c.controller = ml_collections.ConfigDict(
+    dict(
+      name="pbt_halving",
+      pbt=dict(quantile_fraction=0.25),
+      halving=dict(grace_period=1, reduction_factor=2, min_members=2),
+    )
+  )
+  workdir = str(tmp_path / "hybrid")
+  tuner.run(c, workdir, log=lambda s: None)
+  events = [json.loads(l) for l in open(os.path.join(workdir, "lineage.jsonl"))]
+  exploits = sum(1 for e in events if "donor" in e and "target" in e)
+  pruned = sum(1 for e in events if e.get("event") == "pruned")
+  assert exploits and pruned
+  s = report.summarize(report.load_run(workdir))
+  table = report.format_table(s)
+  assert f"pbt: {exploits} exploit events" in table
+  assert f"successive halving: {pruned} members pruned" in table
+  result = report.build_report(workdir)
+  assert "lineage.png" in _names(result)
+  _image(os.path.join(workdir, "plots", "lineage.png"))

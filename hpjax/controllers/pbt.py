@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 import dataclasses
+import fractions
 import math
 from typing import Any
 
@@ -159,7 +160,10 @@ def quantile_size(population: int, quantile_fraction: float) -> int:
   """
   if population < 2:
     return 0
-  q = max(1, int(math.floor(population * quantile_fraction + 0.5)))
+  # In exact decimal arithmetic: 90 x 0.35 is 31.5 and rounds up, where the
+  # binary product 31.499999999999996 would round down.
+  exact = population * fractions.Fraction(repr(float(quantile_fraction)))
+  q = max(1, int(math.floor(exact + fractions.Fraction(1, 2))))
   return min(q, population // 2)
 
 

@@ -665,7 +665,7 @@ def make_plots(run: Run, out_dir: str, best: int | None = None) -> list[str]:
     written.append(plot_learning_curves(run, p["learning_curves.png"], best))
     if dims:
       written.append(plot_hparam_trajectories(run, p["hparam_trajectories.png"], best, dims))
-    if run.controller == "pbt" and _exploits(run):
+    if run.controller in ("pbt", "pbt_halving") and _exploits(run):
       written.append(plot_lineage(run, p["lineage.png"], best))
     if dims:
       written.append(plot_fitness_vs_hparams(run, p["fitness_vs_hparams.png"], best, dims))

@@ -86,9 +86,10 @@ def format_table(summary: Mapping[str, Any], top: int = 10) -> str:
   else:
     work += " (wall time not recorded)"
   lines.append(work)
-  if s["controller"] == "pbt":
+  # PBT with halving rungs (pbt_halving) both copies and prunes.
+  if s["controller"] in ("pbt", "pbt_halving"):
     lines.append(f"pbt: {s['exploit_events']} exploit events")
-  if s["controller"] == "halving":
+  if s["controller"] in ("halving", "pbt_halving"):
     lines.append(f"successive halving: {s['pruned']} members pruned")
   if s.get("lr_range") and s["lr_range"].get("description"):
     lines.append(f"learning-rate range test: {s['lr_range']['description']}")
