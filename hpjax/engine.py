@@ -342,8 +342,13 @@ def _takes_hparams(model: nnx.Module) -> bool:
     for p in params
     if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
   ]
+  # A second parameter with a default (``train=False``, ``deterministic=None``,
+  # ``mask=None``) is the model's own option, not a slot for ``hp``: given the
+  # (truthy) hyperparameters, a flag would read "on" in training and
+  # evaluation alike. Such a model is called as ``model(x)``, as its own
+  # signature says it may be.
   return (
-    len(positional) >= 2
+    (len(positional) >= 2 and positional[1].default is inspect.Parameter.empty)
     or any(p.name == "hp" for p in params)
     or any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
   )
@@ -836,9 +841,9 @@ class _Group:
     means = tuple(s / steps for s in sums)
     return new_state, self.train_metrics(means[0], means[1:])
 
-  def forward_eval(self, params, rest, opt_hp, hp, x):
+  def forward_eval(self, params, rest, opt_hp, hp, x, reads=None):
     return self.call(
-      self.merge(self.t.eval_def, params, rest), x, self.hp_view(opt_hp, hp, False, None)
+      self.merge(self.t.eval_def, params, rest), x, self.hp_view(opt_hp, hp, False, None, reads)
     )
 
   def evaluate(self, state: PopulationState, x: jax.Array, y: jax.Array, weights: jax.Array):
@@ -908,10 +913,11 @@ class _Group:
     )
 
   def reads(self, state: PopulationState, x: jax.Array, y: jax.Array) -> frozenset:
-    """The hyperparameter names a training step of the model and loss reads.
+    """The hyperparameter names a training step or an evaluation of the model and loss reads.
 
     Traced abstractly (``jax.eval_shape``, nothing runs or compiles) on the
-    first member and the first examples of ``x``, ``y``.
+    first member and the first examples of ``x``, ``y``; both passes, since
+    a model may read a name in one mode only (a temperature at evaluation).
     """
     names: set = set()
     b = self.spec.batch_size
@@ -925,6 +931,11 @@ class _Group:
       first,
       one(x, True),
       one(y, True),
+    )
+    jax.eval_shape(
+      lambda s, xb: self.forward_eval(s[0], s[1], s[2].hyperparams, s[3], xb, names),
+      first,
+      one(x, True),
     )
     return frozenset(names)
 

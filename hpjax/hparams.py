@@ -311,6 +311,29 @@ class TracedChoice:
     idx = jnp.clip(self.index, 0, len(outs) - 1)
     return jnp.select([idx == i for i in range(len(outs) - 1)], outs[:-1], outs[-1])
 
+  def __eq__(self, value: Any) -> Any:
+    """``hp[name] == value``: a traced bool, as :meth:`is_` (a plain ``==`` was always False)."""
+    if isinstance(value, TracedChoice):
+      return NotImplemented
+    if value not in self.values:
+      raise ValueError(f"{value!r} is not among this traced choice's values {self.values}")
+    return self.is_(value)
+
+  def __ne__(self, value: Any) -> Any:
+    eq = self.__eq__(value)
+    return eq if eq is NotImplemented else jnp.logical_not(eq)
+
+  __hash__ = None  # compares by value on the device, so unhashable
+
+  def __bool__(self) -> bool:
+    # Each member has its own choice, known only on the device: a Python
+    # ``if hp[name]:`` cannot branch on it (the object itself was always true).
+    raise TypeError(
+      f"a traced choice among {self.values} has no Python truth value (each member's is "
+      "on the device): use hp[name].is_(value) or hp[name] == value (traced bools, for "
+      "jnp.where), hp[name].select({...}), or declare the choice structural=True"
+    )
+
   def __repr__(self) -> str:
     return f"TracedChoice(index={self.index}, values={self.values})"
 

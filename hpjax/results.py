@@ -287,8 +287,14 @@ def _call(model: nnx.Module, x, meta: Mapping[str, Any]):
   from hpjax import hparams as hp_lib  # pylint: disable=g-import-not-at-top
 
   values = {}
+  choices = meta.get("choices") or {}
   for k, v in meta["hyperparameters"].items():
-    values[k] = hp_lib.TracedChoice(0, (v,)) if isinstance(v, str) else v
+    # As training gave them: a traced choice as a TracedChoice among its
+    # candidates (an export of an older hpjax lists none: the value alone).
+    if k in choices and v in choices[k]:
+      values[k] = hp_lib.TracedChoice(choices[k].index(v), choices[k])
+    else:
+      values[k] = hp_lib.TracedChoice(0, (v,)) if isinstance(v, (str, bool)) else v
   if engine._takes_hparams(model):  # pylint: disable=protected-access
     return model(x, hp_lib.HParams(values, train=False))
   return model(x)

@@ -911,7 +911,11 @@ def export_best(
   j = group.members.index(position)
   state = pop.checkpoint_states([group])[0]  # host copies on a mesh (every process calls)
   params, model_state = engine.member_tree((state.params, state.model_state), j)
-  meta = _model_meta(exp, summary, group.fns.spec.structural)
+  spec = group.fns.spec
+  # A traced choice's candidates: the exported model gets each choice as
+  # training gave it (a TracedChoice among them), so .is_ / == / select work.
+  choices = {"optimizer": list(optim.FAMILIES), **{n: list(c) for n, c in spec.traced if c}}
+  meta = {**_model_meta(exp, summary, spec.structural), "choices": choices}
   result = {
     "model": checkpoint.save_model(os.path.join(out_dir, "model"), params, model_state, meta)
   }
