@@ -1295,8 +1295,7 @@ def _experiment(
   members, candidates, sched = _initial_members(
     members, base, space, population, seed, init, epochs, controller, hparam_schedule, data
   )
-  if settings.get("lr_range_test"):
-    _check_range_test(members, controller, prefix)
+  _check_range_test(settings.get("lr_range_test"), members, controller, prefix)
   exp = Experiment(
     data=data,
     members=members,
@@ -1319,14 +1318,18 @@ def _experiment(
   return exp
 
 
-def _check_range_test(members: Sequence[Mapping[str, Any]], controller: Any, prefix: str) -> None:
-  """Refuses, before training, a learning-rate range test its analysis could not read.
+def _check_range_test(
+  on: bool, members: Sequence[Mapping[str, Any]], controller: Any, prefix: str
+) -> None:
+  """Refuses, before training, a learning-rate range test (``on``) its analysis could not read.
 
   The analysis reads one loss curve per learning rate, each member's own
   from its start: every member must train to the end unchanged (a sweep,
   controller ``none``: PBT copies members, halving prunes them) and at its
   own rate.
   """
+  if not on:
+    return
   if controller.name != "none":
     raise ValueError(
       f"{prefix}lr_range_test: needs controller 'none', a sweep (one loss curve per "
