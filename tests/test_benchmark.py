@@ -175,13 +175,17 @@ def test_throughput_times_each_conv_impl():
   # The xla convolution is a structural hyperparameter: its own group and
   # program, its own table; the states are the engine's init either way.
   result = benchmark.run(
-    _tiny(parts=("throughput",), populations=(2,), conv_impls=("xla",)), log=lambda _: None
+    _tiny(parts=("throughput", "flops"), populations=(2,), conv_impls=("xla",)), log=lambda _: None
   )
   (w,) = result["workloads"]
   assert w["conv_impl"] == "xla" and w["model"] == {"conv_impl": "xla"}
-  (row,) = w["rows"]
+  (row,) = [r for r in w["rows"] if r["population"] == 2]
   assert row["population"] == 2 and row["member_steps_per_s"] > 0
   assert "conv_impl xla" in benchmark.markdown(result)
+  # Its convolutions are no matrix products the ceiling can time alone: a
+  # ceiling from the dense layers' products alone would be no bound (481%).
+  assert "matmuls_alone" not in row and "fraction_ceiling" not in row
+  assert w["flops"]["matmul_flops_per_member_step"] is None
 
 
 def test_throughput_in_bfloat16_against_the_bfloat16_matmul_rate():
