@@ -5,6 +5,7 @@ import json
 import os
 
 import pytest
+import tiny_configs
 
 from hpjax import tuner
 
@@ -16,19 +17,6 @@ def _rows(workdir, name="metrics.jsonl"):
   return rows
 
 
-def _digits(config_module, **overrides):
-  c = config_module.get_config().to_dict()
-  c.update(progress=False, report=False, tensorboard=False)
-  c["data"]["max_train"] = 200
-  c["model"].update(width=4, depth=1, dense=16)
-  for k, v in overrides.items():
-    if isinstance(v, dict):
-      c[k].update(v)
-    else:
-      c[k] = v
-  return c
-
-
 def _quiet(config, workdir):
   return tuner.run(config, workdir, log=lambda s: None)
 
@@ -36,7 +24,7 @@ def _quiet(config, workdir):
 def _cosine(**overrides):
   from experiments.configs import digits_pbt  # pylint: disable=g-import-not-at-top
 
-  c = _digits(digits_pbt, population=4, **overrides)
+  c = tiny_configs.digits(digits_pbt, population=4, **overrides)
   c["space"].pop("batch_size")
   c["schedule"]["kind"] = "cosine"
   return c
@@ -76,7 +64,7 @@ def test_halving_extension_makes_the_rung_at_the_old_last_epoch(tmp_path):
   from experiments.configs import digits_halving  # pylint: disable=g-import-not-at-top
 
   straight, extended = str(tmp_path / "straight"), str(tmp_path / "extended")
-  config = lambda epochs: _digits(digits_halving, population=9, epochs=epochs)
+  config = lambda epochs: tiny_configs.digits(digits_halving, population=9, epochs=epochs)
   a = _quiet(config(4), straight)  # rungs after epochs 1 and 3: 9 -> 3 -> 1
   first = _quiet(config(3), extended)  # one rung: 9 -> 3
   assert first["members_at_end"] == 3

@@ -11,25 +11,17 @@ import os
 import resource
 
 import pytest
+import tiny_configs
 
 from experiments.compare_workdirs import compare
 from hpjax import tuner
 from hpjax import writers as writers_lib
 
 
-def _digits(module="digits_pbt", **overrides):
-  import importlib  # pylint: disable=g-import-not-at-top
+def _digits(**overrides):
+  from experiments.configs import digits_pbt  # pylint: disable=g-import-not-at-top
 
-  c = importlib.import_module(f"experiments.configs.{module}").get_config().to_dict()
-  c.update(progress=False, report=False, tensorboard=False)
-  c["data"]["max_train"] = 200
-  c["model"].update(width=4, depth=1, dense=16)
-  for k, v in overrides.items():
-    if isinstance(v, dict):
-      c[k].update(v)
-    else:
-      c[k] = v
-  return c
+  return tiny_configs.digits(digits_pbt, **overrides)
 
 
 class _Crash(writers_lib.Writer):
