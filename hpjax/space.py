@@ -548,8 +548,10 @@ def validate(space: Mapping[str, Dimension]) -> dict[str, Dimension]:
     ValueError: one line naming ``space.<name>`` on a name that is not an
       identifier, a non-dimension, bad bounds (lo >= hi, log with lo <= 0),
       empty or duplicated choices, an unknown optimizer / activation / loss /
-      family, or a value a built-in hyperparameter cannot take. Any other
-      name declares the user's own hyperparameter.
+      family, a value a built-in hyperparameter cannot take, or a name a
+      metrics row already has as a column (``epoch``, ``member``, ``wall_s``,
+      ``hparams``, ``train_*``, ``val_*``). Any other name declares the
+      user's own hyperparameter.
   """
   if not isinstance(space, Mapping):
     raise ValueError(f"space: must be a mapping of name -> dimension, got {type(space).__name__}")
@@ -560,9 +562,19 @@ def validate(space: Mapping[str, Dimension]) -> dict[str, Dimension]:
       raise ValueError(
         f"space.{name}: must be a Float, Int, Choice or Fixed dimension, got {type(dim).__name__}"
       )
+    if name in _ROW_FIELDS or name.startswith(("train_", "val_")):
+      # A metrics row (and Results.dataframe) has a column of this name: the
+      # hyperparameter's column would silently replace it, or it the value.
+      raise ValueError(
+        f"space.{name}: a metrics row already has this column; allowed: any other "
+        "identifier (not epoch, member, wall_s, hparams, train_* or val_*)"
+      )
     dim.check(name)
     _check_name(name, dim)
   return dict(space)
+
+
+_ROW_FIELDS = ("epoch", "member", "wall_s", "hparams")
 
 
 def _number(name: str, field: str, v: Any, integer: bool) -> float | int:

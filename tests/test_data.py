@@ -867,3 +867,21 @@ def test_tune_data_dict_takes_a_validation_split():
   ds = tuner._dataset({"x_train": x, "y_train": y, "x_val": xv, "y_val": yv}, seed=0)
   np.testing.assert_array_equal(host(ds, "x_val"), xv)
   assert (ds.num_train, ds.num_test) == (48, 12)
+
+
+def test_splits_given_in_different_units_are_flagged():
+  # uint8 training images with a test split already divided by 255: each
+  # split is normalized with x_train's statistics, so the test inputs would
+  # all sit near one value and score near chance, without a word.
+  rng = np.random.default_rng(5)
+  x = rng.integers(0, 256, (40, 4, 4), dtype=np.uint8)
+  y = np.arange(40) % 2
+  xt = rng.integers(0, 256, (10, 4, 4), dtype=np.uint8)
+  yt = np.arange(10) % 2
+  with pytest.warns(
+    DataWarning, match=r"x_train holds integers up to \d+ but x_test floats within"
+  ):
+    dataset_from_arrays("mixed", x, y, xt.astype(np.float32) / 255.0, yt)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", DataWarning)
+    dataset_from_arrays("same", x, y, xt.astype(np.float32), yt)  # same units: no note

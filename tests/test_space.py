@@ -388,3 +388,14 @@ def test_user_names_declare_their_own_hyperparameters():
     "structural": True,
   }
   assert S.from_config(S.to_config(space)) == space
+
+
+@pytest.mark.parametrize(
+  "name", ["epoch", "member", "wall_s", "hparams", "val_accuracy", "train_loss"]
+)
+def test_a_name_a_metrics_row_already_has_is_refused(name):
+  # Results.dataframe merges each row's hyperparameters into its columns: a
+  # user hyperparameter named "epoch" replaced the epoch column silently.
+  with pytest.raises(ValueError, match=rf"^space.{name}: a metrics row already has this column"):
+    S.validate({name: S.Float(0.5, 2.0)})
+  assert S.validate({"epochs_scale": S.Float(0.5, 2.0)})  # only the exact columns and prefixes

@@ -568,14 +568,15 @@ def _raw_from_arrays(
         f"{where}: x_{split} example shape {x_split.shape[1:]} differs from x_train {x.shape[1:]}"
       )
     given[split] = (x_split, y_split)
+  notes = []
   if any(x_split.dtype != x.dtype for x_split, _ in given.values()):
+    notes += _scale_notes(where, {"x_train": x, **{f"x_{k}": v for k, (v, _) in given.items()}})
     # One stored dtype per dataset; uint8 only survives if all are 8-bit.
     x = x.astype(np.float32)
     given = {k: (x_split.astype(np.float32), y_split) for k, (x_split, y_split) in given.items()}
   x_val, y_val = given.get("val", (None, None))
   x_test, y_test = given.get("test", (None, None))
   labels = {"y_train": y, **{f"y_{k}": y_split for k, (_, y_split) in given.items()}}
-  notes = []
   if y_task == "classification":
     num_classes = _class_count(labels, num_classes, where)
   else:
@@ -592,6 +593,29 @@ def _raw_from_arrays(
         "task='regression' to silence this"
       )
   return _Raw(name, where, y_task, x, y, x_test, y_test, num_classes, notes, x_val, y_val)
+
+
+def _scale_notes(where: str, xs: dict[str, np.ndarray]) -> list[str]:
+  """A note when integer images (0..255) meet a float split already scaled to [0, 1].
+
+  Every split is normalized with the training split's statistics: a test
+  split scaled by 1/255 where the training one was not would be evaluated on
+  inputs all near one value, and score near chance without an error.
+  """
+  ints = {k: v for k, v in xs.items() if v.dtype.kind in "iu" and v.size and v.max() > 1}
+  unit = {
+    k: v
+    for k, v in xs.items()
+    if v.dtype.kind == "f" and v.size and np.nanmin(v) >= 0 and np.nanmax(v) <= 1
+  }
+  if not ints or not unit:
+    return []
+  (a, va), (b, _) = next(iter(ints.items())), next(iter(unit.items()))
+  return [
+    f"{where}: {a} holds integers up to {int(va.max())} but {b} floats within [0, 1]: "
+    "the splits look scaled differently (every split is normalized with x_train's "
+    "statistics); give them in the same units"
+  ]
 
 
 def _class_count(labels: dict[str, np.ndarray], num_classes: int | None, where: str) -> int:
