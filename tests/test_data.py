@@ -803,8 +803,10 @@ def test_given_val_split_dtypes_and_regression_targets():
   val = rng.integers(0, 256, (10, 8, 8), dtype=np.uint8)
   ds = dataset_from_arrays("u8", images, labels, x_val=val, y_val=np.arange(10) % 2)
   assert ds.x_val.dtype == np.uint8 and ds.x_val.shape == (10, 8, 8, 1)
-  # One stored dtype per dataset: a float split makes every split float32.
-  ds = dataset_from_arrays("mixed", images, labels, x_val=val / 255.0, y_val=np.arange(10) % 2)
+  # One stored dtype per dataset: a float split makes every split float32
+  # (this one, divided by 255 where x_train is not, is also flagged).
+  with pytest.warns(DataWarning, match="scaled differently"):
+    ds = dataset_from_arrays("mixed", images, labels, x_val=val / 255.0, y_val=np.arange(10) % 2)
   assert {a.dtype for a in (ds.x_train, ds.x_val, ds.x_test)} == {np.dtype(np.float32)}
   # Regression: the given targets are standardized with the training split's statistics.
   x, xv = _vectors(50, 0), _vectors(10, 1)
